@@ -1,0 +1,3 @@
+//! Runtime backends behind the Generic Runtime Manager seam.
+
+pub mod sim;

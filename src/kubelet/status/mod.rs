@@ -1,0 +1,5 @@
+//! Pod status: generation from runtime state (phase, conditions, container statuses) and the
+//! status manager that patches it to the API.
+
+pub mod generate;
+pub mod manager;

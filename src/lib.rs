@@ -1,0 +1,7 @@
+//! keel: a Kubernetes node agent (a kubelet replacement).
+#![deny(unsafe_code)]
+
+pub mod backends;
+pub mod clock;
+pub mod genericruntime;
+pub mod kubelet;
