@@ -113,3 +113,75 @@ mod tests {
         assert!(resource_list("apps", "v1").is_none());
     }
 }
+
+/// The OpenAPI v3 group-version paths served (`/openapi/v3`).
+fn openapi_gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// `/openapi/v3`: the index of per-group-version documents.
+pub fn openapi_v3_index() -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut gvs: Vec<(&str, &str)> = RESOURCES.iter().map(|r| (r.group, r.version)).collect();
+    gvs.dedup();
+    for (g, v) in gvs {
+        let p = openapi_gv_path(g, v);
+        let url = format!("/openapi/v3/{p}?hash={}", GIT_VERSION.replace('.', ""));
+        paths.entry(p).or_insert_with(|| json!({"serverRelativeURL": url}));
+    }
+    json!({"paths": paths})
+}
+
+/// `/openapi/v3/{api/v1|apis/g/v}`: the operations of each resource, with their
+/// `x-kubernetes-group-version-kind` and query parameters. kubectl reads these to learn that
+/// PATCH/POST/PUT honour `fieldValidation` (server-side validation). Schemas are not included:
+/// kubectl then computes apply patches from its built-in types, as with a server without them.
+pub fn openapi_v3_doc(gv_path: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    let mut found = false;
+    for r in RESOURCES {
+        if openapi_gv_path(r.group, r.version) != gv_path {
+            continue;
+        }
+        found = true;
+        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+        let base = if r.group.is_empty() { format!("/api/{}", r.version) } else { format!("/apis/{}/{}", r.group, r.version) };
+        let coll = if r.namespaced { format!("{base}/namespaces/{{namespace}}/{}", r.plural) } else { format!("{base}/{}", r.plural) };
+        let param = |n: &str| json!({"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
+        let write_params = json!([param("dryRun"), param("fieldManager"), param("fieldValidation")]);
+        let op = |action: &str, params: &Value| {
+            json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": params})
+        };
+        let has = |v: &str| r.verbs.contains(&v);
+        let mut item = serde_json::Map::new();
+        if has("get") {
+            item.insert("get".into(), op("get", &json!([])));
+        }
+        if has("update") {
+            item.insert("put".into(), op("put", &write_params));
+        }
+        if has("patch") {
+            item.insert("patch".into(), op("patch", &write_params));
+        }
+        if has("delete") {
+            item.insert("delete".into(), op("delete", &json!([param("dryRun"), param("gracePeriodSeconds")])));
+        }
+        let mut collection = serde_json::Map::new();
+        if has("list") {
+            collection.insert("get".into(), op("list", &json!([param("labelSelector"), param("fieldSelector")])));
+        }
+        if has("create") {
+            collection.insert("post".into(), op("post", &write_params));
+        }
+        paths.insert(format!("{coll}/{{name}}"), Value::Object(item));
+        paths.insert(coll, Value::Object(collection));
+    }
+    found.then(|| {
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": GIT_VERSION}, "paths": paths,
+               "components": {"schemas": {}}})
+    })
+}

@@ -163,6 +163,10 @@ fn route(shared: &Arc<Shared>, path: &str, r: &Req) -> Result<Response<Body>, Ap
         ["api"] => get_only(discovery::api_versions(&shared.addr.to_string())),
         ["apis"] => get_only(discovery::api_group_list()),
         ["apis", group] => discovery::api_group(group).map_or_else(|| Err(ApiError::page_not_found()), get_only),
+        ["openapi", "v3"] => get_only(discovery::openapi_v3_index()),
+        ["openapi", "v3", gv @ ..] => {
+            discovery::openapi_v3_doc(&gv.join("/")).map_or_else(|| Err(ApiError::page_not_found()), get_only)
+        }
         ["api", "v1", rest @ ..] => resource_request(shared, "", "v1", rest, r),
         ["apis", group, version, rest @ ..] => resource_request(shared, group, version, rest, r),
         _ => Err(ApiError::page_not_found()),
