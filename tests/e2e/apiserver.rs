@@ -466,7 +466,11 @@ async fn events_api_event_shows_in_kubectl_get_events() {
 #[tokio::test]
 async fn outage_gives_503_and_recovers() {
     let s = TestApiServer::start().await.unwrap();
-    let cms: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
+    // kube retries 503 for minutes by default; this test wants to see the 503 itself.
+    let kc = kube::config::Kubeconfig::read_from(s.admin_kubeconfig()).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    cfg.default_retry = false;
+    let cms: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(cfg).unwrap(), "default");
     let mut stream = cms.watch(&WatchParams::default().timeout(30), "0").await.unwrap().boxed();
     // Initial state: kube-root-ca.crt.
     assert!(matches!(stream.try_next().await.unwrap(), Some(WatchEvent::Added(_))));
@@ -493,3 +497,4 @@ async fn proxy_subresources_are_unavailable_not_fatal() {
     let v: Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(v["serverVersion"]["gitVersion"], "v1.33.0");
 }
+

@@ -56,6 +56,13 @@ impl Req {
     }
 
     fn json_body(&self) -> Result<Value, ApiError> {
+        if self.content_type.starts_with("application/vnd.kubernetes.protobuf") {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("the body of the request was in an unknown format - accepted media types include: application/json (got {})", self.content_type),
+            ));
+        }
         let v: Value = serde_json::from_slice(&self.body)
             .map_err(|e| ApiError::bad_request(format!("the body of the request was in an unknown format: {e}")))?;
         if !v.is_object() {
@@ -1046,7 +1053,8 @@ fn token_request(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req) -> Result<R
 
 /// Reviews: who am I, may I (always yes), token reviews.
 fn review(shared: &Arc<Shared>, res: &Resource, r: &Req) -> Result<Response<Body>, ApiError> {
-    let mut body = r.json_body()?;
+    // `kubectl auth whoami` posts protobuf; a SelfSubjectReview has no input, so its body is not needed.
+    let mut body = if res.kind == "SelfSubjectReview" { r.json_body().unwrap_or_else(|_| json!({})) } else { r.json_body()? };
     let status = match res.kind {
         "SelfSubjectReview" => json!({"userInfo": r.user.to_json()}),
         "TokenReview" => {

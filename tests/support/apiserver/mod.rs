@@ -58,13 +58,13 @@ impl TestApiServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding 127.0.0.1:0")?;
         let addr: SocketAddr = listener.local_addr().context("reading the bound address")?;
         std::fs::write(dir.path().join("ca.crt"), &pki.ca_pem).context("writing ca.crt")?;
-        let (up, _) = tokio::sync::watch::channel(true);
+        let (outages, _) = tokio::sync::watch::channel(0u64);
         let shared = Arc::new(Shared {
             store: Store::new(),
             pki,
             tokens: Tokens::default(),
             available: AtomicBool::new(true),
-            up,
+            outages,
             shutdown: CancellationToken::new(),
             addr,
         });
@@ -128,7 +128,9 @@ impl TestApiServer {
     /// Outage: while false every request gets 503 and open watches end.
     pub fn set_available(&self, up: bool) {
         self.shared.available.store(up, Ordering::SeqCst);
-        self.shared.up.send_replace(up);
+        if !up {
+            self.shared.outages.send_modify(|n| *n += 1);
+        }
     }
 
     /// Forgets watch history: watches from any older resourceVersion get 410 Gone.

@@ -38,8 +38,8 @@ pub struct Shared {
     pub pki: Pki,
     pub tokens: Tokens,
     pub available: AtomicBool,
-    /// Carries `available`, so open watches end when it turns false.
-    pub up: tokio::sync::watch::Sender<bool>,
+    /// Counts outages: open watches end when it changes.
+    pub outages: tokio::sync::watch::Sender<u64>,
     pub shutdown: CancellationToken,
     pub addr: SocketAddr,
 }

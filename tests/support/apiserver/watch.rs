@@ -130,7 +130,7 @@ async fn run(
     mut live: broadcast::Receiver<Arc<Change>>,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
 ) {
-    let mut up = shared.up.subscribe();
+    let mut outages = shared.outages.subscribe();
     let deadline = tokio::time::sleep(spec.timeout.unwrap_or(DEFAULT_TIMEOUT));
     tokio::pin!(deadline);
     let mut bookmarks = tokio::time::interval(BOOKMARK_PERIOD);
@@ -140,12 +140,8 @@ async fn run(
             _ = shared.shutdown.cancelled() => return,
             _ = &mut deadline => return,
             _ = tx.closed() => return,
-            changed = up.changed() => {
-                if changed.is_err() || !*up.borrow() {
-                    return;
-                }
-                continue;
-            }
+            // Any outage since the watch started ends it.
+            _ = outages.changed() => return,
             _ = bookmarks.tick(), if spec.bookmarks => {
                 // Only when nothing is queued: a bookmark must not jump over undelivered events.
                 let store = shared.store.lock();
