@@ -34,6 +34,15 @@ fn pod(name: &str, node: Option<&str>, labels: Value) -> Pod {
     serde_json::from_value(p).unwrap()
 }
 
+/// An admin client that does not retry 503s (kube retries them for minutes by default): for
+/// tests that want to see the 503 itself.
+async fn no_retry_client(s: &TestApiServer) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(s.admin_kubeconfig()).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    cfg.default_retry = false;
+    kube::Client::try_from(cfg).unwrap()
+}
+
 fn api_code(e: kube::Error) -> (u16, String) {
     match e {
         kube::Error::Api(s) => (s.code, s.reason.clone()),
@@ -466,11 +475,7 @@ async fn events_api_event_shows_in_kubectl_get_events() {
 #[tokio::test]
 async fn outage_gives_503_and_recovers() {
     let s = TestApiServer::start().await.unwrap();
-    // kube retries 503 for minutes by default; this test wants to see the 503 itself.
-    let kc = kube::config::Kubeconfig::read_from(s.admin_kubeconfig()).unwrap();
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
-    cfg.default_retry = false;
-    let cms: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(cfg).unwrap(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(no_retry_client(&s).await, "default");
     let mut stream = cms.watch(&WatchParams::default().timeout(30), "0").await.unwrap().boxed();
     // Initial state: kube-root-ca.crt.
     assert!(matches!(stream.try_next().await.unwrap(), Some(WatchEvent::Added(_))));
@@ -489,7 +494,7 @@ async fn outage_gives_503_and_recovers() {
 #[tokio::test]
 async fn proxy_subresources_are_unavailable_not_fatal() {
     let s = TestApiServer::start().await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(s.client().await, "default");
+    let pods: Api<Pod> = Api::namespaced(no_retry_client(&s).await, "default");
     pods.create(&PostParams::default(), &pod("l", Some("n1"), json!({}))).await.unwrap();
     let (code, _) = api_code(pods.logs("l", &Default::default()).await.unwrap_err());
     assert_eq!(code, 503);
