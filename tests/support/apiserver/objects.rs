@@ -11,11 +11,6 @@ pub fn format_time(ts: jiff::Timestamp) -> String {
     format!("{ts:.0}")
 }
 
-/// `metav1.MicroTime`: RFC 3339 with 6 fractional digits.
-pub fn now_micro_time() -> String {
-    format!("{:.6}", jiff::Timestamp::now())
-}
-
 pub fn parse_time(s: &str) -> Option<jiff::Timestamp> {
     s.parse().ok()
 }
@@ -26,13 +21,22 @@ pub fn new_uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Random lowercase alphanumerics without vowels-lookalikes, like `utilrand.String`.
 pub fn random_suffix(n: usize) -> String {
     const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..n).map(|_| ALPHANUMS[rand::random_range(0..ALPHANUMS.len())] as char).collect()
+    (0..n)
+        .map(|_| ALPHANUMS[rand::random_range(0..ALPHANUMS.len())] as char)
+        .collect()
 }
 
 pub fn meta(obj: &Value) -> Option<&Map<String, Value>> {
@@ -53,7 +57,10 @@ pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
 }
 
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
-    meta(obj).and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("")
+    meta(obj)
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 pub fn name(obj: &Value) -> &str {
@@ -67,23 +74,6 @@ pub fn path<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
 
 pub fn path_str<'a>(obj: &'a Value, dotted: &str) -> &'a str {
     path(obj, dotted).and_then(Value::as_str).unwrap_or("")
-}
-
-/// Sets `obj[k1][k2]…` creating intermediate maps.
-pub fn set_path(obj: &mut Value, dotted: &str, value: Value) {
-    let mut cur = obj;
-    let parts: Vec<&str> = dotted.split('.').collect();
-    for (i, k) in parts.iter().enumerate() {
-        if !cur.is_object() {
-            *cur = Value::Object(Map::new());
-        }
-        let map = cur.as_object_mut().expect("just made an object");
-        if i == parts.len() - 1 {
-            map.insert((*k).to_string(), value);
-            return;
-        }
-        cur = map.entry(*k).or_insert_with(|| Value::Object(Map::new()));
-    }
 }
 
 /// Inserts `key: value` when the key is absent or null (API defaulting).
