@@ -184,6 +184,30 @@ pub fn openapi_v3_doc(gv_path: &str) -> Option<Value> {
     })
 }
 
+/// Media type of the protobuf OpenAPI v2 document (the only form client-go decodes).
+pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `/openapi/v2`: a gnostic `openapi_v2.Document` in protobuf with swagger, info and empty
+/// paths/definitions. kubectl ≤ 1.29 downloads it before validating; with no schemas it skips
+/// client-side schema checks, as for kinds the server does not describe.
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+        // Wire type 2 (length-delimited); every length here fits one varint byte.
+        out.push((tag << 3) | 2);
+        out.push(bytes.len() as u8);
+        out.extend_from_slice(bytes);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, b"Kubernetes");
+    field(&mut info, 2, GIT_VERSION.as_bytes());
+    let mut doc = Vec::new();
+    field(&mut doc, 1, b"2.0");
+    field(&mut doc, 2, &info);
+    field(&mut doc, 8, &[]);
+    field(&mut doc, 9, &[]);
+    doc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

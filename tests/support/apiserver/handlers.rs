@@ -198,6 +198,14 @@ fn route(shared: &Arc<Shared>, path: &str, r: &Req) -> Result<Response<Body>, Ap
         ["api"] => get_only(discovery::api_versions(&shared.addr.to_string())),
         ["apis"] => get_only(discovery::api_group_list()),
         ["apis", group] => discovery::api_group(group).map_or_else(|| Err(ApiError::page_not_found()), get_only),
+        ["openapi", "v2"] if r.method == Method::GET => {
+            let mut resp = Response::new(Body::from(discovery::openapi_v2_protobuf()));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(discovery::OPENAPI_V2_PROTOBUF),
+            );
+            Ok(resp)
+        }
         ["openapi", "v3"] => get_only(discovery::openapi_v3_index()),
         ["openapi", "v3", gv @ ..] => {
             discovery::openapi_v3_doc(&gv.join("/")).map_or_else(|| Err(ApiError::page_not_found()), get_only)
