@@ -267,6 +267,14 @@ async fn graceful_deletion_of_a_bound_pod() {
         }),
         ..Default::default()
     };
+    // The kubelet's status patches carry the UID: another pod's UID is rejected.
+    let stale = json!({"metadata": {"uid": "00000000-0000-0000-0000-000000000000"}, "status": {"phase": "Failed"}});
+    let (code, _) = api_code(
+        pods.patch_status("bound", &PatchParams::default(), &Patch::Strategic(&stale))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 422);
     pods.delete("bound", &right).await.unwrap();
     assert_eq!(api_code(pods.get("bound").await.unwrap_err()).0, 404);
 }

@@ -690,6 +690,19 @@ fn update(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req, status_only: bool)
         )));
     }
     let mut store = shared.store.lock();
+    // The object's UID is a precondition of PUT (`DefaultUpdatedObjectInfo.Preconditions`).
+    let uid = meta_str(&obj, "uid");
+    if let Some(current) = store.get(t.res.store, ns_of(t), n) {
+        let have = meta_str(current, "uid");
+        if !uid.is_empty() && uid != have {
+            return Err(ApiError::conflict(
+                t.res.plural,
+                t.res.group,
+                n,
+                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"),
+            ));
+        }
+    }
     let (code, out) = update_object(
         &mut store,
         t.res,
@@ -828,6 +841,22 @@ fn patch_request(
         return Err(ApiError::bad_request("the patched object is not a JSON object"));
     }
     let mut patched = to_storage(t.res, patched);
+    // A patch carrying another UID (the kubelet's status patches include it on purpose) fails
+    // metadata validation: the UID is immutable.
+    let (new_uid_v, old_uid_v) = (meta_str(&patched, "uid"), meta_str(&current, "uid"));
+    if new_uid_v != old_uid_v {
+        let (kind, _) = storage_type(t.res);
+        return Err(ApiError::invalid(
+            kind,
+            t.res.group,
+            n,
+            vec![FieldError::invalid(
+                "metadata.uid",
+                json!(new_uid_v),
+                "field is immutable",
+            )],
+        ));
+    }
     // Name and namespace come from the URL.
     meta_mut(&mut patched).insert("name".into(), json!(n));
     if let Some(ns) = &t.ns {
