@@ -915,3 +915,33 @@ async fn kubectl_wait_and_force_delete() {
     assert!(out.contains("force deleted"), "{out}");
     assert_eq!(api_code(pods.get("w1").await.unwrap_err()).0, 404);
 }
+
+#[tokio::test]
+async fn kubectl_get_watch_shows_changes() {
+    let s = TestApiServer::start().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(s.client().await, "default");
+    pods.create(&PostParams::default(), &pod("gw", Some("n1"), json!({})))
+        .await
+        .unwrap();
+    let client = s.client().await;
+    let changer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let pods: Api<Pod> = Api::namespaced(client, "default");
+        let st = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "c", "image": "busybox:1.36", "imageID": "",
+            "ready": true, "restartCount": 0, "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}}]}});
+        pods.patch_status("gw", &PatchParams::default(), &Patch::Strategic(&st))
+            .await
+            .unwrap();
+    });
+    let out = s.kubectl(&["get", "pods", "-w", "--request-timeout=4s"]).await;
+    changer.await.unwrap();
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("gw")).collect();
+    assert!(lines.len() >= 2, "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        lines[0].contains("Pending")
+            && lines.last().unwrap().contains("1/1")
+            && lines.last().unwrap().contains("Running"),
+        "{text}"
+    );
+}
