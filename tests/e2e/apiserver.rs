@@ -105,6 +105,18 @@ spec:
     assert_eq!(json["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
     assert_eq!(json["status"]["phase"], "Pending");
     assert_eq!(json["status"]["qosClass"], "Guaranteed");
+    // Default admission plugins: ServiceAccount token volume, DefaultTolerationSeconds, Priority.
+    assert_eq!(json["spec"]["serviceAccountName"], "default");
+    assert!(json["spec"]["volumes"][0]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("kube-api-access-"));
+    assert_eq!(
+        json["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    assert_eq!(json["spec"]["tolerations"][0]["tolerationSeconds"], 300);
+    assert_eq!(json["spec"]["priority"], 0);
     assert!(json["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].is_string());
 
     let mode = ok(&s

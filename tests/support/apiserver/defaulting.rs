@@ -1,5 +1,4 @@
-//! API defaulting (`SetDefaults_Pod`, `SetDefaults_Container`, …, plus the default admission
-//! plugins' Priority fields), the pod's create-time status (phase Pending, qosClass), basic
+//! API defaulting (`SetDefaults_Pod`, `SetDefaults_Container`, …), the pod's create-time status (phase Pending, qosClass), basic
 //! validation and the pod spec update rules, as the real server applies them.
 
 use serde_json::{json, Map, Value};
@@ -138,7 +137,7 @@ pub fn default_pod(pod: &mut Value) {
     default_field(spec, "schedulerName", json!("default-scheduler"));
     default_field(spec, "securityContext", json!({}));
     default_field(spec, "enableServiceLinks", json!(true));
-    // The server mirrors serviceAccount and serviceAccountName; ServiceAccount admission picks "default".
+    // serviceAccount is the deprecated alias of serviceAccountName (admission picks "default").
     let sa = spec
         .get("serviceAccountName")
         .and_then(Value::as_str)
@@ -148,13 +147,11 @@ pub fn default_pod(pod: &mut Value) {
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
         })
-        .unwrap_or("default")
-        .to_string();
-    spec.insert("serviceAccountName".into(), json!(sa));
-    spec.insert("serviceAccount".into(), json!(sa));
-    // Priority admission: no priorityClassName → priority 0 with the default preemption policy.
-    default_field(spec, "priority", json!(0));
-    default_field(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+        .map(str::to_string);
+    if let Some(sa) = sa {
+        spec.insert("serviceAccountName".into(), json!(sa));
+        spec.insert("serviceAccount".into(), json!(sa));
+    }
     if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
         if let Some(cs) = spec.get_mut("containers").and_then(Value::as_array_mut) {
             for c in cs.iter_mut() {
@@ -370,9 +367,7 @@ mod tests {
         assert_eq!(s["terminationGracePeriodSeconds"], 30);
         assert_eq!(s["dnsPolicy"], "ClusterFirst");
         assert_eq!(s["schedulerName"], "default-scheduler");
-        assert_eq!(s["serviceAccountName"], "default");
         assert_eq!(s["enableServiceLinks"], true);
-        assert_eq!(s["priority"], 0);
         assert_eq!(s["containers"][0]["imagePullPolicy"], "Always");
         assert_eq!(s["containers"][1]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(s["containers"][2]["imagePullPolicy"], "Always");

@@ -12,6 +12,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
+use super::admission;
 use super::auth::{bearer, UserInfo};
 use super::defaulting;
 use super::discovery;
@@ -585,6 +586,7 @@ pub(crate) fn create_object(
         "pods" => {
             m.insert("generation".into(), json!(1));
             defaulting::default_pod(&mut obj);
+            admission::admit_pod(store, ns, &mut obj)?;
             let errs = defaulting::validate_pod(&obj);
             if !errs.is_empty() {
                 return Err(ApiError::invalid(kind, res.group, &name, errs));

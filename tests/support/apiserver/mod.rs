@@ -2,6 +2,7 @@
 //! CA, client-certificate and bearer-token authentication), good enough for kube-rs and kubectl.
 //! It runs inside the test process; dropping it stops it and removes its private directory.
 
+mod admission;
 mod auth;
 mod defaulting;
 mod discovery;
