@@ -957,3 +957,51 @@ async fn kubectl_get_watch_shows_changes() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn namespace_deletion_and_immortal_namespaces() {
+    let s = TestApiServer::start().await.unwrap();
+    let client = s.client().await;
+    let out = s.kubectl(&["delete", "ns", "default", "--wait=false"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this namespace may not be deleted"));
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "doomed"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "doomed");
+    let bound = pods
+        .create(&PostParams::default(), &pod("b", Some("n1"), json!({})))
+        .await
+        .unwrap();
+    ok(&s.kubectl(&["delete", "ns", "doomed", "--wait=false"]).await);
+    // Terminating until its bound pod is gone; no new content meanwhile.
+    let phase = ok(&s
+        .kubectl(&["get", "ns", "doomed", "-o", "jsonpath={.status.phase}"])
+        .await);
+    assert_eq!(phase, "Terminating");
+    assert_eq!(
+        api_code(
+            pods.create(&PostParams::default(), &pod("late", None, json!({})))
+                .await
+                .unwrap_err()
+        )
+        .0,
+        403
+    );
+    assert!(pods.get("b").await.unwrap().metadata.deletion_timestamp.is_some());
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: bound.metadata.uid,
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    pods.delete("b", &dp).await.unwrap();
+    assert_eq!(
+        api_code(Api::<Namespace>::all(client).get("doomed").await.unwrap_err()).0,
+        404
+    );
+}

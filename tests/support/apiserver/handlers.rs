@@ -31,6 +31,8 @@ use super::watch::{self, WatchSpec};
 const MAX_BODY: usize = 3 * 1024 * 1024;
 /// Default audience of issued tokens (`--api-audiences`).
 const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+/// Namespaces the NamespaceLifecycle admission plugin refuses to delete.
+const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 /// TokenRequest default lifetime.
 const DEFAULT_TOKEN_SECONDS: i64 = 3600;
 
@@ -1066,6 +1068,16 @@ fn delete_object(
 
 fn delete_namespace(store: &mut Inner, obj: Value, opts: &DeleteOpts) -> Result<(Value, bool), ApiError> {
     let ns = name(&obj).to_string();
+    // NamespaceLifecycle admission keeps the system namespaces.
+    if IMMORTAL_NAMESPACES.contains(&ns.as_str()) {
+        let mut e = ApiError::new(
+            403,
+            "Forbidden",
+            format!("namespaces \"{ns}\" is forbidden: this namespace may not be deleted"),
+        );
+        e.details = Some(json!({"name": ns, "kind": "namespaces"}));
+        return Err(e);
+    }
     if deletion_timestamp(&obj).is_some() || opts.dry_run {
         return Ok((obj, false));
     }

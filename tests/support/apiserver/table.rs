@@ -157,6 +157,15 @@ fn columns(kind: &str) -> Vec<Value> {
         ],
         "ServiceAccount" => vec![name, col("Secrets", "string", "", 0, "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."), age],
         "Lease" => vec![name, col("Holder", "string", "", 0, "The holder of the lease."), age],
+        "Service" => vec![
+            name,
+            col("Type", "string", "", 0, "The type of service."),
+            col("Cluster-IP", "string", "", 0, "The cluster IP of the service."),
+            col("External-IP", "string", "", 0, "The external IP of the service."),
+            col("Port(s)", "string", "", 0, "The ports of the service."),
+            age,
+            col("Selector", "string", "", 1, "Route service traffic to pods with label keys and values matching this selector."),
+        ],
         _ => vec![
             name,
             col("Created At", "date", "", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
@@ -476,6 +485,68 @@ fn node_cells(node: &Value, name: String, age: String) -> Vec<Value> {
         json!(path_str(node, "status.nodeInfo.osImage")),
         json!(path_str(node, "status.nodeInfo.kernelVersion")),
         json!(path_str(node, "status.nodeInfo.containerRuntimeVersion")),
+    ]
+}
+
+/// `printService` (ClusterIP/NodePort/LoadBalancer/ExternalName columns).
+fn service_cells(svc: &Value, name: String, age: String) -> Vec<Value> {
+    let ty = path_str(svc, "spec.type");
+    let cluster_ip = path_str(svc, "spec.clusterIP");
+    let external = match ty {
+        "ExternalName" => path_str(svc, "spec.externalName").to_string(),
+        _ => {
+            let ips: Vec<&str> = path(svc, "spec.externalIPs")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if ips.is_empty() {
+                if ty == "LoadBalancer" {
+                    "<pending>".to_string()
+                } else {
+                    "<none>".to_string()
+                }
+            } else {
+                ips.join(",")
+            }
+        }
+    };
+    let ports: Vec<String> = path(svc, "spec.ports")
+        .and_then(Value::as_array)
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    let port = p["port"].as_i64().unwrap_or(0);
+                    let proto = p["protocol"].as_str().unwrap_or("TCP");
+                    match p["nodePort"].as_i64() {
+                        Some(np) if np != 0 => format!("{port}:{np}/{proto}"),
+                        _ => format!("{port}/{proto}"),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let selector = path(svc, "spec.selector")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "<none>".into());
+    vec![
+        json!(name),
+        json!(ty),
+        json!(none_if_empty(cluster_ip)),
+        json!(external),
+        json!(if ports.is_empty() {
+            "<none>".to_string()
+        } else {
+            ports.join(",")
+        }),
+        json!(age),
+        json!(selector),
     ]
 }
 
