@@ -217,6 +217,7 @@ fn cells(kind: &str, obj: &Value) -> (Vec<Value>, Vec<Value>) {
             vec![json!(name), json!(path_str(obj, "spec.holderIdentity")), json!(age)],
             Vec::new(),
         ),
+        "Service" => (service_cells(obj, name, age), Vec::new()),
         _ => (vec![json!(name), json!(meta_str(obj, "creationTimestamp"))], Vec::new()),
     }
 }
@@ -683,6 +684,17 @@ mod tests {
         let mut deleting = base(json!({"phase": "Running"}));
         deleting["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
         assert_eq!(status_of(deleting), "Terminating");
+    }
+
+    #[test]
+    fn service_columns() {
+        let svc = json!({"metadata": {"name": "s"}, "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10",
+            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 80, "protocol": "TCP", "nodePort": 30080}], "selector": {"app": "dns"}}});
+        let c = service_cells(&svc, "s".into(), "1s".into());
+        assert_eq!(c[2], "10.96.0.10");
+        assert_eq!(c[3], "<none>");
+        assert_eq!(c[4], "53/UDP,80:30080/TCP");
+        assert_eq!(c[6], "app=dns");
     }
 
     #[test]
