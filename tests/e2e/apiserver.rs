@@ -1011,7 +1011,10 @@ async fn binding_token_rules_and_deletecollection() {
     let s = TestApiServer::start().await.unwrap();
     let client = s.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let created = pods.create(&PostParams::default(), &pod("tobind", None, json!({"app": "x"}))).await.unwrap();
+    let created = pods
+        .create(&PostParams::default(), &pod("tobind", None, json!({"app": "x"})))
+        .await
+        .unwrap();
     let post = |path: String, body: Value| {
         let client = client.clone();
         async move {
@@ -1023,31 +1026,60 @@ async fn binding_token_rules_and_deletecollection() {
         }
     };
     let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "tobind"}, "target": {"kind": "Node", "name": "n1"}});
-    post("/api/v1/namespaces/default/pods/tobind/binding".into(), binding.clone()).await.unwrap();
+    post("/api/v1/namespaces/default/pods/tobind/binding".into(), binding.clone())
+        .await
+        .unwrap();
     let p = pods.get("tobind").await.unwrap();
     assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("n1"));
     let conds = p.status.unwrap().conditions.unwrap();
     assert!(conds.iter().any(|c| c.type_ == "PodScheduled" && c.status == "True"));
-    let (code, _) = api_code(post("/api/v1/namespaces/default/pods/tobind/binding".into(), binding).await.unwrap_err());
+    let (code, _) = api_code(
+        post("/api/v1/namespaces/default/pods/tobind/binding".into(), binding)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(code, 409);
 
     // TokenRequest: a lifetime under 10 minutes is invalid; a bound token names the pod.
-    let short = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 60}});
-    let (code, _) = api_code(post("/api/v1/namespaces/default/serviceaccounts/default/token".into(), short).await.unwrap_err());
+    let short =
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 60}});
+    let (code, _) = api_code(
+        post("/api/v1/namespaces/default/serviceaccounts/default/token".into(), short)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(code, 422);
     let bound = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
         "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "tobind", "uid": created.metadata.uid.clone().unwrap()}}});
-    let tr = post("/api/v1/namespaces/default/serviceaccounts/default/token".into(), bound).await.unwrap();
-    assert_eq!(tr["spec"]["audiences"], json!(["https://kubernetes.default.svc.cluster.local"]));
+    let tr = post("/api/v1/namespaces/default/serviceaccounts/default/token".into(), bound)
+        .await
+        .unwrap();
+    assert_eq!(
+        tr["spec"]["audiences"],
+        json!(["https://kubernetes.default.svc.cluster.local"])
+    );
     assert_eq!(tr["spec"]["expirationSeconds"], 3600);
     let missing = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}});
-    let (code, _) = api_code(post("/api/v1/namespaces/default/serviceaccounts/nobody/token".into(), missing).await.unwrap_err());
+    let (code, _) = api_code(
+        post(
+            "/api/v1/namespaces/default/serviceaccounts/nobody/token".into(),
+            missing,
+        )
+        .await
+        .unwrap_err(),
+    );
     assert_eq!(code, 404);
 
     // deletecollection with a selector: unbound pods go at once, bound ones start terminating.
-    pods.create(&PostParams::default(), &pod("loose", None, json!({"app": "x"}))).await.unwrap();
-    pods.create(&PostParams::default(), &pod("keep", None, json!({"app": "y"}))).await.unwrap();
-    pods.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=x")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("loose", None, json!({"app": "x"})))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("keep", None, json!({"app": "y"})))
+        .await
+        .unwrap();
+    pods.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=x"))
+        .await
+        .unwrap();
     let left: Vec<(String, bool)> = pods
         .list(&ListParams::default())
         .await

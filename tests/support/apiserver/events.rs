@@ -3,7 +3,9 @@
 //! reportingController↔reportingComponent, deprecatedSource↔source,
 //! deprecated{First,Last}Timestamp/Count↔{first,last}Timestamp/count.
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
+
+use super::errors::FieldError;
 
 /// (events.k8s.io/v1 field, core/v1 field) pairs that only change name.
 const RENAMES: &[(&str, &str)] = &[
@@ -69,6 +71,78 @@ pub fn to_events_v1(obj: &Value) -> Value {
     Value::Object(out)
 }
 
+/// `ValidateEventCreate` for requests through events.k8s.io/v1 (on the events.k8s.io form).
+pub fn validate_events_v1(ev: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or("");
+    if let Some(series) = ev.get("series").filter(|v| !v.is_null()) {
+        if series.get("count").and_then(Value::as_i64).unwrap_or(0) < 2 {
+            errs.push(FieldError::invalid("series.count", json!(""), "should be at least 2"));
+        }
+        if series
+            .get("lastObservedTime")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
+            errs.push(FieldError::required("series.lastObservedTime", ""));
+        }
+    }
+    if s("eventTime").is_empty() {
+        errs.push(FieldError::required("eventTime", ""));
+    }
+    let ty = s("type");
+    if ty != "Normal" && ty != "Warning" {
+        errs.push(FieldError::invalid(
+            "type",
+            json!(""),
+            format!("has invalid value: {ty}"),
+        ));
+    }
+    for k in ["deprecatedFirstTimestamp", "deprecatedLastTimestamp"] {
+        if !s(k).is_empty() {
+            errs.push(FieldError::invalid(k, json!(""), "needs to be unset"));
+        }
+    }
+    if ev.get("deprecatedCount").and_then(Value::as_i64).unwrap_or(0) != 0 {
+        errs.push(FieldError::invalid("deprecatedCount", json!(""), "needs to be unset"));
+    }
+    let src = ev.get("deprecatedSource");
+    let src_set = |k: &str| {
+        src.and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.is_empty())
+    };
+    if src_set("component") || src_set("host") {
+        errs.push(FieldError::invalid("deprecatedSource", json!(""), "needs to be unset"));
+    }
+    for (k, max) in [
+        ("reportingController", 128),
+        ("reportingInstance", 128),
+        ("action", 128),
+        ("reason", 128),
+    ] {
+        let v = s(k);
+        if v.is_empty() {
+            errs.push(FieldError::required(k, ""));
+        } else if v.len() > max {
+            errs.push(FieldError::invalid(
+                k,
+                json!(""),
+                format!("can have at most {max} characters"),
+            ));
+        }
+    }
+    if s("note").len() > 1024 {
+        errs.push(FieldError::invalid(
+            "note",
+            json!(""),
+            "can have at most 1024 characters",
+        ));
+    }
+    errs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +160,8 @@ mod tests {
         assert_eq!(core["reportingComponent"], "kubelet");
         assert_eq!(core["apiVersion"], "v1");
         assert_eq!(to_events_v1(&core), ev);
+        assert!(validate_events_v1(&ev).is_empty());
+        let bad = json!({"type": "Odd", "reason": "R"});
+        assert_eq!(validate_events_v1(&bad).len(), 5);
     }
 }

@@ -611,6 +611,12 @@ pub(crate) fn create_object(
             }
         }
         "services" => default_service(store, &mut obj),
+        "events" if res.group == "events.k8s.io" => {
+            let errs = events::validate_events_v1(&events::to_events_v1(&obj));
+            if !errs.is_empty() {
+                return Err(ApiError::invalid(kind, res.group, &name, errs));
+            }
+        }
         _ => {}
     }
     if store.get(res.store, ns, &name).is_some() {
