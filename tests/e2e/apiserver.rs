@@ -153,6 +153,13 @@ spec:
         .kubectl(&["get", "cm", "settings", "-n", "team-a", "-o", "jsonpath={.data.mode}"])
         .await);
     assert_eq!(mode, "slow");
+
+    // kubectl asks for strict field validation: a typo is rejected by the server.
+    let typo = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\ndatta:\n  a: b\n";
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], typo).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field \"datta\""), "{err}");
 }
 
 #[tokio::test]

@@ -85,6 +85,16 @@ fn default_container(c: &mut Value) {
     default_field(m, "terminationMessagePath", json!("/dev/termination-log"));
     default_field(m, "terminationMessagePolicy", json!("File"));
     let res = obj_mut(m, "resources");
+    // Quantities are strings on the wire; a YAML number (`cpu: 1`) is decoded as a quantity.
+    for list in ["requests", "limits"] {
+        if let Some(q) = res.get_mut(list).and_then(Value::as_object_mut) {
+            for v in q.values_mut() {
+                if let Value::Number(n) = v {
+                    *v = json!(n.to_string());
+                }
+            }
+        }
+    }
     // SetDefaults_ResourceList: requests default to limits where absent.
     if let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() {
         let req = obj_mut(res, "requests");
@@ -357,7 +367,7 @@ mod tests {
     #[test]
     fn pod_defaults_match_set_defaults_pod() {
         let mut pod = json!({"spec": {"containers": [
-            {"name": "a", "image": "busybox", "resources": {"limits": {"cpu": "1"}}, "ports": [{"containerPort": 80}]},
+            {"name": "a", "image": "busybox", "resources": {"limits": {"cpu": 1}}, "ports": [{"containerPort": 80}]},
             {"name": "b", "image": "nginx:1.25"},
             {"name": "c", "image": "nginx:latest"}],
             "volumes": [{"name": "v"}]}});

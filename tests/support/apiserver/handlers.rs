@@ -18,6 +18,7 @@ use super::defaulting;
 use super::discovery;
 use super::errors::{ApiError, FieldError};
 use super::events;
+use super::fieldvalidation;
 use super::objects::{format_time, meta, meta_mut, meta_str, name, new_uid, now_time, parse_time, random_suffix};
 use super::patch::{self, PatchType};
 use super::resources::{self, api_version, Resource};
@@ -499,6 +500,9 @@ fn decode_object(t: &Target, r: &Req) -> Result<Value, ApiError> {
     } else {
         meta_mut(&mut obj).remove("namespace");
     }
+    if r.q("fieldValidation") == Some("Strict") {
+        fieldvalidation::check_strict(&want_av, t.res.kind, &obj)?;
+    }
     Ok(to_storage(t.res, obj))
 }
 
@@ -849,6 +853,9 @@ fn patch_request(
     let patched = patch::apply(ty, storage_type(t.res).0, &external, &r.body)?;
     if !patched.is_object() {
         return Err(ApiError::bad_request("the patched object is not a JSON object"));
+    }
+    if r.q("fieldValidation") == Some("Strict") {
+        fieldvalidation::check_strict(&api_version(t.res), t.res.kind, &patched)?;
     }
     let mut patched = to_storage(t.res, patched);
     // A patch carrying another UID (the kubelet's status patches include it on purpose) fails

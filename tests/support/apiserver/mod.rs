@@ -8,6 +8,7 @@ mod defaulting;
 mod discovery;
 mod errors;
 mod events;
+mod fieldvalidation;
 mod handlers;
 mod objects;
 mod patch;
