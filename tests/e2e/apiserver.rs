@@ -1097,3 +1097,24 @@ async fn binding_token_rules_and_deletecollection() {
         .collect();
     assert_eq!(left, [("keep".to_string(), false), ("tobind".to_string(), true)]);
 }
+
+#[tokio::test]
+async fn streaming_list_watcher_gets_initial_events_end() {
+    let s = TestApiServer::start().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
+    let cfg = watcher::Config::default().streaming_lists();
+    let mut events = watcher(cms, cfg).boxed();
+    let mut names = Vec::new();
+    let done = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(ev) = events.try_next().await.unwrap() {
+            match ev {
+                watcher::Event::InitApply(cm) => names.push(cm.metadata.name.unwrap()),
+                watcher::Event::InitDone => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "no initial-events-end bookmark");
+    assert_eq!(names, ["kube-root-ca.crt"]);
+}

@@ -438,6 +438,7 @@ fn watch_request(shared: &Arc<Shared>, t: &Target, r: &Req) -> Result<Response<B
         bucket,
         namespace: t.ns.clone(),
         resource_version: rv,
+        send_initial_events: r.q("sendInitialEvents") == Some("true"),
         bookmarks: r.q("allowWatchBookmarks") == Some("true"),
         timeout,
         matches: Box::new(move |o| labels.matches(o) && fields.matches(bucket, o)),

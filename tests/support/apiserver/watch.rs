@@ -29,6 +29,9 @@ pub struct WatchSpec {
     pub bucket: &'static str,
     pub namespace: Option<String>,
     pub resource_version: Option<u64>,
+    /// `sendInitialEvents=true` (streaming list): current state first, then a bookmark
+    /// annotated `k8s.io/initial-events-end`, whatever the resourceVersion.
+    pub send_initial_events: bool,
     pub bookmarks: bool,
     pub timeout: Option<Duration>,
     /// Decides whether an object is in the watched selection (namespace excluded).
@@ -74,12 +77,13 @@ impl WatchSpec {
         }
     }
 
+    fn bookmark_object(&self, rv: u64) -> Value {
+        json!({"kind": self.bookmark_type.0, "apiVersion": self.bookmark_type.1,
+               "metadata": {"resourceVersion": rv.to_string(), "creationTimestamp": null}})
+    }
+
     fn bookmark(&self, rv: u64) -> Bytes {
-        line(
-            "BOOKMARK",
-            json!({"kind": self.bookmark_type.0, "apiVersion": self.bookmark_type.1,
-                   "metadata": {"resourceVersion": rv.to_string(), "creationTimestamp": null}}),
-        )
+        line("BOOKMARK", self.bookmark_object(rv))
     }
 }
 
@@ -91,6 +95,19 @@ pub fn start(shared: &Arc<Shared>, spec: WatchSpec) -> Body {
     let live = {
         let store = shared.store.lock();
         match spec.resource_version {
+            _ if spec.send_initial_events => {
+                let ns = spec.namespace.as_deref();
+                for obj in store.list(spec.bucket, ns) {
+                    if (spec.matches)(obj) {
+                        initial.push(line("ADDED", (spec.present)(obj)));
+                    }
+                }
+                if spec.bookmarks {
+                    let mut b = spec.bookmark_object(store.rv());
+                    b["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+                    initial.push(line("BOOKMARK", b));
+                }
+            }
             None | Some(0) => {
                 let ns = spec.namespace.as_deref();
                 for obj in store.list(spec.bucket, ns) {
