@@ -1118,3 +1118,24 @@ async fn streaming_list_watcher_gets_initial_events_end() {
     assert!(done.is_ok(), "no initial-events-end bookmark");
     assert_eq!(names, ["kube-root-ca.crt"]);
 }
+
+#[tokio::test]
+async fn secret_string_data_and_node_allocatable_defaults() {
+    use k8s_openapi::api::core::v1::Secret;
+    let s = TestApiServer::start().await.unwrap();
+    let client = s.client().await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let sec: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"user": "admin"}})).unwrap();
+    let got = secrets.create(&PostParams::default(), &sec).await.unwrap();
+    assert!(got.string_data.is_none());
+    assert_eq!(got.type_.as_deref(), Some("Opaque"));
+    assert_eq!(got.data.unwrap()["user"].0, b"admin".to_vec());
+    let nodes: Api<Node> = Api::all(client);
+    let node: Node = serde_json::from_value(
+        json!({"metadata": {"name": "n1"}, "status": {"capacity": {"cpu": "4", "pods": "110"}}}),
+    )
+    .unwrap();
+    let got = nodes.create(&PostParams::default(), &node).await.unwrap();
+    assert_eq!(got.status.unwrap().allocatable.unwrap()["pods"].0, "110");
+}

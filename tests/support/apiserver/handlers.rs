@@ -614,7 +614,9 @@ pub(crate) fn create_object(
             if let Some(o) = obj.as_object_mut() {
                 super::objects::default_field(o, "type", json!("Opaque"));
             }
+            fold_string_data(&mut obj);
         }
+        "nodes" => default_node(&mut obj),
         "services" => default_service(store, &mut obj),
         "events" if res.group == "events.k8s.io" => {
             let errs = events::validate_events_v1(&events::to_events_v1(&obj));
@@ -636,6 +638,33 @@ pub(crate) fn create_object(
         namespace_content(store, &name, ca_pem);
     }
     Ok(created)
+}
+
+/// Secret `stringData` is write-only: it is merged into `data` (base64) and dropped.
+fn fold_string_data(obj: &mut Value) {
+    let Some(o) = obj.as_object_mut() else { return };
+    let Some(Value::Object(sd)) = o.remove("stringData") else {
+        return;
+    };
+    let data = o.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    if let Some(d) = data.as_object_mut() {
+        for (k, v) in sd {
+            let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            d.insert(k, json!(super::pki::base64_std(text.as_bytes())));
+        }
+    }
+}
+
+/// `SetDefaults_NodeStatus`: allocatable defaults to capacity.
+fn default_node(obj: &mut Value) {
+    if obj.pointer("/status/allocatable").is_none_or(Value::is_null) {
+        if let Some(cap) = obj.pointer("/status/capacity").filter(|c| c.is_object()).cloned() {
+            obj["status"]["allocatable"] = cap;
+        }
+    }
 }
 
 fn default_service(store: &Inner, obj: &mut Value) {
@@ -815,6 +844,12 @@ fn update_object(
         if res.store == "namespaces" {
             new["spec"] = old.get("spec").cloned().unwrap_or_else(|| json!({}));
         }
+        if res.store == "secrets" {
+            fold_string_data(&mut new);
+        }
+    }
+    if res.store == "nodes" {
+        default_node(&mut new);
     }
     if dry_run {
         return Ok((200, new));
