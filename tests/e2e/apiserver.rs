@@ -1139,3 +1139,34 @@ async fn secret_string_data_and_node_allocatable_defaults() {
     let got = nodes.create(&PostParams::default(), &node).await.unwrap();
     assert_eq!(got.status.unwrap().allocatable.unwrap()["pods"].0, "110");
 }
+
+/// kubectl's typed clients (`create ns|configmap|secret|token`, `auth whoami`) post protobuf.
+#[tokio::test]
+async fn kubectl_create_commands_post_protobuf() {
+    let s = TestApiServer::start().await.unwrap();
+    assert!(ok(&s.kubectl(&["create", "ns", "x1"]).await).contains("namespace/x1 created"));
+    assert!(ok(&s
+        .kubectl(&["create", "configmap", "c2", "-n", "x1", "--from-literal=a=b"])
+        .await)
+    .contains("created"));
+    assert_eq!(
+        ok(&s
+            .kubectl(&["get", "cm", "c2", "-n", "x1", "-o", "jsonpath={.data.a}"])
+            .await),
+        "b"
+    );
+    ok(&s
+        .kubectl(&["create", "secret", "generic", "s1", "--from-literal=k=v"])
+        .await);
+    assert_eq!(
+        ok(&s.kubectl(&["get", "secret", "s1", "-o", "jsonpath={.data.k}"]).await),
+        "dg=="
+    );
+    ok(&s.kubectl(&["create", "serviceaccount", "robot"]).await);
+    let token = ok(&s.kubectl(&["create", "token", "robot", "--duration=20m"]).await);
+    assert_eq!(token.trim().split('.').count(), 3);
+    let out = ok(&s.kubectl(&["label", "ns", "x1", "team=a"]).await);
+    assert!(out.contains("labeled"), "{out}");
+    let out = ok(&s.kubectl(&["get", "pods", "-A"]).await);
+    assert!(out.is_empty() || out.contains("No resources"), "{out}");
+}

@@ -21,6 +21,7 @@ use super::events;
 use super::fieldvalidation;
 use super::objects::{format_time, meta, meta_mut, meta_str, name, new_uid, now_time, parse_time, random_suffix};
 use super::patch::{self, PatchType};
+use super::protobuf;
 use super::resources::{self, api_version, Resource};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::server::Shared;
@@ -61,11 +62,13 @@ impl Req {
 
     fn json_body(&self) -> Result<Value, ApiError> {
         if self.content_type.starts_with("application/vnd.kubernetes.protobuf") {
-            return Err(ApiError::new(
-                415,
-                "UnsupportedMediaType",
-                format!("the body of the request was in an unknown format - accepted media types include: application/json (got {})", self.content_type),
-            ));
+            return protobuf::decode_body(&self.body).map_err(|e| {
+                ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    format!("the body of the request was in an unknown format - {e}"),
+                )
+            });
         }
         let v: Value = serde_json::from_slice(&self.body)
             .map_err(|e| ApiError::bad_request(format!("the body of the request was in an unknown format: {e}")))?;
@@ -1399,12 +1402,7 @@ fn token_request(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req) -> Result<R
 
 /// Reviews: who am I, may I (always yes), token reviews.
 fn review(shared: &Arc<Shared>, res: &Resource, r: &Req) -> Result<Response<Body>, ApiError> {
-    // `kubectl auth whoami` posts protobuf; a SelfSubjectReview has no input, so its body is not needed.
-    let mut body = if res.kind == "SelfSubjectReview" {
-        r.json_body().unwrap_or_else(|_| json!({}))
-    } else {
-        r.json_body()?
-    };
+    let mut body = r.json_body()?;
     let status = match res.kind {
         "SelfSubjectReview" => json!({"userInfo": r.user.to_json()}),
         "TokenReview" => {

@@ -13,6 +13,7 @@ mod handlers;
 mod objects;
 mod patch;
 mod pki;
+mod protobuf;
 mod resources;
 mod selectors;
 mod server;
