@@ -790,6 +790,11 @@ async fn events_api_event_shows_in_kubectl_get_events() {
         line.contains("Normal") && line.contains("pod/web") && line.contains("Successfully pulled image"),
         "{line}"
     );
+    let v1 = ok(&s.kubectl(&["get", "events.events.k8s.io"]).await);
+    assert!(
+        v1.contains("pod/web") && v1.contains("Successfully pulled image"),
+        "{v1}"
+    );
     let wide = ok(&s.kubectl(&["get", "events", "-o", "wide"]).await);
     assert!(wide.contains("kubelet, n1"), "{wide}");
 }

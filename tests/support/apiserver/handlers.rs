@@ -264,6 +264,10 @@ fn resource_request(
     if res.namespaced != ns.is_some() && !(res.namespaced && tail.is_empty()) {
         return Err(ApiError::page_not_found());
     }
+    // Namespaced kinds are only read or watched across namespaces; writes name a namespace.
+    if res.namespaced && ns.is_none() && r.method != Method::GET {
+        return Err(ApiError::page_not_found());
+    }
     let t = Target {
         res,
         ns: ns.map(str::to_string),

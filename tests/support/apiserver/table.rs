@@ -187,6 +187,10 @@ fn cells(kind: &str, obj: &Value) -> (Vec<Value>, Vec<Value>) {
     match kind {
         "Pod" => pod_cells(obj, name, age),
         "Node" => (node_cells(obj, name, age), Vec::new()),
+        // events.k8s.io objects print through the core/v1 printer, as the server converts them.
+        "Event" if obj["apiVersion"] == "events.k8s.io/v1" => {
+            (event_cells(&super::events::to_core(obj), name), Vec::new())
+        }
         "Event" => (event_cells(obj, name), Vec::new()),
         "Namespace" => (
             vec![json!(name), json!(path_str(obj, "status.phase")), json!(age)],
