@@ -1175,3 +1175,22 @@ async fn kubectl_create_commands_post_protobuf() {
     let out = ok(&s.kubectl(&["get", "pods", "-A"]).await);
     assert!(out.is_empty() || out.contains("No resources"), "{out}");
 }
+
+#[tokio::test]
+async fn legacy_watch_path_and_timeout_seconds() {
+    let s = TestApiServer::start().await.unwrap();
+    let client = s.client().await;
+    let started = std::time::Instant::now();
+    let req = http::Request::get("/api/v1/watch/namespaces/default/configmaps?timeoutSeconds=1")
+        .body(Vec::new())
+        .unwrap();
+    let text = client.request_text(req).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the watch must last timeoutSeconds"
+    );
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "ADDED");
+    assert_eq!(first["object"]["kind"], "ConfigMap");
+    assert_eq!(first["object"]["metadata"]["name"], "kube-root-ca.crt");
+}
