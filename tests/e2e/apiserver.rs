@@ -1194,3 +1194,27 @@ async fn legacy_watch_path_and_timeout_seconds() {
     assert_eq!(first["object"]["kind"], "ConfigMap");
     assert_eq!(first["object"]["metadata"]["name"], "kube-root-ca.crt");
 }
+
+#[tokio::test]
+async fn metadata_only_lists_and_watches() {
+    let s = TestApiServer::start().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(s.client().await, "default");
+    pods.create(&PostParams::default(), &pod("m1", None, json!({"app": "m"})))
+        .await
+        .unwrap();
+    let list = pods.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("m1"));
+    assert_eq!(list.items[0].types.as_ref().unwrap().kind, "PartialObjectMetadata");
+    let one = pods.get_metadata("m1").await.unwrap();
+    assert_eq!(one.metadata.labels.unwrap()["app"], "m");
+    let mut stream = pods
+        .watch_metadata(&WatchParams::default().timeout(5), "0")
+        .await
+        .unwrap()
+        .boxed();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Added(m)) => assert_eq!(m.metadata.name.as_deref(), Some("m1")),
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+}

@@ -56,6 +56,11 @@ impl Req {
         self.accept.split(',').any(|a| a.contains("as=Table"))
     }
 
+    /// `as=PartialObjectMetadata[List]`: metadata-only answers (kube's `list_metadata` etc.).
+    fn wants_metadata(&self) -> bool {
+        !self.wants_table() && self.accept.split(',').any(|a| a.contains("as=PartialObjectMetadata"))
+    }
+
     fn dry_run(&self) -> bool {
         self.q("dryRun") == Some("All")
     }
@@ -340,7 +345,15 @@ fn ns_of(t: &Target) -> &str {
     t.ns.as_deref().unwrap_or("")
 }
 
+fn partial(obj: &Value) -> Value {
+    let metadata = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata})
+}
+
 fn respond_one(res: &Resource, code: u16, obj: &Value, r: &Req) -> Response<Body> {
+    if r.wants_metadata() {
+        return json_response(code, &partial(obj));
+    }
     if r.wants_table() {
         let list_meta = json!({"resourceVersion": meta_str(obj, "resourceVersion")});
         let t = table::table(
@@ -399,6 +412,13 @@ fn list(shared: &Arc<Shared>, t: &Target, r: &Req) -> Result<Response<Body>, Api
         .collect();
     let list_meta = json!({"resourceVersion": store.rv().to_string()});
     drop(store);
+    if r.wants_metadata() {
+        let items: Vec<Value> = items.iter().map(partial).collect();
+        return Ok(json_response(
+            200,
+            &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "items": items}),
+        ));
+    }
     if r.wants_table() {
         return Ok(json_response(
             200,
@@ -440,6 +460,7 @@ fn watch_request(shared: &Arc<Shared>, t: &Target, r: &Req) -> Result<Response<B
         .map(Duration::from_secs);
     let res = t.res;
     let table = r.wants_table().then(|| IncludeObject::parse(r.q("includeObject")));
+    let metadata_only = r.wants_metadata();
     let bucket = res.store;
     let spec = WatchSpec {
         bucket,
@@ -456,11 +477,14 @@ fn watch_request(shared: &Arc<Shared>, t: &Target, r: &Req) -> Result<Response<B
                     let list_meta = json!({"resourceVersion": meta_str(o, "resourceVersion")});
                     table::table(res.kind, &[p], list_meta, include)
                 }
+                None if metadata_only => partial(&p),
                 None => p,
             }
         }),
         bookmark_type: if table.is_some() {
             ("Table".into(), "meta.k8s.io/v1".into())
+        } else if metadata_only {
+            ("PartialObjectMetadata".into(), "meta.k8s.io/v1".into())
         } else {
             (res.kind.to_string(), api_version(res))
         },
