@@ -1,1 +1,3 @@
-//! (being written)
+//! Simulated runtime (being written).
+pub mod config;
+pub mod script;
