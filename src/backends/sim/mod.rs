@@ -1,3 +1,4 @@
 //! Simulated runtime (being written).
 pub mod config;
+pub mod images;
 pub mod script;
