@@ -64,13 +64,6 @@ pub struct Word {
 }
 
 impl Word {
-    fn lit(s: &str) -> Word {
-        Word {
-            parts: vec![Part::Lit(s.to_string())],
-            quoted: false,
-        }
-    }
-
     /// The word as a keyword candidate: unquoted plain text.
     fn keyword(&self) -> Option<&str> {
         match self.parts.as_slice() {

@@ -1,0 +1,1 @@
+//! Tests of the simulated runtime (in a separate file: they are long).
