@@ -36,7 +36,11 @@ pub enum Error {
         source: Box<serde_saphyr::Error>,
     },
     #[error("sim config {path}: {field} must be a finite, non-negative number of seconds (got {value})")]
-    BadDuration { path: PathBuf, field: &'static str, value: f64 },
+    BadDuration {
+        path: PathBuf,
+        field: &'static str,
+        value: f64,
+    },
 }
 
 /// One pull-failure rule: images matching `pattern` fail to pull with `message`.
@@ -195,10 +199,19 @@ mod tests {
     #[test]
     fn bad_input_is_an_error() {
         let p = Path::new("x.yaml");
-        assert!(matches!(SimConfig::parse("pull_latency: -1\n", p), Err(Error::BadDuration { .. })));
-        assert!(matches!(SimConfig::parse("no_such_field: 1\n", p), Err(Error::Parse { .. })));
+        assert!(matches!(
+            SimConfig::parse("pull_latency: -1\n", p),
+            Err(Error::BadDuration { .. })
+        ));
+        assert!(matches!(
+            SimConfig::parse("no_such_field: 1\n", p),
+            Err(Error::Parse { .. })
+        ));
         assert!(matches!(SimConfig::parse("images: 3\n", p), Err(Error::Parse { .. })));
-        assert!(matches!(SimConfig::load(Path::new("/nonexistent/sim.yaml")), Err(Error::Read { .. })));
+        assert!(matches!(
+            SimConfig::load(Path::new("/nonexistent/sim.yaml")),
+            Err(Error::Read { .. })
+        ));
     }
 
     #[test]

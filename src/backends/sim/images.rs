@@ -57,7 +57,9 @@ pub fn normalize(image: &str) -> Result<Reference, Error> {
     }
     let (name, digest) = match image.split_once('@') {
         Some((n, d)) => {
-            let hex = d.strip_prefix("sha256:").ok_or_else(|| bad("unsupported digest algorithm"))?;
+            let hex = d
+                .strip_prefix("sha256:")
+                .ok_or_else(|| bad("unsupported digest algorithm"))?;
             if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
                 return Err(bad("invalid digest"));
             }
@@ -74,7 +76,8 @@ pub fn normalize(image: &str) -> Result<Reference, Error> {
     if let Some(t) = &tag {
         let ok = !t.is_empty()
             && t.len() <= 128
-            && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
             && !t.starts_with(['.', '-']);
         if !ok {
             return Err(bad("invalid tag"));
@@ -247,7 +250,9 @@ pub fn pull_failure(cfg: &SimConfig, requested: &str, r: &Reference) -> Option<(
         // containerd's wording for a reference the resolver cannot find.
         return Some((
             true,
-            format!("failed to pull and unpack image \"{name}\": failed to resolve reference \"{name}\": {name}: not found"),
+            format!(
+                "failed to pull and unpack image \"{name}\": failed to resolve reference \"{name}\": {name}: not found"
+            ),
         ));
     }
     let rule = cfg
@@ -282,7 +287,10 @@ mod tests {
             ("registry.k8s.io/pause:3.9".into(), "registry.k8s.io/pause:3.9"),
             ("localhost:5000/x".into(), "localhost:5000/x:latest"),
             ("localhost/pause:1".into(), "localhost/pause:1"),
-            (format!("busybox@{d}"), "docker.io/library/busybox@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            (
+                format!("busybox@{d}"),
+                "docker.io/library/busybox@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(normalize(&input).unwrap().name(), want, "{input}");
@@ -296,7 +304,10 @@ mod tests {
     fn records_are_deterministic_and_resolvable() {
         let r = normalize("busybox").unwrap();
         let a = ImageRecord::of(&r);
-        assert_eq!(a, ImageRecord::of(&normalize("docker.io/library/busybox:latest").unwrap()));
+        assert_eq!(
+            a,
+            ImageRecord::of(&normalize("docker.io/library/busybox:latest").unwrap())
+        );
         assert_eq!(a.id.len(), "sha256:".len() + 64);
         assert_eq!(a.repo_tags, vec!["docker.io/library/busybox:latest"]);
         assert!(a.repo_digests[0].starts_with("docker.io/library/busybox@sha256:"));

@@ -99,7 +99,10 @@ impl Loaded {
         let sandboxes = self.sandboxes.values().map(|s| Record::Sandbox(Box::new(s.clone())));
         let containers = self.containers.values().map(|c| Record::Container(Box::new(c.clone())));
         let images = self.images.values().map(|i| Record::Image(i.clone()));
-        let removed = self.removed_images.iter().map(|id| Record::ImageRemoved { id: id.clone() });
+        let removed = self
+            .removed_images
+            .iter()
+            .map(|id| Record::ImageRemoved { id: id.clone() });
         sandboxes.chain(containers).chain(images).chain(removed)
     }
 }

@@ -85,7 +85,10 @@ mod tests {
     #[test]
     fn lines_full_and_partial() {
         let s = |d: &[u8], st| String::from_utf8(format_lines(ts(), st, d)).unwrap();
-        assert_eq!(s(b"hello world\n", Stream::Stdout), "2016-10-06T00:17:09.669794202Z stdout F hello world\n");
+        assert_eq!(
+            s(b"hello world\n", Stream::Stdout),
+            "2016-10-06T00:17:09.669794202Z stdout F hello world\n"
+        );
         assert_eq!(
             s(b"a\nb", Stream::Stderr),
             "2016-10-06T00:17:09.669794202Z stderr F a\n2016-10-06T00:17:09.669794202Z stderr P b\n"

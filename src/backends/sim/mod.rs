@@ -68,8 +68,7 @@ use images::ImageRecord;
 use journal::{Journal, Record};
 use runner::{Exit, Launch, RunHandle, Signal};
 use state::{
-    ContainerRecord, Resolved, SandboxRecord, State, CREATED, EXITED, RUNNING, SANDBOX_NOTREADY, SANDBOX_READY,
-    UNKNOWN,
+    ContainerRecord, Resolved, SandboxRecord, State, CREATED, EXITED, RUNNING, SANDBOX_NOTREADY, SANDBOX_READY, UNKNOWN,
 };
 
 /// Runtime identity reported by Version.
@@ -112,7 +111,9 @@ pub struct SimRuntime {
 
 impl std::fmt::Debug for SimRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimRuntime").field("state_dir", &self.state_dir).finish()
+        f.debug_struct("SimRuntime")
+            .field("state_dir", &self.state_dir)
+            .finish()
     }
 }
 
@@ -284,7 +285,10 @@ impl SimRuntime {
         } else {
             rec.hostname.clone()
         };
-        let mut env = vec![("PATH".to_string(), IMAGE_PATH.to_string()), ("HOSTNAME".to_string(), hostname)];
+        let mut env = vec![
+            ("PATH".to_string(), IMAGE_PATH.to_string()),
+            ("HOSTNAME".to_string(), hostname),
+        ];
         env.extend(rec.config.envs.iter().map(|kv| (kv.key.clone(), kv.value.clone())));
         env
     }
@@ -369,7 +373,10 @@ impl SimRuntime {
     fn stop_sandbox_state(&self, op: &'static str, id: &str) -> RtResult<Vec<String>> {
         let mut st = self.lock();
         let sb = st.sandboxes.get_mut(id).ok_or_else(|| {
-            RuntimeError::not_found(op, format!("an error occurred when try to find sandbox {id:?}: not found"))
+            RuntimeError::not_found(
+                op,
+                format!("an error occurred when try to find sandbox {id:?}: not found"),
+            )
         })?;
         let containers: Vec<String> = sb.containers.iter().cloned().collect();
         if sb.rec.state == SANDBOX_READY {
@@ -468,7 +475,11 @@ impl RuntimeService for SimRuntime {
             .config
             .ok_or_else(|| RuntimeError::new(OP, Code::InvalidArgument, "sandbox config is required"))?;
         if config.metadata.is_none() {
-            return Err(RuntimeError::new(OP, Code::InvalidArgument, "sandbox config must include metadata"));
+            return Err(RuntimeError::new(
+                OP,
+                Code::InvalidArgument,
+                "sandbox config must include metadata",
+            ));
         }
         let mut st = self.lock();
         let mut id = new_id();
@@ -550,7 +561,11 @@ impl RuntimeService for SimRuntime {
             }
         }
         // Containers created concurrently after the list was taken go too.
-        let late: Vec<String> = st.sandboxes.get(&id).map(|s| s.containers.iter().cloned().collect()).unwrap_or_default();
+        let late: Vec<String> = st
+            .sandboxes
+            .get(&id)
+            .map(|s| s.containers.iter().cloned().collect())
+            .unwrap_or_default();
         for c in late {
             st.journal
                 .append(&Record::ContainerRemoved { id: c.clone() })
@@ -590,11 +605,19 @@ impl RuntimeService for SimRuntime {
             .config
             .ok_or_else(|| RuntimeError::new(OP, Code::InvalidArgument, "container config is required"))?;
         if config.metadata.is_none() {
-            return Err(RuntimeError::new(OP, Code::InvalidArgument, "container config must include metadata"));
+            return Err(RuntimeError::new(
+                OP,
+                Code::InvalidArgument,
+                "container config must include metadata",
+            ));
         }
         let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
         if image_name.is_empty() {
-            return Err(RuntimeError::new(OP, Code::InvalidArgument, "container config must include an image"));
+            return Err(RuntimeError::new(
+                OP,
+                Code::InvalidArgument,
+                "container config must include an image",
+            ));
         }
         let mut st = self.lock();
         let sandbox_id = match state::resolve(&st.sandboxes, &req.pod_sandbox_id) {
@@ -607,7 +630,10 @@ impl RuntimeService for SimRuntime {
             }
         };
         let Some(sandbox) = st.sandboxes.get(&sandbox_id).map(|s| s.rec.clone()) else {
-            return Err(RuntimeError::not_found(OP, format!("failed to find sandbox id {sandbox_id:?}: not found")));
+            return Err(RuntimeError::not_found(
+                OP,
+                format!("failed to find sandbox id {sandbox_id:?}: not found"),
+            ));
         };
         if sandbox.state != SANDBOX_READY {
             return Err(RuntimeError::not_found(
@@ -638,7 +664,10 @@ impl RuntimeService for SimRuntime {
         let log_path = if log_dir.is_empty() || config.log_path.is_empty() {
             String::new()
         } else {
-            Path::new(&log_dir).join(&config.log_path).to_string_lossy().into_owned()
+            Path::new(&log_dir)
+                .join(&config.log_path)
+                .to_string_lossy()
+                .into_owned()
         };
         let mut id = new_id();
         while st.containers.contains_key(&id) {
@@ -688,7 +717,10 @@ impl RuntimeService for SimRuntime {
                 ));
             }
             let mut rec = c.rec.clone();
-            let sandbox_ready = st.sandboxes.get(&rec.sandbox_id).is_some_and(|s| s.rec.state == SANDBOX_READY);
+            let sandbox_ready = st
+                .sandboxes
+                .get(&rec.sandbox_id)
+                .is_some_and(|s| s.rec.state == SANDBOX_READY);
             let argv0 = rec.argv().first().cloned().unwrap_or_default();
             let failure = if !sandbox_ready {
                 Some(format!("sandbox container {:?} is not running", rec.sandbox_id))
@@ -823,19 +855,28 @@ impl RuntimeService for SimRuntime {
                 // Runs until the container goes away, like a real exec of `sleep infinity`.
                 (None, _, _) => {
                     let _ = exited.wait_for(|d| *d).await;
-                    Err(RuntimeError::new(OP, Code::Unknown, "container exited while the exec was running"))
+                    Err(RuntimeError::new(
+                        OP,
+                        Code::Unknown,
+                        "container exited while the exec was running",
+                    ))
                 }
             }
         };
         let result = if req.timeout > 0 {
-            let limit = self.clock.to_real(Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0)));
+            let limit = self
+                .clock
+                .to_real(Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0)));
             match tokio::time::timeout(limit, work).await {
                 Ok(r) => r,
                 Err(_) => {
                     return Err(RuntimeError::new(
                         OP,
                         Code::DeadlineExceeded,
-                        format!("failed to exec in container: timeout {}s exceeded: context deadline exceeded", req.timeout),
+                        format!(
+                            "failed to exec in container: timeout {}s exceeded: context deadline exceeded",
+                            req.timeout
+                        ),
                     ))
                 }
             }

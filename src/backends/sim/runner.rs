@@ -35,7 +35,9 @@ const HANDLER_SEQ_BASE: u64 = 1 << 40;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {
     /// SIGTERM, then SIGKILL after `grace` (virtual) if the container is still running.
-    Term { grace: Duration },
+    Term {
+        grace: Duration,
+    },
     Kill,
 }
 
@@ -233,7 +235,13 @@ async fn run(l: Launch, mut signals: mpsc::Receiver<Signal>) -> Exit {
         vfs: l.vfs.clone(),
         trap: trap.clone(),
     };
-    let mut interp = Interp::new(make_host(l.last_logged), l.env.iter().cloned(), Mode::Container, Duration::ZERO, 0);
+    let mut interp = Interp::new(
+        make_host(l.last_logged),
+        l.env.iter().cloned(),
+        Mode::Container,
+        Duration::ZERO,
+        0,
+    );
     let program = l.program.clone();
     let mut main = Box::pin(async move {
         let outcome = interp.run(&program).await;
@@ -244,7 +252,6 @@ async fn run(l: Launch, mut signals: mpsc::Receiver<Signal>) -> Exit {
     let offset_now = || l.elapsed + clock.to_virtual(Instant::now().saturating_duration_since(base));
     let killed = || Exit::new(EXIT_SIGKILL, false, clock.now());
     let mut forever = false;
-    let mut signals_open = true;
     let mut kill_at: Option<Instant> = None;
     loop {
         tokio::select! {
@@ -253,8 +260,10 @@ async fn run(l: Launch, mut signals: mpsc::Receiver<Signal>) -> Exit {
                 Outcome::Exit { code, oom } => return Exit::new(code, oom, add(l.started, clock.to_real(at))),
                 Outcome::Forever => forever = true,
             },
-            sig = signals.recv(), if signals_open => match sig {
-                None => signals_open = false,
+            sig = signals.recv() => match sig {
+                // Every handle is gone: the runtime was dropped (in a real process, killed).
+                // Stop here so an abandoned runtime's containers write nothing more.
+                None => return killed(),
                 Some(Signal::Kill) => return killed(),
                 Some(Signal::Term { grace }) => {
                     let deadline = clock.deadline(grace);
@@ -278,7 +287,6 @@ async fn run(l: Launch, mut signals: mpsc::Receiver<Signal>) -> Exit {
                 }
             },
             _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => return killed(),
-            else => return killed(),
         }
     }
 }

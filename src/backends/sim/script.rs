@@ -130,7 +130,10 @@ pub enum Node {
     /// The image's default command (empty command and args): runs until stopped.
     ImageDefault,
     /// Something outside the vocabulary: runs until stopped (container) or succeeds (exec).
-    Unrecognized { text: String, why: String },
+    Unrecognized {
+        text: String,
+        why: String,
+    },
 }
 
 /// What SIGTERM does to the container, as set by `trap`.
@@ -381,7 +384,10 @@ impl Lexer<'_> {
         match self.chars.peek() {
             Some('>') => {
                 self.chars.next();
-                Ok(Tok::Redir { fd, op: RedirOp::Append })
+                Ok(Tok::Redir {
+                    fd,
+                    op: RedirOp::Append,
+                })
             }
             Some('&') => {
                 self.chars.next();
@@ -400,7 +406,9 @@ impl Lexer<'_> {
                     n.push(c);
                     self.chars.next();
                 }
-                let target = n.parse::<u8>().map_err(|_| ParseError::Expected("a file descriptor after >&"))?;
+                let target = n
+                    .parse::<u8>()
+                    .map_err(|_| ParseError::Expected("a file descriptor after >&"))?;
                 Ok(Tok::Redir {
                     fd,
                     op: RedirOp::Dup(Some(target)),
@@ -831,7 +839,13 @@ pub struct Interp<H: Host> {
 impl<H: Host> Interp<H> {
     /// `env` is the container environment; `start` the virtual offset at which this run begins
     /// (0 for a container, "now" for a trap handler); `seq` the first output sequence number.
-    pub fn new(host: H, env: impl IntoIterator<Item = (String, String)>, mode: Mode, start: Duration, seq: u64) -> Self {
+    pub fn new(
+        host: H,
+        env: impl IntoIterator<Item = (String, String)>,
+        mode: Mode,
+        start: Duration,
+        seq: u64,
+    ) -> Self {
         Self {
             host,
             vars: env.into_iter().collect(),
@@ -934,7 +948,9 @@ impl<H: Host> Interp<H> {
     fn unrecognized(&mut self, text: &str, why: &str) -> Result<(), Flow> {
         match self.mode {
             Mode::Container => {
-                self.note(&format!("{text:?} is not simulated ({why}); treating it as long-running"));
+                self.note(&format!(
+                    "{text:?} is not simulated ({why}); treating it as long-running"
+                ));
                 Err(Flow::Forever)
             }
             // An exec of an unknown command (a health-check binary…) is assumed to succeed.
@@ -1565,7 +1581,10 @@ pub(crate) mod tests {
         for (script, ok) in cases {
             assert_eq!(parse(script).is_ok(), *ok, "{script}: {:?}", parse(script));
         }
-        assert!(matches!(program(&argv(&["sh", "-c", "a | b"])), Node::Unrecognized { .. }));
+        assert!(matches!(
+            program(&argv(&["sh", "-c", "a | b"])),
+            Node::Unrecognized { .. }
+        ));
         assert_eq!(program(&[]), Node::ImageDefault);
         assert!(matches!(program(&argv(&["/bin/sh"])), Node::Unrecognized { .. }));
         assert!(matches!(program(&argv(&["/bin/bash", "-ec", "true"])), Node::Simple(_)));
@@ -1591,11 +1610,26 @@ pub(crate) mod tests {
             ("sleep infinity", Outcome::Forever, "", 0),
             ("pause", Outcome::Forever, "", 0),
             ("echo x; my-server --port 80; echo never", Outcome::Forever, "x\n", 0),
-            ("for i in 1 2 3; do echo n$i; sleep 1; done", exit(0), "n1\nn2\nn3\n", 3000),
+            (
+                "for i in 1 2 3; do echo n$i; sleep 1; done",
+                exit(0),
+                "n1\nn2\nn3\n",
+                3000,
+            ),
             ("i=0; while [ $i != 3 ]; do echo $i; i=3; done", exit(0), "0\n", 0),
-            ("while true; do echo tick; done", Outcome::Forever, &"tick\n".repeat(100), 0),
+            (
+                "while true; do echo tick; done",
+                Outcome::Forever,
+                &"tick\n".repeat(100),
+                0,
+            ),
             ("echo -n DONE", exit(0), "DONE", 0),
-            ("echo -e 'a\\tb'; printf '%s=%d\\n' x 4 y 5", exit(0), "a\tb\nx=4\ny=5\n", 0),
+            (
+                "echo -e 'a\\tb'; printf '%s=%d\\n' x 4 y 5",
+                exit(0),
+                "a\tb\nx=4\ny=5\n",
+                0,
+            ),
             ("echo \"quoted  text\" 'single'", exit(0), "quoted  text single\n", 0),
             ("if false; then echo a; else echo b; fi", exit(0), "b\n", 0),
             ("exec sleep 2", exit(0), "", 2000),
@@ -1618,7 +1652,11 @@ pub(crate) mod tests {
         let got: Vec<(u64, Stream, &str)> = h.out.iter().map(|(t, s, x)| (t.as_secs(), *s, x.as_str())).collect();
         assert_eq!(
             got,
-            vec![(0, Stream::Stdout, "a\n"), (2, Stream::Stderr, "b\n"), (3, Stream::Stderr, "c\n")]
+            vec![
+                (0, Stream::Stdout, "a\n"),
+                (2, Stream::Stderr, "b\n"),
+                (3, Stream::Stderr, "c\n")
+            ]
         );
     }
 
@@ -1657,7 +1695,10 @@ pub(crate) mod tests {
         assert_eq!(stdout(&h), "more\nmore\nyes\n");
         let (o, h) = run("touch /tmp/healthy; rm /tmp/healthy; cat /tmp/healthy");
         assert_eq!(o, exit(1));
-        assert!(h.out.iter().any(|(_, s, t)| *s == Stream::Stderr && t.contains("can't open '/tmp/healthy'")));
+        assert!(h
+            .out
+            .iter()
+            .any(|(_, s, t)| *s == Stream::Stderr && t.contains("can't open '/tmp/healthy'")));
         let (o, _) = run("echo x > /ro/file");
         assert_eq!(o, exit(1));
         let node = program(&argv(&["sh", "-c", "echo $FOO ${BAR}x; printenv FOO; env"]));

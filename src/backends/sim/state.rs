@@ -175,12 +175,15 @@ impl ContainerRecord {
             annotations: self.config.annotations.clone(),
             mounts: self.config.mounts.clone(),
             log_path: self.log_path.clone(),
-            resources: self.config.linux.as_ref().and_then(|l| l.resources.clone()).map(|r| {
-                cri::ContainerResources {
+            resources: self
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.resources.clone())
+                .map(|r| cri::ContainerResources {
                     linux: Some(r),
                     windows: None,
-                }
-            }),
+                }),
             image_id: self.image_id.clone(),
             user: None,
         }
@@ -216,7 +219,11 @@ const POOL_LAST: u32 = 65534;
 impl IpPool {
     pub fn allocate(&mut self) -> Option<String> {
         let span = POOL_LAST - POOL_FIRST + 1;
-        let start = if self.last < POOL_FIRST { POOL_FIRST } else { self.last + 1 };
+        let start = if self.last < POOL_FIRST {
+            POOL_FIRST
+        } else {
+            self.last + 1
+        };
         for i in 0..span {
             let off = POOL_FIRST + (start - POOL_FIRST + i) % span;
             if self.used.insert(off) {
@@ -262,7 +269,8 @@ pub fn resolve<V>(map: &BTreeMap<String, V>, id: &str) -> Resolved {
     if map.contains_key(id) {
         return Resolved::Found(id.to_string());
     }
-    let mut hits = map.range::<str, _>((std::ops::Bound::Included(id), std::ops::Bound::Unbounded))
+    let mut hits = map
+        .range::<str, _>((std::ops::Bound::Included(id), std::ops::Bound::Unbounded))
         .take_while(|(k, _)| k.starts_with(id))
         .map(|(k, _)| k);
     match (hits.next(), hits.next()) {
@@ -318,7 +326,10 @@ impl State {
         }
         self.names.insert(format!("s/{}", rec.name()), rec.id.clone());
         if let Some(uid) = rec.config.labels.get(POD_UID_LABEL) {
-            self.sandboxes_by_pod.entry(uid.clone()).or_default().insert(rec.id.clone());
+            self.sandboxes_by_pod
+                .entry(uid.clone())
+                .or_default()
+                .insert(rec.id.clone());
         }
         let containers = self.sandboxes.remove(&rec.id).map(|s| s.containers).unwrap_or_default();
         self.sandboxes.insert(rec.id.clone(), Sandbox { rec, containers });
@@ -354,7 +365,10 @@ impl State {
             self.names.insert(format!("c/{name}"), rec.id.clone());
         }
         if let Some(uid) = rec.config.labels.get(POD_UID_LABEL) {
-            self.containers_by_pod.entry(uid.clone()).or_default().insert(rec.id.clone());
+            self.containers_by_pod
+                .entry(uid.clone())
+                .or_default()
+                .insert(rec.id.clone());
         }
         self.containers.insert(rec.id.clone(), Container { rec, run: None });
     }
@@ -380,7 +394,8 @@ impl State {
             return self.sandboxes.values().map(|s| s.rec.to_cri()).collect();
         };
         let keep = |s: &&Sandbox| {
-            f.state.as_ref().is_none_or(|st| st.state == s.rec.state) && labels_match(&s.rec.config.labels, &f.label_selector)
+            f.state.as_ref().is_none_or(|st| st.state == s.rec.state)
+                && labels_match(&s.rec.config.labels, &f.label_selector)
         };
         let candidates: Box<dyn Iterator<Item = &Sandbox>> = if !f.id.is_empty() {
             let id = match resolve(&self.sandboxes, &f.id) {

@@ -179,7 +179,10 @@ impl Vfs {
             return true;
         }
         let prefix = format!("{path}/");
-        self.files.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix))
+        self.files
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&prefix))
             || self.mounts.iter().any(|m| m.container.starts_with(&prefix))
     }
 
