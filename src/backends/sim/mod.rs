@@ -145,6 +145,7 @@ impl SimRuntime {
             tracing::warn!(skipped = loaded.skipped, "sim: skipped undecodable journal lines");
         }
         let mut st = State::new(journal);
+        st.removed_images = loaded.removed_images.clone();
         for name in &cfg.images {
             let rec = ImageRecord::of(&images::normalize(name)?);
             if !loaded.removed_images.contains(&rec.id) {
@@ -306,12 +307,9 @@ impl SimRuntime {
         }
     }
 
-    /// Publishes the runner's handle and starts it; the exit is recorded when it comes.
-    fn run(&self, id: &str, launch: Launch) {
-        let (handle, runner) = runner::prepare(launch);
-        if let Some(c) = self.lock().containers.get_mut(id) {
-            c.run = Some(handle);
-        }
+    /// Starts a prepared runner (its handle already published, so StopContainer can always
+    /// reach a RUNNING container); the exit is recorded when it comes.
+    fn run(&self, id: &str, runner: runner::Runner) {
         let me = self.me.clone();
         let id = id.to_string();
         runner.start(move |exit| {
@@ -331,8 +329,11 @@ impl SimRuntime {
         let last_logged = (!rec.log_path.is_empty())
             .then(|| logs::last_timestamp(Path::new(&rec.log_path)))
             .flatten();
-        let launch = self.launch(&rec, elapsed, last_logged);
-        self.run(id, launch);
+        let (handle, runner) = runner::prepare(self.launch(&rec, elapsed, last_logged));
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.run = Some(handle);
+        }
+        self.run(id, runner);
     }
 
     fn record_exit(&self, id: &str, exit: Exit) {
@@ -346,7 +347,7 @@ impl SimRuntime {
         c.rec.reason = exit.reason.to_string();
         c.rec.finished_at = i64::try_from(exit.finished_at.as_nanosecond()).unwrap_or(i64::MAX);
         let rec = Record::Container(Box::new(c.rec.clone()));
-        if let Err(e) = st.journal.append(&rec) {
+        if let Err(e) = st.record(&rec) {
             tracing::warn!(container = id, error = %e, "sim: journaling a container exit failed");
         }
     }
@@ -383,8 +384,7 @@ impl SimRuntime {
             let mut rec = sb.rec.clone();
             let ip = std::mem::take(&mut rec.ip);
             rec.state = SANDBOX_NOTREADY;
-            st.journal
-                .append(&Record::Sandbox(Box::new(rec.clone())))
+            st.record(&Record::Sandbox(Box::new(rec.clone())))
                 .map_err(|e| journal_failed(op, e))?;
             if !ip.is_empty() {
                 st.ips.release(&ip);
@@ -521,7 +521,7 @@ impl RuntimeService for SimRuntime {
                 )
             })?;
         }
-        if let Err(e) = st.journal.append(&Record::Sandbox(Box::new(rec.clone()))) {
+        if let Err(e) = st.record(&Record::Sandbox(Box::new(rec.clone()))) {
             let ip = rec.ip.clone();
             st.ips.release(&ip);
             return Err(journal_failed(OP, e));
@@ -554,8 +554,7 @@ impl RuntimeService for SimRuntime {
         let mut st = self.lock();
         for c in &containers {
             if st.containers.contains_key(c) {
-                st.journal
-                    .append(&Record::ContainerRemoved { id: c.clone() })
+                st.record(&Record::ContainerRemoved { id: c.clone() })
                     .map_err(|e| journal_failed(OP, e))?;
                 st.remove_container(c);
             }
@@ -567,13 +566,11 @@ impl RuntimeService for SimRuntime {
             .map(|s| s.containers.iter().cloned().collect())
             .unwrap_or_default();
         for c in late {
-            st.journal
-                .append(&Record::ContainerRemoved { id: c.clone() })
+            st.record(&Record::ContainerRemoved { id: c.clone() })
                 .map_err(|e| journal_failed(OP, e))?;
             st.remove_container(&c);
         }
-        st.journal
-            .append(&Record::SandboxRemoved { id: id.clone() })
+        st.record(&Record::SandboxRemoved { id: id.clone() })
             .map_err(|e| journal_failed(OP, e))?;
         st.remove_sandbox(&id);
         Ok(cri::RemovePodSandboxResponse {})
@@ -690,8 +687,7 @@ impl RuntimeService for SimRuntime {
             reason: String::new(),
             message: String::new(),
         };
-        st.journal
-            .append(&Record::Container(Box::new(rec.clone())))
+        st.record(&Record::Container(Box::new(rec.clone())))
             .map_err(|e| journal_failed(OP, e))?;
         st.insert_container(rec);
         Ok(cri::CreateContainerResponse { container_id: id })
@@ -700,7 +696,7 @@ impl RuntimeService for SimRuntime {
     async fn start_container(&self, req: cri::StartContainerRequest) -> RtResult<cri::StartContainerResponse> {
         const OP: &str = "StartContainer";
         let cfg = self.available(OP)?;
-        let (id, rec, failure) = {
+        let (id, rec, runner) = {
             let mut st = self.lock();
             let id = Self::container_id(&st, OP, &req.container_id)?;
             let Some(c) = st.containers.get(&id) else {
@@ -748,25 +744,28 @@ impl RuntimeService for SimRuntime {
                     rec.started_at = now;
                 }
             }
-            st.journal
-                .append(&Record::Container(Box::new(rec.clone())))
+            st.record(&Record::Container(Box::new(rec.clone())))
                 .map_err(|e| journal_failed(OP, e))?;
             if let Some(c) = st.containers.get_mut(&id) {
                 c.rec = rec.clone();
             }
-            (id, rec, failure)
+            if let Some(msg) = failure {
+                return Err(RuntimeError::new(OP, Code::Unknown, msg));
+            }
+            // The handle is published under the same lock that marks the container RUNNING.
+            let (handle, runner) = runner::prepare(self.launch(&rec, Duration::ZERO, None));
+            if let Some(c) = st.containers.get_mut(&id) {
+                c.run = Some(handle);
+            }
+            (id, rec, runner)
         };
-        if let Some(msg) = failure {
-            return Err(RuntimeError::new(OP, Code::Unknown, msg));
-        }
         if !rec.log_path.is_empty() {
             // containerd opens the log file at start, so it exists even before any output.
             if let Err(e) = logs::ensure(Path::new(&rec.log_path)) {
                 tracing::warn!(path = %rec.log_path, error = %e, "sim: creating container log failed");
             }
         }
-        let launch = self.launch(&rec, Duration::ZERO, None);
-        self.run(&id, launch);
+        self.run(&id, runner);
         Ok(cri::StartContainerResponse {})
     }
 
@@ -791,8 +790,7 @@ impl RuntimeService for SimRuntime {
         self.stop(&id, None).await;
         let mut st = self.lock();
         if st.containers.contains_key(&id) {
-            st.journal
-                .append(&Record::ContainerRemoved { id: id.clone() })
+            st.record(&Record::ContainerRemoved { id: id.clone() })
                 .map_err(|e| journal_failed(OP, e))?;
             st.remove_container(&id);
         }
@@ -962,8 +960,7 @@ impl ImageService for SimRuntime {
         self.clock.sleep(cfg.pull_latency()).await;
         let rec = ImageRecord::of(&reference);
         let mut st = self.lock();
-        st.journal
-            .append(&Record::Image(rec.clone()))
+        st.record(&Record::Image(rec.clone()))
             .map_err(|e| journal_failed(OP, e))?;
         let image_ref = rec.id.clone();
         st.images.insert(rec);
@@ -979,8 +976,7 @@ impl ImageService for SimRuntime {
         let Some(id) = st.images.lookup(&name).map(|r| r.id.clone()) else {
             return Ok(cri::RemoveImageResponse {});
         };
-        st.journal
-            .append(&Record::ImageRemoved { id: id.clone() })
+        st.record(&Record::ImageRemoved { id: id.clone() })
             .map_err(|e| journal_failed(OP, e))?;
         st.images.remove_id(&id);
         Ok(cri::RemoveImageResponse {})

@@ -59,7 +59,7 @@ impl Vfs {
             })
             .collect();
         // Longest container path first: the most specific mount wins.
-        mounts.sort_by(|a, b| b.container.len().cmp(&a.container.len()));
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.container.len()));
         Self {
             mounts,
             ..Default::default()
