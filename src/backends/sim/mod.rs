@@ -80,6 +80,11 @@ pub const KUBE_API_VERSION: &str = "0.1.0";
 /// How often the config file's mtime is checked (real time).
 const CONFIG_POLL: Duration = Duration::from_secs(1);
 
+/// The runtime writes the wall time to `<state_dir>/alive` this often (real time), so that
+/// after a SIGKILL the next process knows until when the old one ran.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const HEARTBEAT_FILE: &str = "alive";
+
 /// Exit code and reason of a container that failed to start (containerd's constants).
 const START_ERROR_CODE: i32 = 128;
 const START_ERROR_REASON: &str = "StartError";
@@ -105,6 +110,8 @@ pub struct SimRuntime {
     me: Weak<SimRuntime>,
     clock: Clock,
     state_dir: PathBuf,
+    /// When the previous process was last known alive (from its heartbeat file).
+    alive_until: Option<jiff::Timestamp>,
     config: RwLock<Arc<SimConfig>>,
     state: Mutex<State>,
 }
@@ -141,6 +148,9 @@ impl SimRuntime {
     /// Opens (or creates) the runtime state under `state_dir` and resumes what was running.
     pub fn new(cfg: SimConfig, clock: Clock, state_dir: PathBuf) -> Result<Arc<SimRuntime>, Error> {
         let (journal, loaded) = Journal::open(&state_dir)?;
+        let alive_until = std::fs::read_to_string(state_dir.join(HEARTBEAT_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
         if loaded.skipped > 0 {
             tracing::warn!(skipped = loaded.skipped, "sim: skipped undecodable journal lines");
         }
@@ -174,11 +184,15 @@ impl SimRuntime {
             me: me.clone(),
             clock,
             state_dir,
+            alive_until,
             config: RwLock::new(Arc::new(cfg)),
             state: Mutex::new(st),
         });
         for id in running {
             rt.resume(&id);
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(heartbeat(Arc::downgrade(&rt)));
         }
         Ok(rt)
     }
@@ -302,6 +316,7 @@ impl SimRuntime {
             elapsed,
             log_path: (!rec.log_path.is_empty()).then(|| PathBuf::from(&rec.log_path)),
             last_logged,
+            alive_until: self.alive_until,
             vfs: Arc::new(Mutex::new(vfs::Vfs::new(&rec.config.mounts))),
             clock: self.clock,
         }
@@ -399,6 +414,28 @@ impl SimRuntime {
 
 fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+async fn heartbeat(rt: Weak<SimRuntime>) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = false;
+    loop {
+        tick.tick().await;
+        let Some(rt) = rt.upgrade() else { return };
+        // Write-then-rename: a kill mid-write must not leave a torn timestamp.
+        let tmp = rt.state_dir.join(format!("{HEARTBEAT_FILE}.tmp"));
+        let res = std::fs::write(&tmp, rt.clock.now().to_string())
+            .and_then(|()| std::fs::rename(&tmp, rt.state_dir.join(HEARTBEAT_FILE)));
+        match res {
+            Ok(()) => warned = false,
+            Err(e) if !warned => {
+                warned = true;
+                tracing::warn!(dir = %rt.state_dir.display(), error = %e, "sim: writing the heartbeat failed");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 async fn watch_config(rt: Weak<SimRuntime>, path: PathBuf, mut seen: Option<SystemTime>) {

@@ -88,6 +88,9 @@ pub struct Launch {
     pub log_path: Option<PathBuf>,
     /// Newest timestamp already in the log file (lines at or before it are not rewritten).
     pub last_logged: Option<Timestamp>,
+    /// Last moment the previous keel process was known alive: file writes the script made
+    /// before it already happened and are not redone (None: unknown, redo them).
+    pub alive_until: Option<Timestamp>,
     pub vfs: Arc<Mutex<Vfs>>,
     pub clock: Clock,
 }
@@ -110,14 +113,21 @@ struct RunHost {
     elapsed: Duration,
     log_path: Option<PathBuf>,
     last_logged: Option<Timestamp>,
+    alive_until: Option<Timestamp>,
     vfs: Arc<Mutex<Vfs>>,
     trap: Arc<Mutex<Trap>>,
 }
 
 impl RunHost {
-    /// Effects before `elapsed` already happened before a restart.
+    /// Wall time of virtual offset `at`.
+    fn wall(&self, at: Duration) -> Timestamp {
+        add(self.started, self.clock.to_real(at))
+    }
+
+    /// Whether a file effect at `at` already happened in the previous keel process (it ran
+    /// before this runner's start and while that process was alive).
     fn replaying(&self, at: Duration) -> bool {
-        at < self.elapsed
+        at < self.elapsed && self.alive_until.is_some_and(|alive| self.wall(at) <= alive)
     }
 }
 
@@ -133,7 +143,7 @@ impl Host for RunHost {
     fn output(&mut self, at: Duration, seq: u64, stream: Stream, data: &[u8]) {
         let Some(path) = &self.log_path else { return };
         // Offsets map to wall time deterministically; `seq` nanoseconds keep lines ordered.
-        let ts = add(add(self.started, self.clock.to_real(at)), Duration::from_nanos(seq));
+        let ts = add(self.wall(at), Duration::from_nanos(seq));
         if self.last_logged.is_some_and(|last| ts <= last) {
             return;
         }
@@ -170,9 +180,7 @@ impl Host for RunHost {
     }
 
     fn date(&self, at: Duration) -> String {
-        add(self.started, self.clock.to_real(at))
-            .strftime("%a %b %e %H:%M:%S UTC %Y")
-            .to_string()
+        self.wall(at).strftime("%a %b %e %H:%M:%S UTC %Y").to_string()
     }
 }
 
@@ -232,6 +240,7 @@ async fn run(l: Launch, mut signals: mpsc::Receiver<Signal>) -> Exit {
         elapsed: l.elapsed,
         log_path: l.log_path.clone(),
         last_logged,
+        alive_until: l.alive_until,
         vfs: l.vfs.clone(),
         trap: trap.clone(),
     };

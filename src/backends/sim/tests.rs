@@ -1129,3 +1129,51 @@ async fn thousands_of_pods() {
             .collect();
     assert_eq!(ips.len(), PODS);
 }
+
+#[tokio::test(start_paused = true)]
+async fn reload_redoes_only_file_writes_made_while_keel_was_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("sim");
+    let vol = dir.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    let rt1 = SimRuntime::new(cfg_with_image(), Clock::real(), state_dir.clone()).unwrap();
+    let pod = run_pod(&rt1, &dir, "p").await;
+    let mut config = container_config(
+        &pod.config,
+        "w",
+        &[
+            "sh",
+            "-c",
+            "echo a >> /vol/f; sleep 50; echo b >> /vol/f; sleep infinity",
+        ],
+    );
+    config.mounts.push(cri::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.to_string_lossy().into_owned(),
+        ..Default::default()
+    });
+    let id = rt1
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.config.clone()),
+        })
+        .await
+        .unwrap()
+        .container_id;
+    rt1.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(vol.join("f")).unwrap(), "a\n");
+    drop(rt1);
+    tokio::task::yield_now().await;
+    // Started 100 s ago; keel died 20 s after the start (its last heartbeat).
+    let started = backdate(&state_dir, &id, Duration::from_secs(100));
+    let died = jiff::Timestamp::from_nanosecond(i128::from(started) + 20_000_000_000).unwrap();
+    std::fs::write(state_dir.join(HEARTBEAT_FILE), died.to_string()).unwrap();
+    let rt2 = SimRuntime::new(cfg_with_image(), Clock::real(), state_dir).unwrap();
+    assert_eq!(status(&rt2, &id).await.state, RUNNING);
+    assert_eq!(std::fs::read_to_string(vol.join("f")).unwrap(), "a\nb\n");
+}
