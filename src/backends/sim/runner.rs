@@ -28,8 +28,9 @@ pub const SIGNAL_BUFFER: usize = 4;
 pub const EXIT_SIGKILL: i32 = 137;
 pub const EXIT_SIGTERM: i32 = 143;
 
-/// Output sequence numbers of trap handlers start here, far above any main script's.
-const HANDLER_SEQ_BASE: u64 = 1 << 40;
+/// Output sequence numbers (nanoseconds added to a line's timestamp) of trap handlers: their
+/// offset is "now", already past the main script's lines, and they are never replayed.
+const HANDLER_SEQ_BASE: u64 = 0;
 
 /// What StopContainer sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

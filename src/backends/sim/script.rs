@@ -546,7 +546,7 @@ fn digits_only(w: &Word) -> Option<u8> {
 /// Parses a script into a tree.
 pub fn parse(text: &str) -> Result<Node, ParseError> {
     let toks = Lexer::tokens(text)?;
-    let mut p = Parser { toks, pos: 0 };
+    let mut p = Parser { toks, pos: 0, depth: 0 };
     let node = p.list(&[])?;
     if let Some(t) = p.toks.get(p.pos) {
         return Err(ParseError::Unexpected(describe(t)));
@@ -572,7 +572,12 @@ fn describe(t: &Tok) -> String {
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    depth: usize,
 }
+
+/// Nesting of compound commands beyond which a script is refused (the parser and the
+/// interpreter recurse; a pod spec must not be able to overflow the stack).
+const MAX_NESTING: usize = 64;
 
 impl Parser {
     fn peek(&self) -> Option<&Tok> {
@@ -652,6 +657,16 @@ impl Parser {
     }
 
     fn command(&mut self) -> Result<Node, ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(ParseError::Unsupported(format!("nesting deeper than {MAX_NESTING}")));
+        }
+        let node = self.compound_or_simple();
+        self.depth -= 1;
+        node
+    }
+
+    fn compound_or_simple(&mut self) -> Result<Node, ParseError> {
         match self.peek_keyword() {
             Some(kw @ ("while" | "until")) => {
                 let until = kw == "until";
@@ -1577,6 +1592,11 @@ pub(crate) mod tests {
             ("{ echo a; echo b; }", true),
             ("A=1 B=\"x y\"; echo $A", true),
             ("echo hi >&2; echo err 2>/dev/null 1>&2", true),
+            (
+                &format!("{}true{}", "if true; then ".repeat(60), "; fi".repeat(60)),
+                true,
+            ),
+            (&format!("{}true{}", "{ ".repeat(100), "; }".repeat(100)), false),
         ];
         for (script, ok) in cases {
             assert_eq!(parse(script).is_ok(), *ok, "{script}: {:?}", parse(script));
