@@ -43,14 +43,19 @@ async fn remove_pod_cgroups(pod_dir_name: &str) -> Vec<String> {
     let mut dirs = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
         for entry in entries.flatten() {
-            let dir = entry.path().join(CGROUP_ROOT.trim_start_matches('/')).join(pod_dir_name);
+            let dir = entry
+                .path()
+                .join(CGROUP_ROOT.trim_start_matches('/'))
+                .join(pod_dir_name);
             if dir.is_dir() {
                 dirs.push(dir);
             }
         }
     }
     // cgroup2 mounted straight at /sys/fs/cgroup (pure v2 machines).
-    let v2 = Path::new("/sys/fs/cgroup").join(CGROUP_ROOT.trim_start_matches('/')).join(pod_dir_name);
+    let v2 = Path::new("/sys/fs/cgroup")
+        .join(CGROUP_ROOT.trim_start_matches('/'))
+        .join(pod_dir_name);
     if v2.is_dir() && !dirs.contains(&v2) {
         dirs.push(v2);
     }
@@ -336,7 +341,10 @@ async fn lifecycle(
     .context("StartContainer")?;
 
     let cstatus = container_status(rt, &cid).await?;
-    ensure!(cstatus.state == cri::ContainerState::ContainerRunning as i32, "{cstatus:?}");
+    ensure!(
+        cstatus.state == cri::ContainerState::ContainerRunning as i32,
+        "{cstatus:?}"
+    );
     ensure!(cstatus.started_at > 0, "{cstatus:?}");
 
     // containerd writes the CRI log format at <log_directory>/<log_path>.
@@ -407,7 +415,10 @@ async fn lifecycle(
     .await
     .context("StopContainer")?;
     let stopped = container_status(rt, &cid).await?;
-    ensure!(stopped.state == cri::ContainerState::ContainerExited as i32, "{stopped:?}");
+    ensure!(
+        stopped.state == cri::ContainerState::ContainerExited as i32,
+        "{stopped:?}"
+    );
     ensure!(stopped.exit_code == 143, "{stopped:?}");
     ensure!(stopped.reason == "Error", "{stopped:?}");
     ensure!(stopped.finished_at >= stopped.started_at, "{stopped:?}");
@@ -420,7 +431,10 @@ async fn lifecycle(
             }),
         })
         .await?;
-    ensure!(listed.containers.len() == 1 && listed.containers[0].id == cid, "{listed:?}");
+    ensure!(
+        listed.containers.len() == 1 && listed.containers[0].id == cid,
+        "{listed:?}"
+    );
 
     rt.remove_container(cri::RemoveContainerRequest {
         container_id: cid.clone(),
@@ -448,7 +462,10 @@ async fn lifecycle(
         .await?
         .status
         .context("no sandbox status")?;
-    ensure!(status.state == cri::PodSandboxState::SandboxNotready as i32, "{status:?}");
+    ensure!(
+        status.state == cri::PodSandboxState::SandboxNotready as i32,
+        "{status:?}"
+    );
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: sid.clone(),
     })
@@ -481,7 +498,12 @@ async fn missing_socket_is_unavailable_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("nobody.sock");
     let rt = runtime(&socket);
-    let err = rt.version(cri::VersionRequest { version: "0.1.0".into() }).await.unwrap_err();
+    let err = rt
+        .version(cri::VersionRequest {
+            version: "0.1.0".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::Unavailable, "{err}");
     assert!(err.message.contains(&socket.display().to_string()), "{err}");
 
@@ -505,15 +527,7 @@ async fn handshake_with_a_non_v1_server_is_a_clear_error() {
     let rt = runtime(&socket);
     assert!(matches!(rt.handshake().await, Err(CriError::NotListening { .. })));
 
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_routes(tonic::service::Routes::default())
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), async {
-                let _ = stop_rx.await;
-            }),
-    );
+    let (stop_tx, server) = serve_unimplemented(&socket);
 
     let err = rt.handshake().await.unwrap_err();
     assert!(matches!(err, CriError::NotCriV1 { .. }), "{err:?}");
@@ -524,9 +538,74 @@ async fn handshake_with_a_non_v1_server_is_a_clear_error() {
             socket.display()
         )
     );
-    let err = rt.list_images(cri::ListImagesRequest { filter: None }).await.unwrap_err();
+    let err = rt
+        .list_images(cri::ListImagesRequest { filter: None })
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::Unimplemented, "{err}");
 
     let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
+}
+
+/// Serves nothing but "unimplemented" on `socket` until the returned sender fires.
+fn serve_unimplemented(
+    socket: &Path,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(tonic::service::Routes::default())
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
+    (stop_tx, server)
+}
+
+/// The runtime goes away and comes back on the same socket: calls fail Unavailable meanwhile
+/// and reach the new instance afterwards without a new client.
+#[tokio::test]
+async fn restarted_runtime_is_reconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("restart.sock");
+    let rt = runtime(&socket);
+
+    let (stop, server) = serve_unimplemented(&socket);
+    let err = rt.status(cri::StatusRequest { verbose: false }).await.unwrap_err();
+    assert_eq!(err.code, Code::Unimplemented, "{err}");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    std::fs::remove_file(&socket).unwrap();
+
+    // Gone: the first call may still see the closing connection; within a few it must be the
+    // plain "cannot reach" Unavailable naming the socket.
+    let mut last = None;
+    for _ in 0..20 {
+        let err = rt.status(cri::StatusRequest { verbose: false }).await.unwrap_err();
+        if err.code == Code::Unavailable && err.message.contains(&socket.display().to_string()) {
+            last = Some(err);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(last.is_some(), "runtime gone but calls did not report it unavailable");
+
+    let (stop, server) = serve_unimplemented(&socket);
+    let mut reached = false;
+    for _ in 0..20 {
+        let err = rt.status(cri::StatusRequest { verbose: false }).await.unwrap_err();
+        if err.code == Code::Unimplemented {
+            reached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reached, "the restarted runtime was not reconnected");
+    let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
