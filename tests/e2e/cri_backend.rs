@@ -15,8 +15,16 @@ use keel::clock::Clock;
 use keel::genericruntime::seam::{cri, Code, ImageService as _, RuntimeService as _};
 
 const BUSYBOX: &str = "docker.io/library/busybox:1.36";
-/// Parent of every pod cgroup keel's tests create (scripts/containerd-env.sh `down` sweeps it).
-const CGROUP_ROOT: &str = "/keel-test";
+/// Parent of every pod cgroup keel's tests create unless `KEEL_TEST_CGROUP_ROOT` names another
+/// (scripts/containerd-env.sh `down` sweeps it).
+const DEFAULT_CGROUP_ROOT: &str = "/keel-test";
+
+fn cgroup_root() -> String {
+    std::env::var("KEEL_TEST_CGROUP_ROOT")
+        .ok()
+        .filter(|v| v.starts_with('/'))
+        .unwrap_or_else(|| DEFAULT_CGROUP_ROOT.to_owned())
+}
 
 fn env_or_fail(name: &str) -> String {
     match std::env::var(name) {
@@ -40,6 +48,8 @@ fn runtime(socket: &Path) -> Arc<CriRuntime> {
 /// Removes the pod's cgroup directories in every hierarchy (containerd never does: it is the
 /// kubelet's job), deepest first. Returns what could not be removed.
 async fn remove_pod_cgroups(pod_dir_name: &str) -> Vec<String> {
+    let root = cgroup_root();
+    let relative = Path::new(root.trim_start_matches('/')).join(pod_dir_name);
     let mut dirs = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
         for entry in entries.flatten() {
@@ -229,7 +239,7 @@ async fn pod_lifecycle_against_containerd() {
         log_directory: logs.path().display().to_string(),
         labels: HashMap::from([("io.kubernetes.pod.uid".to_owned(), uid.clone())]),
         linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: format!("{CGROUP_ROOT}/{pod_cgroup}"),
+            cgroup_parent: format!("{}/{pod_cgroup}", cgroup_root()),
             ..Default::default()
         }),
         ..Default::default()

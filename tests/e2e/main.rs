@@ -1,3 +1,7 @@
-//! keel's one integration/e2e test binary; each area adds a module.
+//! keel's end-to-end test binary: one module per area.
 
+#[path = "../support/mod.rs"]
+mod support;
+
+mod apiserver;
 mod cri_backend;
