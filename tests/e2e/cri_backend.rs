@@ -53,19 +53,14 @@ async fn remove_pod_cgroups(pod_dir_name: &str) -> Vec<String> {
     let mut dirs = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
         for entry in entries.flatten() {
-            let dir = entry
-                .path()
-                .join(CGROUP_ROOT.trim_start_matches('/'))
-                .join(pod_dir_name);
+            let dir = entry.path().join(&relative);
             if dir.is_dir() {
                 dirs.push(dir);
             }
         }
     }
     // cgroup2 mounted straight at /sys/fs/cgroup (pure v2 machines).
-    let v2 = Path::new("/sys/fs/cgroup")
-        .join(CGROUP_ROOT.trim_start_matches('/'))
-        .join(pod_dir_name);
+    let v2 = Path::new("/sys/fs/cgroup").join(&relative);
     if v2.is_dir() && !dirs.contains(&v2) {
         dirs.push(v2);
     }
