@@ -98,6 +98,18 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The pod shares one PID namespace (`shareProcessNamespace: true`): the pause process is its
+/// init, so the test's `sh` is an ordinary process that SIGTERM kills (exit 143). As a PID
+/// namespace's init without a handler it would ignore SIGTERM and only die by SIGKILL (137).
+fn shared_pid() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Pod as i32,
+        pid: cri::NamespaceMode::Pod as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
 fn image(name: &str) -> Option<cri::ImageSpec> {
     Some(cri::ImageSpec {
         image: name.to_owned(),
@@ -235,6 +247,10 @@ async fn pod_lifecycle_against_containerd() {
         labels: HashMap::from([("io.kubernetes.pod.uid".to_owned(), uid.clone())]),
         linux: Some(cri::LinuxPodSandboxConfig {
             cgroup_parent: format!("{}/{pod_cgroup}", cgroup_root()),
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(shared_pid()),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -327,7 +343,13 @@ async fn lifecycle(
         image: image(BUSYBOX),
         command: vec!["sh".into(), "-c".into(), "echo hi; sleep 30".into()],
         log_path: "c1/0.log".to_owned(),
-        linux: Some(cri::LinuxContainerConfig::default()),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(shared_pid()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let created = rt
