@@ -423,6 +423,12 @@ async fn lifecycle(
         Ok(r) => bail!("exec past its timeout succeeded: {r:?}"),
     }
 
+    rt.reopen_container_log(cri::ReopenContainerLogRequest {
+        container_id: cid.clone(),
+    })
+    .await
+    .context("ReopenContainerLog")?;
+
     // A missing container is NotFound, passed through from the runtime.
     let missing = rt
         .container_status(cri::ContainerStatusRequest {

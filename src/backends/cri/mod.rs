@@ -163,20 +163,7 @@ impl CriRuntime {
                 source,
             },
         })?;
-        if answer.runtime_api_version != CRI_API_VERSION {
-            return Err(Error::UnsupportedApiVersion {
-                path: path.clone(),
-                version: answer.runtime_api_version,
-            });
-        }
-        // The kubelet refuses a runtime that does not echo the version it asked for.
-        if answer.version != KUBE_RUNTIME_API_VERSION {
-            return Err(Error::UnexpectedVersion {
-                path: path.clone(),
-                version: answer.version,
-            });
-        }
-        Ok(answer)
+        check_version(path, answer)
     }
 
     fn rt(&self) -> RuntimeServiceClient<Channel> {
@@ -186,6 +173,23 @@ impl CriRuntime {
     fn img(&self) -> ImageServiceClient<Channel> {
         self.images.clone()
     }
+}
+
+/// The kubelet's checks on a Version answer: CRI `v1`, and the version it asked for echoed back.
+fn check_version(path: &Path, answer: cri::VersionResponse) -> Result<cri::VersionResponse, Error> {
+    if answer.runtime_api_version != CRI_API_VERSION {
+        return Err(Error::UnsupportedApiVersion {
+            path: path.to_owned(),
+            version: answer.runtime_api_version,
+        });
+    }
+    if answer.version != KUBE_RUNTIME_API_VERSION {
+        return Err(Error::UnexpectedVersion {
+            path: path.to_owned(),
+            version: answer.version,
+        });
+    }
+    Ok(answer)
 }
 
 /// A request carrying `deadline` as its gRPC timeout too, so the runtime can give up on its side.
@@ -426,6 +430,36 @@ mod tests {
             text.starts_with(&format!("no CRI runtime listening at {}: ", path.display())),
             "{text}"
         );
+    }
+
+    #[test]
+    fn version_answer_checks() {
+        let path = Path::new("/run/cri.sock");
+        let good = cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "containerd".into(),
+            runtime_version: "1.6.20".into(),
+            runtime_api_version: "v1".into(),
+        };
+        assert_eq!(check_version(path, good.clone()).unwrap(), good);
+
+        let old = cri::VersionResponse {
+            runtime_api_version: "v1alpha2".into(),
+            ..good.clone()
+        };
+        let err = check_version(path, old).unwrap_err();
+        assert!(matches!(&err, Error::UnsupportedApiVersion { version, .. } if version == "v1alpha2"));
+        assert_eq!(
+            err.to_string(),
+            "the runtime at /run/cri.sock speaks CRI API \"v1alpha2\", keel needs \"v1\""
+        );
+
+        let odd = cri::VersionResponse {
+            version: "0.2.0".into(),
+            ..good
+        };
+        let err = check_version(path, odd).unwrap_err();
+        assert!(matches!(&err, Error::UnexpectedVersion { version, .. } if version == "0.2.0"));
     }
 
     #[test]
