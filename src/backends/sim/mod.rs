@@ -29,7 +29,7 @@
 //! | (no trap) | SIGTERM ends the container at once: 143 (128+15), reason `Error` |
 //! | `oom` | exits 137, reason `OOMKilled` |
 //! | `fail-after N` | `sleep N; exit 1` |
-//! | `cat`, `touch`, `rm [-rf]`, `mkdir`, `test`/`[ ]` (-e -f -d -s -n -z = != -eq …) | on the container's files: mounted paths are the real host files (termination-message file, volumes), others are private in-memory files |
+//! | `cat`, `ls`, `touch`, `rm [-rf]`, `mkdir`, `test`/`[ ]` (-e -f -d -s -n -z = != -eq …) | on the container's files: mounted paths are the real host files (termination-message file, volumes), others are private in-memory files |
 //! | `env`, `printenv [VAR]`, `hostname`, `date`, `export`, `VAR=value`, `$VAR`, `${VAR}`, `$?` | environment from the container config, plus `HOSTNAME` and `PATH` |
 //! | `while`/`until COND; do …; done`, `for V in …; do …; done`, `if …; then …; else …; fi`, `{ …; }` | control flow; a loop that never sleeps is treated as long-running after 100 rounds |
 //! | `exec CMD`, nested `sh -c '…'` | run CMD |

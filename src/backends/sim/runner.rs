@@ -176,6 +176,10 @@ impl Host for RunHost {
         lock(&self.vfs).kind(path)
     }
 
+    fn list_dir(&mut self, path: &str) -> Result<Vec<String>, FsError> {
+        lock(&self.vfs).list(path)
+    }
+
     fn set_trap(&mut self, trap: Trap) {
         *lock(&self.trap) = trap;
     }
@@ -349,6 +353,9 @@ impl Host for ExecHost {
     }
     fn kind(&mut self, path: &str) -> Option<FileKind> {
         lock(&self.vfs).kind(path)
+    }
+    fn list_dir(&mut self, path: &str) -> Result<Vec<String>, FsError> {
+        lock(&self.vfs).list(path)
     }
     fn set_trap(&mut self, _trap: Trap) {
         // A trap in an exec'd shell concerns that shell only, which ends with the exec.

@@ -203,6 +203,8 @@ pub trait Host: Send {
     fn remove(&mut self, at: Duration, path: &str, recursive: bool) -> Result<(), FsError>;
     fn make_dir(&mut self, at: Duration, path: &str) -> Result<(), FsError>;
     fn kind(&mut self, path: &str) -> Option<FileKind>;
+    /// Sorted names in a directory.
+    fn list_dir(&mut self, path: &str) -> Result<Vec<String>, FsError>;
     fn set_trap(&mut self, trap: Trap);
     /// Wall-clock text for `date` at offset `at`.
     fn date(&self, at: Duration) -> String;
@@ -1251,6 +1253,43 @@ impl<H: Host> Interp<H> {
                     }
                 }
             }
+            "ls" => {
+                let show_hidden = args
+                    .iter()
+                    .any(|a| a.starts_with('-') && (a.contains('a') || a.contains('A')));
+                let paths: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+                let paths: Vec<&str> = if paths.is_empty() {
+                    vec!["/"]
+                } else {
+                    paths.iter().map(|p| p.as_str()).collect()
+                };
+                let many = paths.len() > 1;
+                for (i, p) in paths.iter().enumerate() {
+                    match self.host.kind(p) {
+                        None => {
+                            let msg = format!("ls: {p}: No such file or directory\n");
+                            self.emit(err, msg.as_bytes(), files);
+                            self.status = 1;
+                        }
+                        Some(FileKind::File { .. }) => {
+                            let line = format!("{p}\n");
+                            self.emit(out, line.as_bytes(), files);
+                        }
+                        Some(FileKind::Dir) => {
+                            let names = self.host.list_dir(p).unwrap_or_default();
+                            let mut text = String::new();
+                            if many {
+                                text.push_str(&format!("{}{p}:\n", if i > 0 { "\n" } else { "" }));
+                            }
+                            for n in names.iter().filter(|n| show_hidden || !n.starts_with('.')) {
+                                text.push_str(n);
+                                text.push('\n');
+                            }
+                            self.emit(out, text.as_bytes(), files);
+                        }
+                    }
+                }
+            }
             "mkdir" => {
                 for a in args.iter().filter(|a| !a.starts_with('-')) {
                     if let Err(e) = self.host.make_dir(self.now, a) {
@@ -1535,7 +1574,19 @@ pub(crate) mod tests {
             Ok(())
         }
         fn kind(&mut self, path: &str) -> Option<FileKind> {
+            if path == "/d" {
+                return Some(FileKind::Dir);
+            }
             self.files.get(path).map(|f| FileKind::File { empty: f.is_empty() })
+        }
+        fn list_dir(&mut self, path: &str) -> Result<Vec<String>, FsError> {
+            let prefix = format!("{path}/");
+            Ok(self
+                .files
+                .keys()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .map(str::to_string)
+                .collect())
         }
         fn set_trap(&mut self, trap: Trap) {
             self.trap = trap;
@@ -1713,6 +1764,9 @@ pub(crate) mod tests {
         assert_eq!(o, exit(0));
         assert_eq!(h.files["/dev/termination-log"], b"OK");
         assert_eq!(stdout(&h), "more\nmore\nyes\n");
+        let (o, h) = run("touch /d/b /d/a /d/.hidden; ls /d; ls -a /d/a; ls /nope");
+        assert_eq!(o, exit(1));
+        assert_eq!(stdout(&h), "a\nb\n/d/a\n");
         let (o, h) = run("touch /tmp/healthy; rm /tmp/healthy; cat /tmp/healthy");
         assert_eq!(o, exit(1));
         assert!(h
