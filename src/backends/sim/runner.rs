@@ -290,11 +290,23 @@ async fn run(l: Launch, mut signals: mpsc::Receiver<Signal>) -> Exit {
                             let at = offset_now();
                             let mut h = Interp::new(make_host(None), l.env.iter().cloned(), Mode::Container, at, HANDLER_SEQ_BASE);
                             let kill = kill_at.unwrap_or(deadline);
-                            tokio::select! {
-                                o = h.run(&handler) => if let Outcome::Exit { code, oom } = o {
-                                    return Exit::new(code, oom, clock.now());
-                                },
-                                _ = tokio::time::sleep_until(kill) => return killed(),
+                            let handled = h.run(&handler);
+                            tokio::pin!(handled);
+                            loop {
+                                tokio::select! {
+                                    o = &mut handled => {
+                                        if let Outcome::Exit { code, oom } = o {
+                                            return Exit::new(code, oom, clock.now());
+                                        }
+                                        break;
+                                    }
+                                    _ = tokio::time::sleep_until(kill) => return killed(),
+                                    // A SIGKILL (or the runtime going away) still ends it at once;
+                                    // another SIGTERM changes nothing while the handler runs.
+                                    sig = signals.recv() => if matches!(sig, Some(Signal::Kill) | None) {
+                                        return killed();
+                                    },
+                                }
                             }
                         }
                     }

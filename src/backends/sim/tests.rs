@@ -369,6 +369,12 @@ async fn sigterm_default_ignored_and_trapped() {
     let s = status(&rt, &id).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (7, "Error"));
     assert!(read_log(&s.log_path).iter().any(|l| l.2 == "bye"));
+    // A slow handler still yields to SIGKILL at the timeout.
+    let id = start(&rt, &pod, "slow", "trap 'sleep 100; exit 9' TERM; sleep infinity").await;
+    let t0 = tokio::time::Instant::now();
+    stop(&rt, &id, 4).await;
+    assert_eq!(t0.elapsed(), Duration::from_secs(4));
+    assert_eq!(status(&rt, &id).await.exit_code, 137);
     let id = start(&rt, &pod, "trapped0", "trap 'exit 0' TERM; sleep infinity").await;
     stop(&rt, &id, 30).await;
     assert_eq!(status(&rt, &id).await.reason, "Completed");
