@@ -1183,3 +1183,68 @@ async fn reload_redoes_only_file_writes_made_while_keel_was_down() {
     assert_eq!(status(&rt2, &id).await.state, RUNNING);
     assert_eq!(std::fs::read_to_string(vol.join("f")).unwrap(), "a\nb\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_stops_and_removals_settle() {
+    const PODS: usize = 100;
+    let (rt, dir) = rt(cfg_with_image(), Clock::scaled(100.0));
+    let mut tasks = Vec::new();
+    for i in 0..PODS {
+        let rt = rt.clone();
+        let config = {
+            let mut c = sandbox_config(&dir, &format!("c{i}"), false);
+            c.log_directory.clear();
+            c
+        };
+        tasks.push(tokio::spawn(async move {
+            let id = rt
+                .run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(config.clone()),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .unwrap()
+                .pod_sandbox_id;
+            let pod = Pod { id, config };
+            // Exits on its own after 1 virtual second (10 ms real), races the stop below.
+            let a = start(&rt, &pod, "a", "sleep 1; exit 3").await;
+            let b = start(&rt, &pod, "b", "trap '' TERM; sleep infinity").await;
+            let (r1, r2) = tokio::join!(
+                rt.stop_container(cri::StopContainerRequest {
+                    container_id: a.clone(),
+                    timeout: 2,
+                }),
+                rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: pod.id.clone(),
+                })
+            );
+            r1.unwrap();
+            r2.unwrap();
+            let sa = status(&rt, &a).await;
+            let sb = status(&rt, &b).await;
+            assert_eq!(sa.state, EXITED);
+            assert!([3, 137, 143].contains(&sa.exit_code), "{}", sa.exit_code);
+            assert_eq!((sb.state, sb.exit_code), (EXITED, 137));
+            rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.id })
+                .await
+                .unwrap();
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(tasks))
+        .await
+        .expect("no hang")
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    assert!(rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .containers
+        .is_empty());
+    assert!(rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
