@@ -9,8 +9,9 @@
 //! Grammar: lists of commands joined by `;`, newline, `&` (run in sequence: there is no
 //! background), `&&` and `||`; `while`/`until … do … done`, `for V in … do … done`,
 //! `if … then … elif … else … fi`, `{ …; }`; words with '…', "…", `\` escapes and `$VAR`,
-//! `${VAR}`, `$?` expansion; redirections `>`, `>>`, `N>&M`, `<`. Pipes, subshells, command
-//! substitution and arithmetic are not simulated: such a script is an unrecognized command.
+//! `${VAR}`, `$?` and `$((…))` (integer arithmetic) expansion; redirections `>`, `>>`, `N>&M`,
+//! `<`. Pipes, subshells and command substitution are not simulated: such a script is an
+//! unrecognized command.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,7 +53,12 @@ impl Stream {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Part {
     Lit(String),
-    Var { name: String, quoted: bool },
+    Var {
+        name: String,
+        quoted: bool,
+    },
+    /// `$((EXPR))`, evaluated at run time.
+    Arith(String),
 }
 
 /// One shell word.
@@ -510,7 +516,36 @@ impl Lexer<'_> {
                 }
                 w.parts.push(Part::Var { name, quoted });
             }
-            Some('(') => return Err(ParseError::Unsupported("command substitution".into())),
+            Some('(') => {
+                self.chars.next();
+                if self.chars.peek() != Some(&'(') {
+                    return Err(ParseError::Unsupported("command substitution".into()));
+                }
+                self.chars.next();
+                let mut depth = 0usize;
+                let mut expr = String::new();
+                loop {
+                    match self.chars.next() {
+                        Some('(') => {
+                            depth += 1;
+                            expr.push('(');
+                        }
+                        Some(')') if depth == 0 => {
+                            if self.chars.next() != Some(')') {
+                                return Err(ParseError::Expected("))"));
+                            }
+                            break;
+                        }
+                        Some(')') => {
+                            depth -= 1;
+                            expr.push(')');
+                        }
+                        Some(c) => expr.push(c),
+                        None => return Err(ParseError::Expected("))")),
+                    }
+                }
+                w.parts.push(Part::Arith(expr));
+            }
             Some(c @ ('?' | '$' | '#' | '0'..='9')) => {
                 self.chars.next();
                 w.parts.push(Part::Var {
@@ -1008,6 +1043,10 @@ impl<H: Host> Interp<H> {
                     cur.push_str(s);
                     have = true;
                 }
+                Part::Arith(expr) => {
+                    cur.push_str(&arith(expr, &|n| self.var(n)).unwrap_or(0).to_string());
+                    have = true;
+                }
                 Part::Var { name, quoted } => {
                     let v = self.var(name);
                     if *quoted {
@@ -1394,6 +1433,140 @@ impl<H: Host> Interp<H> {
     }
 }
 
+/// Evaluates a `$((…))` expression: integers, variables, `+ - * / %`, comparisons
+/// (`< <= > >= == !=`, 1 or 0), unary minus and parentheses. `None` on a syntax error or
+/// division by zero.
+fn arith(expr: &str, var: &dyn Fn(&str) -> String) -> Option<i64> {
+    #[derive(Clone, Debug, PartialEq)]
+    enum T {
+        Num(i64),
+        Op(&'static str),
+    }
+    let mut toks = Vec::new();
+    let mut chars = expr.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c.is_ascii_digit() {
+            let mut n = String::new();
+            while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                n.push(d);
+                chars.next();
+            }
+            toks.push(T::Num(n.parse().ok()?));
+        } else if c == '$' || c.is_ascii_alphabetic() || c == '_' {
+            chars.next();
+            let mut name = if c == '$' { String::new() } else { c.to_string() };
+            while let Some(&d) = chars.peek().filter(|d| is_name_char(**d)) {
+                name.push(d);
+                chars.next();
+            }
+            toks.push(T::Num(var(&name).trim().parse().unwrap_or(0)));
+        } else {
+            chars.next();
+            let two = chars.peek().map(|n| format!("{c}{n}"));
+            let op = match two.as_deref() {
+                Some(o @ ("<=" | ">=" | "==" | "!=")) => {
+                    chars.next();
+                    match o {
+                        "<=" => "<=",
+                        ">=" => ">=",
+                        "==" => "==",
+                        _ => "!=",
+                    }
+                }
+                _ => match c {
+                    '+' => "+",
+                    '-' => "-",
+                    '*' => "*",
+                    '/' => "/",
+                    '%' => "%",
+                    '<' => "<",
+                    '>' => ">",
+                    '(' => "(",
+                    ')' => ")",
+                    _ => return None,
+                },
+            };
+            toks.push(T::Op(op));
+        }
+    }
+    struct P {
+        toks: Vec<T>,
+        pos: usize,
+    }
+    impl P {
+        fn op(&mut self, ops: &[&'static str]) -> Option<&'static str> {
+            match self.toks.get(self.pos) {
+                Some(T::Op(o)) if ops.contains(o) => {
+                    self.pos += 1;
+                    Some(o)
+                }
+                _ => None,
+            }
+        }
+        fn cmp(&mut self, depth: usize) -> Option<i64> {
+            let mut v = self.add(depth)?;
+            while let Some(o) = self.op(&["<", "<=", ">", ">=", "==", "!="]) {
+                let r = self.add(depth)?;
+                v = i64::from(match o {
+                    "<" => v < r,
+                    "<=" => v <= r,
+                    ">" => v > r,
+                    ">=" => v >= r,
+                    "==" => v == r,
+                    _ => v != r,
+                });
+            }
+            Some(v)
+        }
+        fn add(&mut self, depth: usize) -> Option<i64> {
+            let mut v = self.mul(depth)?;
+            while let Some(o) = self.op(&["+", "-"]) {
+                let r = self.mul(depth)?;
+                v = if o == "+" { v.wrapping_add(r) } else { v.wrapping_sub(r) };
+            }
+            Some(v)
+        }
+        fn mul(&mut self, depth: usize) -> Option<i64> {
+            let mut v = self.unary(depth)?;
+            while let Some(o) = self.op(&["*", "/", "%"]) {
+                let r = self.unary(depth)?;
+                v = match o {
+                    "*" => v.wrapping_mul(r),
+                    "/" => v.checked_div(r)?,
+                    _ => v.checked_rem(r)?,
+                };
+            }
+            Some(v)
+        }
+        fn unary(&mut self, depth: usize) -> Option<i64> {
+            if depth > MAX_NESTING {
+                return None;
+            }
+            match self.op(&["-", "+", "("]) {
+                Some("-") => self.unary(depth + 1).map(i64::wrapping_neg),
+                Some("+") => self.unary(depth + 1),
+                Some(_) => {
+                    let v = self.cmp(depth + 1)?;
+                    self.op(&[")"])?;
+                    Some(v)
+                }
+                None => match self.toks.get(self.pos) {
+                    Some(T::Num(n)) => {
+                        self.pos += 1;
+                        Some(*n)
+                    }
+                    _ => None,
+                },
+            }
+        }
+    }
+    let mut p = P { toks, pos: 0 };
+    let v = p.cmp(0)?;
+    (p.pos == p.toks.len()).then_some(v)
+}
+
 enum SleepArg {
     For(Duration),
     Infinity,
@@ -1636,6 +1809,7 @@ pub(crate) mod tests {
             ("echo 'unterminated", false),
             ("cat /x | grep y", false),
             ("echo $(date)", false),
+            ("echo $((1 + 2)", false),
             ("(sleep 1)", false),
             ("while true; do sleep 1", false),
             ("&& echo", false),
@@ -1707,6 +1881,18 @@ pub(crate) mod tests {
             ("sh -c 'echo nested; exit 4'", exit(4), "nested\n", 0),
             ("sleep abc", exit(1), "", 0),
             ("echo $?; false; echo $?", exit(0), "0\n1\n", 0),
+            (
+                "i=0; while [ $i -lt 3 ]; do i=$((i+1)); echo $i; sleep 1; done",
+                exit(0),
+                "1\n2\n3\n",
+                3000,
+            ),
+            (
+                "echo $(( (2+3)*4 % 7 )) $((10/0)) $((-$N + 1)) $((3 > 2))",
+                exit(0),
+                "6 0 1 1\n",
+                0,
+            ),
         ];
         for (script, outcome, out, secs) in cases {
             let (got, host) = run(script);
