@@ -1970,6 +1970,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn random_scripts_never_panic() {
+        use rand::{Rng, SeedableRng};
+        const PIECES: &[&str] = &[
+            "echo", " ", "'", "\"", "\\", "$", "${", "}", "$((", "))", "(", ")", ";", "&&", "||", "&", "|", ">", ">>",
+            "2>&1", ">&", "<", "\n", "#", "if", "then", "else", "fi", "for", "in", "do", "done", "{", "exit", "trap",
+            "''", "TERM", "sleep", "1", "x", "=", "A=", "[", "]", "-f", "é", "ü", "cat", "rm", "-rf", "/",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let n = rng.random_range(1..12);
+            let text: String = (0..n).map(|_| PIECES[rng.random_range(0..PIECES.len())]).collect();
+            let node = parse_or_unrecognized(&text);
+            // Loops could legitimately run forever against a host whose time is free.
+            if !text.contains("while") && !text.contains("until") {
+                let _ = run_with(&node, Mode::Exec, &[]);
+                let _ = run_with(&node, Mode::Container, &[]);
+            }
+        }
+    }
+
+    #[test]
     fn plain_argv_is_one_command() {
         let (o, h) = run_with(&program(&argv(&["echo", "$HOME", "a b"])), Mode::Container, &[]);
         assert_eq!(o, exit(0));
