@@ -10,8 +10,8 @@
 //! background), `&&` and `||`; `while`/`until … do … done`, `for V in … do … done`,
 //! `if … then … elif … else … fi`, `{ …; }`; words with '…', "…", `\` escapes and `$VAR`,
 //! `${VAR}`, `$?` and `$((…))` (integer arithmetic) expansion; redirections `>`, `>>`, `N>&M`,
-//! `<`. Pipes, subshells and command substitution are not simulated: such a script is an
-//! unrecognized command.
+//! `<`; pipelines `a | b` (stages in sequence). Subshells and command substitution are not
+//! simulated: such a script is an unrecognized command.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -133,6 +133,9 @@ pub enum Node {
         arms: Vec<(Node, Node)>,
         otherwise: Option<Box<Node>>,
     },
+    /// `a | b | c`: each stage's stdout is the next one's stdin (stages run one after the
+    /// other, so a producer that never ends never feeds the next stage).
+    Pipeline(Vec<Node>),
     /// The image's default command (empty command and args): runs until stopped.
     ImageDefault,
     /// Something outside the vocabulary: runs until stopped (container) or succeeds (exec).
@@ -296,6 +299,7 @@ enum Tok {
     Amp,
     And,
     Or,
+    Pipe,
     Redir { fd: u8, op: RedirOp },
 }
 
@@ -360,7 +364,7 @@ impl Lexer<'_> {
                         lx.chars.next();
                         out.push(Tok::Or);
                     } else {
-                        return Err(ParseError::Unsupported("a pipe".into()));
+                        out.push(Tok::Pipe);
                     }
                 }
                 '(' | ')' => return Err(ParseError::Unsupported("a subshell".into())),
@@ -602,6 +606,7 @@ fn describe(t: &Tok) -> String {
         Tok::Amp => "\"&\"".into(),
         Tok::And => "\"&&\"".into(),
         Tok::Or => "\"||\"".into(),
+        Tok::Pipe => "\"|\"".into(),
         Tok::Redir { .. } => "redirection".into(),
     }
 }
@@ -664,7 +669,7 @@ impl Parser {
                 Some(_) if self.peek_keyword().is_some_and(|k| terminators.contains(&k)) => break,
                 Some(_) => {}
             }
-            let cmd = self.command()?;
+            let cmd = self.pipeline()?;
             items.push((conn, cmd));
             conn = match self.peek() {
                 Some(Tok::And) => {
@@ -691,6 +696,20 @@ impl Parser {
         } else {
             Node::List(items)
         })
+    }
+
+    fn pipeline(&mut self) -> Result<Node, ParseError> {
+        let first = self.command()?;
+        if !matches!(self.peek(), Some(Tok::Pipe)) {
+            return Ok(first);
+        }
+        let mut stages = vec![first];
+        while matches!(self.peek(), Some(Tok::Pipe)) {
+            self.pos += 1;
+            self.skip_newlines();
+            stages.push(self.command()?);
+        }
+        Ok(Node::Pipeline(stages))
     }
 
     fn command(&mut self) -> Result<Node, ParseError> {
@@ -886,6 +905,10 @@ pub struct Interp<H: Host> {
     now: Duration,
     seq: u64,
     mode: Mode,
+    /// Input of the current pipeline stage (None: no stdin, as in a container without one).
+    stdin: Option<Vec<u8>>,
+    /// While a pipeline stage runs, its stdout goes here instead of the container's stdout.
+    capture: Option<Vec<u8>>,
 }
 
 impl<H: Host> Interp<H> {
@@ -905,6 +928,8 @@ impl<H: Host> Interp<H> {
             now: start,
             seq,
             mode,
+            stdin: None,
+            capture: None,
         }
     }
 
@@ -991,6 +1016,34 @@ impl<H: Host> Interp<H> {
                     }
                     Ok(())
                 }
+                Node::Pipeline(stages) => {
+                    let outer_capture = self.capture.take();
+                    let outer_stdin = self.stdin.take();
+                    let mut input = outer_stdin.clone();
+                    let mut result = Ok(());
+                    for (i, stage) in stages.iter().enumerate() {
+                        let last = i + 1 == stages.len();
+                        self.stdin = input.take();
+                        self.capture = if last { outer_capture.clone() } else { Some(Vec::new()) };
+                        // Every stage runs in a subshell: `exit` ends the stage, not the script.
+                        match self.exec(stage).await {
+                            Ok(()) => {}
+                            Err(Flow::Exit { code, oom: false }) => self.status = code,
+                            Err(other) => {
+                                result = Err(other);
+                                break;
+                            }
+                        }
+                        if !last {
+                            input = Some(self.capture.take().unwrap_or_default());
+                        }
+                    }
+                    // The last stage may have added to an enclosing capture.
+                    let produced = self.capture.take();
+                    self.capture = if outer_capture.is_some() { produced } else { None };
+                    self.stdin = outer_stdin;
+                    result
+                }
                 Node::ImageDefault => Err(Flow::Forever),
                 Node::Unrecognized { text, why } => self.unrecognized(text, why),
             }
@@ -1023,6 +1076,11 @@ impl<H: Host> Interp<H> {
             return;
         }
         match sink {
+            Sink::Stream(Stream::Stdout) if self.capture.is_some() => {
+                if let Some(c) = self.capture.as_mut() {
+                    c.extend_from_slice(data);
+                }
+            }
             Sink::Stream(s) => {
                 self.seq += 1;
                 self.host.output(self.now, self.seq, *s, data);
@@ -1257,7 +1315,17 @@ impl<H: Host> Interp<H> {
                 None => return self.unrecognized(&argv.join(" "), "a shell without -c"),
             },
             "cat" => {
-                for a in args {
+                let files_given: Vec<&String> = args.iter().filter(|a| !a.starts_with('-') || *a == "-").collect();
+                if files_given.is_empty() {
+                    let input = self.stdin.take().unwrap_or_default();
+                    self.emit(out, &input, files);
+                }
+                for a in files_given {
+                    if a == "-" {
+                        let input = self.stdin.take().unwrap_or_default();
+                        self.emit(out, &input, files);
+                        continue;
+                    }
                     match self.host.read_file(a) {
                         Ok(data) => self.emit(out, &data, files),
                         Err(e) => {
@@ -1265,6 +1333,104 @@ impl<H: Host> Interp<H> {
                             self.emit(err, msg.as_bytes(), files);
                             self.status = 1;
                         }
+                    }
+                }
+            }
+            "grep" | "head" | "tail" | "wc" | "tee" => {
+                let (flags, operands) = split_flags(name, args);
+                let (input, rest) = match name {
+                    // grep's first operand is the pattern; tee's operands are outputs.
+                    "grep" => (operands.get(1..).unwrap_or(&[]).to_vec(), operands.first().cloned()),
+                    "tee" => (Vec::new(), None),
+                    _ => (operands.clone(), None),
+                };
+                let mut text = Vec::new();
+                if input.is_empty() {
+                    text = self.stdin.take().unwrap_or_default();
+                } else {
+                    for f in &input {
+                        match self.host.read_file(f) {
+                            Ok(d) => text.extend_from_slice(&d),
+                            Err(e) => {
+                                let msg = format!("{name}: {f}: {}\n", e.text());
+                                self.emit(err, msg.as_bytes(), files);
+                                self.status = if name == "grep" { 2 } else { 1 };
+                            }
+                        }
+                    }
+                }
+                let text = String::from_utf8_lossy(&text).into_owned();
+                match name {
+                    "grep" => {
+                        let Some(pattern) = rest else {
+                            self.emit(err, b"grep: missing pattern\n", files);
+                            self.status = 2;
+                            return Ok(());
+                        };
+                        let (pattern, fold) = if flags.contains('i') {
+                            (pattern.to_lowercase(), true)
+                        } else {
+                            (pattern, false)
+                        };
+                        let invert = flags.contains('v');
+                        let hits: Vec<&str> = text
+                            .lines()
+                            .filter(|l| {
+                                let found = if fold {
+                                    l.to_lowercase().contains(&pattern)
+                                } else {
+                                    l.contains(&pattern)
+                                };
+                                found != invert
+                            })
+                            .collect();
+                        if self.status != 2 {
+                            self.status = if hits.is_empty() { 1 } else { 0 };
+                        }
+                        if flags.contains('c') {
+                            let line = format!("{}\n", hits.len());
+                            self.emit(out, line.as_bytes(), files);
+                        } else if !flags.contains('q') {
+                            let body: String = hits.iter().map(|l| format!("{l}\n")).collect();
+                            self.emit(out, body.as_bytes(), files);
+                        }
+                    }
+                    "head" | "tail" => {
+                        let n = count_flag(args).unwrap_or(10);
+                        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+                        let pick = if name == "head" {
+                            &lines[..n.min(lines.len())]
+                        } else {
+                            &lines[lines.len().saturating_sub(n)..]
+                        };
+                        let body: String = pick.concat();
+                        self.emit(out, body.as_bytes(), files);
+                    }
+                    "wc" => {
+                        let l = text.matches('\n').count();
+                        let w = text.split_whitespace().count();
+                        let c = text.len();
+                        let shown: Vec<String> = match (flags.contains('l'), flags.contains('w'), flags.contains('c')) {
+                            (false, false, false) => vec![l.to_string(), w.to_string(), c.to_string()],
+                            (fl, fw, fc) => [(fl, l), (fw, w), (fc, c)]
+                                .iter()
+                                .filter(|(on, _)| *on)
+                                .map(|(_, v)| v.to_string())
+                                .collect(),
+                        };
+                        let line = format!("{}\n", shown.join(" "));
+                        self.emit(out, line.as_bytes(), files);
+                    }
+                    _ => {
+                        // tee: stdin to stdout and to every file.
+                        for f in &operands {
+                            if let Err(e) = self.host.write_file(self.now, f, text.as_bytes(), flags.contains('a')) {
+                                let msg = format!("tee: {f}: {}\n", e.text());
+                                self.emit(err, msg.as_bytes(), files);
+                                self.status = 1;
+                            }
+                        }
+                        self.emit(out, text.as_bytes(), files);
                     }
                 }
             }
@@ -1567,6 +1733,43 @@ fn arith(expr: &str, var: &dyn Fn(&str) -> String) -> Option<i64> {
     (p.pos == p.toks.len()).then_some(v)
 }
 
+/// Single-letter flags (`-iv`) and operands; `-n N` of head/tail takes its value along.
+fn split_flags(name: &str, args: &[String]) -> (String, Vec<String>) {
+    let mut flags = String::new();
+    let mut operands = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a.len() > 1 && a.starts_with('-') && operands.is_empty() {
+            if matches!(name, "head" | "tail") && (a == "-n" || a == "-c") {
+                i += 1;
+            } else if !a[1..].chars().all(|c| c.is_ascii_digit()) {
+                flags.push_str(&a[1..]);
+            }
+        } else {
+            operands.push(a.clone());
+        }
+        i += 1;
+    }
+    (flags, operands)
+}
+
+/// head/tail line count: `-n N`, `-nN` or `-N`.
+fn count_flag(args: &[String]) -> Option<usize> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "-n" {
+            return it.next().and_then(|n| n.trim_start_matches('+').parse().ok());
+        }
+        if let Some(n) = a.strip_prefix("-n").or_else(|| a.strip_prefix('-')) {
+            if let Ok(n) = n.parse() {
+                return Some(n);
+            }
+        }
+    }
+    None
+}
+
 enum SleepArg {
     For(Duration),
     Infinity,
@@ -1807,7 +2010,8 @@ pub(crate) mod tests {
             ("if [ -f /x ]; then echo y; elif true; then :; else echo n; fi", true),
             ("trap 'exit 0' TERM; sleep infinity", true),
             ("echo 'unterminated", false),
-            ("cat /x | grep y", false),
+            ("cat /x | grep y", true),
+            ("echo a |", false),
             ("echo $(date)", false),
             ("echo $((1 + 2)", false),
             ("(sleep 1)", false),
@@ -1826,10 +2030,7 @@ pub(crate) mod tests {
         for (script, ok) in cases {
             assert_eq!(parse(script).is_ok(), *ok, "{script}: {:?}", parse(script));
         }
-        assert!(matches!(
-            program(&argv(&["sh", "-c", "a | b"])),
-            Node::Unrecognized { .. }
-        ));
+        assert!(matches!(program(&argv(&["sh", "-c", "a | b"])), Node::Pipeline(_)));
         assert_eq!(program(&[]), Node::ImageDefault);
         assert!(matches!(program(&argv(&["/bin/sh"])), Node::Unrecognized { .. }));
         assert!(matches!(program(&argv(&["/bin/bash", "-ec", "true"])), Node::Simple(_)));
@@ -1862,6 +2063,13 @@ pub(crate) mod tests {
                 3000,
             ),
             ("i=0; while [ $i != 3 ]; do echo $i; i=3; done", exit(0), "0\n", 0),
+            ("printf 'a\\nb\\nc\\n' | grep -v b | tail -n 1", exit(0), "c\n", 0),
+            ("echo hello | grep -q hell && echo found", exit(0), "found\n", 0),
+            ("echo x | grep nope", exit(1), "", 0),
+            ("printf '1\\n2\\n3\\n' | head -2 | wc -l", exit(0), "2\n", 0),
+            ("echo DONE | tee /f >/dev/null; cat /f", exit(0), "DONE\n", 0),
+            ("exit 4 | true; echo still", exit(0), "still\n", 0),
+            ("echo a | cat; echo b", exit(0), "a\nb\n", 0),
             (
                 "while true; do echo tick; done",
                 Outcome::Forever,
