@@ -31,11 +31,11 @@
 //! | `fail-after N` | `sleep N; exit 1` |
 //! | `a \| b` pipelines with `cat`, `grep [-ivqc] TEXT` (plain text, not regex), `head`/`tail -n N`, `wc [-lwc]`, `tee [-a]` | stages run one after another (stdout feeds the next stdin) |
 //! | `cat`, `ls`, `touch`, `rm [-rf]`, `mkdir`, `test`/`[ ]` (-e -f -d -s -n -z = != -eq …) | on the container's files: mounted paths are the real host files (termination-message file, volumes), others are private in-memory files |
-//! | `env`, `printenv [VAR]`, `hostname`, `date`, `export`, `VAR=value`, `$VAR`, `${VAR}`, `$?`, `$((i+1))` | environment from the container config, plus `HOSTNAME` and `PATH` |
+//! | `env`, `printenv [VAR]`, `hostname`, `date`, `export`, `VAR=value`, `$VAR`, `${VAR}`, `$?`, `$((i+1))`, `$(CMDS)` | environment from the container config, plus `HOSTNAME` and `PATH` |
 //! | `while`/`until COND; do …; done`, `for V in …; do …; done`, `if …; then …; else …; fi`, `{ …; }` | control flow; a loop that never sleeps is treated as long-running after 100 rounds |
 //! | `exec CMD`, nested `sh -c '…'` | run CMD |
 //!
-//! Subshells and `$(…)` are not simulated (the script counts as an
+//! Subshells `( … )` and backquotes are not simulated (the script counts as an
 //! unrecognized command). Exit reasons: 0 → `Completed`, otherwise `Error`, `oom` →
 //! `OOMKilled`; a container that cannot start (its sandbox is stopped, or argv[0] matches
 //! `start_failures`) is EXITED with 128 and `StartError`. StopContainer with timeout 0 is an

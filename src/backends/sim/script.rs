@@ -10,8 +10,8 @@
 //! background), `&&` and `||`; `while`/`until … do … done`, `for V in … do … done`,
 //! `if … then … elif … else … fi`, `{ …; }`; words with '…', "…", `\` escapes and `$VAR`,
 //! `${VAR}`, `$?` and `$((…))` (integer arithmetic) expansion; redirections `>`, `>>`, `N>&M`,
-//! `<`; pipelines `a | b` (stages in sequence). Subshells and command substitution are not
-//! simulated: such a script is an unrecognized command.
+//! `<`; pipelines `a | b` (stages in sequence); `$(…)` command substitution. Subshells `( … )`
+//! and backquotes are not simulated: such a script is an unrecognized command.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,6 +59,11 @@ pub enum Part {
     },
     /// `$((EXPR))`, evaluated at run time.
     Arith(String),
+    /// `$(COMMANDS)`: their stdout, trailing newlines removed.
+    Subst {
+        node: Box<Node>,
+        quoted: bool,
+    },
 }
 
 /// One shell word.
@@ -317,12 +322,15 @@ fn is_name_char(c: char) -> bool {
 
 struct Lexer<'a> {
     chars: std::iter::Peekable<std::str::Chars<'a>>,
+    /// How deep in `$(…)` this text is.
+    depth: usize,
 }
 
 impl Lexer<'_> {
-    fn tokens(text: &str) -> Result<Vec<Tok>, ParseError> {
+    fn tokens(text: &str, depth: usize) -> Result<Vec<Tok>, ParseError> {
         let mut lx = Lexer {
             chars: text.chars().peekable(),
+            depth,
         };
         let mut out = Vec::new();
         while let Some(&c) = lx.chars.peek() {
@@ -523,7 +531,12 @@ impl Lexer<'_> {
             Some('(') => {
                 self.chars.next();
                 if self.chars.peek() != Some(&'(') {
-                    return Err(ParseError::Unsupported("command substitution".into()));
+                    let node = self.substitution()?;
+                    w.parts.push(Part::Subst {
+                        node: Box::new(node),
+                        quoted,
+                    });
+                    return Ok(());
                 }
                 self.chars.next();
                 let mut depth = 0usize;
@@ -574,6 +587,51 @@ impl Lexer<'_> {
     }
 }
 
+impl Lexer<'_> {
+    /// After `$(`: the commands up to the matching `)`, parsed.
+    fn substitution(&mut self) -> Result<Node, ParseError> {
+        if self.depth >= MAX_NESTING {
+            return Err(ParseError::Unsupported(format!("nesting deeper than {MAX_NESTING}")));
+        }
+        let mut text = String::new();
+        let mut depth = 1usize;
+        let mut quote: Option<char> = None;
+        loop {
+            let c = self.chars.next().ok_or(ParseError::Expected(")"))?;
+            match (quote, c) {
+                (Some(q), c) if c == q => {
+                    quote = None;
+                    text.push(c);
+                }
+                (Some('"'), '\\') | (None, '\\') => {
+                    text.push(c);
+                    if let Some(n) = self.chars.next() {
+                        text.push(n);
+                    }
+                }
+                (Some(_), c) => text.push(c),
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    text.push(c);
+                }
+                (None, '(') => {
+                    depth += 1;
+                    text.push(c);
+                }
+                (None, ')') => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                    text.push(c);
+                }
+                (None, c) => text.push(c),
+            }
+        }
+        parse_at(&text, self.depth + 1)
+    }
+}
+
 fn digits_only(w: &Word) -> Option<u8> {
     match w.parts.as_slice() {
         [Part::Lit(s)] if !w.quoted && !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) => s.parse().ok(),
@@ -586,7 +644,11 @@ fn digits_only(w: &Word) -> Option<u8> {
 
 /// Parses a script into a tree.
 pub fn parse(text: &str) -> Result<Node, ParseError> {
-    let toks = Lexer::tokens(text)?;
+    parse_at(text, 0)
+}
+
+fn parse_at(text: &str, depth: usize) -> Result<Node, ParseError> {
+    let toks = Lexer::tokens(text, depth)?;
     let mut p = Parser { toks, pos: 0, depth: 0 };
     let node = p.list(&[])?;
     if let Some(t) = p.toks.get(p.pos) {
@@ -994,7 +1056,7 @@ impl<H: Host> Interp<H> {
                 Node::For { var, items, body } => {
                     let mut values = Vec::new();
                     for w in items {
-                        values.extend(self.expand(w));
+                        values.extend(self.expand(w).await?);
                     }
                     self.status = 0;
                     for v in values {
@@ -1090,50 +1152,60 @@ impl<H: Host> Interp<H> {
         }
     }
 
-    /// Expands a word into fields (unquoted variables split on whitespace).
-    fn expand(&self, w: &Word) -> Vec<String> {
-        let mut fields: Vec<String> = Vec::new();
-        let mut cur = String::new();
-        let mut have = w.quoted;
-        for p in &w.parts {
-            match p {
-                Part::Lit(s) => {
-                    cur.push_str(s);
-                    have = true;
-                }
-                Part::Arith(expr) => {
-                    cur.push_str(&arith(expr, &|n| self.var(n)).unwrap_or(0).to_string());
-                    have = true;
-                }
-                Part::Var { name, quoted } => {
-                    let v = self.var(name);
-                    if *quoted {
-                        cur.push_str(&v);
+    /// Expands a word into fields (unquoted variables and substitutions split on whitespace).
+    fn expand<'a>(&'a mut self, w: &'a Word) -> BoxFuture<'a, Result<Vec<String>, Flow>> {
+        Box::pin(async move {
+            let mut fields: Vec<String> = Vec::new();
+            let mut cur = String::new();
+            let mut have = w.quoted;
+            for p in &w.parts {
+                match p {
+                    Part::Lit(s) => {
+                        cur.push_str(s);
                         have = true;
-                    } else {
-                        let mut pieces = v.split_whitespace().peekable();
-                        if v.starts_with(char::is_whitespace) && have {
-                            fields.push(std::mem::take(&mut cur));
-                        }
-                        while let Some(piece) = pieces.next() {
-                            cur.push_str(piece);
-                            have = true;
-                            if pieces.peek().is_some() {
-                                fields.push(std::mem::take(&mut cur));
-                            }
-                        }
+                    }
+                    Part::Arith(expr) => {
+                        cur.push_str(&arith(expr, &|n| self.var(n)).unwrap_or(0).to_string());
+                        have = true;
+                    }
+                    Part::Var { name, quoted } => {
+                        let v = self.var(name);
+                        split_into(&v, *quoted, &mut fields, &mut cur, &mut have);
+                    }
+                    Part::Subst { node, quoted } => {
+                        let v = self.substitute(node).await?;
+                        split_into(&v, *quoted, &mut fields, &mut cur, &mut have);
                     }
                 }
             }
-        }
-        if have {
-            fields.push(cur);
-        }
-        fields
+            if have {
+                fields.push(cur);
+            }
+            Ok(fields)
+        })
     }
 
-    fn expand_one(&self, w: &Word) -> String {
-        self.expand(w).join(" ")
+    async fn expand_one(&mut self, w: &Word) -> Result<String, Flow> {
+        Ok(self.expand(w).await?.join(" "))
+    }
+
+    /// Runs `$(…)`: its stdout without trailing newlines. Like a subshell, `exit` ends only it.
+    async fn substitute(&mut self, node: &Node) -> Result<String, Flow> {
+        let outer_capture = self.capture.replace(Vec::new());
+        let outer_stdin = self.stdin.take();
+        let result = self.exec(node).await;
+        let out = std::mem::replace(&mut self.capture, outer_capture).unwrap_or_default();
+        self.stdin = outer_stdin;
+        match result {
+            Ok(()) => {}
+            Err(Flow::Exit { code, oom: false }) => self.status = code,
+            Err(other) => return Err(other),
+        }
+        let mut text = String::from_utf8_lossy(&out).into_owned();
+        while text.ends_with('\n') {
+            text.pop();
+        }
+        Ok(text)
     }
 
     fn var(&self, name: &str) -> String {
@@ -1148,12 +1220,12 @@ impl<H: Host> Interp<H> {
 
     async fn simple(&mut self, s: &Simple) -> Result<(), Flow> {
         for (name, value) in &s.assigns {
-            let v = self.expand_one(value);
+            let v = self.expand_one(value).await?;
             self.vars.insert(name.clone(), v);
         }
         let mut argv: Vec<String> = Vec::new();
         for w in &s.words {
-            argv.extend(self.expand(w));
+            argv.extend(self.expand(w).await?);
         }
         // Redirections: fds 1 and 2 start on the container's streams.
         let mut out = Sink::Stream(Stream::Stdout);
@@ -1167,7 +1239,7 @@ impl<H: Host> Interp<H> {
                 RedirTarget::Fd(2) => err.clone(),
                 RedirTarget::Fd(_) => Sink::Null,
                 RedirTarget::File { path, append } => {
-                    let p = self.expand_one(path);
+                    let p = self.expand_one(path).await?;
                     match p.as_str() {
                         "/dev/null" => Sink::Null,
                         "/dev/stdout" | "/proc/self/fd/1" => Sink::Stream(Stream::Stdout),
@@ -1733,6 +1805,32 @@ fn arith(expr: &str, var: &dyn Fn(&str) -> String) -> Option<i64> {
     (p.pos == p.toks.len()).then_some(v)
 }
 
+/// Appends an expanded value to the fields being built: quoted, it joins the current field;
+/// unquoted, whitespace separates fields (as sh's field splitting with the default IFS).
+fn split_into(v: &str, quoted: bool, fields: &mut Vec<String>, cur: &mut String, have: &mut bool) {
+    if quoted {
+        cur.push_str(v);
+        *have = true;
+        return;
+    }
+    if v.starts_with(char::is_whitespace) && *have {
+        fields.push(std::mem::take(cur));
+        *have = false;
+    }
+    let mut pieces = v.split_whitespace().peekable();
+    while let Some(piece) = pieces.next() {
+        cur.push_str(piece);
+        *have = true;
+        if pieces.peek().is_some() {
+            fields.push(std::mem::take(cur));
+        }
+    }
+    if v.ends_with(char::is_whitespace) && *have && !v.trim().is_empty() {
+        fields.push(std::mem::take(cur));
+        *have = false;
+    }
+}
+
 /// Single-letter flags (`-iv`) and operands; `-n N` of head/tail takes its value along.
 fn split_flags(name: &str, args: &[String]) -> (String, Vec<String>) {
     let mut flags = String::new();
@@ -2012,7 +2110,9 @@ pub(crate) mod tests {
             ("echo 'unterminated", false),
             ("cat /x | grep y", true),
             ("echo a |", false),
-            ("echo $(date)", false),
+            ("echo $(date)", true),
+            ("echo $(echo a", false),
+            ("echo $(echo ')')", true),
             ("echo $((1 + 2)", false),
             ("(sleep 1)", false),
             ("while true; do sleep 1", false),
@@ -2070,6 +2170,15 @@ pub(crate) mod tests {
             ("echo DONE | tee /f >/dev/null; cat /f", exit(0), "DONE\n", 0),
             ("exit 4 | true; echo still", exit(0), "still\n", 0),
             ("echo a | cat; echo b", exit(0), "a\nb\n", 0),
+            (
+                "echo \"[$(echo a; echo b)]\" $(printf 'x y\\n\\n')",
+                exit(0),
+                "[a\nb] x y\n",
+                0,
+            ),
+            ("n=$(echo 3); echo $((n * 2)) $(exit 5)$?", exit(0), "6 5\n", 0),
+            ("for w in $(echo 1 2); do echo $w; done", exit(0), "1\n2\n", 0),
+            ("echo $(echo $(echo deep))", exit(0), "deep\n", 0),
             (
                 "while true; do echo tick; done",
                 Outcome::Forever,
