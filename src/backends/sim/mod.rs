@@ -20,7 +20,7 @@
 //! | command | behaviour |
 //! |---|---|
 //! | empty (image default), `pause`, `sleep infinity` | runs until stopped |
-//! | unrecognized command | logs one `sim: … treating it as long-running` line to stderr, runs until stopped (in ExecSync: exits 0) |
+//! | unrecognized command | logs one `sim: … treating it as long-running` line to stderr, runs until stopped (in ExecSync: exits 0; inside `$(…)`: outputs nothing) |
 //! | `sleep N` | waits N *virtual* seconds (fractions and `s`/`m`/`h`/`d` suffixes allowed) |
 //! | `exit N`, `true`, `false`, `:` | exit N / status 0 / status 1 / status 0 |
 //! | `echo [-n] [-e] TEXT…`, `printf FMT ARGS…` | writes to stdout (`>&2`: stderr; `> FILE`, `>> FILE`: a file) |

@@ -971,6 +971,8 @@ pub struct Interp<H: Host> {
     stdin: Option<Vec<u8>>,
     /// While a pipeline stage runs, its stdout goes here instead of the container's stdout.
     capture: Option<Vec<u8>>,
+    /// Depth of `$(…)` being evaluated.
+    substituting: usize,
 }
 
 impl<H: Host> Interp<H> {
@@ -992,6 +994,7 @@ impl<H: Host> Interp<H> {
             mode,
             stdin: None,
             capture: None,
+            substituting: 0,
         }
     }
 
@@ -1114,6 +1117,14 @@ impl<H: Host> Interp<H> {
 
     fn unrecognized(&mut self, text: &str, why: &str) -> Result<(), Flow> {
         match self.mode {
+            // A value is wanted, not a server: `$(uname -n)` yields nothing rather than hang.
+            Mode::Container if self.substituting > 0 => {
+                self.note(&format!(
+                    "{text:?} is not simulated ({why}); in $(…) it outputs nothing"
+                ));
+                self.status = 0;
+                Ok(())
+            }
             Mode::Container => {
                 self.note(&format!(
                     "{text:?} is not simulated ({why}); treating it as long-running"
@@ -1193,7 +1204,9 @@ impl<H: Host> Interp<H> {
     async fn substitute(&mut self, node: &Node) -> Result<String, Flow> {
         let outer_capture = self.capture.replace(Vec::new());
         let outer_stdin = self.stdin.take();
+        self.substituting += 1;
         let result = self.exec(node).await;
+        self.substituting -= 1;
         let out = std::mem::replace(&mut self.capture, outer_capture).unwrap_or_default();
         self.stdin = outer_stdin;
         match result {
@@ -2179,6 +2192,7 @@ pub(crate) mod tests {
             ("n=$(echo 3); echo $((n * 2)) $(exit 5)$?", exit(0), "6 5\n", 0),
             ("for w in $(echo 1 2); do echo $w; done", exit(0), "1\n2\n", 0),
             ("echo $(echo $(echo deep))", exit(0), "deep\n", 0),
+            ("echo \"node: $(uname -n)\"; exit 2", exit(2), "node: \n", 0),
             (
                 "while true; do echo tick; done",
                 Outcome::Forever,
