@@ -42,15 +42,16 @@
 //! immediate SIGKILL (137). ExecSync runs the same vocabulary against the container's files and
 //! environment; a script taking longer than the timeout ends in `DeadlineExceeded`.
 //!
+//! Differences from a real shell on purpose: SIGTERM interrupts `sleep` at once (sh would run
+//! the trap after the sleep), and PID 1 without a trap dies on SIGTERM (a real PID 1 ignores
+//! it); both make stop behaviour predictable from the manifest. Pipeline stages run one
+//! after another, so a stage that never ends never feeds the next one.
+//!
 //! # Files
 //! `<state_dir>/journal.jsonl` (one JSON line per mutation, compacted on open and when it grows
 //! past four times the live objects) and `<state_dir>/alive` (the wall time, rewritten every
 //! second, so a restarted runtime knows which file writes of a script already happened). The
 //! config file (`SimRuntime::with_config_file`) is described in [`config`].
-//!
-//! Differences from a real shell on purpose: SIGTERM interrupts `sleep` at once (sh would run
-//! the trap after the sleep), and PID 1 without a trap dies on SIGTERM (a real PID 1 ignores
-//! it); both make stop behaviour predictable from the manifest.
 
 pub mod config;
 pub mod images;
