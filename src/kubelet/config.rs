@@ -374,7 +374,10 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
             .split_once('=')
             .ok_or_else(|| ConfigError::invalid("--node-labels", format!("{item:?} is not key=value")))?;
         if k.is_empty() {
-            return Err(ConfigError::invalid("--node-labels", format!("{item:?} has an empty key")));
+            return Err(ConfigError::invalid(
+                "--node-labels",
+                format!("{item:?} has an empty key"),
+            ));
         }
         out.insert(k.to_string(), v.to_string());
     }
@@ -433,12 +436,16 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let mut total_nanos: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let (num, after) = rest.split_at(num_end);
         if num.is_empty() || num == "." || num.matches('.').count() > 1 {
             return Err(format!("{orig:?}: invalid duration"));
         }
-        let unit_end = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_end);
         let unit_nanos: u128 = match unit {
             "ns" => 1,
@@ -530,7 +537,10 @@ impl<'a> Fields<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(ConfigError::invalid(&self.path(key), format!("expected a string, got {v}"))),
+            Some(v) => Err(ConfigError::invalid(
+                &self.path(key),
+                format!("expected a string, got {v}"),
+            )),
         }
     }
 
@@ -538,7 +548,10 @@ impl<'a> Fields<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => Err(ConfigError::invalid(&self.path(key), format!("expected true or false, got {v}"))),
+            Some(v) => Err(ConfigError::invalid(
+                &self.path(key),
+                format!("expected true or false, got {v}"),
+            )),
         }
     }
 
@@ -588,7 +601,10 @@ impl<'a> Fields<'a> {
                 }
                 Ok(Some(out))
             }
-            Some(v) => Err(ConfigError::invalid(&self.path(key), format!("expected a mapping, got {v}"))),
+            Some(v) => Err(ConfigError::invalid(
+                &self.path(key),
+                format!("expected a mapping, got {v}"),
+            )),
         }
     }
 
@@ -599,7 +615,10 @@ impl<'a> Fields<'a> {
                 map: m,
                 prefix: self.path(key),
             })),
-            Some(v) => Err(ConfigError::invalid(&self.path(key), format!("expected a mapping, got {v}"))),
+            Some(v) => Err(ConfigError::invalid(
+                &self.path(key),
+                format!("expected a mapping, got {v}"),
+            )),
         }
     }
 }
@@ -700,8 +719,8 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
         cfg.register_node = b;
     }
     if let Some(v) = f.get("registerWithTaints") {
-        let taints: Vec<ApiTaint> = serde_json::from_value(v.clone())
-            .map_err(|e| ConfigError::invalid("registerWithTaints", e.to_string()))?;
+        let taints: Vec<ApiTaint> =
+            serde_json::from_value(v.clone()).map_err(|e| ConfigError::invalid("registerWithTaints", e.to_string()))?;
         for t in &taints {
             check_effect("registerWithTaints", &t.effect)?;
         }
@@ -1019,9 +1038,15 @@ clusterDNS: [10.96.0.10]
             ("address: not-an-ip\n", "address"),
             ("containerLogMaxSize: huge\n", "containerLogMaxSize"),
             ("systemReserved:\n  cpu: lots\n", "systemReserved.cpu"),
-            ("evictionHard:\n  memory.available: 200%\n", "evictionHard.memory.available"),
+            (
+                "evictionHard:\n  memory.available: 200%\n",
+                "evictionHard.memory.available",
+            ),
             ("authorization:\n  mode: RBAC\n", "authorization.mode"),
-            ("authentication:\n  webhook:\n    cacheTTL: 5\n", "authentication.webhook.cacheTTL"),
+            (
+                "authentication:\n  webhook:\n    cacheTTL: 5\n",
+                "authentication.webhook.cacheTTL",
+            ),
             (
                 "registerWithTaints:\n  - key: a\n    effect: Sometimes\n",
                 "registerWithTaints",
@@ -1032,8 +1057,14 @@ clusterDNS: [10.96.0.10]
             assert_eq!(field_of(e), field, "{body}");
         }
         assert_eq!(field_of(parse_taints("k=v").unwrap_err()), "--register-with-taints");
-        assert_eq!(field_of(parse_taints("k=v:Never").unwrap_err()), "--register-with-taints");
+        assert_eq!(
+            field_of(parse_taints("k=v:Never").unwrap_err()),
+            "--register-with-taints"
+        );
         assert_eq!(field_of(parse_labels("novalue").unwrap_err()), "--node-labels");
-        assert_eq!(field_of(parse_endpoint("--runtime", "tcp://x").unwrap_err()), "--runtime");
+        assert_eq!(
+            field_of(parse_endpoint("--runtime", "tcp://x").unwrap_err()),
+            "--runtime"
+        );
     }
 }
