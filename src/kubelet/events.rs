@@ -140,7 +140,7 @@ pub fn build_event(rec: &EventRecord, name: String, node_name: &str) -> Event {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// First occurrence (or the previous one is too old): create this Event.
-    Create(Event),
+    Create(Box<Event>),
     /// A repeat: set `series` of the existing Event `namespace/name`.
     UpdateSeries {
         namespace: String,
@@ -235,7 +235,7 @@ impl SeriesCache {
                 last_seen: now,
             },
         );
-        Action::Create(ev)
+        Action::Create(Box::new(ev))
     }
 
     /// Forgets an event whose object vanished (expired on the server), so the next repeat

@@ -295,6 +295,8 @@ fn read_trimmed_opt(path: &str) -> Option<String> {
 
 /// Reads the machine facts. `hostname` is the node's hostname (the node name, as with the
 /// kubelet's `--hostname-override`); `root_dir` picks the filesystem for ephemeral storage.
+// statvfs field types differ between platforms (u32 on some 32-bit targets).
+#[allow(clippy::unnecessary_cast)]
 pub fn gather(hostname: &str, root_dir: &Path) -> Result<HostFacts, NodeInfoError> {
     const ONLINE: &str = "/sys/devices/system/cpu/online";
     const MEMINFO: &str = "/proc/meminfo";
@@ -334,6 +336,7 @@ pub fn gather(hostname: &str, root_dir: &Path) -> Result<HostFacts, NodeInfoErro
 }
 
 /// Reads the pressure inputs.
+#[allow(clippy::unnecessary_cast)]
 pub fn pressure(root_dir: &Path) -> Result<PressureInputs, NodeInfoError> {
     const MEMINFO: &str = "/proc/meminfo";
     let meminfo = read(MEMINFO)?;
