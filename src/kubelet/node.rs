@@ -547,7 +547,7 @@ pub fn compute_status(inputs: &StatusInputs<'_>, prev: Option<&NodeStatus>) -> (
 /// Images for node status: largest first, at most 50, each with up to 5 names (digests first).
 pub fn node_images(images: &[cri::Image]) -> Vec<ContainerImage> {
     let mut sorted: Vec<&cri::Image> = images.iter().collect();
-    sorted.sort_by(|a, b| b.size.cmp(&a.size));
+    sorted.sort_by_key(|i| std::cmp::Reverse(i.size));
     sorted
         .into_iter()
         .take(MAX_IMAGES)
@@ -577,13 +577,13 @@ fn quantities_equal(a: &Option<BTreeMap<String, Quantity>>, b: &Option<BTreeMap<
     norm(a) == norm(b)
 }
 
+/// A condition without its heartbeat: type, status, reason, message, transition second.
+type CondKey = (String, String, Option<String>, Option<String>, Option<i64>);
+
 /// `nodeStatusHasChanged`: anything but heartbeat times (quantities compared by value, times at
 /// the API's second precision).
 pub fn status_changed(old: &NodeStatus, new: &NodeStatus) -> bool {
-    let strip = |s: &NodeStatus| -> (
-        NodeStatus,
-        Vec<(String, String, Option<String>, Option<String>, Option<i64>)>,
-    ) {
+    let strip = |s: &NodeStatus| -> (NodeStatus, Vec<CondKey>) {
         let conds = s
             .conditions
             .iter()
