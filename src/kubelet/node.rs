@@ -13,7 +13,7 @@
 //! keel's choices: kubeletVersion is [`KUBELET_VERSION`] (`v1.33.0-keel.<crate version>`);
 //! the Starting event says "Starting keel."; pressure conditions use the hard eviction
 //! thresholds directly (no transition period, no imagefs signal: keel has no image filesystem
-//! of its own); hugepages are not reported.
+//! of its own).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -198,6 +198,15 @@ pub fn capacity_and_allocatable(
     cap.insert("memory".to_string(), Quantity(format_bytes(mem)));
     cap.insert("ephemeral-storage".to_string(), Quantity(format_bytes(storage)));
     cap.insert("pods".to_string(), Quantity(pods.to_string()));
+    let mut hugepages_total: i128 = 0;
+    for (size, count) in &facts.hugepages {
+        let bytes = i128::from(*size) * i128::from(*count);
+        hugepages_total += bytes;
+        cap.insert(
+            format!("hugepages-{}", format_bytes(i128::from(*size))),
+            Quantity(format_bytes(bytes)),
+        );
+    }
 
     let evict = |signal: &str, capacity: i128| -> i128 {
         cfg.eviction_hard
@@ -208,7 +217,10 @@ pub fn capacity_and_allocatable(
     let mut alloc = BTreeMap::new();
     let cpu_alloc = (cpu_milli - reserved_milli(cfg, "cpu")).max(0);
     alloc.insert("cpu".to_string(), Quantity(format_cpu(cpu_alloc)));
-    let mem_alloc = (mem - reserved_milli(cfg, "memory").div_euclid(1000) - evict("memory.available", mem)).max(0);
+    // Memory preallocated as huge pages is not allocatable as ordinary memory.
+    let mem_alloc =
+        (mem - reserved_milli(cfg, "memory").div_euclid(1000) - evict("memory.available", mem) - hugepages_total)
+            .max(0);
     alloc.insert("memory".to_string(), Quantity(format_bytes(mem_alloc)));
     let st_alloc =
         (storage - reserved_milli(cfg, "ephemeral-storage").div_euclid(1000) - evict("nodefs.available", storage))
@@ -216,6 +228,12 @@ pub fn capacity_and_allocatable(
     alloc.insert("ephemeral-storage".to_string(), Quantity(format_bytes(st_alloc)));
     let pods_alloc = (pods - reserved_milli(cfg, "pods").div_euclid(1000)).max(0);
     alloc.insert("pods".to_string(), Quantity(pods_alloc.to_string()));
+    for (size, count) in &facts.hugepages {
+        let name = format!("hugepages-{}", format_bytes(i128::from(*size)));
+        let bytes = i128::from(*size) * i128::from(*count);
+        let a = (bytes - reserved_milli(cfg, &name).div_euclid(1000)).max(0);
+        alloc.insert(name, Quantity(format_bytes(a)));
+    }
     (cap, alloc)
 }
 
@@ -964,6 +982,7 @@ mod tests {
             machine_id: "mid".into(),
             system_uuid: "uuid".into(),
             boot_id: "boot-1".into(),
+            hugepages: BTreeMap::new(),
         }
     }
 
@@ -1218,8 +1237,14 @@ mod tests {
         assert_eq!(threshold_value("bad", 1000), None);
         let mut c = cfg();
         c.pods_per_core = 10;
-        let (cap, _) = capacity_and_allocatable(&c, &facts());
+        let mut f = facts();
+        f.hugepages = [(2u64 << 20, 512u64), (1u64 << 30, 0)].into();
+        let (cap, alloc) = capacity_and_allocatable(&c, &f);
         assert_eq!(cap["pods"].0, "40");
+        assert_eq!(cap["hugepages-2Mi"].0, "1Gi");
+        assert_eq!(cap["hugepages-1Gi"].0, "0");
+        // 8Gi - 100Mi eviction - 1Gi of huge pages.
+        assert_eq!(alloc["memory"].0, "7068Mi");
         // Quantities compare by value, not by text.
         let mut a = NodeStatus::default();
         let mut b = NodeStatus::default();

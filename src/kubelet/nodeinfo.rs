@@ -2,6 +2,7 @@
 //! inputs of the memory/disk/PID pressure conditions. No subprocesses. The parsers are pure
 //! functions over file contents so they can be tested without touching the host.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub struct HostFacts {
     pub machine_id: String,
     pub system_uuid: String,
     pub boot_id: String,
+    /// Huge page size in bytes → pages preallocated (`/sys/kernel/mm/hugepages`).
+    pub hugepages: BTreeMap<u64, u64>,
 }
 
 /// Inputs of the pressure conditions, read every status update.
@@ -151,6 +154,30 @@ pub fn go_arch(rust_arch: &str) -> &str {
 /// Total tasks from `/proc/loadavg` (`0.00 0.01 0.05 1/234 5678` → 234).
 pub fn parse_loadavg_tasks(s: &str) -> Option<u64> {
     s.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok()
+}
+
+/// Page size in bytes from a `/sys/kernel/mm/hugepages` entry name (`hugepages-2048kB`).
+pub fn parse_hugepage_dir(name: &str) -> Option<u64> {
+    let kb: u64 = name.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()?;
+    kb.checked_mul(1024).filter(|b| *b > 0)
+}
+
+/// Huge page sizes and counts; empty when the kernel has none.
+fn read_hugepages() -> BTreeMap<u64, u64> {
+    const DIR: &str = "/sys/kernel/mm/hugepages";
+    let Ok(entries) = fs::read_dir(DIR) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let size = parse_hugepage_dir(e.file_name().to_str()?)?;
+            let count = read_trimmed_opt(e.path().join("nr_hugepages").to_str()?)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            Some((size, count))
+        })
+        .collect()
 }
 
 /// Local IPv4 addresses from `/proc/net/fib_trie` (the `/32 host LOCAL` leaves), in order,
@@ -332,6 +359,7 @@ pub fn gather(hostname: &str, root_dir: &Path) -> Result<HostFacts, NodeInfoErro
         machine_id,
         system_uuid,
         boot_id,
+        hugepages: read_hugepages(),
     })
 }
 
@@ -405,6 +433,14 @@ mod tests {
         assert_eq!(go_arch("x86_64"), "amd64");
         assert_eq!(go_arch("aarch64"), "arm64");
         assert_eq!(go_arch("s390x"), "s390x");
+    }
+
+    #[test]
+    fn hugepage_dirs() {
+        assert_eq!(parse_hugepage_dir("hugepages-2048kB"), Some(2 << 20));
+        assert_eq!(parse_hugepage_dir("hugepages-1048576kB"), Some(1 << 30));
+        assert_eq!(parse_hugepage_dir("hugepages-0kB"), None);
+        assert_eq!(parse_hugepage_dir("other"), None);
     }
 
     #[test]
