@@ -455,3 +455,53 @@ async fn adopts_existing_node() {
     assert_eq!(node.metadata.annotations.as_ref().unwrap()[ANNOTATION_CMAD], "true");
     drop(agent);
 }
+
+#[tokio::test]
+async fn repeated_events_fold_into_a_series() {
+    use keel::genericruntime::{EventSink, EventType};
+    let server = TestApiServer::start().await.unwrap();
+    let client = server.client().await;
+    let pod_name = unique("keel-ev-pod");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": pod_name, "namespace": "default", "uid": "6f7d3c1e-uid"},
+    }))
+    .unwrap();
+    let recorder = Recorder::new(Some(client.clone()), "node-ev", Clock::real());
+    for _ in 0..3 {
+        recorder.pod_event(
+            &pod,
+            Some("spec.containers{app}".into()),
+            EventType::Warning,
+            "BackOff",
+            "Back-off restarting failed container app".into(),
+        );
+    }
+    recorder.pod_event(&pod, None, EventType::Normal, "Scheduled", "other".into());
+    let events: Api<Event> = Api::namespaced(client, "default");
+    let (backoff, other) = eventually(10, "events posted", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        let mine: Vec<Event> = list
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod_name.as_str()))
+            .collect();
+        let backoff: Vec<Event> = mine
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("BackOff"))
+            .cloned()
+            .collect();
+        let other = mine.iter().filter(|e| e.reason.as_deref() == Some("Scheduled")).count();
+        let folded = backoff.len() == 1 && backoff[0].series.as_ref().is_some_and(|s| s.count == 3);
+        (folded && other == 1).then(|| (backoff[0].clone(), other))
+    })
+    .await;
+    assert_eq!(other, 1);
+    let r = backoff.regarding.unwrap();
+    assert_eq!(r.kind.as_deref(), Some("Pod"));
+    assert_eq!(r.uid.as_deref(), Some("6f7d3c1e-uid"));
+    assert_eq!(r.field_path.as_deref(), Some("spec.containers{app}"));
+    assert_eq!(backoff.type_.as_deref(), Some("Warning"));
+    assert_eq!(backoff.reporting_controller.as_deref(), Some("kubelet"));
+    assert_eq!(backoff.reporting_instance.as_deref(), Some("node-ev"));
+    assert!(backoff.metadata.name.unwrap().starts_with(&format!("{pod_name}.")));
+}
