@@ -284,9 +284,16 @@ fn default_route_source() -> Option<IpAddr> {
 
 /// The node IP: `--node-ip` validated, else discovered.
 pub fn resolve_node_ip(configured: Option<IpAddr>) -> Result<IpAddr, NodeInfoError> {
-    let local = local_addresses();
+    let mut local = local_addresses();
     match configured {
-        Some(ip) => validate_node_ip(ip, &local),
+        Some(ip) => {
+            // Where /proc/net does not list it (some sandboxes), binding proves the address is
+            // local without sending anything.
+            if !local.contains(&ip) && UdpSocket::bind((ip, 0)).is_ok() {
+                local.push(ip);
+            }
+            validate_node_ip(ip, &local)
+        }
         None => Ok(pick_node_ip(default_route_source(), &local)),
     }
 }
