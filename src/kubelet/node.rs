@@ -695,6 +695,28 @@ pub fn reconcile_existing(desired: &Node, existing: &Node) -> Option<serde_json:
     Some(serde_json::json!({ "metadata": meta }))
 }
 
+/// The Node as keel would register it, computed locally (`getNodeAnyWay` when the API Node is
+/// not available): for admission in standalone mode and before registration. It has no UID.
+pub fn local_node(cfg: &Config, clock: &Clock, health: &RuntimeHealth) -> Result<Node, NodeError> {
+    let facts = nodeinfo::gather(&cfg.node_name, &cfg.root_dir)?;
+    let pressure = nodeinfo::pressure(&cfg.root_dir).ok();
+    let since = |t: Option<std::time::Instant>| t.map(|t| clock.to_virtual(t.elapsed()));
+    let inputs = StatusInputs {
+        cfg,
+        facts: &facts,
+        node_ip: nodeinfo::resolve_node_ip(cfg.node_ip).ok(),
+        pressure: pressure.as_ref(),
+        health,
+        images: None,
+        now: clock.now(),
+        since_runtime_ok: since(health.last_runtime_ok),
+        since_relist: since(health.last_relist),
+    };
+    let mut node = initial_node(cfg, &facts);
+    node.status = Some(compute_status(&inputs, None).0);
+    Ok(node)
+}
+
 fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
@@ -752,6 +774,12 @@ impl NodeStatusReporter {
     pub async fn run(mut self, shutdown: CancellationToken) {
         self.recorder
             .node_event(EventType::Normal, "Starting", "Starting keel.");
+        // Until the API Node is known, admission works against the locally computed one.
+        if self.node_tx.borrow().is_none() {
+            let mut node = initial_node(&self.cfg, &self.facts);
+            node.status = Some(self.compute(None, None, None).0);
+            self.node_tx.send_replace(Some(node));
+        }
         if self.cfg.register_node {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

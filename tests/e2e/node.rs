@@ -505,3 +505,30 @@ async fn repeated_events_fold_into_a_series() {
     assert_eq!(backoff.reporting_instance.as_deref(), Some("node-ev"));
     assert!(backoff.metadata.name.unwrap().starts_with(&format!("{pod_name}.")));
 }
+
+/// Reads this host: the locally computed Node (standalone / before registration) is complete
+/// enough for admission.
+#[test]
+fn local_node_from_host_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Config::defaults("node-local".into());
+    c.root_dir = dir.path().to_path_buf();
+    let health = RuntimeHealth {
+        runtime_ready: true,
+        network_ready: true,
+        last_runtime_ok: Some(Instant::now()),
+        last_relist: Some(Instant::now()),
+        ..Default::default()
+    };
+    let n = keel::kubelet::node::local_node(&c, &Clock::real(), &health).unwrap();
+    assert_eq!(n.metadata.name.as_deref(), Some("node-local"));
+    assert!(n.metadata.uid.is_none());
+    let st = n.status.as_ref().unwrap();
+    let alloc = st.allocatable.as_ref().unwrap();
+    assert_eq!(alloc["pods"].0, "110");
+    assert!(alloc.contains_key("cpu") && alloc.contains_key("memory") && alloc.contains_key("ephemeral-storage"));
+    let info = st.node_info.as_ref().unwrap();
+    assert_eq!(info.operating_system, "linux");
+    assert!(!info.kernel_version.is_empty());
+    assert_eq!(ready_status(&n).as_deref(), Some("True"));
+}
