@@ -373,15 +373,58 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
         let (k, v) = item
             .split_once('=')
             .ok_or_else(|| ConfigError::invalid("--node-labels", format!("{item:?} is not key=value")))?;
-        if k.is_empty() {
+        check_label_key(k).map_err(|m| ConfigError::invalid("--node-labels", format!("key {k:?}: {m}")))?;
+        if !v.is_empty() && !is_label_name(v) {
             return Err(ConfigError::invalid(
                 "--node-labels",
-                format!("{item:?} has an empty key"),
+                format!(
+                    "value {v:?}: must be at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+                ),
             ));
         }
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
+}
+
+/// A label name / value: ≤ 63 chars of `[A-Za-z0-9-_.]`, alphanumeric at both ends.
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A DNS-1123 subdomain (label key prefix).
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            let b = part.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
+}
+
+/// A qualified label key: `[prefix/]name`.
+fn check_label_key(k: &str) -> Result<(), &'static str> {
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    if prefix.is_some_and(|p| !is_dns_subdomain(p)) {
+        return Err("prefix must be a DNS subdomain");
+    }
+    if !is_label_name(name) {
+        return Err("name must be at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric");
+    }
+    Ok(())
 }
 
 fn check_effect(field: &str, effect: &str) -> Result<(), ConfigError> {
@@ -1062,6 +1105,12 @@ clusterDNS: [10.96.0.10]
             "--register-with-taints"
         );
         assert_eq!(field_of(parse_labels("novalue").unwrap_err()), "--node-labels");
+        assert_eq!(field_of(parse_labels("=v").unwrap_err()), "--node-labels");
+        assert_eq!(field_of(parse_labels("Bad_Prefix/x=v").unwrap_err()), "--node-labels");
+        assert_eq!(field_of(parse_labels("k=-bad").unwrap_err()), "--node-labels");
+        let ok = parse_labels("node-role.kubernetes.io/worker=,zone=a_1.b").unwrap();
+        assert_eq!(ok.get("node-role.kubernetes.io/worker").map(String::as_str), Some(""));
+        assert_eq!(ok.get("zone").map(String::as_str), Some("a_1.b"));
         assert_eq!(
             field_of(parse_endpoint("--runtime", "tcp://x").unwrap_err()),
             "--runtime"
