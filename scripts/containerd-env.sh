@@ -520,11 +520,19 @@ remove_containers_via_ctr() {
     for id in $(ctr_ -n "$ns" tasks ls -q 2>/dev/null); do
       ctr_ -n "$ns" tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true
     done
+    # The CRI plugin deletes exited tasks itself, concurrently: only a task or container that is
+    # still listed after a failed removal is worth a warning.
     for id in $(ctr_ -n "$ns" tasks ls -q 2>/dev/null); do
-      ctr_ -n "$ns" tasks rm -f "$id" >/dev/null 2>&1 || warn "could not remove task $ns/$id"
+      if ! ctr_ -n "$ns" tasks rm -f "$id" >/dev/null 2>&1 &&
+        ctr_ -n "$ns" tasks ls -q 2>/dev/null | grep -qxF "$id"; then
+        warn "could not remove task $ns/$id"
+      fi
     done
     for id in $(ctr_ -n "$ns" containers ls -q 2>/dev/null); do
-      ctr_ -n "$ns" containers rm "$id" >/dev/null 2>&1 || warn "could not remove container $ns/$id"
+      if ! ctr_ -n "$ns" containers rm "$id" >/dev/null 2>&1 &&
+        ctr_ -n "$ns" containers ls -q 2>/dev/null | grep -qxF "$id"; then
+        warn "could not remove container $ns/$id"
+      fi
     done
   done
 }
@@ -607,23 +615,62 @@ remove_netns() {
 }
 
 # portmap's per-pod DNAT rules carry the network name in their comment; CNI DEL never ran for
-# pods removed by force, so remove those rules and their per-pod chains here.
+# pods removed by force, so remove those rules and their per-pod chains here. iptables-restore
+# --noflush takes the rules exactly as iptables-save printed them (no shell re-parsing).
 remove_portmap_rules() {
   local net=$1
   command -v iptables-save >/dev/null 2>&1 || return 0
   local rules line chain
-  rules=$(iptables-save -t nat 2>/dev/null | grep -F "\"$net\"" | grep '^-A ' || true)
-  [ -n "$rules" ] || return 0
-  local chains=()
-  while IFS= read -r line; do
-    chain=$(sed -n 's/.* -j \(CNI-DN-[0-9a-f]*\).*/\1/p' <<<"$line")
-    [ -n "$chain" ] && chains+=("$chain")
-    # shellcheck disable=SC2086 # the rule spec must split into words (comments are quoted by eval)
-    eval "iptables -t nat -D ${line#-A }" 2>/dev/null || warn "could not delete iptables rule: $line"
-  done <<<"$rules"
-  for chain in "${chains[@]}"; do
+  # iptables-save prints the comment as: "dnat name: \"NET\" id: \"ID\""
+  local pattern="name: \\\"$net\\\" id:"
+  rules=$(iptables-save -t nat 2>/dev/null | grep '^-A CNI-HOSTPORT-DNAT ' | grep -F -- "$pattern" || true)
+  if [ -n "$rules" ]; then
+    local chains=()
+    while IFS= read -r line; do
+      chain=$(sed -n 's/.* -j \(CNI-DN-[0-9a-f]*\).*/\1/p' <<<"$line")
+      [ -z "$chain" ] || chains+=("$chain")
+      printf '*nat\n-D %s\nCOMMIT\n' "${line#-A }" | iptables-restore --noflush ||
+        warn "could not delete iptables rule: $line"
+    done <<<"$rules"
+    for chain in "${chains[@]}"; do
+      iptables -t nat -F "$chain" 2>/dev/null || true
+      iptables -t nat -X "$chain" 2>/dev/null || true
+    done
+  fi
+  # portmap creates its shared chains on first use and never removes them. Remove them only when
+  # no pod of any network still has a DNAT rule (another environment may use them).
+  iptables -t nat -S CNI-HOSTPORT-DNAT >/dev/null 2>&1 || return 0
+  if iptables -t nat -S CNI-HOSTPORT-DNAT | grep -q '^-A '; then
+    return 0
+  fi
+  local spec
+  for spec in "PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT" \
+    "OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT"; do
+    # shellcheck disable=SC2086 # fixed rule specs, split into words on purpose
+    iptables -t nat -D $spec 2>/dev/null || true
+  done
+  iptables -t nat -D POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" \
+    -j CNI-HOSTPORT-MASQ 2>/dev/null || true
+  for chain in CNI-HOSTPORT-DNAT CNI-HOSTPORT-MASQ CNI-HOSTPORT-SETMARK; do
     iptables -t nat -F "$chain" 2>/dev/null || true
     iptables -t nat -X "$chain" 2>/dev/null || true
+  done
+}
+
+# IDs of every container and sandbox this containerd knew, read before anything is removed.
+collect_ids() {
+  local d
+  for d in "$DIR"/state/io.containerd.runtime.v2.task/*/* "$DIR"/root/io.containerd.grpc.v1.cri/sandboxes/* \
+    "$DIR"/root/io.containerd.grpc.v1.cri/containers/*; do
+    [ -d "$d" ] && basename "$d"
+  done | sort -u
+}
+
+# libcni caches each ADD result (in /var/lib/cni, not configurable in containerd 1.6) until DEL.
+remove_cni_cache() {
+  local id
+  for id in "$@"; do
+    rm -f /var/lib/cni/results/*-"$id"-* 2>/dev/null || true
   done
 }
 
@@ -632,8 +679,6 @@ remove_bridge() {
   [ -s "$DIR/bridge" ] || return 0
   br=$(cat "$DIR/bridge")
   remove_portmap_rules "keel-$br"
-  # libcni caches results of ADD for networks whose DEL never ran.
-  rm -f /var/lib/cni/results/"keel-$br"-* 2>/dev/null || true
   if ip link show "$br" >/dev/null 2>&1; then
     log "deleting bridge $br"
     ip link del "$br" || { warn "could not delete bridge $br"; return 1; }
@@ -675,7 +720,8 @@ cmd_down() {
     return 0
   fi
   [ -e "$DIR/$MARKER" ] || die "$DIR was not created by '$PROG up'; refusing to touch it"
-  local rc=0 pid
+  local rc=0 pid ids
+  mapfile -t ids < <(collect_ids)
   remove_containers_via_ctr
   if pid=$(read_pid "$DIR/containerd.pid"); then
     stop_pid "$pid" containerd containerd || rc=1
@@ -687,6 +733,7 @@ cmd_down() {
   kill_shims
   unmount_all || rc=1
   remove_netns
+  remove_cni_cache "${ids[@]}"
   remove_bridge || rc=1
   remove_cgroups || rc=1
   if [ -n "$(mounts_under_dir)" ]; then
