@@ -708,7 +708,13 @@ remove_cgroups() {
     if [ -d "$mnt$root" ]; then
       warn "cgroup $mnt$root remains (processes still inside?)"
       bad=1
+      continue
     fi
+    # A nested root (e.g. /keel-test/RUN): also remove its parents once nothing else uses them.
+    d=${root%/*}
+    while [ -n "$d" ] && rmdir "$mnt$d" 2>/dev/null; do
+      d=${d%/*}
+    done
   done </proc/self/mounts
   return $bad
 }
