@@ -11,6 +11,8 @@
 # Facts and workarounds for these machines: /work/shared/reference/containerd-here.md.
 # Needs root. Keep DIR short: unix socket paths are limited to 108 bytes.
 set -euo pipefail
+# Note: never `cmd | grep -q` here: with pipefail, grep's early exit makes cmd die of SIGPIPE and
+# the pipeline fail at random. Match on captured output instead.
 
 PROG="containerd-env"
 # Marks a directory as ours, so `down` never deletes a directory it did not create.
@@ -100,7 +102,7 @@ json_escape() {
 install_packages() {
   local missing=() p
   for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$p")
   done
   if [ ${#missing[@]} -eq 0 ]; then
     return 0
@@ -154,8 +156,8 @@ prepare_dir() {
 
 subnet_in_use() {
   local prefix=$1
-  ip -4 route show | grep -q "^${prefix//./\\.}\." && return 0
-  ip -4 addr show | grep -q "inet ${prefix//./\\.}\." && return 0
+  grep -q "^${prefix//./\\.}\." <<<"$(ip -4 route show)" && return 0
+  grep -q "inet ${prefix//./\\.}\." <<<"$(ip -4 addr show)" && return 0
   return 1
 }
 
@@ -300,7 +302,7 @@ start_containerd() {
 
 # --- registry -----------------------------------------------------------------------------------
 
-port_listening() { ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
+port_listening() { [ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]; }
 
 registry_answers() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/v2/" 2>/dev/null; }
 
@@ -460,7 +462,7 @@ import_images() {
     die "ctr images import failed"
   local img
   for img in "$BUSYBOX_IMAGE" "$PAUSE_IMAGE"; do
-    ctr_ -n k8s.io images ls -q | grep -qxF "$img" || die "image $img missing after import"
+    grep -qxF "$img" <<<"$(ctr_ -n k8s.io images ls -q)" || die "image $img missing after import"
   done
 }
 
@@ -524,13 +526,13 @@ remove_containers_via_ctr() {
     # still listed after a failed removal is worth a warning.
     for id in $(ctr_ -n "$ns" tasks ls -q 2>/dev/null); do
       if ! ctr_ -n "$ns" tasks rm -f "$id" >/dev/null 2>&1 &&
-        ctr_ -n "$ns" tasks ls -q 2>/dev/null | grep -qxF "$id"; then
+        grep -qxF "$id" <<<"$(ctr_ -n "$ns" tasks ls -q 2>/dev/null)"; then
         warn "could not remove task $ns/$id"
       fi
     done
     for id in $(ctr_ -n "$ns" containers ls -q 2>/dev/null); do
       if ! ctr_ -n "$ns" containers rm "$id" >/dev/null 2>&1 &&
-        ctr_ -n "$ns" containers ls -q 2>/dev/null | grep -qxF "$id"; then
+        grep -qxF "$id" <<<"$(ctr_ -n "$ns" containers ls -q 2>/dev/null)"; then
         warn "could not remove container $ns/$id"
       fi
     done
@@ -640,7 +642,7 @@ remove_portmap_rules() {
   # portmap creates its shared chains on first use and never removes them. Remove them only when
   # no pod of any network still has a DNAT rule (another environment may use them).
   iptables -t nat -S CNI-HOSTPORT-DNAT >/dev/null 2>&1 || return 0
-  if iptables -t nat -S CNI-HOSTPORT-DNAT | grep -q '^-A '; then
+  if grep -q '^-A ' <<<"$(iptables -t nat -S CNI-HOSTPORT-DNAT)"; then
     return 0
   fi
   local spec
