@@ -731,11 +731,17 @@ cmd_down() {
   local rc=0 pid ids
   mapfile -t ids < <(collect_ids)
   remove_containers_via_ctr
+  # Both at once: each may take a second or two to drain its connections.
+  local reg_stop=""
+  if pid=$(read_pid "$DIR/registry.pid"); then
+    stop_pid "$pid" docker-registry registry &
+    reg_stop=$!
+  fi
   if pid=$(read_pid "$DIR/containerd.pid"); then
     stop_pid "$pid" containerd containerd || rc=1
   fi
-  if pid=$(read_pid "$DIR/registry.pid"); then
-    stop_pid "$pid" docker-registry registry || rc=1
+  if [ -n "$reg_stop" ]; then
+    wait "$reg_stop" || rc=1
   fi
   remove_runc_leftovers
   kill_shims
