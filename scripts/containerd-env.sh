@@ -26,7 +26,7 @@ BRIDGE_PREFIX="keelbr"
 BRIDGE_MAX=31
 SUBNET_BASE=89
 PACKAGES=(containerd runc containernetworking-plugins docker-registry busybox-static skopeo iptables
-  ca-certificates curl tar gzip coreutils iproute2 util-linux)
+  ca-certificates curl tar gzip coreutils iproute2 util-linux mount findutils mawk)
 # Applets the test images must have, checked after building (sh, echo, ... : see tests/README.md).
 REQUIRED_APPLETS=(sh echo sleep cat ls id env true false printf wc head tail md5sum sha256sum grep kill)
 BUSYBOX_TAG="1.36"
@@ -121,8 +121,8 @@ install_packages() {
 
 check_tools() {
   local t
-  for t in containerd ctr containerd-shim-runc-v2 runc docker-registry skopeo iptables ip curl tar gzip \
-    sha256sum setsid ss; do
+  for t in containerd ctr containerd-shim-runc-v2 runc docker-registry skopeo iptables iptables-save \
+    iptables-restore ip ss curl tar gzip sha256sum setsid umount find awk; do
     command -v "$t" >/dev/null 2>&1 || die "required tool '$t' not found after install"
   done
   [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/portmap ] &&
@@ -491,11 +491,11 @@ EOF
 cmd_up() {
   [ "$(id -u)" -eq 0 ] || die "must run as root (containerd, runc and CNI need it)"
   local start=$SECONDS
+  local sock_len=$((${#SOCK} + 6))
+  [ "$sock_len" -lt 108 ] || die "socket path $SOCK.ttrpc is too long for a unix socket; use a shorter DIR"
   install_packages
   check_tools
   prepare_dir
-  local sock_len=$((${#SOCK} + 6))
-  [ "$sock_len" -lt 108 ] || die "socket path $SOCK.ttrpc is too long for a unix socket; use a shorter DIR"
   echo "$CGROUP_ROOT" >"$DIR/cgroup-root"
   claim_bridge
   write_cni_config
