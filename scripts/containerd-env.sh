@@ -125,15 +125,19 @@ check_tools() {
     iptables-restore ip ss curl tar gzip sha256sum setsid umount find awk; do
     command -v "$t" >/dev/null 2>&1 || die "required tool '$t' not found after install"
   done
-  [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/portmap ] &&
-    [ -x /usr/lib/cni/loopback ] || die "CNI plugins missing in /usr/lib/cni"
+  local plugin
+  for plugin in bridge host-local portmap loopback; do
+    [ -x "/usr/lib/cni/$plugin" ] || die "CNI plugin /usr/lib/cni/$plugin missing"
+  done
   busybox_static >/dev/null
 }
 
 busybox_static() {
   local b
   b=$(dpkg-query -L busybox-static 2>/dev/null | grep -E '/bin/busybox$' | head -n1) || true
-  [ -n "$b" ] && [ -x "$b" ] || die "busybox-static's /bin/busybox not found"
+  if [ -z "$b" ] || [ ! -x "$b" ]; then
+    die "busybox-static's /bin/busybox not found"
+  fi
   echo "$b"
 }
 
@@ -613,7 +617,6 @@ remove_netns() {
   while IFS= read -r -d '' f; do
     rm -f "$f" 2>/dev/null || warn "could not remove netns file $f"
   done < <(find "$DIR/state" -path '*/netns/*' -type f -print0 2>/dev/null)
-  ip netns list 2>/dev/null | grep -F "$DIR" && warn "named netns referencing $DIR remain" || true
 }
 
 # portmap's per-pod DNAT rules carry the network name in their comment; CNI DEL never ran for
