@@ -111,12 +111,35 @@ install_packages() {
   [ "$(id -u)" -eq 0 ] || die "missing packages ${missing[*]}; run as root to install them"
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  local apt=(apt-get -o DPkg::Lock::Timeout=300 -q)
-  "${apt[@]}" update -qq >&2 || die "apt-get update failed"
-  # policy-rc.d-less machines would start the packaged services; we start our own private ones
-  # and stop nothing we did not start, so a started system service is only reported.
-  "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
+  local apt=(apt-get -o DPkg::Lock::Timeout=300 -q) apt_log
+  apt_log=$(mktemp /tmp/keel-ctrd-apt.XXXXXX)
+  if ! "${apt[@]}" update -qq >"$apt_log" 2>&1; then
+    tail -n 30 "$apt_log" >&2
+    rm -f "$apt_log"
+    die "apt-get update failed"
+  fi
+  # Without a policy-rc.d, docker-registry's init script would start a system-wide registry
+  # (port 5000) that nobody stops. We run private instances only, so deny service starts for the
+  # duration of the install (as Docker images do), and restore the machine after.
+  local policy=/usr/sbin/policy-rc.d own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# Temporary, from keel scripts/containerd-env.sh: no service starts.\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    own_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  local ok=1
+  "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >"$apt_log" 2>&1 || ok=0
+  if [ "$own_policy" -eq 1 ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
+  if [ "$ok" -ne 1 ]; then
+    tail -n 30 "$apt_log" >&2
+    rm -f "$apt_log"
     die "apt-get install ${missing[*]} failed"
+  fi
+  rm -f "$apt_log"
 }
 
 check_tools() {
