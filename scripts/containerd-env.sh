@@ -6,8 +6,9 @@
 #                                        write DIR/env (source it to get KEEL_* variables)
 #   scripts/containerd-env.sh down DIR   stop and remove everything `up` (and tests) created
 #
-# Both are idempotent. Everything lives under DIR except what the kernel keeps globally (the CNI
-# bridge, pod cgroups, shim sockets in /run/containerd/s) which `down` removes by name/PID.
+# Both are idempotent. Everything lives under DIR except what is global by nature (the CNI bridge,
+# pod cgroups, portmap iptables rules, libcni's result cache, shim sockets in /run/containerd/s);
+# `down` removes those by the names and IDs this DIR recorded, never by pattern alone.
 # Facts and workarounds for these machines: /work/shared/reference/containerd-here.md.
 # Needs root. Keep DIR short: unix socket paths are limited to 108 bytes.
 set -euo pipefail
