@@ -212,9 +212,19 @@ mod tests {
         );
     }
 
+    type Want<'a> = (&'a str, &'a str, &'a str);
+    type Case<'a> = (PodSpec, Option<Vec<ContainerStatus>>, &'a str, Want<'a>);
+    type ReadyCase<'a> = (
+        PodSpec,
+        Vec<PodCondition>,
+        Option<Vec<ContainerStatus>>,
+        &'a str,
+        Want<'a>,
+    );
+
     #[test]
     fn test_generate_containers_ready_condition() {
-        let cases: Vec<(PodSpec, Option<Vec<ContainerStatus>>, &str, (&str, &str, &str))> = vec![
+        let cases: Vec<Case> = vec![
             (
                 spec(&[], &[], &[]),
                 None,
@@ -272,13 +282,7 @@ mod tests {
 
     #[test]
     fn test_generate_pod_ready_condition() {
-        let cases: Vec<(
-            PodSpec,
-            Vec<PodCondition>,
-            Option<Vec<ContainerStatus>>,
-            &str,
-            (&str, &str, &str),
-        )> = vec![
+        let cases: Vec<ReadyCase> = vec![
             (
                 spec(&[], &[], &[]),
                 vec![],
@@ -395,7 +399,7 @@ mod tests {
 
     #[test]
     fn test_generate_pod_initialized_condition() {
-        let cases: Vec<(PodSpec, Option<Vec<ContainerStatus>>, &str, (&str, &str, &str))> = vec![
+        let cases: Vec<Case> = vec![
             (spec(&["a"], &[], &[]), None, "Running", ("True", "", "")),
             (
                 spec(&["a"], &["1234"], &[]),

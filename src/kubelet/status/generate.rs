@@ -97,17 +97,13 @@ pub fn should_container_be_restarted(name: &str, pod: &Pod, runtime: &RuntimePod
 
 /// First IP of the node's family, then the first of the other family (`sortPodIPs`).
 pub fn sort_pod_ips(pod_ips: &[String], node_ips: &[String]) -> Vec<String> {
-    let is_v4 = |s: &str| matches!(s.parse::<IpAddr>(), Ok(IpAddr::V4(_)));
-    let is_v6 = |s: &str| matches!(s.parse::<IpAddr>(), Ok(IpAddr::V6(_)));
-    let node_v6 = node_ips.first().is_some_and(|ip| is_v6(ip));
-    let (primary, secondary): (&dyn Fn(&str) -> bool, &dyn Fn(&str) -> bool) =
-        if node_v6 { (&is_v6, &is_v4) } else { (&is_v4, &is_v6) };
+    let is_v6 = |s: &str| s.parse::<IpAddr>().ok().map(|ip| ip.is_ipv6());
+    let primary_v6 = node_ips.first().and_then(|ip| is_v6(ip)).unwrap_or(false);
     let mut out = Vec::with_capacity(2);
-    if let Some(ip) = pod_ips.iter().find(|ip| primary(ip)) {
-        out.push(ip.clone());
-    }
-    if let Some(ip) = pod_ips.iter().find(|ip| secondary(ip)) {
-        out.push(ip.clone());
+    for family in [primary_v6, !primary_v6] {
+        if let Some(ip) = pod_ips.iter().find(|ip| is_v6(ip) == Some(family)) {
+            out.push(ip.clone());
+        }
     }
     out
 }
@@ -263,7 +259,7 @@ pub(crate) fn convert_to_api_container_statuses(
     // 3. Newest instance = state, second newest = lastState.
     let mut instances: Vec<&RtContainerStatus> = runtime.container_statuses.iter().collect();
     // Stable, so equal creation times keep the runtime's (newest-first) order.
-    instances.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    instances.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for cs in instances {
         let Some(name) = containers.iter().map(|c| c.name).find(|n| *n == cs.name) else {
@@ -387,11 +383,9 @@ pub fn normalize_status(pod: &Pod, status: &mut PodStatus) {
     let n = spec.containers.len()
         + spec.init_containers.as_ref().map_or(0, Vec::len)
         + spec.ephemeral_containers.as_ref().map_or(0, Vec::len);
-    let per_status = if n > 0 {
-        MAX_POD_TERMINATION_MESSAGE_LOG_LENGTH / n
-    } else {
-        MAX_POD_TERMINATION_MESSAGE_LOG_LENGTH
-    };
+    let per_status = MAX_POD_TERMINATION_MESSAGE_LOG_LENGTH
+        .checked_div(n)
+        .unwrap_or(MAX_POD_TERMINATION_MESSAGE_LOG_LENGTH);
     let norm = |t: &mut Option<Time>| {
         if let Some(Time(ts)) = t {
             *ts = truncate_to_second(*ts);

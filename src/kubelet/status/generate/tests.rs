@@ -106,7 +106,7 @@ struct ReasonCase {
 #[test]
 fn test_generate_api_pod_status_with_reason_cache() {
     let ts = Timestamp::from_second(123456789).unwrap();
-    let cases = vec![
+    let cases = [
         // No historical record: Waiting; lastState from the old API status.
         ReasonCase {
             containers: named(&["without-old-record", "with-old-record"]),
