@@ -233,14 +233,14 @@ fn status_line_format() {
     assert_eq!(state_word(Some(&terminated(1))), "terminated(1)");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn standalone_prints_changes_and_drops_deleted_pods() {
     let m = manager();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(m.clone().run(shutdown.clone()));
     let mut p = pod("u1", "Never");
     m.set_pod_status(&p, status("Running", running()));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
     let line = m.lock().printed.get("u1").cloned();
     assert_eq!(
         line.as_deref(),
@@ -251,7 +251,7 @@ async fn standalone_prints_changes_and_drops_deleted_pods() {
     // Deleted and reclaimed: the entry goes away after the sync.
     p.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
     m.set_pod_status(&p, status("Failed", terminated(143)));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(m.get_pod_status("u1").is_none());
     shutdown.cancel();
     task.await.unwrap();
