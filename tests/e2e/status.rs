@@ -56,7 +56,11 @@ fn runtime(uid: &str, state: ContainerState, exit_code: i32) -> RuntimePodStatus
             image_ref: "sha256:0123".into(),
             hash: 1,
             restart_count: 0,
-            reason: if state == ContainerState::Exited { "Error".into() } else { String::new() },
+            reason: if state == ContainerState::Exited {
+                "Error".into()
+            } else {
+                String::new()
+            },
             message: String::new(),
             sandbox_id: "sb1".into(),
         }],
@@ -108,7 +112,10 @@ async fn status_patch_then_delete_after_deletion_timestamp() {
     let client = server.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let name = unique("status");
-    let created = pods.create(&PostParams::default(), &bound_pod(&name, json!({}))).await.unwrap();
+    let created = pods
+        .create(&PostParams::default(), &bound_pod(&name, json!({})))
+        .await
+        .unwrap();
     let uid = created.metadata.uid.clone().unwrap();
     // A condition owned by someone else (a readiness gate controller) must survive.
     pods.patch_status(
@@ -142,7 +149,11 @@ async fn status_patch_then_delete_after_deletion_timestamp() {
     assert!(cs.ready);
     assert_eq!(condition(&patched, "Ready"), Some("True"));
     assert_eq!(condition(&patched, "PodScheduled"), Some("True"));
-    assert_eq!(condition(&patched, "example.com/gate"), Some("True"), "foreign condition kept");
+    assert_eq!(
+        condition(&patched, "example.com/gate"),
+        Some("True"),
+        "foreign condition kept"
+    );
     let types: Vec<&str> = st.conditions.iter().flatten().map(|c| c.type_.as_str()).collect();
     assert_eq!(types[0], "example.com/gate");
 
@@ -155,21 +166,31 @@ async fn status_patch_then_delete_after_deletion_timestamp() {
     manager.set_pod_status(&deleting, generate(&deleting, &rt, previous.as_ref()));
     let terminated = wait_for("terminated status", || async {
         let p = pods.get(&name).await.ok()?;
-        let t = p.status.as_ref()?.container_statuses.as_ref()?[0].state.as_ref()?.terminated.clone()?;
+        let t = p.status.as_ref()?.container_statuses.as_ref()?[0]
+            .state
+            .as_ref()?
+            .terminated
+            .clone()?;
         Some((p, t))
     })
     .await;
     assert_eq!(terminated.1.exit_code, 143);
     // Resources not reclaimed yet: the pod stays.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(pods.get_opt(&name).await.unwrap().is_some(), "deleted before resources were reclaimed");
+    assert!(
+        pods.get_opt(&name).await.unwrap().is_some(),
+        "deleted before resources were reclaimed"
+    );
 
     safety.0.store(true, Ordering::SeqCst);
     wait_for("pod removed from the API", || async {
         pods.get_opt(&name).await.ok()?.is_none().then_some(())
     })
     .await;
-    wait_for("cache entry dropped", || async { manager.get_pod_status(&uid).is_none().then_some(()) }).await;
+    wait_for("cache entry dropped", || async {
+        manager.get_pod_status(&uid).is_none().then_some(())
+    })
+    .await;
 
     shutdown.cancel();
     task.await.unwrap();
@@ -181,12 +202,17 @@ async fn recreated_pod_is_neither_patched_nor_deleted() {
     let client = server.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let name = unique("recreated");
-    let live = pods.create(&PostParams::default(), &bound_pod(&name, json!({}))).await.unwrap();
+    let live = pods
+        .create(&PostParams::default(), &bound_pod(&name, json!({})))
+        .await
+        .unwrap();
 
     // The kubelet still has the old incarnation (another UID), deleted and reclaimed.
     let mut old = live.clone();
     old.metadata.uid = Some("0ld-0000-uid".into());
-    old.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+    old.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
     let manager = StatusManager::new(
         Some(client.clone()),
         Clock::scaled(100.0),
@@ -196,11 +222,17 @@ async fn recreated_pod_is_neither_patched_nor_deleted() {
     let task = tokio::spawn(manager.clone().run(shutdown.clone()));
     let rt = runtime("0ld-0000-uid", ContainerState::Exited, 0);
     manager.set_pod_status(&old, generate(&old, &rt, None));
-    wait_for("stale entry dropped", || async { manager.get_pod_status("0ld-0000-uid").is_none().then_some(()) }).await;
+    wait_for("stale entry dropped", || async {
+        manager.get_pod_status("0ld-0000-uid").is_none().then_some(())
+    })
+    .await;
     let now = pods.get(&name).await.unwrap();
     assert_eq!(now.metadata.uid, live.metadata.uid);
     assert!(now.metadata.deletion_timestamp.is_none());
-    assert!(now.status.and_then(|s| s.phase).is_none_or(|p| p == "Pending"), "status not patched");
+    assert!(
+        now.status.and_then(|s| s.phase).is_none_or(|p| p == "Pending"),
+        "status not patched"
+    );
     shutdown.cancel();
     task.await.unwrap();
 }
@@ -225,8 +257,9 @@ async fn static_pod_status_goes_to_its_mirror_pod() {
     );
     static_pod.metadata.uid = Some(hash.clone());
     // Deleted and reclaimed: still, a mirror pod is never deleted by the status manager.
-    static_pod.metadata.deletion_timestamp =
-        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+    static_pod.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
 
     let manager = StatusManager::new(
         Some(client.clone()),
@@ -245,7 +278,10 @@ async fn static_pod_status_goes_to_its_mirror_pod() {
     assert_eq!(got.metadata.uid, mirror.metadata.uid);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let still = pods.get(&name).await.unwrap();
-    assert!(still.metadata.deletion_timestamp.is_none(), "mirror pod deleted by the status manager");
+    assert!(
+        still.metadata.deletion_timestamp.is_none(),
+        "mirror pod deleted by the status manager"
+    );
     assert!(manager.get_pod_status(&hash).is_some());
     shutdown.cancel();
     task.await.unwrap();

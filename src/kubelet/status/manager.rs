@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::conditions::is_kubelet_owned;
+use super::conditions::{self, is_kubelet_owned};
 use super::generate::{
     normalize_status, set_start_time, set_transition_times, CONTAINER_STATUS_UNKNOWN, MSG_UNKNOWN_TERMINATED,
 };
@@ -104,6 +104,8 @@ struct State {
     failures: HashMap<String, &'static str>,
     /// Standalone: last line printed per pod.
     printed: HashMap<String, String>,
+    /// The status the API last showed (watch), by pod UID (static pods: by static UID).
+    api_seen: HashMap<String, PodStatus>,
 }
 
 /// The status manager; shared as `Arc<StatusManager>`.
@@ -348,6 +350,80 @@ impl StatusManager {
         self.lock().statuses.get(uid).map(|v| v.status.clone())
     }
 
+    /// Records the pod as the API shows it (the kubelet calls this for every API update of a
+    /// pod, RECONCILE included). The batch sync re-sends a cached status the API copy differs
+    /// from (`needsReconcile`), e.g. after someone else overwrote it. A mirror pod is recorded
+    /// under its static pod's UID (the config hash, §3.4).
+    pub fn observe_api_pod(&self, pod: &Pod) {
+        let uid = match annotation(pod, CONFIG_MIRROR_ANNOTATION) {
+            Some(static_uid) => static_uid.to_string(),
+            None => uid_of(pod).to_string(),
+        };
+        let mut status = pod.status.clone().unwrap_or_default();
+        normalize_status(pod, &mut status);
+        let mut st = self.lock();
+        if st.statuses.contains_key(&uid) {
+            st.api_seen.insert(uid, status);
+        }
+    }
+
+    /// The prober's readiness result for a container (`SetContainerReadiness`): updates the
+    /// cached status and its Ready/ContainersReady conditions.
+    pub fn set_container_readiness(&self, uid: &str, container_id: &str, ready: bool) {
+        self.update_container(uid, container_id, |s| {
+            if s.ready == ready {
+                return false;
+            }
+            s.ready = ready;
+            true
+        });
+    }
+
+    /// The prober's startup result for a container (`SetContainerStartup`).
+    pub fn set_container_startup(&self, uid: &str, container_id: &str, started: bool) {
+        self.update_container(uid, container_id, |s| {
+            if s.started == Some(started) {
+                return false;
+            }
+            s.started = Some(started);
+            true
+        });
+    }
+
+    fn update_container(&self, uid: &str, container_id: &str, change: impl FnOnce(&mut ContainerStatus) -> bool) {
+        let Some(cached) = self.lock().statuses.get(uid).cloned() else {
+            tracing::debug!(uid = %uid, "container probe result for a pod without status");
+            return;
+        };
+        let mut status = cached.status.clone();
+        let found = status
+            .container_statuses
+            .iter_mut()
+            .flatten()
+            .chain(status.init_container_statuses.iter_mut().flatten())
+            .find(|c| c.container_id.as_deref() == Some(container_id));
+        let Some(c) = found else {
+            tracing::debug!(uid = %uid, container_id = %container_id, "probe result for an unknown container");
+            return;
+        };
+        if !change(c) {
+            return;
+        }
+        let spec = cached.pod.spec.clone().unwrap_or_default();
+        let phase = status.phase.clone().unwrap_or_default();
+        let others: Vec<_> = status.conditions.iter().flatten().cloned().collect();
+        let ready = conditions::pod_ready(&spec, &others, status.container_statuses.as_deref(), &phase);
+        let containers_ready = conditions::containers_ready(&spec, status.container_statuses.as_deref(), &phase);
+        let conds = status.conditions.get_or_insert_with(Vec::new);
+        for new in [ready, containers_ready] {
+            match conds.iter_mut().find(|c| c.type_ == new.type_) {
+                Some(c) => *c = new,
+                None => conds.push(new),
+            }
+        }
+        self.update_status_internal(&cached.pod, status, false);
+    }
+
     /// Forgets every pod `keep` does not want (housekeeping).
     pub fn remove_orphaned_statuses(&self, keep: &dyn Fn(&str) -> bool) {
         let mut st = self.lock();
@@ -357,8 +433,10 @@ impl StatusManager {
             synced,
             failures,
             printed,
+            api_seen,
             ..
         } = &mut *st;
+        api_seen.retain(|uid, _| statuses.contains_key(uid));
         synced.retain(|uid, _| statuses.contains_key(uid));
         failures.retain(|uid, _| statuses.contains_key(uid));
         printed.retain(|uid, _| statuses.contains_key(uid));
@@ -370,6 +448,7 @@ impl StatusManager {
         st.synced.remove(uid);
         st.failures.remove(uid);
         st.printed.remove(uid);
+        st.api_seen.remove(uid);
     }
 
     /// Can the (API) pod be deleted now: deletion requested, not a mirror pod, resources gone.
@@ -387,6 +466,14 @@ impl StatusManager {
             let st = self.lock();
             let v = st.statuses.get(uid)?.clone();
             if st.synced.get(uid).is_none_or(|s| *s < v.version) {
+                return Some(v);
+            }
+            if st
+                .api_seen
+                .get(uid)
+                .is_some_and(|api| !equal_by_kubelet(api, &v.status))
+            {
+                // The API copy drifted from what was synced: send it again.
                 return Some(v);
             }
             v
@@ -511,7 +598,20 @@ impl StatusManager {
                 })?;
             tracing::debug!(pod = %format!("{namespace}/{name}"), version = v.version, "patched pod status");
         }
-        self.lock().synced.insert(uid.to_string(), v.version);
+        {
+            let mut st = self.lock();
+            st.synced.insert(uid.to_string(), v.version);
+            // What the API now shows. If it still differs (something the API changes on its
+            // own), forget it rather than re-syncing every batch: only a new API update (the
+            // watch) triggers the next reconcile.
+            let mut seen = remote.status.clone().unwrap_or_default();
+            normalize_status(&remote, &mut seen);
+            if equal_by_kubelet(&seen, &v.status) {
+                st.api_seen.insert(uid.to_string(), seen);
+            } else {
+                st.api_seen.remove(uid);
+            }
+        }
 
         if !static_pod && self.can_be_deleted(&remote, &v.status) {
             let dp = DeleteParams {

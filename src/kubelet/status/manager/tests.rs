@@ -276,3 +276,64 @@ fn static_and_mirror_detection() {
     mirror.metadata.annotations = Some([(CONFIG_MIRROR_ANNOTATION.to_string(), "other".to_string())].into());
     assert!(!is_mirror_of(&mirror, &p));
 }
+
+#[test]
+fn drifted_api_copy_is_reconciled() {
+    let m = manager();
+    let p = pod("u1", "Always");
+    m.set_pod_status(&p, status("Running", running()));
+    m.lock().synced.insert("u1".into(), 1);
+    assert!(m.needs_sync("u1").is_none(), "synced and nothing observed");
+
+    let mut api = p.clone();
+    api.status = m.get_pod_status("u1");
+    m.observe_api_pod(&api);
+    assert!(m.needs_sync("u1").is_none(), "API copy equals the cache");
+
+    api.status.as_mut().unwrap().phase = Some("Pending".into());
+    m.observe_api_pod(&api);
+    assert!(m.needs_sync("u1").is_some(), "API copy drifted");
+
+    // A mirror pod is recorded under its static pod's UID.
+    let mut mirror = pod("mirror-uid", "Always");
+    mirror.metadata.annotations = Some([(CONFIG_MIRROR_ANNOTATION.to_string(), "u1".to_string())].into());
+    mirror.status = m.get_pod_status("u1");
+    m.observe_api_pod(&mirror);
+    assert!(m.needs_sync("u1").is_none());
+}
+
+#[test]
+fn readiness_and_startup_results_update_conditions() {
+    let m = manager();
+    let p = pod("u1", "Always");
+    let mut s = status("Running", running());
+    s.container_statuses.as_mut().unwrap()[0].container_id = Some("sim://c1".into());
+    m.set_pod_status(&p, s);
+    let v = m.lock().statuses["u1"].version;
+    m.set_container_readiness("u1", "sim://c1", true);
+    let got = m.get_pod_status("u1").unwrap();
+    assert!(got.container_statuses.as_ref().unwrap()[0].ready);
+    let ready = got.conditions.iter().flatten().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True");
+    let cr = got
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "ContainersReady")
+        .unwrap();
+    assert_eq!(cr.status, "True");
+    assert_eq!(m.lock().statuses["u1"].version, v + 1);
+
+    // Same result again: no new version.
+    m.set_container_readiness("u1", "sim://c1", true);
+    assert_eq!(m.lock().statuses["u1"].version, v + 1);
+    m.set_container_startup("u1", "sim://c1", true);
+    assert_eq!(
+        m.get_pod_status("u1").unwrap().container_statuses.unwrap()[0].started,
+        Some(true)
+    );
+    // Unknown container or pod: ignored.
+    m.set_container_readiness("u1", "sim://nope", false);
+    m.set_container_readiness("nope", "sim://c1", false);
+    assert_eq!(m.lock().statuses["u1"].version, v + 2);
+}
