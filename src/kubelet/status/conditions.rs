@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::{ContainerStatus, PodCondition, PodSpec};
 
-use super::phase::SUCCEEDED;
+use super::phase::{has_any_regular_container_started, is_restartable_init_container, SUCCEEDED};
 use crate::genericruntime::cri;
 use crate::genericruntime::types::PodStatus as RuntimePodStatus;
 
@@ -47,14 +47,20 @@ fn find<'a>(statuses: &'a [ContainerStatus], name: &str) -> Option<&'a Container
     statuses.iter().find(|s| s.name == name)
 }
 
-/// `GenerateContainersReadyCondition`. `statuses` is None when the status has no list at all.
+/// `GenerateContainersReadyCondition` over all container statuses (init and regular; sidecars
+/// count like regular containers). `statuses` is None when the status has no list at all.
 pub fn containers_ready(spec: &PodSpec, statuses: Option<&[ContainerStatus]>, phase: &str) -> PodCondition {
     let Some(statuses) = statuses else {
         return condition(CONTAINERS_READY, false, UNKNOWN_CONTAINER_STATUSES, String::new());
     };
     let mut unknown = Vec::new();
     let mut unready = Vec::new();
-    for c in &spec.containers {
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| is_restartable_init_container(c));
+    for c in sidecars.chain(&spec.containers) {
         match find(statuses, &c.name) {
             Some(s) if !s.ready => unready.push(c.name.clone()),
             Some(_) => {}
@@ -112,10 +118,12 @@ pub fn pod_ready(
     condition(POD_READY, true, "", String::new())
 }
 
-/// `GeneratePodInitializedCondition` over the init container statuses.
-pub fn pod_initialized(spec: &PodSpec, init_statuses: Option<&[ContainerStatus]>, phase: &str) -> PodCondition {
+/// `GeneratePodInitializedCondition` over all container statuses: regular init containers must
+/// be ready (exited 0), sidecars started; once a regular container has started the pod stays
+/// initialized (sidecars may restart).
+pub fn pod_initialized(spec: &PodSpec, all_statuses: Option<&[ContainerStatus]>, phase: &str) -> PodCondition {
     let init = spec.init_containers.as_deref().unwrap_or_default();
-    let statuses = match init_statuses {
+    let statuses = match all_statuses {
         None if !init.is_empty() => {
             return condition(POD_INITIALIZED, false, UNKNOWN_CONTAINER_STATUSES, String::new());
         }
@@ -126,6 +134,11 @@ pub fn pod_initialized(spec: &PodSpec, init_statuses: Option<&[ContainerStatus]>
     let mut unready = Vec::new();
     for c in init {
         match find(statuses, &c.name) {
+            Some(s) if is_restartable_init_container(c) => {
+                if s.started != Some(true) {
+                    unready.push(c.name.clone());
+                }
+            }
             Some(s) if !s.ready => unready.push(c.name.clone()),
             Some(_) => {}
             None => unknown.push(c.name.clone()),
@@ -133,6 +146,9 @@ pub fn pod_initialized(spec: &PodSpec, init_statuses: Option<&[ContainerStatus]>
     }
     if phase == SUCCEEDED && unknown.is_empty() {
         return condition(POD_INITIALIZED, true, POD_COMPLETED, String::new());
+    }
+    if has_any_regular_container_started(spec, statuses) {
+        return condition(POD_INITIALIZED, true, "", String::new());
     }
     let mut msgs = Vec::new();
     if !unknown.is_empty() {
@@ -466,5 +482,35 @@ mod tests {
         assert_eq!(pod_ready_to_start_containers(&rt).status, "False");
         assert!(is_kubelet_owned(POD_READY_TO_START_CONTAINERS));
         assert!(!is_kubelet_owned("DisruptionTarget"));
+    }
+
+    #[test]
+    fn sidecars_count_for_readiness_and_initialization() {
+        let mut spec = spec(&["web"], &["setup", "proxy"], &[]);
+        if let Some(init) = spec.init_containers.as_mut() {
+            init[1].restart_policy = Some("Always".into());
+        }
+        let mut setup = st("setup", true);
+        setup.started = Some(false);
+        let mut proxy = st("proxy", false);
+        proxy.started = Some(true);
+        let web = st("web", true);
+        let all = vec![setup.clone(), proxy.clone(), web.clone()];
+        expect(&pod_initialized(&spec, Some(&all), "Running"), "True", "", "");
+        expect(
+            &containers_ready(&spec, Some(&all), "Running"),
+            "False",
+            CONTAINERS_NOT_READY,
+            "containers with unready status: [proxy]",
+        );
+        // A sidecar that has not started holds initialization until a regular container runs.
+        proxy.started = Some(false);
+        let all = vec![setup, proxy, web];
+        expect(
+            &pod_initialized(&spec, Some(&all), "Pending"),
+            "False",
+            CONTAINERS_NOT_INITIALIZED,
+            "containers with incomplete status: [proxy]",
+        );
     }
 }

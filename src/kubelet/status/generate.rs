@@ -7,13 +7,13 @@ use std::net::IpAddr;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP,
-    Pod, PodCondition, PodIP, PodSpec, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+    HostIP, Pod, PodCondition, PodIP, PodSpec, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions;
-use super::phase::{self, get_phase, is_terminal};
+use super::phase::{self, get_phase, is_restartable_init_container, is_terminal};
 use super::reasoncache::ReasonCache;
 use crate::genericruntime::types::{
     ContainerState as RtState, ContainerStatus as RtContainerStatus, PodStatus as RuntimePodStatus,
@@ -308,10 +308,12 @@ pub(crate) fn convert_to_api_container_statuses(
     out
 }
 
-/// Sets `ready`/`started` like the prober's `UpdatePodStatus`.
+/// Sets `ready`/`started` like the prober's `UpdatePodStatus`: started = running and the
+/// startup probe (if any) succeeded; ready (evaluated once started) = running and the readiness
+/// probe (if any) succeeded. Regular init containers are ready once they exited 0; sidecars
+/// follow the regular rules.
 fn apply_probe_results(spec: &PodSpec, status: &mut PodStatus, probes: &dyn ProbeResults) {
-    for s in status.container_statuses.iter_mut().flatten() {
-        let c = spec.containers.iter().find(|c| c.name == s.name);
+    let probe_state = |s: &ContainerStatus, c: Option<&Container>| {
         let running = s.state.as_ref().is_some_and(|st| st.running.is_some());
         let cid = s.container_id.clone().unwrap_or_default();
         let started = running
@@ -319,22 +321,31 @@ fn apply_probe_results(spec: &PodSpec, status: &mut PodStatus, probes: &dyn Prob
                 Some(_) => probes.startup(&cid) == Some(true),
                 None => true,
             };
-        s.started = Some(started);
-        // Readiness is only evaluated once started; without a probe a running container is ready.
-        s.ready = started
+        let ready = started
             && match c.and_then(|c| c.readiness_probe.as_ref()) {
                 Some(_) => probes.readiness(&cid) == Some(true),
                 None => true,
             };
+        (started, ready)
+    };
+    for s in status.container_statuses.iter_mut().flatten() {
+        let c = spec.containers.iter().find(|c| c.name == s.name);
+        let (started, ready) = probe_state(s, c);
+        s.started = Some(started);
+        s.ready = ready;
     }
     for s in status.init_container_statuses.iter_mut().flatten() {
-        let running = s.state.as_ref().is_some_and(|st| st.running.is_some());
-        s.started = Some(running);
-        s.ready = s
-            .state
-            .as_ref()
-            .and_then(|st| st.terminated.as_ref())
-            .is_some_and(|t| t.exit_code == 0);
+        let c = spec.init_containers.iter().flatten().find(|c| c.name == s.name);
+        let (started, ready) = probe_state(s, c);
+        s.started = Some(started);
+        s.ready = if c.is_some_and(is_restartable_init_container) {
+            ready
+        } else {
+            s.state
+                .as_ref()
+                .and_then(|st| st.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0)
+        };
     }
 }
 
@@ -511,6 +522,9 @@ pub fn generate_api_pod_status(input: &GenerateInput<'_>) -> PodStatus {
         ));
     }
 
+    // Started/ready first: the phase reads whether sidecars have started.
+    apply_probe_results(&spec, &mut s, input.probes);
+
     // Phase, with terminal stickiness (a terminal phase never goes back).
     let all: Vec<ContainerStatus> = s
         .container_statuses
@@ -550,8 +564,6 @@ pub fn generate_api_pod_status(input: &GenerateInput<'_>) -> PodStatus {
             .or(api_status.message.clone());
     }
     s.phase = Some(phase.clone());
-
-    apply_probe_results(&spec, &mut s, input.probes);
 
     // Conditions: everyone else's first, then the kubelet's.
     let mut conds: Vec<PodCondition> = api_status

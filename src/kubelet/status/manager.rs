@@ -412,8 +412,15 @@ impl StatusManager {
         let spec = cached.pod.spec.clone().unwrap_or_default();
         let phase = status.phase.clone().unwrap_or_default();
         let others: Vec<_> = status.conditions.iter().flatten().cloned().collect();
-        let ready = conditions::pod_ready(&spec, &others, status.container_statuses.as_deref(), &phase);
-        let containers_ready = conditions::containers_ready(&spec, status.container_statuses.as_deref(), &phase);
+        let all: Vec<ContainerStatus> = status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(status.container_statuses.iter().flatten())
+            .cloned()
+            .collect();
+        let ready = conditions::pod_ready(&spec, &others, Some(&all), &phase);
+        let containers_ready = conditions::containers_ready(&spec, Some(&all), &phase);
         let conds = status.conditions.get_or_insert_with(Vec::new);
         for new in [ready, containers_ready] {
             match conds.iter_mut().find(|c| c.type_ == new.type_) {

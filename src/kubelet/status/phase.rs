@@ -1,10 +1,11 @@
 //! Pod phase from container statuses (`getPhase`, kubelet_pods.go), §2.6.
 //!
-//! keel follows the 1.24 rules of the spec: restartable init containers (sidecars) are counted
-//! like other init containers, and a pod whose `Always` containers are all stopped stays
-//! `Running` even when it is being deleted (Appendix A.4/A.8).
+//! keel follows the rules of the spec; restartable init containers (sidecars, `restartPolicy:
+//! Always` on an init container) are handled as Kubernetes 1.29+ does: a started sidecar does
+//! not hold the pod in Pending. A pod whose `Always` containers are all stopped stays `Running`
+//! even when it is being deleted (Appendix A.4/A.8): there is no `podIsTerminal` input.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, PodSpec};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodSpec};
 
 pub const PENDING: &str = "Pending";
 pub const RUNNING: &str = "Running";
@@ -24,17 +25,59 @@ fn find<'a>(statuses: &'a [ContainerStatus], name: &str) -> Option<&'a Container
     statuses.iter().find(|s| s.name == name)
 }
 
+/// An init container with `restartPolicy: Always` (a sidecar).
+pub fn is_restartable_init_container(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// `HasAnyRegularContainerStarted`: some regular container is running or has terminated.
+pub fn has_any_regular_container_started(spec: &PodSpec, statuses: &[ContainerStatus]) -> bool {
+    statuses.iter().any(|s| {
+        spec.containers.iter().any(|c| c.name == s.name)
+            && s.state
+                .as_ref()
+                .is_some_and(|st| st.running.is_some() || st.terminated.is_some())
+    })
+}
+
 /// Computes the phase over init + regular container statuses (one list, looked up by name).
 pub fn get_phase(spec: &PodSpec, info: &[ContainerStatus]) -> &'static str {
     let mut pending_init = 0;
+    let mut pending_sidecars = 0;
     let mut failed_init = 0;
+    let (mut unknown, mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0, 0);
     for c in spec.init_containers.iter().flatten() {
-        let Some(s) = find(info, &c.name) else {
+        let found = find(info, &c.name);
+        let state = found.and_then(|s| s.state.clone()).unwrap_or_default();
+        let last_term = found
+            .and_then(|s| s.last_state.as_ref())
+            .and_then(|l| l.terminated.as_ref());
+        if is_restartable_init_container(c) {
+            let Some(s) = found else {
+                unknown += 1;
+                continue;
+            };
+            if state.running.is_some() {
+                if s.started != Some(true) {
+                    pending_sidecars += 1;
+                }
+                running += 1;
+            } else if state.terminated.is_some() {
+                // A terminated sidecar is ignored: it is restarted.
+            } else if state.waiting.is_some() {
+                if last_term.is_none() {
+                    pending_sidecars += 1;
+                }
+            } else {
+                pending_sidecars += 1;
+                unknown += 1;
+            }
+            continue;
+        }
+        if found.is_none() {
             pending_init += 1;
             continue;
-        };
-        let state = s.state.clone().unwrap_or_default();
-        let last_term = s.last_state.as_ref().and_then(|l| l.terminated.as_ref());
+        }
         if state.running.is_some() {
             pending_init += 1;
         } else if let Some(t) = &state.terminated {
@@ -52,7 +95,6 @@ pub fn get_phase(spec: &PodSpec, info: &[ContainerStatus]) -> &'static str {
         }
     }
 
-    let (mut unknown, mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0, 0);
     for c in &spec.containers {
         let Some(s) = find(info, &c.name) else {
             unknown += 1;
@@ -82,7 +124,9 @@ pub fn get_phase(spec: &PodSpec, info: &[ContainerStatus]) -> &'static str {
     if failed_init > 0 && policy == "Never" {
         return FAILED;
     }
-    if pending_init > 0 || waiting > 0 {
+    // Sidecars restarting after the regular containers ran do not put the pod back to Pending.
+    let sidecars_pending = pending_sidecars > 0 && !has_any_regular_container_started(spec, info);
+    if pending_init > 0 || sidecars_pending || waiting > 0 {
         // One or more containers has not been started.
         return PENDING;
     }
@@ -148,6 +192,12 @@ pub(crate) mod tests {
     }
     fn failed_state(n: &str) -> ContainerStatus {
         cs(n, term(-1), None)
+    }
+    fn started_state(n: &str) -> ContainerStatus {
+        ContainerStatus {
+            started: Some(true),
+            ..running_state(n)
+        }
     }
     fn waiting() -> ContainerState {
         ContainerState {
@@ -440,6 +490,129 @@ pub(crate) mod tests {
                     ),
                     RUNNING,
                     "init container succeeded",
+                ),
+            ],
+        );
+    }
+
+    fn sidecar_spec(init: &[(&str, bool)], containers: &[&str]) -> PodSpec {
+        PodSpec {
+            node_name: Some("machine".into()),
+            init_containers: Some(
+                init.iter()
+                    .map(|(n, restartable)| Container {
+                        name: n.to_string(),
+                        restart_policy: restartable.then(|| "Always".to_string()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            containers: containers
+                .iter()
+                .map(|n| Container {
+                    name: n.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            restart_policy: Some("Always".into()),
+            ..Default::default()
+        }
+    }
+
+    // The podIsTerminal cases are left out (see the module doc).
+    #[test]
+    fn test_pod_phase_with_restart_always_restartable_init_containers() {
+        let x = "containerX";
+        run(
+            &sidecar_spec(&[(x, true)], &["containerA", "containerB"]),
+            vec![
+                (vec![], PENDING, "empty, waiting"),
+                (vec![running_state(x)], PENDING, "restartable init container running"),
+                (vec![stopped_state(x)], PENDING, "restartable init container stopped"),
+                (
+                    vec![waiting_state_with_last_termination(x)],
+                    PENDING,
+                    "restartable init container waiting, terminated zero",
+                ),
+                (
+                    vec![waiting_state_with_non_zero_termination(x)],
+                    PENDING,
+                    "restartable init container waiting, terminated non-zero",
+                ),
+                (
+                    vec![waiting_state(x)],
+                    PENDING,
+                    "restartable init container waiting, not terminated",
+                ),
+                (
+                    with_init(vec![started_state(x)], vec![running_state("containerA")]),
+                    PENDING,
+                    "restartable init container started, 1/2 regular container running",
+                ),
+                (
+                    with_init(
+                        vec![started_state(x)],
+                        vec![running_state("containerA"), running_state("containerB")],
+                    ),
+                    RUNNING,
+                    "restartable init container started, all regular containers running",
+                ),
+                (
+                    with_init(
+                        vec![running_state(x)],
+                        vec![running_state("containerA"), running_state("containerB")],
+                    ),
+                    RUNNING,
+                    "restartable init container running, all regular containers running",
+                ),
+                (
+                    with_init(
+                        vec![stopped_state(x)],
+                        vec![running_state("containerA"), running_state("containerB")],
+                    ),
+                    RUNNING,
+                    "restartable init container stopped, all regular containers running",
+                ),
+                (
+                    with_init(
+                        vec![waiting_state_with_last_termination(x)],
+                        vec![running_state("containerA"), running_state("containerB")],
+                    ),
+                    RUNNING,
+                    "backoff crashloop restartable init container, all regular containers running",
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn test_pod_phase_with_restart_always_and_pod_has_run() {
+        let (x, y, a) = ("containerX", "containerY", "containerA");
+        run(
+            &sidecar_spec(&[(x, false), (y, true)], &[a]),
+            vec![
+                (
+                    with_init(vec![running_state(x), running_state(y)], vec![running_state(a)]),
+                    PENDING,
+                    "regular init containers, restartable init container and regular container are all running",
+                ),
+                (
+                    with_init(vec![running_state(x), running_state(y)], vec![stopped_state(a)]),
+                    PENDING,
+                    "regular containers is stopped, restartable init container and regular int container are both \
+                     running",
+                ),
+                (
+                    with_init(vec![succeeded_state(x), running_state(y)], vec![stopped_state(a)]),
+                    RUNNING,
+                    "regular init container is succeeded, restartable init container is running, regular containers \
+                     is stopped",
+                ),
+                (
+                    with_init(vec![succeeded_state(x), running_state(y)], vec![running_state(a)]),
+                    RUNNING,
+                    "regular init container is succeeded, restartable init container and regular containers are both \
+                     running",
                 ),
             ],
         );
