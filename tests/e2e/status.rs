@@ -175,6 +175,19 @@ async fn status_patch_then_delete_after_deletion_timestamp() {
     })
     .await;
     assert_eq!(terminated.1.exit_code, 143);
+    // containerStatuses is an atomic list: the running state is replaced, not merged into.
+    let state = terminated
+        .0
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .state
+        .clone()
+        .unwrap();
+    assert!(state.running.is_none(), "running state left behind: {state:?}");
     // Resources not reclaimed yet: the pod stays.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
