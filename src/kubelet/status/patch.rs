@@ -2,10 +2,11 @@
 //! `strategicpatch.CreateTwoWayMergePatch` restricted to `PodStatus`): the difference between
 //! the API's status and the new one, with `metadata.uid` as a precondition.
 
-use k8s_openapi::api::core::v1::PodStatus;
+use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
 use serde_json::{json, Map, Value};
 
-use super::conditions::is_kubelet_owned;
+use super::conditions::{condition, is_kubelet_owned, CONTAINERS_READY, POD_COMPLETED, POD_READY};
+use super::phase::{FAILED, SUCCEEDED};
 
 /// The patch could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +150,30 @@ pub fn merge_pod_status(api: &PodStatus, new: &PodStatus) -> PodStatus {
         .cloned()
         .collect();
     merged.conditions = (!conds.is_empty()).then_some(conds);
+    // A terminal pod is never reported ready, even if the readiness conditions lag behind
+    // (kubernetes#108594).
+    let phase = merged.phase.clone();
+    if matches!(phase.as_deref(), Some(SUCCEEDED) | Some(FAILED)) {
+        let reason = if phase.as_deref() == Some(SUCCEEDED) {
+            POD_COMPLETED
+        } else {
+            "PodFailed"
+        };
+        let is_readiness = |c: &PodCondition| c.type_ == POD_READY || c.type_ == CONTAINERS_READY;
+        if merged
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| is_readiness(c) && c.status == "True")
+        {
+            for c in merged.conditions.iter_mut().flatten().filter(|c| is_readiness(c)) {
+                *c = PodCondition {
+                    last_transition_time: c.last_transition_time.clone(),
+                    ..condition(&c.type_, false, reason, String::new())
+                };
+            }
+        }
+    }
     merged
 }
 
@@ -254,6 +279,34 @@ mod tests {
                 ],
                 "$setElementOrder/conditions": [{"type": "Ready"}],
             })
+        );
+    }
+
+    #[test]
+    fn terminal_pods_are_not_ready() {
+        let new = PodStatus {
+            phase: Some("Failed".into()),
+            conditions: Some(vec![
+                cond("Ready", "True"),
+                cond("ContainersReady", "True"),
+                cond("PodScheduled", "True"),
+            ]),
+            ..Default::default()
+        };
+        let merged = merge_pod_status(&PodStatus::default(), &new);
+        let got: Vec<(&str, &str, Option<&str>)> = merged
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("Ready", "False", Some("PodFailed")),
+                ("ContainersReady", "False", Some("PodFailed")),
+                ("PodScheduled", "True", None)
+            ]
         );
     }
 
