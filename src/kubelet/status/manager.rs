@@ -148,6 +148,18 @@ fn is_mirror_of(api_pod: &Pod, static_pod: &Pod) -> bool {
     }
 }
 
+/// An error with its sources, `outer: inner: …`, for one log line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 fn is_terminated(s: &ContainerStatus) -> bool {
     s.state.as_ref().is_some_and(|st| st.terminated.is_some())
 }
@@ -533,9 +545,9 @@ impl StatusManager {
                 let kind = e.kind();
                 let first = self.lock().failures.insert(uid.to_string(), kind) != Some(kind);
                 if first {
-                    tracing::warn!(uid = %uid, error = %e, source = ?std::error::Error::source(&e), "pod status sync failed; retrying on the next batch");
+                    tracing::warn!(uid = %uid, error = %chain(&e), "pod status sync failed; retrying on the next batch");
                 } else {
-                    tracing::debug!(uid = %uid, error = %e, "pod status sync failed again");
+                    tracing::debug!(uid = %uid, error = %chain(&e), "pod status sync failed again");
                 }
             }
         }
