@@ -116,6 +116,8 @@ pub struct StatusManager {
     state: Mutex<State>,
     tx: mpsc::Sender<String>,
     rx: Mutex<Option<mpsc::Receiver<String>>>,
+    /// Where standalone status lines go (stdout unless replaced).
+    out: Mutex<Box<dyn Write + Send>>,
 }
 
 fn uid_of(pod: &Pod) -> &str {
@@ -261,7 +263,13 @@ impl StatusManager {
             state: Mutex::new(State::default()),
             tx,
             rx: Mutex::new(Some(rx)),
+            out: Mutex::new(Box::new(std::io::stdout())),
         })
+    }
+
+    /// Sends standalone status lines somewhere other than stdout (tests, a log file).
+    pub fn set_output(&self, out: Box<dyn Write + Send>) {
+        *self.out.lock().unwrap_or_else(|p| p.into_inner()) = out;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -563,9 +571,10 @@ impl StatusManager {
             st.printed.insert(uid.to_string(), line.clone()).as_ref() != Some(&line)
         };
         if changed {
-            let mut out = std::io::stdout().lock();
-            // stdout gone (closed pipe) is not worth failing the kubelet for.
+            let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            // Output gone (closed pipe) is not worth failing the kubelet for.
             let _ = writeln!(out, "{line}");
+            let _ = out.flush();
         }
         if self.can_be_deleted(&v.pod, &v.status) {
             self.drop_pod(uid);

@@ -3,6 +3,8 @@
 use k8s_openapi::api::core::v1::{Container, ContainerStateRunning, ContainerStateWaiting, PodCondition, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
+use std::sync::Mutex;
+
 use super::*;
 
 struct Reclaimed(bool);
@@ -236,6 +238,7 @@ fn status_line_format() {
 #[tokio::test(start_paused = true)]
 async fn standalone_prints_changes_and_drops_deleted_pods() {
     let m = manager();
+    m.set_output(Box::new(Buf::default()));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(m.clone().run(shutdown.clone()));
     let mut p = pod("u1", "Never");
@@ -336,4 +339,87 @@ fn readiness_and_startup_results_update_conditions() {
     m.set_container_readiness("u1", "sim://nope", false);
     m.set_container_readiness("nope", "sim://c1", false);
     assert_eq!(m.lock().statuses["u1"].version, v + 2);
+}
+
+/// A shared buffer standing in for stdout.
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+impl Buf {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn standalone_prints_only_visible_changes() {
+    let m = manager();
+    let buf = Buf::default();
+    m.set_output(Box::new(buf.clone()));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(m.clone().run(shutdown.clone()));
+    let p = pod("u1", "Always");
+    m.set_pod_status(&p, status("Pending", ContainerState::default()));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    m.set_pod_status(&p, status("Running", running()));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // A change the line does not show (a message) prints nothing.
+    let mut s = status("Running", running());
+    s.message = Some("invisible".into());
+    m.set_pod_status(&p, s);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        buf.lines(),
+        [
+            "default/pod-u1 phase=Pending ready=0/1 restarts=0 web=unknown",
+            "default/pod-u1 phase=Running ready=0/1 restarts=0 web=running",
+        ]
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_pods_beyond_the_queue_are_synced_by_the_batch() {
+    let m = manager();
+    let buf = Buf::default();
+    m.set_output(Box::new(buf.clone()));
+    let n = STATUS_QUEUE_CAPACITY + 500;
+    let pods: Vec<Pod> = (0..n).map(|i| pod(&format!("u{i}"), "Always")).collect();
+    // Before the loop runs: the queue fills up and stays bounded; the rest waits for the batch.
+    for p in &pods {
+        m.set_pod_status(p, status("Running", running()));
+    }
+    assert_eq!(m.lock().queued.len(), STATUS_QUEUE_CAPACITY);
+    // Many more updates of the same pods do not grow the queue.
+    for p in &pods {
+        let mut s = status("Running", running());
+        s.message = Some("again".into());
+        m.set_pod_status(p, s);
+    }
+    assert_eq!(m.lock().queued.len(), STATUS_QUEUE_CAPACITY);
+
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(m.clone().run(shutdown.clone()));
+    tokio::time::sleep(BATCH_SYNC_PERIOD + Duration::from_secs(1)).await;
+    let st = m.lock();
+    assert_eq!(st.synced.len(), n, "every pod synced");
+    assert!(st.synced.values().all(|v| *v == 2), "each with its latest version");
+    assert!(st.queued.is_empty());
+    drop(st);
+    assert_eq!(buf.lines().len(), n, "one line per pod");
+    shutdown.cancel();
+    task.await.unwrap();
 }
