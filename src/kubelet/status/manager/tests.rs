@@ -414,11 +414,12 @@ async fn many_pods_beyond_the_queue_are_synced_by_the_batch() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(m.clone().run(shutdown.clone()));
     tokio::time::sleep(BATCH_SYNC_PERIOD + Duration::from_secs(1)).await;
-    let st = m.lock();
-    assert_eq!(st.synced.len(), n, "every pod synced");
-    assert!(st.synced.values().all(|v| *v == 2), "each with its latest version");
-    assert!(st.queued.is_empty());
-    drop(st);
+    {
+        let st = m.lock();
+        assert_eq!(st.synced.len(), n, "every pod synced");
+        assert!(st.synced.values().all(|v| *v == 2), "each with its latest version");
+        assert!(st.queued.is_empty());
+    }
     assert_eq!(buf.lines().len(), n, "one line per pod");
     shutdown.cancel();
     task.await.unwrap();
