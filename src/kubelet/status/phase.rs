@@ -456,8 +456,10 @@ pub(crate) mod tests {
         );
     }
 
+    // The kubelet has no OnFailure init table ("no special init-specific logic, see the
+    // RestartAlways case"); this one checks that claim for keel.
     #[test]
-    fn test_pod_phase_with_restart_on_failure_init_containers() {
+    fn on_failure_init_containers_behave_like_always() {
         run(
             &spec("OnFailure", &["containerX"]),
             vec![
@@ -613,6 +615,72 @@ pub(crate) mod tests {
                     RUNNING,
                     "regular init container is succeeded, restartable init container and regular containers are both \
                      running",
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn test_pod_phase_with_restart_never_restartable_init_containers() {
+        let x = "containerX";
+        let mut spec = sidecar_spec(&[(x, true)], &["containerA", "containerB"]);
+        spec.restart_policy = Some("Never".into());
+        let both_succeeded = || vec![succeeded_state("containerA"), succeeded_state("containerB")];
+        run(
+            &spec,
+            vec![
+                (vec![], PENDING, "empty, waiting"),
+                (vec![running_state(x)], PENDING, "restartable init container running"),
+                (vec![stopped_state(x)], PENDING, "restartable init container stopped"),
+                (
+                    vec![waiting_state_with_last_termination(x)],
+                    PENDING,
+                    "restartable init container waiting, terminated zero",
+                ),
+                (
+                    vec![waiting_state_with_non_zero_termination(x)],
+                    PENDING,
+                    "restartable init container waiting, terminated non-zero",
+                ),
+                (
+                    vec![waiting_state(x)],
+                    PENDING,
+                    "restartable init container waiting, not terminated",
+                ),
+                (
+                    with_init(vec![started_state(x)], vec![running_state("containerA")]),
+                    PENDING,
+                    "restartable init container started, one main container running",
+                ),
+                (
+                    with_init(vec![started_state(x)], both_succeeded()),
+                    RUNNING,
+                    "restartable init container started, main containers succeeded",
+                ),
+                (
+                    with_init(vec![running_state(x)], both_succeeded()),
+                    RUNNING,
+                    "restartable init container running, main containers succeeded",
+                ),
+                (
+                    with_init(vec![succeeded_state(x)], both_succeeded()),
+                    SUCCEEDED,
+                    "all containers succeeded",
+                ),
+                (
+                    with_init(vec![failed_state(x)], both_succeeded()),
+                    SUCCEEDED,
+                    "restartable init container terminated non-zero, main containers succeeded",
+                ),
+                (
+                    with_init(vec![waiting_state_with_last_termination(x)], both_succeeded()),
+                    SUCCEEDED,
+                    "backoff crashloop restartable init container, main containers succeeded",
+                ),
+                (
+                    with_init(vec![waiting_state_with_non_zero_termination(x)], both_succeeded()),
+                    SUCCEEDED,
+                    "backoff crashloop with non-zero restartable init container, main containers succeeded",
                 ),
             ],
         );
