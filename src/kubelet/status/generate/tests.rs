@@ -665,3 +665,75 @@ fn normalize_truncates_messages_and_timestamps() {
     assert_eq!(t.message.unwrap().len(), 3072);
     assert_eq!(t.finished_at.unwrap().0.subsec_nanosecond(), 0);
 }
+
+#[test]
+fn test_generate_api_pod_status_with_sorted_containers() {
+    let mut p = pod("u1", "web", "default");
+    let names: Vec<String> = (0..10).rev().map(|i| format!("container{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    p.spec = Some(PodSpec {
+        containers: named(&refs),
+        ..Default::default()
+    });
+    let runtime = RuntimePodStatus {
+        container_statuses: names.iter().map(|n| running_rt(n, n)).collect(),
+        ..Default::default()
+    };
+    let s = generate(&p, &runtime, &ReasonCache::new());
+    let got: Vec<&str> = s.container_statuses.iter().flatten().map(|c| c.name.as_str()).collect();
+    let mut want = refs.clone();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+/// `TestGenerateAPIPodStatusHostNetworkPodIPs`, with the node's IPs already chosen from its
+/// addresses (that choice is node status's job in keel).
+#[test]
+fn test_generate_api_pod_status_host_network_pod_ips() {
+    let cases: [(&str, &[&str], &[&str], &[&str]); 4] = [
+        ("Simple", &["10.0.0.1"], &[], &["10.0.0.1"]),
+        (
+            "Dual-stack addresses in dual-stack cluster",
+            &["10.0.0.1", "fd01::1234"],
+            &[],
+            &["10.0.0.1", "fd01::1234"],
+        ),
+        (
+            "CRI PodIPs override NodeAddresses",
+            &["10.0.0.1", "fd01::1234"],
+            &["192.168.0.1"],
+            &["192.168.0.1", "fd01::1234"],
+        ),
+        (
+            "CRI dual-stack PodIPs override NodeAddresses",
+            &["10.0.0.1", "fd01::1234"],
+            &["192.168.0.1", "2001:db8::2"],
+            &["192.168.0.1", "2001:db8::2"],
+        ),
+    ];
+    for (name, node_ips, cri_ips, want) in cases {
+        let mut p = pod("u1", "hostnet", "default");
+        p.spec = Some(PodSpec {
+            containers: named(&["c"]),
+            host_network: Some(true),
+            ..Default::default()
+        });
+        let runtime = RuntimePodStatus {
+            ips: cri_ips.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let node_ips: Vec<String> = node_ips.iter().map(|s| s.to_string()).collect();
+        let s = generate_api_pod_status(&GenerateInput {
+            pod: &p,
+            runtime: &runtime,
+            previous: None,
+            reasons: &ReasonCache::new(),
+            probes: &NoProbeResults,
+            node_ips: &node_ips,
+            now: now(),
+        });
+        let got: Vec<&str> = s.pod_ips.iter().flatten().map(|i| i.ip.as_str()).collect();
+        assert_eq!(got, want, "[test {name}]");
+        assert_eq!(s.pod_ip.as_deref(), want.first().copied(), "[test {name}]");
+    }
+}
