@@ -690,7 +690,8 @@ fn test_generate_api_pod_status_with_sorted_containers() {
 /// addresses (that choice is node status's job in keel).
 #[test]
 fn test_generate_api_pod_status_host_network_pod_ips() {
-    let cases: [(&str, &[&str], &[&str], &[&str]); 4] = [
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+    let cases: [Case; 4] = [
         ("Simple", &["10.0.0.1"], &[], &["10.0.0.1"]),
         (
             "Dual-stack addresses in dual-stack cluster",
