@@ -314,11 +314,16 @@ impl StatusManager {
         self.update_status_internal(pod, status, true);
     }
 
-    fn update_status_internal(&self, pod: &Pod, mut status: PodStatus, force: bool) {
+    fn update_status_internal(&self, pod: &Pod, status: PodStatus, force: bool) {
+        let mut st = self.lock();
+        self.update_locked(&mut st, pod, status, force);
+    }
+
+    /// `updateStatusInternal`, with the state lock held by the caller.
+    fn update_locked(&self, st: &mut State, pod: &Pod, mut status: PodStatus, force: bool) {
         let uid = uid_of(pod).to_string();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let now = self.clock.now();
-        let mut st = self.lock();
         let cached = st.statuses.get(&uid).cloned();
         let old = match &cached {
             Some(v) => v.status.clone(),
@@ -411,7 +416,9 @@ impl StatusManager {
     }
 
     fn update_container(&self, uid: &str, container_id: &str, change: impl FnOnce(&mut ContainerStatus) -> bool) {
-        let Some(cached) = self.lock().statuses.get(uid).cloned() else {
+        // Held throughout, so a concurrent set_pod_status cannot be overwritten by an older copy.
+        let mut st = self.lock();
+        let Some(cached) = st.statuses.get(uid).cloned() else {
             tracing::debug!(uid = %uid, "container probe result for a pod without status");
             return;
         };
@@ -448,7 +455,7 @@ impl StatusManager {
                 None => conds.push(new),
             }
         }
-        self.update_status_internal(&cached.pod, status, false);
+        self.update_locked(&mut st, &cached.pod, status, false);
     }
 
     /// Forgets every pod `keep` does not want (housekeeping).
