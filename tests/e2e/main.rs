@@ -4,4 +4,5 @@
 mod support;
 
 mod apiserver;
+mod cri_backend;
 mod status;
