@@ -20,7 +20,7 @@ use super::generate::{
 use super::patch::{merge_pod_status, pod_status_patch, PatchError};
 use super::phase::restart_policy;
 use crate::clock::Clock;
-use crate::kubelet::sources::{CONFIG_HASH_ANNOTATION, CONFIG_MIRROR_ANNOTATION, CONFIG_SOURCE_ANNOTATION};
+use crate::kubelet::sources::{CONFIG_HASH_ANNOTATION, CONFIG_MIRROR_ANNOTATION};
 
 /// Capacity of the queue of pods with a new status (the kubelet's podStatusChannel). A full
 /// queue is not an error: the batch sync picks the pod up.
@@ -129,8 +129,8 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
 }
 
 /// A pod is static iff its source annotation says something other than `api` (§3.4).
-pub fn is_static_pod(pod: &Pod) -> bool {
-    annotation(pod, CONFIG_SOURCE_ANNOTATION).is_some_and(|s| s != "api")
+fn is_static_pod(pod: &Pod) -> bool {
+    crate::kubelet::podmanager::is_static(pod)
 }
 
 pub fn is_mirror_pod(pod: &Pod) -> bool {

@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use std::sync::Mutex;
 
 use super::*;
+use crate::kubelet::sources::CONFIG_SOURCE_ANNOTATION;
 
 struct Reclaimed(bool);
 impl PodDeletionSafety for Reclaimed {
