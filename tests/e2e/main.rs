@@ -6,3 +6,4 @@ mod support;
 mod apiserver;
 mod cri_backend;
 mod node;
+mod status;
