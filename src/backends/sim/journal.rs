@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -165,7 +166,16 @@ impl Journal {
             source,
         };
         {
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(compact_err)?);
+            // Container configs carry env values (secrets among them): owner-only, as containerd's
+            // metadata store.
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(compact_err)?;
+            let mut out = std::io::BufWriter::new(file);
             for r in records {
                 serde_json::to_writer(&mut out, &r).map_err(Error::Encode)?;
                 out.write_all(b"\n").map_err(compact_err)?;
@@ -247,6 +257,9 @@ mod tests {
         assert!(loaded.removed_images.contains("a"));
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         let (_, again) = Journal::open(dir.path()).unwrap();
         assert_eq!(again.skipped, 0);
         assert_eq!(again.images.len(), 1);
