@@ -13,6 +13,7 @@ pub mod relist;
 pub mod seam;
 pub mod sync;
 pub mod types;
+pub mod util;
 
 pub use manager::{ManagerConfig, RuntimeManager};
 pub use seam::{cri, Code, ImageService, Runtime, RuntimeError, RuntimeService};
