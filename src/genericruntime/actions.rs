@@ -142,7 +142,9 @@ pub fn find_next_init_container_to_run<'a>(
         }
     }
     for (i, c) in inits.iter().enumerate().rev() {
-        let Some(s) = status.find_container_status(&c.name) else { continue };
+        let Some(s) = status.find_container_status(&c.name) else {
+            continue;
+        };
         match s.state {
             ContainerState::Running => return (None, None, false),
             ContainerState::Exited => {
@@ -278,7 +280,10 @@ pub fn compute_pod_actions(pod: &Pod, status: &PodStatus, probes: &ProbeFailures
         let (mut message, reason) = if hash_container(container) != s.hash {
             // A changed definition restarts regardless of the restart policy.
             restart = true;
-            (format!("Container {} definition changed", container.name), KillReason::None)
+            (
+                format!("Container {} definition changed", container.name),
+                KillReason::None,
+            )
         } else if probes.liveness.contains_key(&s.id) {
             (
                 format!("Container {} failed liveness probe", container.name),
@@ -360,7 +365,14 @@ pub(crate) mod tests {
         let cs_list = containers(&pod)
             .iter()
             .enumerate()
-            .map(|(i, c)| cs(&format!("id{}", i + 1), &c.name, ContainerState::Running, hash_container(c)))
+            .map(|(i, c)| {
+                cs(
+                    &format!("id{}", i + 1),
+                    &c.name,
+                    ContainerState::Running,
+                    hash_container(c),
+                )
+            })
             .collect();
         let status = PodStatus {
             uid: "12345678".into(),
@@ -398,14 +410,28 @@ pub(crate) mod tests {
     fn kill_map(pod: &Pod, status: &PodStatus, idx: &[usize], init: bool) -> BTreeMap<String, (String, Container)> {
         idx.iter()
             .map(|&i| {
-                let c = if init { &init_containers(pod)[i] } else { &containers(pod)[i] };
+                let c = if init {
+                    &init_containers(pod)[i]
+                } else {
+                    &containers(pod)[i]
+                };
                 (status.container_statuses[i].id.clone(), (c.name.clone(), c.clone()))
             })
             .collect()
     }
 
     /// The Go test clears message and reason before comparing; so do we.
-    fn strip(a: &PodActions) -> (bool, bool, String, u32, Option<usize>, Vec<usize>, BTreeMap<String, (String, Container)>) {
+    fn strip(
+        a: &PodActions,
+    ) -> (
+        bool,
+        bool,
+        String,
+        u32,
+        Option<usize>,
+        Vec<usize>,
+        BTreeMap<String, (String, Container)>,
+    ) {
         (
             a.kill_pod,
             a.create_sandbox,
@@ -425,7 +451,15 @@ pub(crate) mod tests {
         desc: &'static str,
         mutate: Mutator,
         // kill_pod, create_sandbox, sandbox_id, attempt, next_init, to_start, kill indexes
-        expect: (bool, bool, &'static str, u32, Option<usize>, &'static [usize], &'static [usize]),
+        expect: (
+            bool,
+            bool,
+            &'static str,
+            u32,
+            Option<usize>,
+            &'static [usize],
+            &'static [usize],
+        ),
     }
 
     fn run(cases: &[Case], base: fn() -> (Pod, PodStatus), init_kills: bool) {
@@ -601,7 +635,10 @@ pub(crate) mod tests {
         status.container_statuses[1].hash = 1;
         status.container_statuses[2].state = ContainerState::Unknown;
         let a = compute_pod_actions(&pod, &status, &probes);
-        assert_eq!(a.containers_to_kill["id1"].message, "Container foo1 failed liveness probe");
+        assert_eq!(
+            a.containers_to_kill["id1"].message,
+            "Container foo1 failed liveness probe"
+        );
         assert_eq!(a.containers_to_kill["id1"].reason, KillReason::LivenessProbe);
         assert_eq!(
             a.containers_to_kill["id2"].message,
@@ -786,7 +823,11 @@ pub(crate) mod tests {
             set_policy(&mut pod, policy);
             for (name, want) in expected {
                 let c = containers(&pod).iter().find(|c| c.name == *name).unwrap().clone();
-                assert_eq!(should_container_be_restarted(&c, &pod, &status), want[i], "{name} {policy}");
+                assert_eq!(
+                    should_container_be_restarted(&c, &pod, &status),
+                    want[i],
+                    "{name} {policy}"
+                );
             }
         }
         // A pod being deleted restarts nothing.

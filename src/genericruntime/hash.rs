@@ -81,10 +81,17 @@ mod tests {
         c.image = Some("foo/image:v2".into());
         assert_ne!(hash_container(&c), base);
         let mut c = sample();
-        c.env.as_mut().unwrap().push(EnvVar { name: "X".into(), value: Some("1".into()), ..Default::default() });
+        c.env.as_mut().unwrap().push(EnvVar {
+            name: "X".into(),
+            value: Some("1".into()),
+            ..Default::default()
+        });
         assert_ne!(hash_container(&c), base);
         let mut c = sample();
-        c.ports = Some(vec![ContainerPort { container_port: 8002, ..Default::default() }]);
+        c.ports = Some(vec![ContainerPort {
+            container_port: 8002,
+            ..Default::default()
+        }]);
         assert_ne!(hash_container(&c), base);
         let mut c = sample();
         c.resources = Some(ResourceRequirements::default());

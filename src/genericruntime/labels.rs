@@ -68,11 +68,17 @@ pub fn new_container_annotations(container: &Container, pod: &Pod, restart_count
     a.insert(CONTAINER_RESTART_COUNT_ANNOTATION.into(), restart_count.to_string());
     a.insert(
         CONTAINER_TERMINATION_MESSAGE_PATH_ANNOTATION.into(),
-        container.termination_message_path.clone().unwrap_or_else(|| DEFAULT_TERMINATION_MESSAGE_PATH.into()),
+        container
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TERMINATION_MESSAGE_PATH.into()),
     );
     a.insert(
         CONTAINER_TERMINATION_MESSAGE_POLICY_ANNOTATION.into(),
-        container.termination_message_policy.clone().unwrap_or_else(|| "File".into()),
+        container
+            .termination_message_policy
+            .clone()
+            .unwrap_or_else(|| "File".into()),
     );
     if let Some(d) = pod.metadata.deletion_grace_period_seconds {
         a.insert(POD_DELETION_GRACE_PERIOD_ANNOTATION.into(), d.to_string());
@@ -85,7 +91,9 @@ pub fn new_container_annotations(container: &Container, pod: &Pod, restart_count
             Ok(j) => {
                 a.insert(CONTAINER_PRESTOP_HANDLER_ANNOTATION.into(), j);
             }
-            Err(e) => tracing::warn!(container = %container.name, error = %e, "cannot encode preStop handler annotation"),
+            Err(e) => {
+                tracing::warn!(container = %container.name, error = %e, "cannot encode preStop handler annotation")
+            }
         }
     }
     if let Some(ports) = container.ports.as_ref().filter(|p| !p.is_empty()) {
@@ -310,7 +318,10 @@ mod tests {
     #[test]
     fn missing_and_malformed_values_default() {
         let mut ann = Labels::new();
-        assert_eq!(container_info_from_annotations(&ann), ContainerAnnotationInfo::default());
+        assert_eq!(
+            container_info_from_annotations(&ann),
+            ContainerAnnotationInfo::default()
+        );
         ann.insert(CONTAINER_HASH_ANNOTATION.into(), "zz-not-hex".into());
         ann.insert(CONTAINER_RESTART_COUNT_ANNOTATION.into(), "x".into());
         ann.insert(POD_TERMINATION_GRACE_PERIOD_ANNOTATION.into(), "abc".into());
@@ -320,7 +331,10 @@ mod tests {
         assert_eq!(ai.restart_count, 0);
         assert_eq!(ai.pod_termination_grace_period, Some(0));
         assert!(ai.container_ports.is_empty());
-        assert_eq!(container_info_from_labels(&Labels::new()), ContainerLabelInfo::default());
+        assert_eq!(
+            container_info_from_labels(&Labels::new()),
+            ContainerLabelInfo::default()
+        );
     }
 
     #[test]

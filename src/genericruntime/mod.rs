@@ -3,13 +3,18 @@
 
 pub mod actions;
 pub mod backoff;
+pub mod container;
+pub mod expand;
 pub mod gc;
 pub mod hash;
+pub mod hooks;
 pub mod images;
+pub mod kill;
 pub mod labels;
 pub mod manager;
 pub mod podstatus;
 pub mod relist;
+pub mod sandbox;
 pub mod seam;
 pub mod sync;
 pub mod types;
