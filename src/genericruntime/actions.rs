@@ -420,10 +420,8 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// The Go test clears message and reason before comparing; so do we.
-    fn strip(
-        a: &PodActions,
-    ) -> (
+    /// kill_pod, create_sandbox, sandbox_id, attempt, next init, to start, kills (id → name, spec).
+    type Stripped = (
         bool,
         bool,
         String,
@@ -431,7 +429,10 @@ pub(crate) mod tests {
         Option<usize>,
         Vec<usize>,
         BTreeMap<String, (String, Container)>,
-    ) {
+    );
+
+    /// The Go test clears message and reason before comparing; so do we.
+    fn strip(a: &PodActions) -> Stripped {
         (
             a.kill_pod,
             a.create_sandbox,

@@ -65,7 +65,7 @@ impl GcInfo {
 
 /// Removes the oldest `n` of a unit (sorted newest first), returning what stays.
 fn remove_oldest_n(mut unit: Vec<GcInfo>, n: usize, out: &mut Vec<GcVictim>) -> Vec<GcInfo> {
-    unit.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    unit.sort_by_key(|x| std::cmp::Reverse(x.created_at));
     let keep = unit.len().saturating_sub(n);
     for c in unit[keep..].iter().rev() {
         out.push(c.victim());
@@ -152,7 +152,7 @@ pub fn plan_sandbox_gc(
     }
     let mut out = Vec::new();
     for (uid, mut list) in by_pod {
-        list.sort_by(|a, b| b.0.created_at.cmp(&a.0.created_at));
+        list.sort_by_key(|x| std::cmp::Reverse(x.0.created_at));
         // A removable pod loses every inactive sandbox; others keep their newest one.
         let keep = if removable(&uid) { 0 } else { 1 };
         for (sb, active) in list.iter().skip(keep).rev() {
@@ -181,7 +181,7 @@ pub fn exited_duplicates(status: &PodStatus, keep: usize) -> Vec<String> {
     }
     let mut out = Vec::new();
     for (_, mut list) in by_name {
-        list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        list.sort_by_key(|x| std::cmp::Reverse(x.created_at));
         out.extend(list.iter().skip(keep).map(|c| c.id.clone()));
     }
     out

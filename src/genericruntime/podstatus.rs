@@ -114,7 +114,7 @@ pub fn decode_cri_log(raw: &str) -> String {
         let (_ts, _stream, tags) = (parts.next(), parts.next(), parts.next().unwrap_or("F"));
         let content = parts.next().unwrap_or("");
         out.push_str(content);
-        if !tags.split(':').next().is_some_and(|t| t == "P") {
+        if tags.split(':').next().is_none_or(|t| t != "P") {
             out.push('\n');
         }
     }
@@ -166,7 +166,7 @@ impl RuntimeManager {
             })
             .await?
             .items;
-        items.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        items.sort_by_key(|x| std::cmp::Reverse(x.created_at));
         let mut out = Vec::with_capacity(items.len());
         for sb in items {
             match self
@@ -256,7 +256,7 @@ impl RuntimeManager {
             }
             out.push(cs);
         }
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        out.sort_by_key(|x| std::cmp::Reverse(x.created_at));
         Ok(out)
     }
 
