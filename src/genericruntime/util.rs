@@ -59,12 +59,18 @@ pub fn format_pod(pod: &Pod) -> String {
 
 /// The event field path of a container: `spec.containers{name}` / `spec.initContainers{name}`.
 pub fn container_field_path(pod: &Pod, name: &str) -> String {
+    let ephemeral = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.as_ref())
+        .is_some_and(|e| e.iter().any(|c| c.name == name));
     if init_containers(pod).iter().any(|c| c.name == name) {
         format!("spec.initContainers{{{name}}}")
-    } else if containers(pod).iter().any(|c| c.name == name) {
-        format!("spec.containers{{{name}}}")
-    } else {
+    } else if ephemeral {
         format!("spec.ephemeralContainers{{{name}}}")
+    } else {
+        // Regular containers, and pods restored from labels (which carry no container list).
+        format!("spec.containers{{{name}}}")
     }
 }
 
