@@ -1,0 +1,581 @@
+//! SyncPod, kill, status and GC against the simulated backend (`backends::sim`): the runtime
+//! manager's behaviour end to end, in process, on a fast virtual clock.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use super::hash::hash_container;
+use super::manager::{ManagerConfig, RuntimeManager};
+use super::seam::{cri, Runtime};
+use super::types::*;
+use crate::backends::sim::{SimConfig, SimRuntime};
+use crate::clock::Clock;
+
+/// Virtual seconds pass 200× faster: a 10 s back-off lasts 50 ms.
+const SCALE: f64 = 200.0;
+
+/// (field path, type, reason, message).
+type Recorded = (Option<String>, EventType, String, String);
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Recorded>>);
+
+impl EventSink for Recorder {
+    fn pod_event(&self, _: &Pod, field_path: Option<String>, kind: EventType, reason: &str, message: String) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((field_path, kind, reason.to_string(), message));
+    }
+}
+
+impl Recorder {
+    fn reasons(&self) -> Vec<String> {
+        self.0.lock().unwrap().iter().map(|e| e.2.clone()).collect()
+    }
+    fn find(&self, reason: &str) -> Vec<Recorded> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.2 == reason)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Env from the static `env` values; a container named `bad-config` fails like a missing
+/// configmap would.
+struct StaticOptions;
+
+#[async_trait::async_trait]
+impl RunOptionsProvider for StaticOptions {
+    async fn run_container_options(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        _: &[String],
+    ) -> Result<RunContainerOptions, ConfigError> {
+        if container.name == "bad-config" {
+            return Err(ConfigError("configmap \"missing\" not found".into()));
+        }
+        Ok(RunContainerOptions {
+            envs: container
+                .env
+                .iter()
+                .flatten()
+                .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+                .collect(),
+            mounts: vec![],
+            hostname: pod.metadata.name.clone().unwrap_or_default(),
+        })
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    sim: Arc<SimRuntime>,
+    mgr: RuntimeManager,
+    events: Arc<Recorder>,
+}
+
+fn setup_with(cfg: SimConfig) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::scaled(SCALE);
+    let sim = SimRuntime::new(cfg, clock, dir.path().join("sim")).unwrap();
+    let events = Arc::new(Recorder::default());
+    let runtime: Arc<dyn Runtime> = sim.clone();
+    let mgr = RuntimeManager::new(
+        runtime,
+        ManagerConfig {
+            runtime_type: "sim".into(),
+            pod_logs_dir: dir.path().join("logs"),
+            root_dir: dir.path().join("root"),
+            cgroup_root: "/kubepods".into(),
+            serialize_image_pulls: true,
+            node_name: "node-1".into(),
+            clock,
+        },
+        events.clone(),
+        Arc::new(StaticOptions),
+    );
+    Env { dir, sim, mgr, events }
+}
+
+fn setup() -> Env {
+    setup_with(SimConfig::default())
+}
+
+fn pod(name: &str, policy: &str, containers: serde_json::Value) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+        "spec": {"restartPolicy": policy, "terminationGracePeriodSeconds": 30, "containers": containers}
+    }))
+    .unwrap()
+}
+
+fn sh(name: &str, script: &str) -> serde_json::Value {
+    serde_json::json!({"name": name, "image": "busybox:1.36", "command": ["sh", "-c", script]})
+}
+
+async fn status(env: &Env, p: &Pod) -> PodStatus {
+    let m = &p.metadata;
+    env.mgr
+        .get_pod_status(
+            m.uid.as_deref().unwrap(),
+            m.name.as_deref().unwrap(),
+            m.namespace.as_deref().unwrap(),
+        )
+        .await
+        .unwrap()
+}
+
+/// Polls until `f` holds for the pod's status (real-time bound: 5 s).
+async fn wait_for(env: &Env, p: &Pod, what: &str, f: impl Fn(&PodStatus) -> bool) -> PodStatus {
+    for _ in 0..500 {
+        let s = status(env, p).await;
+        if f(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}: {:?}", status(env, p).await);
+}
+
+fn errors(r: &PodSyncResult) -> Vec<(SyncAction, String, SyncErrorKind)> {
+    r.results
+        .iter()
+        .filter_map(|x| x.error.as_ref().map(|e| (x.action, x.target.clone(), e.0)))
+        .collect()
+}
+
+fn exited(name: &'static str) -> impl Fn(&PodStatus) -> bool {
+    move |s| {
+        s.find_container_status(name)
+            .is_some_and(|c| c.state == ContainerState::Exited)
+    }
+}
+
+#[tokio::test]
+async fn version_handshake_and_status() {
+    let env = setup();
+    let v = env.mgr.version().await.unwrap();
+    assert_eq!(v.runtime_api_version, "v1");
+    let st = env.mgr.runtime_status().await.unwrap();
+    assert!(st.conditions.iter().any(|c| c.r#type == "RuntimeReady" && c.status));
+}
+
+#[tokio::test]
+async fn new_pod_gets_sandbox_and_running_containers() {
+    let env = setup();
+    let p = pod(
+        "web",
+        "Always",
+        serde_json::json!([sh("a", "sleep 3600"), sh("b", "sleep 3600")]),
+    );
+    let r = env
+        .mgr
+        .sync_pod(&p, &status(&env, &p).await, &[], &ProbeFailures::default())
+        .await;
+    assert!(errors(&r).is_empty(), "{r:?}");
+    let s = wait_for(&env, &p, "running", |s| {
+        s.container_statuses
+            .iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .count()
+            == 2
+    })
+    .await;
+    assert_eq!(s.sandbox_statuses.len(), 1);
+    assert_eq!(s.ips.len(), 1, "pod IP from the ready sandbox");
+    let a = s.find_container_status("a").unwrap();
+    assert_eq!(a.hash, hash_container(&p.spec.as_ref().unwrap().containers[0]));
+    assert_eq!(a.restart_count, 0);
+    assert!(a.container_id().starts_with("sim://"));
+    // Sandbox config: metadata, log dir, cgroup parent.
+    let sb = &s.sandbox_statuses[0];
+    assert_eq!(sb.metadata.as_ref().unwrap().attempt, 0);
+    assert!(env.dir.path().join("logs/default_web_uid-web").is_dir());
+    assert!(env.dir.path().join("logs/default_web_uid-web/a").is_dir());
+    // Events in the kubelet's words, on the container's field path.
+    let started = env.events.find("Started");
+    assert_eq!(started.len(), 2);
+    assert_eq!(started[0].0.as_deref(), Some("spec.containers{a}"));
+    assert_eq!(started[0].3, "Started container a");
+    assert!(env.events.reasons().contains(&"Created".to_string()));
+    assert!(env
+        .events
+        .find("Pulled")
+        .iter()
+        .any(|e| e.3.starts_with("Successfully pulled image \"busybox:1.36\" in ")
+            || e.3 == "Container image \"busybox:1.36\" already present on machine"));
+    // A second sync has nothing to do but record the sandbox config.
+    let r = env.mgr.sync_pod(&p, &s, &[], &ProbeFailures::default()).await;
+    assert_eq!(r.results.len(), 1, "{r:?}");
+    assert_eq!(r.results[0].action, SyncAction::ConfigPodSandbox);
+    // GetPods groups by UID.
+    let pods = env.mgr.get_pods(false).await.unwrap();
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].containers.len(), 2);
+    assert_eq!(pods[0].sandboxes.len(), 1);
+}
+
+#[tokio::test]
+async fn crash_loop_backoff_after_first_immediate_restart() {
+    let env = setup();
+    let p = pod("crash", "Always", serde_json::json!([sh("c", "exit 1")]));
+    let probes = ProbeFailures::default();
+    env.mgr.sync_pod(&p, &status(&env, &p).await, &[], &probes).await;
+    let s = wait_for(&env, &p, "first exit", exited("c")).await;
+    assert_eq!(s.find_container_status("c").unwrap().exit_code, 1);
+    // The first restart is immediate.
+    let r = env.mgr.sync_pod(&p, &s, &[], &probes).await;
+    assert!(errors(&r).is_empty(), "{r:?}");
+    let s = wait_for(&env, &p, "second exit", |s| {
+        s.find_container_status("c")
+            .is_some_and(|c| c.restart_count == 1 && c.state == ContainerState::Exited)
+    })
+    .await;
+    // The second is in back-off: 10 s (virtual) from that exit.
+    let r = env.mgr.sync_pod(&p, &s, &[], &probes).await;
+    let errs = errors(&r);
+    assert_eq!(
+        errs,
+        vec![(
+            SyncAction::StartContainer,
+            "c".to_string(),
+            SyncErrorKind::CrashLoopBackOff
+        )]
+    );
+    let msg = &r.first_error().unwrap().error.as_ref().unwrap().1;
+    assert_eq!(
+        msg,
+        "back-off 10s restarting failed container=c pod=crash_default(uid-crash)"
+    );
+    assert_eq!(env.events.find("BackOff")[0].3, "Back-off restarting failed container");
+    // After the back-off window the restart goes through, with restart count 2 and log 2.log.
+    env.mgr.config().clock.sleep(Duration::from_secs(11)).await;
+    let r = env.mgr.sync_pod(&p, &status(&env, &p).await, &[], &probes).await;
+    assert!(errors(&r).is_empty(), "{r:?}");
+    wait_for(&env, &p, "third instance", |s| {
+        s.find_container_status("c").is_some_and(|c| c.restart_count == 2)
+    })
+    .await;
+    assert!(env.dir.path().join("logs/default_crash_uid-crash/c/2.log").exists());
+}
+
+#[tokio::test]
+async fn termination_messages_from_file_and_logs() {
+    let env = setup();
+    let mut spec = sh("file", "echo -n DONE > /dev/termination-log; exit 0");
+    spec["terminationMessagePath"] = "/dev/termination-log".into();
+    let mut logs = sh("logs", "echo -n DONE; exit 1");
+    logs["terminationMessagePolicy"] = "FallbackToLogsOnError".into();
+    let mut ok = sh("ok", "echo DONE; exit 0");
+    ok["terminationMessagePolicy"] = "FallbackToLogsOnError".into();
+    let p = pod("msg", "Never", serde_json::json!([spec, logs, ok]));
+    env.mgr
+        .sync_pod(&p, &status(&env, &p).await, &[], &ProbeFailures::default())
+        .await;
+    let s = wait_for(&env, &p, "all exited", |s| {
+        s.container_statuses.len() == 3 && s.container_statuses.iter().all(|c| c.state == ContainerState::Exited)
+    })
+    .await;
+    assert_eq!(s.find_container_status("file").unwrap().message, "DONE");
+    assert_eq!(s.find_container_status("logs").unwrap().message.trim_end(), "DONE");
+    assert_eq!(s.find_container_status("ok").unwrap().message, "");
+    // The termination-log file lives under <root>/pods/<uid>/containers/<name>/.
+    let dir = env.dir.path().join("root/pods/uid-msg/containers/file");
+    assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1);
+}
+
+#[tokio::test]
+async fn never_pod_finishes_and_its_sandbox_is_stopped() {
+    let env = setup();
+    let p = pod("once", "Never", serde_json::json!([sh("c", "exit 0")]));
+    let probes = ProbeFailures::default();
+    env.mgr.sync_pod(&p, &status(&env, &p).await, &[], &probes).await;
+    let s = wait_for(&env, &p, "exit", exited("c")).await;
+    let r = env.mgr.sync_pod(&p, &s, &[], &probes).await;
+    assert!(
+        r.results
+            .iter()
+            .any(|x| x.action == SyncAction::KillPodSandbox && x.error.is_none()),
+        "{r:?}"
+    );
+    let s = status(&env, &p).await;
+    assert_eq!(
+        s.sandbox_statuses[0].state,
+        cri::PodSandboxState::SandboxNotready as i32
+    );
+    // Nothing is recreated afterwards.
+    let r = env.mgr.sync_pod(&p, &s, &[], &probes).await;
+    assert!(
+        !r.results.iter().any(|x| x.action == SyncAction::CreatePodSandbox),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn kill_pod_stops_containers_and_sandboxes() {
+    let env = setup();
+    let p = pod(
+        "victim",
+        "Always",
+        serde_json::json!([sh("a", "sleep 3600"), sh("b", "trap 'exit 0' TERM; sleep 3600")]),
+    );
+    env.mgr
+        .sync_pod(&p, &status(&env, &p).await, &[], &ProbeFailures::default())
+        .await;
+    let s = wait_for(&env, &p, "running", |s| {
+        s.container_statuses.iter().all(|c| c.state == ContainerState::Running) && s.container_statuses.len() == 2
+    })
+    .await;
+    let r = env.mgr.kill_pod(Some(&p), &s, Some(1)).await;
+    assert!(errors(&r).is_empty(), "{r:?}");
+    assert_eq!(
+        r.results
+            .iter()
+            .filter(|x| x.action == SyncAction::KillContainer)
+            .count(),
+        2
+    );
+    let s = status(&env, &p).await;
+    assert!(!s.has_running());
+    let codes: Vec<i32> = ["a", "b"]
+        .iter()
+        .map(|n| s.find_container_status(n).unwrap().exit_code)
+        .collect();
+    assert_eq!(codes, vec![143, 0]);
+    let killing = env.events.find("Killing");
+    assert_eq!(killing.len(), 2);
+    assert!(killing.iter().any(|e| e.3 == "Stopping container a"));
+    // A runtime-only pod (spec unknown) is killed from its labels.
+    let p2 = pod("orphan", "Always", serde_json::json!([sh("x", "sleep 3600")]));
+    env.mgr
+        .sync_pod(&p2, &status(&env, &p2).await, &[], &ProbeFailures::default())
+        .await;
+    let s2 = wait_for(&env, &p2, "running", |s| {
+        s.container_statuses.iter().any(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    let r = env.mgr.kill_pod(None, &s2, None).await;
+    assert!(errors(&r).is_empty(), "{r:?}");
+    assert!(!status(&env, &p2).await.has_running());
+}
+
+#[tokio::test]
+async fn init_containers_run_first_in_order() {
+    let env = setup();
+    let mut p = pod("init", "Always", serde_json::json!([sh("main", "sleep 3600")]));
+    p.spec.as_mut().unwrap().init_containers = Some(vec![
+        serde_json::from_value(sh("i1", "exit 0")).unwrap(),
+        serde_json::from_value(sh("i2", "exit 0")).unwrap(),
+    ]);
+    let probes = ProbeFailures::default();
+    let r = env.mgr.sync_pod(&p, &status(&env, &p).await, &[], &probes).await;
+    let started: Vec<_> = r.start_results().map(|x| x.target.clone()).collect();
+    assert_eq!(started, vec!["i1"]);
+    assert_eq!(
+        env.events.find("Started")[0].0.as_deref(),
+        Some("spec.initContainers{i1}")
+    );
+    let s = wait_for(&env, &p, "i1 done", exited("i1")).await;
+    let r = env.mgr.sync_pod(&p, &s, &[], &probes).await;
+    assert_eq!(
+        r.start_results().map(|x| x.target.clone()).collect::<Vec<_>>(),
+        vec!["i2"]
+    );
+    let s = wait_for(&env, &p, "i2 done", exited("i2")).await;
+    let r = env.mgr.sync_pod(&p, &s, &[], &probes).await;
+    assert_eq!(
+        r.start_results().map(|x| x.target.clone()).collect::<Vec<_>>(),
+        vec!["main"]
+    );
+}
+
+#[tokio::test]
+async fn failed_init_container_under_never_fails_the_pod() {
+    let env = setup();
+    let mut p = pod("initfail", "Never", serde_json::json!([sh("main", "sleep 3600")]));
+    p.spec.as_mut().unwrap().init_containers = Some(vec![serde_json::from_value(sh("i1", "exit 3")).unwrap()]);
+    let probes = ProbeFailures::default();
+    env.mgr.sync_pod(&p, &status(&env, &p).await, &[], &probes).await;
+    let s = wait_for(&env, &p, "i1 failed", exited("i1")).await;
+    let r = env.mgr.sync_pod(&p, &s, &[], &probes).await;
+    assert_eq!(r.start_results().count(), 0, "{r:?}");
+    assert!(r.results.iter().any(|x| x.action == SyncAction::KillPodSandbox));
+}
+
+#[tokio::test]
+async fn image_errors_become_waiting_reasons() {
+    let env = setup();
+    let p = pod(
+        "img",
+        "Always",
+        serde_json::json!([
+            {"name": "never", "image": "absent:1", "imagePullPolicy": "Never"},
+            {"name": "invalid", "image": "Bad Image"},
+            {"name": "unpullable", "image": "registry.invalid/app:1"}
+        ]),
+    );
+    let probes = ProbeFailures::default();
+    let r = env.mgr.sync_pod(&p, &status(&env, &p).await, &[], &probes).await;
+    let mut errs = errors(&r);
+    errs.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        errs,
+        vec![
+            (
+                SyncAction::StartContainer,
+                "invalid".into(),
+                SyncErrorKind::InvalidImageName
+            ),
+            (
+                SyncAction::StartContainer,
+                "never".into(),
+                SyncErrorKind::ErrImageNeverPull
+            ),
+            (
+                SyncAction::StartContainer,
+                "unpullable".into(),
+                SyncErrorKind::ErrImagePull
+            ),
+        ]
+    );
+    assert!(env.events.find("Failed").iter().any(|e| e.3 == "Error: ErrImagePull"));
+    assert!(env
+        .events
+        .find("ErrImageNeverPull")
+        .iter()
+        .any(|e| e.3 == "Container image \"absent:1\" is not present with pull policy of Never"));
+    // The next attempt is in image-pull back-off.
+    let r = env.mgr.sync_pod(&p, &status(&env, &p).await, &[], &probes).await;
+    assert!(errors(&r).contains(&(
+        SyncAction::StartContainer,
+        "unpullable".into(),
+        SyncErrorKind::ImagePullBackOff
+    )));
+    assert!(env
+        .events
+        .find("BackOff")
+        .iter()
+        .any(|e| e.3 == "Back-off pulling image \"registry.invalid/app:1\""));
+}
+
+#[tokio::test]
+async fn config_errors_and_spec_changes() {
+    let env = setup();
+    let p = pod(
+        "cfg",
+        "Always",
+        serde_json::json!([sh("bad-config", "sleep 3600"), sh("good", "sleep 3600")]),
+    );
+    let probes = ProbeFailures::default();
+    let r = env.mgr.sync_pod(&p, &status(&env, &p).await, &[], &probes).await;
+    let e = r
+        .results
+        .iter()
+        .find(|x| x.target == "bad-config")
+        .unwrap()
+        .error
+        .clone()
+        .unwrap();
+    assert_eq!(
+        e,
+        (
+            SyncErrorKind::CreateContainerConfigError,
+            "configmap \"missing\" not found".into()
+        )
+    );
+    assert!(env
+        .events
+        .find("Failed")
+        .iter()
+        .any(|e| e.3 == "Error: configmap \"missing\" not found"));
+    let s = wait_for(&env, &p, "good runs", |s| {
+        s.find_container_status("good")
+            .is_some_and(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    // Changing the spec kills and recreates the running container.
+    let mut p2 = p.clone();
+    p2.spec.as_mut().unwrap().containers[1].command = Some(vec!["sh".into(), "-c".into(), "sleep 7200".into()]);
+    let r = env.mgr.sync_pod(&p2, &s, &[], &probes).await;
+    assert!(r
+        .results
+        .iter()
+        .any(|x| x.action == SyncAction::KillContainer && x.target == "good" && x.error.is_none()));
+    assert!(env
+        .events
+        .find("Killing")
+        .iter()
+        .any(|e| e.3 == "Container good definition changed, will be restarted"));
+    wait_for(&env, &p2, "new instance", |s| {
+        s.find_container_status("good")
+            .is_some_and(|c| c.state == ContainerState::Running && c.restart_count == 1)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn env_expansion_reaches_the_container() {
+    let env = setup();
+    let p = pod(
+        "expand",
+        "Never",
+        serde_json::json!([{"name": "c", "image": "busybox:1.36", "env": [{"name": "WHO", "value": "world"}],
+                            "command": ["sh", "-c"], "args": ["echo hello $(WHO)"]}]),
+    );
+    env.mgr
+        .sync_pod(&p, &status(&env, &p).await, &[], &ProbeFailures::default())
+        .await;
+    wait_for(&env, &p, "exit", exited("c")).await;
+    let log = std::fs::read_to_string(env.dir.path().join("logs/default_expand_uid-expand/c/0.log")).unwrap();
+    assert!(log.contains("hello world"), "{log}");
+}
+
+#[tokio::test]
+async fn garbage_collection_keeps_one_dead_container_and_clears_removed_pods() {
+    let env = setup();
+    let p = pod("gc", "Always", serde_json::json!([sh("c", "exit 0")]));
+    let probes = ProbeFailures::default();
+    env.mgr.sync_pod(&p, &status(&env, &p).await, &[], &probes).await;
+    for n in 0..3 {
+        let s = wait_for(&env, &p, "exit", move |s| {
+            s.find_container_status("c")
+                .is_some_and(|c| c.state == ContainerState::Exited && c.restart_count == n)
+        })
+        .await;
+        env.mgr.config().clock.sleep(Duration::from_secs(310)).await;
+        env.mgr.sync_pod(&p, &s, &[], &probes).await;
+    }
+    let s = wait_for(&env, &p, "4 instances", |s| s.container_statuses.len() == 4).await;
+    // Eager deletion keeps the newest exited instance.
+    env.mgr.remove_exited_duplicates(&s, 1).await;
+    let s = status(&env, &p).await;
+    assert!(
+        s.container_statuses
+            .iter()
+            .filter(|c| c.state == ContainerState::Exited)
+            .count()
+            <= 1
+    );
+    env.mgr.garbage_collect(&|_| false, true).await.unwrap();
+    assert!(
+        !status(&env, &p).await.sandbox_statuses.is_empty(),
+        "live pod keeps its sandbox"
+    );
+    // The pod is gone: everything of it goes.
+    let s = status(&env, &p).await;
+    env.mgr.kill_pod(Some(&p), &s, Some(0)).await;
+    env.mgr.garbage_collect(&|uid| uid == "uid-gc", true).await.unwrap();
+    let s = status(&env, &p).await;
+    assert!(s.container_statuses.is_empty(), "{s:?}");
+    assert!(s.sandbox_statuses.is_empty(), "{s:?}");
+    assert!(!env.dir.path().join("logs/default_gc_uid-gc").exists());
+    env.mgr.backoff_gc();
+    drop(env.sim);
+}
