@@ -83,6 +83,23 @@ pub fn restart_count_from_log_dir(dir: &Path) -> i32 {
     count
 }
 
+/// ext4's file name limit; the legacy symlink name is cut to fit it with its `.log` suffix.
+const MAX_FILE_NAME_LEN: usize = 255;
+
+/// `/var/log/containers/<pod>_<ns>_<container>-<id>.log` (the name cut to 251 characters).
+pub fn legacy_log_symlink(dir: &Path, pod_name: &str, namespace: &str, container: &str, id: &str) -> PathBuf {
+    let mut name = format!("{pod_name}_{namespace}_{container}-{id}");
+    let max = MAX_FILE_NAME_LEN - ".log".len();
+    if name.len() > max {
+        let mut cut = max;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+    }
+    dir.join(format!("{name}.log"))
+}
+
 /// Memory capacity of the node (MemTotal), for the Burstable OOM score.
 fn node_memory_bytes() -> Option<i128> {
     static CAP: OnceLock<Option<i128>> = OnceLock::new();
@@ -240,6 +257,27 @@ impl RuntimeManager {
         self.cfg.root_dir.join("pods").join(uid).join("containers").join(name)
     }
 
+    /// The legacy container log directory (`/var/log/containers`, next to `/var/log/pods`).
+    pub fn legacy_log_dir(&self) -> PathBuf {
+        match self.cfg.pod_logs_dir.parent() {
+            Some(p) => p.join("containers"),
+            None => PathBuf::from("/var/log/containers"),
+        }
+    }
+
+    /// Links the legacy log name to the container log, if the log file exists.
+    fn create_legacy_log_symlink(&self, pod: &Pod, container: &Container, id: &str, log: &Path) {
+        if !log.exists() {
+            return;
+        }
+        let dir = self.legacy_log_dir();
+        let link = legacy_log_symlink(&dir, pod_name(pod), pod_namespace(pod), &container.name, id);
+        let made = create_dir_0755(&dir).and_then(|_| std::os::unix::fs::symlink(log, &link));
+        if let Err(e) = made {
+            tracing::warn!(link = %link.display(), error = %e, "failed to create legacy container log symlink");
+        }
+    }
+
     /// Creates the per-instance termination-log file (0666) the container's
     /// terminationMessagePath is bind-mounted from.
     fn make_termination_log(&self, pod: &Pod, container: &Container) -> Result<PathBuf, ContainerError> {
@@ -389,6 +427,7 @@ impl RuntimeManager {
             Ok(c) => c,
             Err(e) => return config_failed(e.to_string()),
         };
+        let log_file = Path::new(&sandbox_config.log_directory).join(&config.log_path);
         let id = match self
             .runtime
             .create_container(cri::CreateContainerRequest {
@@ -436,6 +475,7 @@ impl RuntimeManager {
             "Started",
             format!("Started container {}", container.name),
         );
+        self.create_legacy_log_symlink(pod, container, &id, &log_file);
         // postStart hook (§2.9) through the hook seam.
         if let (Some(runner), Some(handler)) = (
             self.hooks.as_ref(),

@@ -232,7 +232,45 @@ impl RuntimeManager {
         if all_sources_ready {
             self.gc_pod_log_dirs(removable);
         }
+        self.gc_dangling_log_symlinks().await;
         Ok(())
+    }
+
+    /// Removes legacy `/var/log/containers/*.log` symlinks whose target is gone, unless their
+    /// container still runs.
+    async fn gc_dangling_log_symlinks(&self) {
+        let Ok(entries) = std::fs::read_dir(self.legacy_log_dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".log") else {
+                continue;
+            };
+            // `metadata` follows the link: NotFound means the target is gone.
+            if !matches!(std::fs::metadata(&path), Err(err) if err.kind() == std::io::ErrorKind::NotFound) {
+                continue;
+            }
+            if let Some((_, id)) = stem.rsplit_once('-') {
+                let running = self
+                    .runtime
+                    .container_status(cri::ContainerStatusRequest {
+                        container_id: id.to_string(),
+                        verbose: false,
+                    })
+                    .await
+                    .ok()
+                    .and_then(|r| r.status)
+                    .is_some_and(|s| s.state == cri::ContainerState::ContainerRunning as i32);
+                if running {
+                    continue;
+                }
+            }
+            if let Err(err) = std::fs::remove_file(&path) {
+                tracing::warn!(link = %path.display(), error = %err, "failed to remove dangling log symlink");
+            }
+        }
     }
 
     async fn remove_sandbox(&self, id: &str) {

@@ -223,6 +223,18 @@ impl RuntimeManager {
                         let path = self.resolve_log_path(&s.log_path, &l.pod_namespace, &l.pod_name, &l.pod_uid);
                         remove_log_files(&path);
                     }
+                    let link = super::container::legacy_log_symlink(
+                        &self.legacy_log_dir(),
+                        &l.pod_name,
+                        &l.pod_namespace,
+                        &l.container_name,
+                        container_id,
+                    );
+                    if let Err(e) = std::fs::remove_file(&link) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            tracing::warn!(link = %link.display(), error = %e, "failed to remove legacy log symlink");
+                        }
+                    }
                 }
             }
             Err(e) if e.is_not_found() => return Ok(()),

@@ -579,3 +579,163 @@ async fn garbage_collection_keeps_one_dead_container_and_clears_removed_pods() {
     env.mgr.backoff_gc();
     drop(env.sim);
 }
+
+/// Records hook runs; postStart of a container named `hook-fails` fails.
+#[derive(Default)]
+struct Hooks(Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl super::hooks::HookRunner for Hooks {
+    async fn run(
+        &self,
+        _: &Pod,
+        container: &Container,
+        _: &str,
+        handler: &k8s_openapi::api::core::v1::LifecycleHandler,
+    ) -> Result<(), String> {
+        let cmd = handler
+            .exec
+            .as_ref()
+            .and_then(|e| e.command.clone())
+            .unwrap_or_default()
+            .join(" ");
+        self.0.lock().unwrap().push(format!("{}: {cmd}", container.name));
+        if container.name == "hook-fails" {
+            return Err("Exec lifecycle hook ([false]) for Container \"hook-fails\" failed".into());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_hooks_go_through_the_seam() {
+    let mut env = setup();
+    let hooks = Arc::new(Hooks::default());
+    let cfg = env.mgr.config().clone();
+    let placeholder = RuntimeManager::new(env.sim.clone(), cfg, Arc::new(NoEvents), Arc::new(StaticOptions));
+    let mgr = std::mem::replace(&mut env.mgr, placeholder);
+    env.mgr = mgr.with_hook_runner(hooks.clone());
+    let lifecycle = serde_json::json!({"postStart": {"exec": {"command": ["true"]}},
+                                       "preStop": {"exec": {"command": ["sleep", "1"]}}});
+    let mut ok = sh("hooked", "sleep 3600");
+    ok["lifecycle"] = lifecycle.clone();
+    let mut bad = sh("hook-fails", "sleep 3600");
+    bad["lifecycle"] = serde_json::json!({"postStart": {"exec": {"command": ["false"]}}});
+    let p = pod("hooks", "Always", serde_json::json!([ok, bad]));
+    let r = env
+        .mgr
+        .sync_pod(&p, &status(&env, &p).await, &[], &ProbeFailures::default())
+        .await;
+    assert_eq!(
+        errors(&r),
+        vec![(
+            SyncAction::StartContainer,
+            "hook-fails".into(),
+            SyncErrorKind::PostStartHookError
+        )]
+    );
+    assert!(env
+        .events
+        .find("FailedPostStartHook")
+        .iter()
+        .any(|e| e.3.contains("hook-fails")));
+    // The failed container was killed with the hook's reason.
+    assert!(env.events.find("Killing").iter().any(|e| e.3 == "FailedPostStartHook"));
+    let s = wait_for(&env, &p, "hooked runs", |s| {
+        s.find_container_status("hooked")
+            .is_some_and(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    // preStop runs before the stop.
+    env.mgr.kill_pod(Some(&p), &s, None).await;
+    let runs = hooks.0.lock().unwrap().clone();
+    assert!(runs.contains(&"hooked: true".to_string()), "{runs:?}");
+    assert!(runs.contains(&"hooked: sleep 1".to_string()), "{runs:?}");
+}
+
+#[tokio::test]
+async fn liveness_failure_restarts_and_legacy_symlinks_follow_containers() {
+    let env = setup();
+    let p = pod("live", "Always", serde_json::json!([sh("c", "sleep 3600")]));
+    env.mgr
+        .sync_pod(&p, &status(&env, &p).await, &[], &ProbeFailures::default())
+        .await;
+    let s = wait_for(&env, &p, "running", |s| {
+        s.find_container_status("c")
+            .is_some_and(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    let first = s.find_container_status("c").unwrap().id.clone();
+    let link = super::container::legacy_log_symlink(&env.mgr.legacy_log_dir(), "live", "default", "c", &first);
+    assert!(std::fs::symlink_metadata(&link).is_ok(), "legacy symlink {link:?}");
+    let mut probes = ProbeFailures::default();
+    probes.liveness.insert(first.clone(), ());
+    let r = env.mgr.sync_pod(&p, &s, &[], &probes).await;
+    assert!(errors(&r).is_empty(), "{r:?}");
+    assert!(env
+        .events
+        .find("Killing")
+        .iter()
+        .any(|e| e.3 == "Container c failed liveness probe, will be restarted"));
+    let s = wait_for(&env, &p, "restarted", |s| {
+        s.find_container_status("c")
+            .is_some_and(|c| c.state == ContainerState::Running && c.restart_count == 1)
+    })
+    .await;
+    // Removing the dead instance removes its log and its symlink.
+    env.mgr.remove_exited_duplicates(&s, 0).await;
+    assert!(std::fs::symlink_metadata(&link).is_err());
+    assert!(!env.dir.path().join("logs/default_live_uid-live/c/0.log").exists());
+}
+
+#[tokio::test]
+async fn failing_init_container_is_retried_and_pruned() {
+    let env = setup();
+    let mut p = pod("prune", "Always", serde_json::json!([sh("main", "sleep 3600")]));
+    p.spec.as_mut().unwrap().init_containers = Some(vec![serde_json::from_value(sh("i", "exit 1")).unwrap()]);
+    let probes = ProbeFailures::default();
+    env.mgr.sync_pod(&p, &status(&env, &p).await, &[], &probes).await;
+    for n in 0..3 {
+        let s = wait_for(&env, &p, "init exit", move |s| {
+            s.find_container_status("i")
+                .is_some_and(|c| c.state == ContainerState::Exited && c.restart_count == n)
+        })
+        .await;
+        env.mgr.config().clock.sleep(Duration::from_secs(310)).await;
+        let r = env.mgr.sync_pod(&p, &s, &[], &probes).await;
+        assert_eq!(
+            r.start_results().map(|x| x.target.clone()).collect::<Vec<_>>(),
+            vec!["i"]
+        );
+    }
+    // Every sync keeps only the newest exited instance before starting the next.
+    let s = wait_for(&env, &p, "fourth instance", |s| {
+        s.find_container_status("i").is_some_and(|c| c.restart_count == 3)
+    })
+    .await;
+    assert!(s.container_statuses_named("i").count() <= 2, "{s:?}");
+}
+
+#[tokio::test]
+async fn sandbox_creation_failure_is_reported() {
+    let env = setup();
+    let p = pod("nosb", "Always", serde_json::json!([sh("c", "sleep 3600")]));
+    let before = status(&env, &p).await;
+    env.sim.set_config(SimConfig {
+        unavailable: true,
+        ..SimConfig::default()
+    });
+    let r = env.mgr.sync_pod(&p, &before, &[], &ProbeFailures::default()).await;
+    assert_eq!(
+        errors(&r),
+        vec![(
+            SyncAction::CreatePodSandbox,
+            "nosb_default(uid-nosb)".into(),
+            SyncErrorKind::CreatePodSandboxError
+        )]
+    );
+    assert!(env.events.find("FailedCreatePodSandBox")[0]
+        .3
+        .starts_with("Failed to create pod sandbox: "));
+    assert!(env.mgr.version().await.is_err());
+}
