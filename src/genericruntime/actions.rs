@@ -178,6 +178,11 @@ pub fn should_container_be_restarted(container: &Container, pod: &Pod, status: &
     }
 }
 
+/// Probe results may be keyed by the bare runtime ID or by `<type>://<id>`.
+fn probe_failed(failures: &BTreeMap<String, ()>, s: &ContainerStatus) -> bool {
+    failures.contains_key(&s.id) || failures.contains_key(&s.container_id())
+}
+
 fn container_succeeded(c: &Container, status: &PodStatus) -> bool {
     status
         .find_container_status(&c.name)
@@ -284,12 +289,12 @@ pub fn compute_pod_actions(pod: &Pod, status: &PodStatus, probes: &ProbeFailures
                 format!("Container {} definition changed", container.name),
                 KillReason::None,
             )
-        } else if probes.liveness.contains_key(&s.id) {
+        } else if probe_failed(&probes.liveness, s) {
             (
                 format!("Container {} failed liveness probe", container.name),
                 KillReason::LivenessProbe,
             )
-        } else if probes.startup.contains_key(&s.id) {
+        } else if probe_failed(&probes.startup, s) {
             (
                 format!("Container {} failed startup probe", container.name),
                 KillReason::StartupProbe,

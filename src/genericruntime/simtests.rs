@@ -739,3 +739,47 @@ async fn sandbox_creation_failure_is_reported() {
         .starts_with("Failed to create pod sandbox: "));
     assert!(env.mgr.version().await.is_err());
 }
+
+#[tokio::test]
+async fn unknown_state_containers_are_killed_before_restart_and_gc() {
+    let env = setup();
+    let p = pod("unk", "Always", serde_json::json!([sh("flaky-c", "sleep 3600")]));
+    env.mgr
+        .sync_pod(&p, &status(&env, &p).await, &[], &ProbeFailures::default())
+        .await;
+    wait_for(&env, &p, "running", |s| {
+        s.find_container_status("flaky-c")
+            .is_some_and(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    env.sim.set_config(SimConfig {
+        unknown_containers: vec!["flaky-*".into()],
+        ..SimConfig::default()
+    });
+    let s = status(&env, &p).await;
+    assert_eq!(
+        s.find_container_status("flaky-c").unwrap().state,
+        ContainerState::Unknown
+    );
+    let r = env.mgr.sync_pod(&p, &s, &[], &ProbeFailures::default()).await;
+    assert!(errors(&r).is_empty(), "{r:?}");
+    let kinds: Vec<SyncAction> = r.results.iter().map(|x| x.action).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            SyncAction::KillContainer,
+            SyncAction::ConfigPodSandbox,
+            SyncAction::StartContainer
+        ]
+    );
+    assert!(env
+        .events
+        .find("Killing")
+        .iter()
+        .any(|e| e.3 == "Container is in \"unknown\" state, try killing it before restart"));
+    // GC of a removed pod stops unknown-state containers before removing them.
+    let s = status(&env, &p).await;
+    env.mgr.kill_pod(Some(&p), &s, Some(0)).await;
+    env.mgr.garbage_collect(&|_| true, true).await.unwrap();
+    assert!(status(&env, &p).await.container_statuses.is_empty());
+}
