@@ -409,12 +409,7 @@ impl RuntimeManager {
                     format!("Failed to pull image {user_image:?}: {}", e.message),
                 );
                 self.image_backoff.next(&key, self.cfg.clock.now());
-                if e.code == Code::Unavailable {
-                    return Err((
-                        SyncErrorKind::RegistryUnavailable,
-                        format!("image pull failed for {user_image} because the registry is unavailable."),
-                    ));
-                }
+                // Over CRI every pull failure is ErrImagePull (RegistryUnavailable was dockershim's).
                 Err((SyncErrorKind::ErrImagePull, e.message))
             }
         }

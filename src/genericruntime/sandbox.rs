@@ -290,6 +290,8 @@ impl RuntimeManager {
             path: config.log_directory.clone(),
             source,
         })?;
+        // keel does not look RuntimeClass objects up: the class name is taken as the runtime
+        // handler's name (the common setup); an unknown one fails in RunPodSandbox.
         let handler = pod
             .spec
             .as_ref()

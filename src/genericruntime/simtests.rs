@@ -783,3 +783,72 @@ async fn unknown_state_containers_are_killed_before_restart_and_gc() {
     env.mgr.garbage_collect(&|_| true, true).await.unwrap();
     assert!(status(&env, &p).await.container_statuses.is_empty());
 }
+
+#[tokio::test]
+async fn sandbox_config_dns_ports_and_linux() {
+    let mut env = setup();
+    let resolv = env.dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 192.0.2.53\nsearch corp.example\noptions ndots:1\n").unwrap();
+    let dns = super::sandbox::DnsSettings {
+        cluster_dns: vec![],
+        cluster_domain: "cluster.local".into(),
+        resolv_conf: resolv.clone(),
+    };
+    let cfg = env.mgr.config().clone();
+    let placeholder = RuntimeManager::new(env.sim.clone(), cfg, Arc::new(NoEvents), Arc::new(StaticOptions));
+    let mgr = std::mem::replace(&mut env.mgr, placeholder);
+    env.mgr = mgr.with_dns(dns.clone());
+    let mut p = pod(
+        "dns",
+        "Always",
+        serde_json::json!([{"name": "c", "image": "busybox:1.36",
+        "ports": [{"containerPort": 80, "hostPort": 8080}]}]),
+    );
+    p.spec.as_mut().unwrap().dns_config = Some(
+        serde_json::from_value(serde_json::json!({
+        "nameservers": ["192.0.2.54"], "options": [{"name": "ndots", "value": "3"}]}))
+        .unwrap(),
+    );
+    // ClusterFirst without clusterDNS: the host's resolv.conf plus a MissingClusterDNS warning.
+    let c = env.mgr.generate_sandbox_config(&p, 2).unwrap();
+    let d = c.dns_config.clone().unwrap();
+    assert_eq!(d.servers, vec!["192.0.2.53", "192.0.2.54"]);
+    assert_eq!(d.searches, vec!["corp.example"]);
+    assert_eq!(d.options, vec!["ndots:3"]);
+    assert_eq!(env.events.find("MissingClusterDNS").len(), 1);
+    assert_eq!(c.metadata.as_ref().unwrap().attempt, 2);
+    assert_eq!(c.hostname, "dns");
+    assert_eq!(c.port_mappings.len(), 1);
+    assert!(c.log_directory.ends_with("logs/default_dns_uid-dns"));
+    let linux = c.linux.unwrap();
+    assert_eq!(linux.cgroup_parent, "/kubepods/poduid-dns");
+    let ns = linux.security_context.unwrap().namespace_options.unwrap();
+    assert_eq!(ns.network, cri::NamespaceMode::Pod as i32);
+    // With clusterDNS: the cluster's servers and search path.
+    let cfg = env.mgr.config().clone();
+    let placeholder = RuntimeManager::new(env.sim.clone(), cfg, Arc::new(NoEvents), Arc::new(StaticOptions));
+    let mgr = std::mem::replace(&mut env.mgr, placeholder);
+    env.mgr = mgr.with_dns(super::sandbox::DnsSettings {
+        cluster_dns: vec!["10.96.0.10".into()],
+        ..dns
+    });
+    p.spec.as_mut().unwrap().dns_config = None;
+    let d = env.mgr.generate_sandbox_config(&p, 0).unwrap().dns_config.unwrap();
+    assert_eq!(d.servers, vec!["10.96.0.10"]);
+    assert_eq!(
+        d.searches,
+        vec![
+            "default.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+            "corp.example"
+        ]
+    );
+    assert_eq!(d.options, vec!["ndots:5"]);
+    // Host network: no hostname, NODE network namespace.
+    p.spec.as_mut().unwrap().host_network = Some(true);
+    let c = env.mgr.generate_sandbox_config(&p, 0).unwrap();
+    assert_eq!(c.hostname, "");
+    let ns = c.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
+    assert_eq!(ns.network, cri::NamespaceMode::Node as i32);
+}
