@@ -106,6 +106,18 @@ impl Backoff {
         self.clock.virtual_between(event_time, now) < e.backoff
     }
 
+    /// How much of the back-off since `event_time` is left at `now` (None when not in back-off).
+    pub fn remaining_since_at(&self, id: &str, event_time: Timestamp, now: Timestamp) -> Option<Duration> {
+        let map = self.lock();
+        let e = map.get(id)?;
+        if self.has_expired(event_time, e.last_update) {
+            return None;
+        }
+        e.backoff
+            .checked_sub(self.clock.virtual_between(event_time, now))
+            .filter(|d| !d.is_zero())
+    }
+
     /// True while less than the current back-off has passed between the last update and
     /// `event_time` (the image manager asks with "now").
     pub fn is_in_backoff_since_update(&self, id: &str, event_time: Timestamp) -> bool {
@@ -349,6 +361,15 @@ mod tests {
         // In back-off while less than the entry has passed since the exit.
         assert!(b.is_in_backoff_since_at("k", at(last + 601), at(last + 605)));
         assert!(!b.is_in_backoff_since_at("k", at(last + 601), at(last + 611)));
+    }
+
+    #[test]
+    fn remaining_time_of_a_backoff() {
+        let b = Backoff::kubelet_default(Clock::real());
+        assert_eq!(b.remaining_since_at("k", at(0), at(1)), None);
+        b.next_at("k", at(0), at(0));
+        assert_eq!(b.remaining_since_at("k", at(0), at(4)), Some(Duration::from_secs(6)));
+        assert_eq!(b.remaining_since_at("k", at(0), at(10)), None);
     }
 
     #[test]

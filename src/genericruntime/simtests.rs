@@ -13,8 +13,11 @@ use super::types::*;
 use crate::backends::sim::{SimConfig, SimRuntime};
 use crate::clock::Clock;
 
-/// Virtual seconds pass 200× faster: a 10 s back-off lasts 50 ms.
+/// Virtual seconds pass 200× faster: a 300 s back-off lasts 1.5 s.
 const SCALE: f64 = 200.0;
+/// For tests that must act *inside* a 10 s back-off window: 1 s of real time, so a loaded
+/// machine does not let the window pass before the next sync.
+const SLOW_SCALE: f64 = 10.0;
 
 /// (field path, type, reason, message).
 type Recorded = (Option<String>, EventType, String, String);
@@ -81,9 +84,9 @@ struct Env {
     events: Arc<Recorder>,
 }
 
-fn setup_with(cfg: SimConfig) -> Env {
+fn setup_with(cfg: SimConfig, scale: f64) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Clock::scaled(SCALE);
+    let clock = Clock::scaled(scale);
     let sim = SimRuntime::new(cfg, clock, dir.path().join("sim")).unwrap();
     let events = Arc::new(Recorder::default());
     let runtime: Arc<dyn Runtime> = sim.clone();
@@ -105,7 +108,11 @@ fn setup_with(cfg: SimConfig) -> Env {
 }
 
 fn setup() -> Env {
-    setup_with(SimConfig::default())
+    setup_with(SimConfig::default(), SCALE)
+}
+
+fn setup_slow() -> Env {
+    setup_with(SimConfig::default(), SLOW_SCALE)
 }
 
 fn pod(name: &str, policy: &str, containers: serde_json::Value) -> Pod {
@@ -224,7 +231,7 @@ async fn new_pod_gets_sandbox_and_running_containers() {
 
 #[tokio::test]
 async fn crash_loop_backoff_after_first_immediate_restart() {
-    let env = setup();
+    let env = setup_slow();
     let p = pod("crash", "Always", serde_json::json!([sh("c", "exit 1")]));
     let probes = ProbeFailures::default();
     env.mgr.sync_pod(&p, &status(&env, &p).await, &[], &probes).await;
@@ -255,6 +262,8 @@ async fn crash_loop_backoff_after_first_immediate_restart() {
         "back-off 10s restarting failed container=c pod=crash_default(uid-crash)"
     );
     assert_eq!(env.events.find("BackOff")[0].3, "Back-off restarting failed container");
+    let left = env.mgr.crash_loop_remaining(&p, &s).expect("in back-off");
+    assert!(left <= Duration::from_secs(10) && !left.is_zero(), "{left:?}");
     // After the back-off window the restart goes through, with restart count 2 and log 2.log.
     env.mgr.config().clock.sleep(Duration::from_secs(11)).await;
     let r = env.mgr.sync_pod(&p, &status(&env, &p).await, &[], &probes).await;
@@ -411,7 +420,7 @@ async fn failed_init_container_under_never_fails_the_pod() {
 
 #[tokio::test]
 async fn image_errors_become_waiting_reasons() {
-    let env = setup();
+    let env = setup_slow();
     let p = pod(
         "img",
         "Always",

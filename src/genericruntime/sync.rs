@@ -44,6 +44,25 @@ impl RuntimeManager {
         None
     }
 
+    /// How long (virtual time) until the earliest container of `pod` now in crash-loop back-off may
+    /// be restarted; None when none is waiting. Lets the pod worker requeue right at expiry
+    /// instead of the kubelet's 10–15 s error cadence (§1.11).
+    pub fn crash_loop_remaining(&self, pod: &Pod, status: &PodStatus) -> Option<std::time::Duration> {
+        let now = self.cfg.clock.now();
+        init_containers(pod)
+            .iter()
+            .chain(containers(pod))
+            .filter_map(|c| {
+                let exited = status
+                    .container_statuses
+                    .iter()
+                    .find(|s| s.name == c.name && s.state == ContainerState::Exited)?;
+                let key = crash_loop_key(pod, &c.name, hash_container(c));
+                self.crash_backoff.remaining_since_at(&key, exited.finished_at?, now)
+            })
+            .min()
+    }
+
     /// `pruneInitContainersBeforeStart`: keep the newest exited/unknown instance per init name.
     async fn prune_init_containers_before_start(&self, pod: &Pod, status: &PodStatus) {
         for c in init_containers(pod) {
