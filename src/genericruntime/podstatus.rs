@@ -105,11 +105,24 @@ pub fn termination_message_from_file(
     }
 }
 
+/// One Docker JSON log line (`{"log":"…","stream":"stdout","time":"…"}`).
+#[derive(serde::Deserialize)]
+struct DockerJsonLine {
+    log: String,
+}
+
 /// Decodes CRI log lines (`<ts> <stream> <P|F>[:tags] <content>`) into the text they carry.
-/// Partial (`P`) fragments are joined with the following fragment.
+/// Partial (`P`) fragments are joined with the following fragment. Docker JSON lines are
+/// accepted too (the format is detected per line, like the kubelet's reader per file).
 pub fn decode_cri_log(raw: &str) -> String {
     let mut out = String::new();
     for line in raw.lines() {
+        if line.starts_with('{') {
+            if let Ok(j) = serde_json::from_str::<DockerJsonLine>(line) {
+                out.push_str(&j.log);
+                continue;
+            }
+        }
         let mut parts = line.splitn(4, ' ');
         let (_ts, _stream, tags) = (parts.next(), parts.next(), parts.next().unwrap_or("F"));
         let content = parts.next().unwrap_or("");
@@ -463,6 +476,10 @@ mod tests {
         assert!(s.starts_with("line21\n"), "{s}");
         assert_eq!(s.lines().count(), 80);
         assert_eq!(decode_cri_log("t stdout P a\nt stderr F b\n"), "ab\n");
+        assert_eq!(
+            decode_cri_log("{\"log\":\"x\\n\",\"stream\":\"stdout\",\"time\":\"t\"}\n"),
+            "x\n"
+        );
         assert_eq!(last_string_from_log(&dir.path().join("missing")), "");
     }
 }
