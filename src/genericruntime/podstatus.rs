@@ -9,7 +9,7 @@ use jiff::Timestamp;
 
 use super::labels::{container_info_from_annotations, container_info_from_labels, POD_UID_LABEL};
 use super::manager::RuntimeManager;
-use super::seam::{cri, RuntimeError};
+use super::seam::cri;
 use super::types::{ContainerState, ContainerStatus, PodStatus, RunningPod, RuntimeObject};
 use super::Result;
 
@@ -370,17 +370,6 @@ impl RuntimeManager {
         }
         Ok(pods.into_values().collect())
     }
-}
-
-/// Convenience for callers that need to tell a vanished object from a failing runtime.
-pub fn is_not_found(e: &super::Error) -> bool {
-    matches!(
-        e,
-        super::Error::Runtime(RuntimeError {
-            code: super::seam::Code::NotFound,
-            ..
-        })
-    )
 }
 
 #[cfg(test)]

@@ -53,10 +53,10 @@ impl RuntimeManager {
             .iter()
             .chain(containers(pod))
             .filter_map(|c| {
+                // Only containers whose newest instance is dead are waiting for a restart.
                 let exited = status
-                    .container_statuses
-                    .iter()
-                    .find(|s| s.name == c.name && s.state == ContainerState::Exited)?;
+                    .find_container_status(&c.name)
+                    .filter(|s| s.state == ContainerState::Exited)?;
                 let key = crash_loop_key(pod, &c.name, hash_container(c));
                 self.crash_backoff.remaining_since_at(&key, exited.finished_at?, now)
             })
