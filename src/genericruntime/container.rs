@@ -83,6 +83,41 @@ pub fn restart_count_from_log_dir(dir: &Path) -> i32 {
     count
 }
 
+/// `verifyRunAsNonRoot`: with an effective `runAsNonRoot: true`, the container must not run as
+/// root — by its `runAsUser`, else by the image's user (uid, or a name that cannot be verified).
+pub fn verify_run_as_non_root(
+    pod: &Pod,
+    container: &Container,
+    image_uid: Option<i64>,
+    image_user: &str,
+) -> Result<(), String> {
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let csc = container.security_context.as_ref();
+    let non_root = csc
+        .and_then(|c| c.run_as_non_root)
+        .or(psc.and_then(|p| p.run_as_non_root));
+    if non_root != Some(true) {
+        return Ok(());
+    }
+    let pod_s = super::util::format_pod(pod);
+    let name = &container.name;
+    if let Some(u) = csc.and_then(|c| c.run_as_user).or(psc.and_then(|p| p.run_as_user)) {
+        if u == 0 {
+            return Err(format!(
+                "container's runAsUser breaks non-root policy (pod: {pod_s:?}, container: {name})"
+            ));
+        }
+        return Ok(());
+    }
+    match image_uid {
+        Some(0) => Err(format!("container has runAsNonRoot and image will run as root (pod: {pod_s:?}, container: {name})")),
+        None if !image_user.is_empty() => Err(format!(
+            "container has runAsNonRoot and image has non-numeric user ({image_user}), cannot verify user is non-root (pod: {pod_s:?}, container: {name})"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// ext4's file name limit; the legacy symlink name is cut to fit it with its `.log` suffix.
 const MAX_FILE_NAME_LEN: usize = 255;
 
@@ -379,6 +414,31 @@ impl RuntimeManager {
             .pod_event(pod, Some(container_field_path(pod, &container.name)), kind, reason, msg);
     }
 
+    /// `getImageUser`: the image's uid, else its user name; neither means root (uid 0).
+    async fn image_user(&self, image_ref: &str) -> (Option<i64>, String) {
+        let status = self
+            .runtime
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: image_ref.to_string(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await;
+        match status.map(|r| r.image) {
+            Ok(Some(img)) if img.uid.is_some() => (img.uid.map(|u| u.value), String::new()),
+            Ok(Some(img)) if !img.username.is_empty() => (None, img.username),
+            Ok(_) => (Some(0), String::new()),
+            Err(e) => {
+                // The kubelet fails config generation here; keel treats an unreadable image user
+                // as root, which only matters (and then fails safe) under runAsNonRoot.
+                tracing::warn!(image = image_ref, error = %e, "cannot read the image user, assuming root");
+                (Some(0), String::new())
+            }
+        }
+    }
+
     /// `startContainer` (§1.8).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn start_container(
@@ -419,6 +479,10 @@ impl RuntimeManager {
             self.container_event(pod, container, EventType::Warning, "Failed", format!("Error: {msg}"));
             Err((SyncErrorKind::CreateContainerConfigError, msg))
         };
+        let (uid, user) = self.image_user(&image_ref).await;
+        if let Err(msg) = verify_run_as_non_root(pod, container, uid, &user) {
+            return config_failed(msg);
+        }
         let opts = match self.options.run_container_options(pod, container, pod_ips).await {
             Ok(o) => o,
             Err(e) => return config_failed(e.0),
@@ -568,6 +632,43 @@ mod tests {
         assert_eq!(oom_score_adj(&p, &c, Some(1 << 30)), 3);
         let (p, c) = pod_with(serde_json::json!({"requests": {"cpu": "100m"}}));
         assert_eq!(oom_score_adj(&p, &c, Some(1 << 30)), 999);
+    }
+
+    #[test]
+    fn run_as_non_root_checks() {
+        let mk = |pod_sc: serde_json::Value, c_sc: serde_json::Value| -> (Pod, Container) {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+                "spec": {"securityContext": pod_sc, "containers": [{"name": "c", "securityContext": c_sc}]}
+            }))
+            .unwrap();
+            let c = pod.spec.as_ref().unwrap().containers[0].clone();
+            (pod, c)
+        };
+        let (p, c) = mk(serde_json::json!({}), serde_json::json!({}));
+        assert!(verify_run_as_non_root(&p, &c, Some(0), "").is_ok());
+        let (p, c) = mk(
+            serde_json::json!({"runAsNonRoot": true}),
+            serde_json::json!({"runAsUser": 0}),
+        );
+        assert_eq!(
+            verify_run_as_non_root(&p, &c, Some(1000), "").unwrap_err(),
+            "container's runAsUser breaks non-root policy (pod: \"p_ns(u)\", container: c)"
+        );
+        let (p, c) = mk(serde_json::json!({"runAsNonRoot": true}), serde_json::json!({}));
+        assert_eq!(
+            verify_run_as_non_root(&p, &c, Some(0), "").unwrap_err(),
+            "container has runAsNonRoot and image will run as root (pod: \"p_ns(u)\", container: c)"
+        );
+        assert!(verify_run_as_non_root(&p, &c, None, "nobody")
+            .unwrap_err()
+            .starts_with("container has runAsNonRoot and image has non-numeric user (nobody)"));
+        assert!(verify_run_as_non_root(&p, &c, Some(65534), "").is_ok());
+        let (p, c) = mk(
+            serde_json::json!({"runAsNonRoot": true}),
+            serde_json::json!({"runAsNonRoot": false}),
+        );
+        assert!(verify_run_as_non_root(&p, &c, Some(0), "").is_ok());
     }
 
     #[test]

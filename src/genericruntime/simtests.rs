@@ -861,3 +861,24 @@ async fn sandbox_config_dns_ports_and_linux() {
     let ns = c.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
     assert_eq!(ns.network, cri::NamespaceMode::Node as i32);
 }
+
+#[tokio::test]
+async fn run_as_non_root_with_a_root_image_is_a_config_error() {
+    let env = setup();
+    let mut c = sh("c", "sleep 3600");
+    c["securityContext"] = serde_json::json!({"runAsNonRoot": true});
+    let p = pod("nonroot", "Always", serde_json::json!([c]));
+    let r = env
+        .mgr
+        .sync_pod(&p, &status(&env, &p).await, &[], &ProbeFailures::default())
+        .await;
+    let e = r.first_error().unwrap().error.clone().unwrap();
+    assert_eq!(
+        e,
+        (
+            SyncErrorKind::CreateContainerConfigError,
+            "container has runAsNonRoot and image will run as root (pod: \"nonroot_default(uid-nonroot)\", container: c)"
+                .into()
+        )
+    );
+}
