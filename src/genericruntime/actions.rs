@@ -844,6 +844,147 @@ pub(crate) mod tests {
         }
     }
 
+    /// `makeBasePodAndStatusWithInitAndEphemeralContainers`.
+    fn base_with_init_and_ephemeral() -> (Pod, PodStatus) {
+        let (mut pod, mut status) = base_pod_and_status();
+        let spec = pod.spec.as_mut().unwrap();
+        spec.init_containers = Some(vec![container("init1", "bar-image")]);
+        spec.ephemeral_containers = Some(vec![serde_json::from_value(serde_json::json!({
+            "name": "debug", "image": "busybox"}))
+        .unwrap()]);
+        let h = hash_container(&init_containers(&pod)[0]);
+        status
+            .container_statuses
+            .push(cs("initid1", "init1", ContainerState::Exited, h));
+        status
+            .container_statuses
+            .push(cs("debug1", "debug", ContainerState::Running, 0));
+        (pod, status)
+    }
+
+    // TestComputePodActionsWithInitAndEphemeralContainers.
+    #[test]
+    fn compute_pod_actions_with_ephemeral_containers_table() {
+        type M = fn(&mut Pod, &mut PodStatus);
+        // (desc, mutate, kill_pod, create_sandbox, attempt, next_init, ephemeral to start)
+        let cases: &[(&str, M, bool, bool, u32, Option<usize>, &[usize])] = &[
+            ("steady state; do nothing; ignore ephemeral container", |_, _| {}, false, false, 0, None, &[]),
+            (
+                "No ephemeral containers running; start one",
+                |_, s| s.container_statuses.truncate(4),
+                false,
+                false,
+                0,
+                None,
+                &[0],
+            ),
+            (
+                "Start second ephemeral container",
+                |p, _| {
+                    p.spec.as_mut().unwrap().ephemeral_containers.as_mut().unwrap().push(
+                        serde_json::from_value(serde_json::json!({"name": "debug2", "image": "busybox"})).unwrap(),
+                    )
+                },
+                false,
+                false,
+                0,
+                None,
+                &[1],
+            ),
+            (
+                "Ephemeral container exited; do not restart",
+                |p, s| {
+                    set_policy(p, "Always");
+                    s.container_statuses[4].state = ContainerState::Exited;
+                },
+                false,
+                false,
+                0,
+                None,
+                &[],
+            ),
+            (
+                "initialization in progress; start ephemeral container",
+                |_, s| {
+                    s.container_statuses[3].state = ContainerState::Running;
+                    s.container_statuses.truncate(4);
+                },
+                false,
+                false,
+                0,
+                None,
+                &[0],
+            ),
+            (
+                "Create a new pod sandbox if the pod sandbox is dead, init container failed and RestartPolicy == OnFailure",
+                |p, s| {
+                    set_policy(p, "OnFailure");
+                    not_ready(s);
+                    s.container_statuses.drain(..3);
+                    s.container_statuses[0].exit_code = 137;
+                },
+                true,
+                true,
+                1,
+                Some(0),
+                &[],
+            ),
+            (
+                "Kill pod and do not restart ephemeral container if the pod sandbox is dead",
+                |p, s| {
+                    set_policy(p, "Always");
+                    not_ready(s);
+                },
+                true,
+                true,
+                1,
+                Some(0),
+                &[],
+            ),
+            (
+                "Kill pod if all containers exited except ephemeral container",
+                |p, s| {
+                    set_policy(p, "Never");
+                    for c in &mut s.container_statuses[..3] {
+                        c.state = ContainerState::Exited;
+                        c.exit_code = 0;
+                    }
+                },
+                true,
+                false,
+                0,
+                None,
+                &[],
+            ),
+            (
+                "Ephemeral container is in unknown state; leave it alone",
+                |p, s| {
+                    set_policy(p, "Never");
+                    s.container_statuses[4].state = ContainerState::Unknown;
+                },
+                false,
+                false,
+                0,
+                None,
+                &[],
+            ),
+        ];
+        for (desc, mutate, kill, create, attempt, next, eph) in cases {
+            let (mut pod, mut status) = base_with_init_and_ephemeral();
+            mutate(&mut pod, &mut status);
+            let a = compute_pod_actions(&pod, &status, &ProbeFailures::default());
+            assert_eq!(
+                (a.kill_pod, a.create_sandbox, a.attempt, a.next_init_container_to_start),
+                (*kill, *create, *attempt, *next),
+                "{desc}"
+            );
+            assert_eq!(a.sandbox_id, "sandboxID", "{desc}");
+            assert!(a.containers_to_start.is_empty(), "{desc}: {:?}", a.containers_to_start);
+            assert!(a.containers_to_kill.is_empty(), "{desc}");
+            assert_eq!(a.ephemeral_containers_to_start, eph.to_vec(), "{desc}");
+        }
+    }
+
     #[test]
     fn host_network_toggle_recreates_sandbox_without_id() {
         let (mut pod, status) = base_pod_and_status();
