@@ -866,8 +866,9 @@ pub(crate) mod tests {
     #[test]
     fn compute_pod_actions_with_ephemeral_containers_table() {
         type M = fn(&mut Pod, &mut PodStatus);
-        // (desc, mutate, kill_pod, create_sandbox, attempt, next_init, ephemeral to start)
-        let cases: &[(&str, M, bool, bool, u32, Option<usize>, &[usize])] = &[
+        /// (desc, mutate, kill_pod, create_sandbox, attempt, next_init, ephemeral to start)
+        type EphCase = (&'static str, M, bool, bool, u32, Option<usize>, &'static [usize]);
+        let cases: &[EphCase] = &[
             ("steady state; do nothing; ignore ephemeral container", |_, _| {}, false, false, 0, None, &[]),
             (
                 "No ephemeral containers running; start one",
