@@ -5,3 +5,5 @@ mod support;
 
 mod apiserver;
 mod cri_backend;
+mod node;
+mod status;
