@@ -528,7 +528,11 @@ impl RuntimeManager {
             .await
         {
             // Events name the container, never its ID.
-            let msg = e.message.replace(&id, &container.name);
+            let msg = if id.is_empty() {
+                e.message
+            } else {
+                e.message.replace(&id, &container.name)
+            };
             self.container_event(pod, container, EventType::Warning, "Failed", format!("Error: {msg}"));
             return Err((SyncErrorKind::RunContainerError, msg));
         }

@@ -115,6 +115,8 @@ impl RuntimeManager {
         let mut grace = kill_grace_period(&pod, &spec, reason);
         let msg = if message.is_empty() {
             format!("Stopping container {}", spec.name)
+        } else if container_id.is_empty() {
+            message.to_string()
         } else {
             message.replace(container_id, &spec.name)
         };
