@@ -882,3 +882,93 @@ async fn run_as_non_root_with_a_root_image_is_a_config_error() {
         )
     );
 }
+
+/// The simulated runtime claiming an older CRI API (everything else passes through).
+struct OldApi(Arc<SimRuntime>);
+
+type R<T> = super::seam::Result<T>;
+
+#[async_trait::async_trait]
+impl super::seam::RuntimeService for OldApi {
+    async fn version(&self, req: cri::VersionRequest) -> R<cri::VersionResponse> {
+        let mut v = self.0.version(req).await?;
+        v.runtime_api_version = "v1alpha2".into();
+        Ok(v)
+    }
+    async fn status(&self, req: cri::StatusRequest) -> R<cri::StatusResponse> {
+        self.0.status(req).await
+    }
+    async fn run_pod_sandbox(&self, req: cri::RunPodSandboxRequest) -> R<cri::RunPodSandboxResponse> {
+        self.0.run_pod_sandbox(req).await
+    }
+    async fn stop_pod_sandbox(&self, req: cri::StopPodSandboxRequest) -> R<cri::StopPodSandboxResponse> {
+        self.0.stop_pod_sandbox(req).await
+    }
+    async fn remove_pod_sandbox(&self, req: cri::RemovePodSandboxRequest) -> R<cri::RemovePodSandboxResponse> {
+        self.0.remove_pod_sandbox(req).await
+    }
+    async fn pod_sandbox_status(&self, req: cri::PodSandboxStatusRequest) -> R<cri::PodSandboxStatusResponse> {
+        self.0.pod_sandbox_status(req).await
+    }
+    async fn list_pod_sandbox(&self, req: cri::ListPodSandboxRequest) -> R<cri::ListPodSandboxResponse> {
+        self.0.list_pod_sandbox(req).await
+    }
+    async fn create_container(&self, req: cri::CreateContainerRequest) -> R<cri::CreateContainerResponse> {
+        self.0.create_container(req).await
+    }
+    async fn start_container(&self, req: cri::StartContainerRequest) -> R<cri::StartContainerResponse> {
+        self.0.start_container(req).await
+    }
+    async fn stop_container(&self, req: cri::StopContainerRequest) -> R<cri::StopContainerResponse> {
+        self.0.stop_container(req).await
+    }
+    async fn remove_container(&self, req: cri::RemoveContainerRequest) -> R<cri::RemoveContainerResponse> {
+        self.0.remove_container(req).await
+    }
+    async fn list_containers(&self, req: cri::ListContainersRequest) -> R<cri::ListContainersResponse> {
+        self.0.list_containers(req).await
+    }
+    async fn container_status(&self, req: cri::ContainerStatusRequest) -> R<cri::ContainerStatusResponse> {
+        self.0.container_status(req).await
+    }
+    async fn exec_sync(&self, req: cri::ExecSyncRequest) -> R<cri::ExecSyncResponse> {
+        self.0.exec_sync(req).await
+    }
+    async fn reopen_container_log(&self, req: cri::ReopenContainerLogRequest) -> R<cri::ReopenContainerLogResponse> {
+        self.0.reopen_container_log(req).await
+    }
+}
+
+#[async_trait::async_trait]
+impl super::seam::ImageService for OldApi {
+    async fn list_images(&self, req: cri::ListImagesRequest) -> R<cri::ListImagesResponse> {
+        self.0.list_images(req).await
+    }
+    async fn image_status(&self, req: cri::ImageStatusRequest) -> R<cri::ImageStatusResponse> {
+        self.0.image_status(req).await
+    }
+    async fn pull_image(&self, req: cri::PullImageRequest) -> R<cri::PullImageResponse> {
+        self.0.pull_image(req).await
+    }
+    async fn remove_image(&self, req: cri::RemoveImageRequest) -> R<cri::RemoveImageResponse> {
+        self.0.remove_image(req).await
+    }
+    async fn image_fs_info(&self, req: cri::ImageFsInfoRequest) -> R<cri::ImageFsInfoResponse> {
+        self.0.image_fs_info(req).await
+    }
+}
+
+#[tokio::test]
+async fn version_handshake_refuses_other_api_versions() {
+    let env = setup();
+    let old = RuntimeManager::new(
+        Arc::new(OldApi(env.sim.clone())),
+        env.mgr.config().clone(),
+        Arc::new(NoEvents),
+        Arc::new(StaticOptions),
+    );
+    match old.version().await {
+        Err(super::Error::UnsupportedApiVersion { got }) => assert_eq!(got, "v1alpha2"),
+        other => panic!("expected UnsupportedApiVersion, got {other:?}"),
+    }
+}
