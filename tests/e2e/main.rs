@@ -4,3 +4,6 @@
 mod support;
 
 mod apiserver;
+mod cri_backend;
+mod node;
+mod status;

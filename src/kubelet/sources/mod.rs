@@ -31,10 +31,28 @@ impl Source {
     }
 }
 
-/// Everything one source currently says should be on this node.
+/// What a source tells the kubelet. A source first sends a `Snapshot` (on start, and again after
+/// every relist, e.g. when a watch expired with 410 Gone), then incremental `Upsert`/`Remove`
+/// changes. Incremental updates keep a 1,000-pod node from re-sending every pod on each change.
 #[derive(Clone, Debug)]
-pub struct SourceUpdate {
-    pub source: Source,
-    /// Full snapshot of the source's pods (mirror pods included for the API source).
-    pub pods: Vec<Pod>,
+pub enum SourceUpdate {
+    /// Everything this source currently says should be on the node (replaces what it said before).
+    Snapshot { source: Source, pods: Vec<Pod> },
+    /// A pod added or changed.
+    Upsert { source: Source, pod: Box<Pod> },
+    /// A pod that is gone from the source (the object no longer exists).
+    Remove { source: Source, pod: Box<Pod> },
 }
+
+impl SourceUpdate {
+    pub fn source(&self) -> Source {
+        match self {
+            SourceUpdate::Snapshot { source, .. }
+            | SourceUpdate::Upsert { source, .. }
+            | SourceUpdate::Remove { source, .. } => *source,
+        }
+    }
+}
+
+/// Capacity of the channel from sources to the kubelet loop.
+pub const SOURCE_CHANNEL_CAPACITY: usize = 1024;
