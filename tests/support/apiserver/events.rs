@@ -99,13 +99,14 @@ pub fn validate_events_v1(ev: &Value) -> Vec<FieldError> {
             format!("has invalid value: {ty}"),
         ));
     }
-    for k in ["deprecatedFirstTimestamp", "deprecatedLastTimestamp"] {
+    // Validation runs on the internal (core) Event, so the messages name the core fields.
+    for (k, core) in [("deprecatedFirstTimestamp", "firstTimestamp"), ("deprecatedLastTimestamp", "lastTimestamp")] {
         if !s(k).is_empty() {
-            errs.push(FieldError::invalid(k, json!(""), "needs to be unset"));
+            errs.push(FieldError::invalid(core, json!(""), "needs to be unset"));
         }
     }
     if ev.get("deprecatedCount").and_then(Value::as_i64).unwrap_or(0) != 0 {
-        errs.push(FieldError::invalid("deprecatedCount", json!(""), "needs to be unset"));
+        errs.push(FieldError::invalid("count", json!(""), "needs to be unset"));
     }
     let src = ev.get("deprecatedSource");
     let src_set = |k: &str| {
@@ -114,7 +115,7 @@ pub fn validate_events_v1(ev: &Value) -> Vec<FieldError> {
             .is_some_and(|v| !v.is_empty())
     };
     if src_set("component") || src_set("host") {
-        errs.push(FieldError::invalid("deprecatedSource", json!(""), "needs to be unset"));
+        errs.push(FieldError::invalid("source", json!(""), "needs to be unset"));
     }
     for (k, max) in [
         ("reportingController", 128),
