@@ -100,7 +100,10 @@ pub fn validate_events_v1(ev: &Value) -> Vec<FieldError> {
         ));
     }
     // Validation runs on the internal (core) Event, so the messages name the core fields.
-    for (k, core) in [("deprecatedFirstTimestamp", "firstTimestamp"), ("deprecatedLastTimestamp", "lastTimestamp")] {
+    for (k, core) in [
+        ("deprecatedFirstTimestamp", "firstTimestamp"),
+        ("deprecatedLastTimestamp", "lastTimestamp"),
+    ] {
         if !s(k).is_empty() {
             errs.push(FieldError::invalid(core, json!(""), "needs to be unset"));
         }
@@ -136,9 +139,79 @@ pub fn validate_events_v1(ev: &Value) -> Vec<FieldError> {
     }
     if s("note").len() > 1024 {
         errs.push(FieldError::invalid(
-            "note",
+            "message",
             json!(""),
             "can have at most 1024 characters",
+        ));
+    }
+    // legacyValidateEvent: a cluster-scoped subject's events live in default or kube-system.
+    let ns = ev.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+    let regarding_ns = ev.pointer("/regarding/namespace").and_then(Value::as_str).unwrap_or("");
+    if regarding_ns.is_empty() && ns != "default" && ns != "kube-system" {
+        errs.push(FieldError::invalid(
+            "involvedObject.namespace",
+            json!(regarding_ns),
+            "does not match event.namespace",
+        ));
+    }
+    errs
+}
+
+/// `ValidateEventUpdate` for events.k8s.io/v1 (on the core forms of old and new).
+pub fn validate_update_events_v1(old: &Value, new: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if new.get("series") != old.get("series") {
+        if let Some(series) = new.get("series").filter(|v| !v.is_null()) {
+            if series.get("count").and_then(Value::as_i64).unwrap_or(0) < 2 {
+                errs.push(FieldError::invalid("series.count", json!(""), "should be at least 2"));
+            }
+            if series
+                .get("lastObservedTime")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
+                errs.push(FieldError::required("series.lastObservedTime", ""));
+            }
+        }
+    }
+    let immutable = [
+        "involvedObject",
+        "reason",
+        "message",
+        "source",
+        "firstTimestamp",
+        "lastTimestamp",
+        "count",
+        "type",
+        "action",
+        "related",
+        "reportingComponent",
+        "reportingInstance",
+    ];
+    let absent = |v: Option<&Value>| v.is_none_or(Value::is_null);
+    for k in immutable {
+        let (o, n) = (old.get(k), new.get(k));
+        if o != n && !(absent(o) && absent(n)) {
+            errs.push(FieldError::invalid(
+                k,
+                n.cloned().unwrap_or(Value::Null),
+                "field is immutable",
+            ));
+        }
+    }
+    // eventTime may only change below microsecond precision.
+    let micros = |v: &Value| {
+        v.get("eventTime")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_microsecond())
+    };
+    if micros(old) != micros(new) {
+        errs.push(FieldError::invalid(
+            "eventTime",
+            new.get("eventTime").cloned().unwrap_or(Value::Null),
+            "field is immutable",
         ));
     }
     errs
@@ -151,7 +224,7 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_fields() {
-        let ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"},
+        let ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"},
             "eventTime": "2024-01-01T00:00:00.000001Z", "note": "Started container", "reason": "Started",
             "regarding": {"kind": "Pod", "name": "p"}, "reportingController": "kubelet", "reportingInstance": "n1",
             "action": "Started", "type": "Normal", "series": {"count": 2, "lastObservedTime": "2024-01-01T00:00:01.000000Z"}});
@@ -163,6 +236,11 @@ mod tests {
         assert_eq!(to_events_v1(&core), ev);
         assert!(validate_events_v1(&ev).is_empty());
         let bad = json!({"type": "Odd", "reason": "R"});
-        assert_eq!(validate_events_v1(&bad).len(), 5);
+        assert_eq!(validate_events_v1(&bad).len(), 6);
+        let mut later = core.clone();
+        later["series"] = json!({"count": 3, "lastObservedTime": "2024-01-01T00:00:02.000000Z"});
+        assert!(validate_update_events_v1(&core, &later).is_empty());
+        later["message"] = json!("changed");
+        assert_eq!(validate_update_events_v1(&core, &later).len(), 1);
     }
 }

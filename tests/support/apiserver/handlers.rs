@@ -878,6 +878,12 @@ fn update_object(
         if res.store == "secrets" {
             fold_string_data(&mut new);
         }
+        if res.store == "events" && res.group == "events.k8s.io" {
+            let errs = events::validate_update_events_v1(&old, &new);
+            if !errs.is_empty() {
+                return Err(ApiError::invalid(kind, res.group, n, errs));
+            }
+        }
     }
     if res.store == "nodes" {
         default_node(&mut new);
