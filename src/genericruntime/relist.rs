@@ -606,12 +606,21 @@ mod tests {
 
     // ---- the relist loop against a scripted runtime ----
 
-    #[derive(Default)]
     struct FakeRuntime {
         pods: Mutex<Result<Vec<RunningPod>, String>>,
         /// Pod UIDs whose status inspection fails.
         failing_status: Mutex<BTreeSet<String>>,
         ips: Mutex<HashMap<String, Vec<String>>>,
+    }
+
+    impl Default for FakeRuntime {
+        fn default() -> Self {
+            Self {
+                pods: Mutex::new(Ok(Vec::new())),
+                failing_status: Mutex::default(),
+                ips: Mutex::default(),
+            }
+        }
     }
 
     impl FakeRuntime {
