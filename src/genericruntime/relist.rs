@@ -517,7 +517,11 @@ mod tests {
     }
 
     fn sent_only(v: Vec<PlegEvent>) -> Vec<PlegEvent> {
-        sorted(v.into_iter().filter(|e| e.kind != PlegEventKind::ContainerChanged).collect())
+        sorted(
+            v.into_iter()
+                .filter(|e| e.kind != PlegEventKind::ContainerChanged)
+                .collect(),
+        )
     }
 
     use ContainerState::{Created, Exited, Running, Unknown};
@@ -527,10 +531,7 @@ mod tests {
     #[test]
     fn relisting() {
         let first = vec![
-            pod(
-                "1234",
-                vec![obj("c1", Exited), obj("c2", Running), obj("c3", Unknown)],
-            ),
+            pod("1234", vec![obj("c1", Exited), obj("c2", Running), obj("c3", Unknown)]),
             pod("4567", vec![obj("c1", Exited)]),
         ];
         // Report every running/exited container when seen for the first time.
@@ -689,7 +690,12 @@ mod tests {
         sorted(v)
     }
 
-    fn setup() -> (Arc<FakeRuntime>, Pleg, mpsc::Sender<PlegEvent>, mpsc::Receiver<PlegEvent>) {
+    fn setup() -> (
+        Arc<FakeRuntime>,
+        Pleg,
+        mpsc::Sender<PlegEvent>,
+        mpsc::Receiver<PlegEvent>,
+    ) {
         let rt = Arc::new(FakeRuntime::default());
         let pleg = Pleg::with_runtime(rt.clone(), Arc::new(PodCache::new()), Clock::real());
         let (tx, rx) = mpsc::channel(PLEG_CHANNEL_CAPACITY);
@@ -700,11 +706,17 @@ mod tests {
     async fn relist_sends_events_and_fills_cache() {
         let (rt, pleg, tx, mut rx) = setup();
         assert!(!pleg.healthy(), "unhealthy before the first relist");
-        rt.set_pods(vec![pod("1234", vec![obj("c1", Exited), obj("c2", Running), obj("c3", Unknown)])]);
+        rt.set_pods(vec![pod(
+            "1234",
+            vec![obj("c1", Exited), obj("c2", Running), obj("c3", Unknown)],
+        )]);
         pleg.relist(&tx).await;
         assert_eq!(
             drain(&mut rx),
-            sorted(vec![ev("1234", ContainerDied, "c1"), ev("1234", ContainerStarted, "c2")])
+            sorted(vec![
+                ev("1234", ContainerDied, "c1"),
+                ev("1234", ContainerStarted, "c2")
+            ])
         );
         let cached = pleg.cache().get("1234");
         assert_eq!(cached.status.container_statuses.len(), 3);
@@ -824,7 +836,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn run_relists_every_virtual_second() {
         let rt = Arc::new(FakeRuntime::default());
-        let pleg = Arc::new(Pleg::with_runtime(rt.clone(), Arc::new(PodCache::new()), Clock::scaled(4.0)));
+        let pleg = Arc::new(Pleg::with_runtime(
+            rt.clone(),
+            Arc::new(PodCache::new()),
+            Clock::scaled(4.0),
+        ));
         let (tx, mut rx) = mpsc::channel(PLEG_CHANNEL_CAPACITY);
         rt.set_pods(vec![]);
         let shutdown = CancellationToken::new();
@@ -833,7 +849,9 @@ mod tests {
         assert!(pleg.healthy());
         rt.set_pods(vec![pod("p", vec![obj("c1", Running)])]);
         // 1 virtual second = 250 ms real.
-        let got = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .unwrap();
         assert_eq!(got, Some(ev("p", ContainerStarted, "c1")));
         shutdown.cancel();
         task.await.unwrap();

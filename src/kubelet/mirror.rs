@@ -130,10 +130,19 @@ impl MirrorClient {
     /// Creates the mirror pod of `static_pod`. An existing mirror pod with the same hash counts as
     /// success (another sync got there first); one with another hash is an error (the caller
     /// deletes stale mirrors first).
-    pub async fn create_mirror_pod(&self, static_pod: &Pod, node_name: &str, node_uid: &str) -> Result<(), MirrorError> {
+    pub async fn create_mirror_pod(
+        &self,
+        static_pod: &Pod,
+        node_name: &str,
+        node_uid: &str,
+    ) -> Result<(), MirrorError> {
         let mirror = build_mirror_pod(static_pod, node_name, node_uid)?;
         let full_name = pod_full_name(&mirror);
-        let namespace = mirror.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
+        let namespace = mirror
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
         let api = self.pods(&namespace);
         let err = match api.create(&PostParams::default(), &mirror).await {
             Ok(_) => return Ok(()),

@@ -69,7 +69,9 @@ async fn run(client: Client, node_name: String, tx: mpsc::Sender<SourceUpdate>, 
             info!(node = %node_name, "pod watch recovered");
             failing = false;
         }
-        let Some(update) = translator.translate(event) else { continue };
+        let Some(update) = translator.translate(event) else {
+            continue;
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             sent = tx.send(update) => if sent.is_err() { return },
@@ -137,7 +139,11 @@ mod tests {
     }
 
     fn source_of(p: &Pod) -> Option<&str> {
-        p.metadata.annotations.as_ref()?.get(CONFIG_SOURCE_ANNOTATION).map(String::as_str)
+        p.metadata
+            .annotations
+            .as_ref()?
+            .get(CONFIG_SOURCE_ANNOTATION)
+            .map(String::as_str)
     }
 
     #[test]

@@ -77,7 +77,8 @@ fn default_pod_spec(spec: &mut PodSpec) {
         .get_or_insert(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS);
     spec.dns_policy.get_or_insert_with(|| "ClusterFirst".to_string());
     spec.enable_service_links.get_or_insert(true);
-    spec.scheduler_name.get_or_insert_with(|| DEFAULT_SCHEDULER_NAME.to_string());
+    spec.scheduler_name
+        .get_or_insert_with(|| DEFAULT_SCHEDULER_NAME.to_string());
     spec.security_context.get_or_insert_with(PodSecurityContext::default);
     let host_network = spec.host_network.unwrap_or(false);
     for c in spec.containers.iter_mut() {
@@ -162,7 +163,8 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -173,7 +175,8 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
         && s.split('.').all(|part| {
             let b = part.as_bytes();
             !b.is_empty()
-                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
                 && b[0] != b'-'
                 && b[b.len() - 1] != b'-'
         })
@@ -191,7 +194,9 @@ pub fn validate_pod(pod: &Pod) -> Result<(), ValidationError> {
     }
     if let Some(ns) = pod.metadata.namespace.as_deref() {
         if !ns.is_empty() && !is_dns1123_label(ns) {
-            return Err(ValidationError::InvalidNamespace { namespace: ns.to_string() });
+            return Err(ValidationError::InvalidNamespace {
+                namespace: ns.to_string(),
+            });
         }
     }
     let spec = pod.spec.as_ref().ok_or(ValidationError::MissingSpec)?;
@@ -200,31 +205,51 @@ pub fn validate_pod(pod: &Pod) -> Result<(), ValidationError> {
     }
     if let Some(policy) = spec.restart_policy.as_deref() {
         if !matches!(policy, "Always" | "OnFailure" | "Never") {
-            return Err(ValidationError::InvalidRestartPolicy { policy: policy.to_string() });
+            return Err(ValidationError::InvalidRestartPolicy {
+                policy: policy.to_string(),
+            });
         }
     }
     // Init and regular containers share one name space.
     let mut names = BTreeSet::new();
-    let init = spec.init_containers.iter().flatten().enumerate().map(|(i, c)| (format!("spec.initContainers[{i}]"), c));
-    let regular = spec.containers.iter().enumerate().map(|(i, c)| (format!("spec.containers[{i}]"), c));
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.initContainers[{i}]"), c));
+    let regular = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.containers[{i}]"), c));
     for (field, c) in init.chain(regular) {
         if c.name.is_empty() {
             return Err(ValidationError::MissingContainerName { field });
         }
         if !is_dns1123_label(&c.name) {
-            return Err(ValidationError::InvalidContainerName { field, name: c.name.clone() });
+            return Err(ValidationError::InvalidContainerName {
+                field,
+                name: c.name.clone(),
+            });
         }
         if c.image.as_deref().unwrap_or("").trim().is_empty() {
             return Err(ValidationError::MissingImage { field });
         }
         if !names.insert(c.name.as_str()) {
-            return Err(ValidationError::DuplicateContainerName { field, name: c.name.clone() });
+            return Err(ValidationError::DuplicateContainerName {
+                field,
+                name: c.name.clone(),
+            });
         }
     }
     let mut volumes = BTreeSet::new();
     for (index, v) in spec.volumes.iter().flatten().enumerate() {
         if !volumes.insert(v.name.as_str()) {
-            return Err(ValidationError::DuplicateVolumeName { index, name: v.name.clone() });
+            return Err(ValidationError::DuplicateVolumeName {
+                index,
+                name: v.name.clone(),
+            });
         }
     }
     Ok(())
@@ -338,7 +363,12 @@ mod tests {
         let req = s.containers[0].resources.as_ref().unwrap().requests.as_ref().unwrap();
         assert_eq!(req["cpu"], Quantity("100m".into()));
         assert_eq!(req["memory"], Quantity("64Mi".into()));
-        let init_req = s.init_containers.unwrap()[0].resources.clone().unwrap().requests.unwrap();
+        let init_req = s.init_containers.unwrap()[0]
+            .resources
+            .clone()
+            .unwrap()
+            .requests
+            .unwrap();
         assert_eq!(init_req["cpu"], Quantity("1".into()));
     }
 
@@ -383,7 +413,10 @@ mod tests {
             (Some(1), Some(10), Some(1), Some(3))
         );
         let http = probe.http_get.as_ref().unwrap();
-        assert_eq!((http.path.as_deref(), http.scheme.as_deref()), (Some("/"), Some("HTTP")));
+        assert_eq!(
+            (http.path.as_deref(), http.scheme.as_deref()),
+            (Some("/"), Some("HTTP"))
+        );
         assert_eq!(s.volumes.unwrap()[0].secret.as_ref().unwrap().default_mode, Some(0o644));
     }
 
@@ -398,7 +431,10 @@ mod tests {
 
         let mut bad_name = ok.clone();
         bad_name.metadata.name = Some("Web_1".into());
-        assert!(matches!(validate_pod(&bad_name), Err(ValidationError::InvalidName { .. })));
+        assert!(matches!(
+            validate_pod(&bad_name),
+            Err(ValidationError::InvalidName { .. })
+        ));
 
         let mut no_spec = ok.clone();
         no_spec.spec = None;

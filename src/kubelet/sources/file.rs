@@ -492,10 +492,7 @@ spec:
         assert_eq!(tol.len(), 1);
         assert_eq!(tol[0].operator.as_deref(), Some("Exists"));
         assert_eq!(tol[0].effect.as_deref(), Some("NoExecute"));
-        assert_eq!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Pending")
-        );
+        assert_eq!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Pending"));
         assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
         let c = &spec.containers[0];
         assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
@@ -510,7 +507,13 @@ spec:
     fn uid_depends_on_content_node_and_path_and_is_stable() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a.yaml"), YAML_POD).unwrap();
-        let uid = |node: &str| list_dir(dir.path(), node).unwrap().pods[0].metadata.uid.clone().unwrap();
+        let uid = |node: &str| {
+            list_dir(dir.path(), node).unwrap().pods[0]
+                .metadata
+                .uid
+                .clone()
+                .unwrap()
+        };
         let first = uid("n1");
         assert_eq!(first, uid("n1"), "same file, same UID");
         assert_ne!(first, uid("n2"), "node is part of the hash");
@@ -542,7 +545,11 @@ spec:
         fs::create_dir(d.join("sub")).unwrap();
         fs::write(d.join("sub/x.yaml"), YAML_POD.replace("web", "nested")).unwrap();
         fs::write(d.join("c-bad.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: [oops\n").unwrap();
-        fs::write(d.join("d-svc.yaml"), "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n").unwrap();
+        fs::write(
+            d.join("d-svc.yaml"),
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n",
+        )
+        .unwrap();
         fs::write(
             d.join("e-noimage.yaml"),
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: e\nspec:\n  containers:\n  - name: c\n",
@@ -551,14 +558,27 @@ spec:
         fs::write(d.join("f-dup.yaml"), YAML_POD).unwrap();
         let listing = list_dir(d, "n").unwrap();
         let names: Vec<_> = listing.pods.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
-        assert_eq!(names, ["web-n", "db-n"], "sorted by file name, hidden and nested skipped");
+        assert_eq!(
+            names,
+            ["web-n", "db-n"],
+            "sorted by file name, hidden and nested skipped"
+        );
         assert_eq!(listing.pods[1].metadata.namespace.as_deref(), Some("kube-system"));
         let errors: Vec<_> = listing.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(errors.len(), 4, "{errors:?}");
-        assert!(matches!(listing.errors[0], FileSourceError::ParseYaml { .. }), "{errors:?}");
-        assert!(matches!(listing.errors[1], FileSourceError::NotAPod { .. }), "{errors:?}");
+        assert!(
+            matches!(listing.errors[0], FileSourceError::ParseYaml { .. }),
+            "{errors:?}"
+        );
+        assert!(
+            matches!(listing.errors[1], FileSourceError::NotAPod { .. }),
+            "{errors:?}"
+        );
         assert!(errors[2].contains("e-noimage.yaml") && errors[2].contains("image is required"));
-        assert!(matches!(listing.errors[3], FileSourceError::Duplicate { .. }), "{errors:?}");
+        assert!(
+            matches!(listing.errors[3], FileSourceError::Duplicate { .. }),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -596,7 +616,13 @@ spec:
         let (tx, mut rx) = mpsc::channel(16);
         let shutdown = CancellationToken::new();
         // Scaled clock: the 20 s full re-list runs every 100 ms real, so "no change" is exercised too.
-        let handle = spawn_file_source(manifests.clone(), "n".into(), Clock::scaled(200.0), tx, shutdown.clone());
+        let handle = spawn_file_source(
+            manifests.clone(),
+            "n".into(),
+            Clock::scaled(200.0),
+            tx,
+            shutdown.clone(),
+        );
         let wait = Duration::from_secs(10);
 
         // Missing directory: one empty snapshot.
