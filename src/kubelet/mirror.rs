@@ -289,6 +289,116 @@ mod tests {
         assert!(m.status.is_none());
     }
 
+    /// A scripted API server: (status code, body) per request; records method, URI and body.
+    fn scripted_client(responses: Vec<(u16, String)>) -> (MirrorClient, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::collections::VecDeque;
+        use std::sync::{Arc, Mutex};
+        let script = Arc::new(Mutex::new(VecDeque::from(responses)));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log2 = log.clone();
+        let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let (code, body) = script.lock().unwrap().pop_front().unwrap_or((500, String::new()));
+            let log = log2.clone();
+            async move {
+                let line = format!("{} {}", req.method(), req.uri());
+                let sent = req.into_body().collect_bytes().await.unwrap_or_default();
+                log.lock()
+                    .unwrap()
+                    .push(format!("{line} {}", String::from_utf8_lossy(&sent)));
+                let resp = http::Response::builder()
+                    .status(code)
+                    .body(kube::client::Body::from(body.into_bytes()))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        (MirrorClient::new(Client::new(svc, "default")), log)
+    }
+
+    fn status(code: u16, reason: &str) -> String {
+        format!(
+            r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"x","reason":"{reason}","code":{code}}}"#
+        )
+    }
+
+    fn static_pod() -> Pod {
+        let mut s = pod_with(&[(CONFIG_SOURCE_ANNOTATION, "file"), (CONFIG_HASH_ANNOTATION, "h1")]);
+        s.spec = Some(PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: Some("busybox".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        s
+    }
+
+    fn existing(hash: &str) -> String {
+        let mut m = static_pod();
+        m.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(CONFIG_MIRROR_ANNOTATION.into(), hash.into());
+        m.metadata.uid = Some("api-uid".into());
+        serde_json::to_string(&m).unwrap()
+    }
+
+    #[tokio::test]
+    async fn create_mirror_pod_requests() {
+        let created = existing("h1");
+        let (mc, log) = scripted_client(vec![(201, created.clone())]);
+        mc.create_mirror_pod(&static_pod(), "node1", "nuid").await.unwrap();
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log.len(), 1);
+        assert!(
+            log[0].starts_with("POST /api/v1/namespaces/default/pods?"),
+            "{}",
+            log[0]
+        );
+        assert!(log[0].contains(r#""kubernetes.io/config.mirror":"h1""#), "{}", log[0]);
+        assert!(log[0].contains(r#""kind":"Node""#), "{}", log[0]);
+
+        // AlreadyExists with the same hash is success; with another hash an error.
+        let (mc, log) = scripted_client(vec![(409, status(409, "AlreadyExists")), (200, created)]);
+        mc.create_mirror_pod(&static_pod(), "node1", "nuid").await.unwrap();
+        assert!(log.lock().unwrap()[1].starts_with("GET /api/v1/namespaces/default/pods/web-node1"));
+        let (mc, _) = scripted_client(vec![(409, status(409, "AlreadyExists")), (200, existing("old"))]);
+        let err = mc.create_mirror_pod(&static_pod(), "node1", "nuid").await.unwrap_err();
+        assert!(matches!(err, MirrorError::ExistsWithOtherHash { .. }), "{err}");
+        let (mc, _) = scripted_client(vec![(403, status(403, "Forbidden"))]);
+        let err = mc.create_mirror_pod(&static_pod(), "node1", "nuid").await.unwrap_err();
+        assert!(matches!(err, MirrorError::Create { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn delete_mirror_pod_requests() {
+        let (mc, log) = scripted_client(vec![(200, existing("h1"))]);
+        assert!(mc
+            .delete_mirror_pod("default", "web-node1", Some("api-uid"))
+            .await
+            .unwrap());
+        let line = log.lock().unwrap()[0].clone();
+        assert!(
+            line.starts_with("DELETE /api/v1/namespaces/default/pods/web-node1"),
+            "{line}"
+        );
+        assert!(line.contains(r#""gracePeriodSeconds":0"#), "{line}");
+        assert!(line.contains(r#""preconditions":{"uid":"api-uid"}"#), "{line}");
+
+        let (mc, _) = scripted_client(vec![(404, status(404, "NotFound"))]);
+        assert!(!mc.delete_mirror_pod("default", "web-node1", None).await.unwrap());
+        let (mc, _) = scripted_client(vec![(409, status(409, "Conflict"))]);
+        assert!(!mc
+            .delete_mirror_pod("default", "web-node1", Some("other"))
+            .await
+            .unwrap());
+        let (mc, _) = scripted_client(vec![(500, status(500, "InternalError"))]);
+        let err = mc.delete_mirror_pod("default", "web-node1", None).await.unwrap_err();
+        assert!(matches!(err, MirrorError::Delete { .. }), "{err}");
+    }
+
     #[test]
     fn mirror_needs_a_hash() {
         let s = pod_with(&[(CONFIG_SOURCE_ANNOTATION, "file")]);

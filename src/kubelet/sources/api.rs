@@ -171,6 +171,99 @@ mod tests {
         }
     }
 
+    /// A scripted API server behind the kube client (in process, no network): list, watch with
+    /// add/bookmark/delete, then 410 Gone, after which the source re-lists into a new snapshot.
+    #[tokio::test(start_paused = true)]
+    async fn watch_survives_gone_and_relists() {
+        use std::collections::VecDeque;
+        use std::convert::Infallible;
+        use std::sync::{Arc, Mutex};
+
+        fn pod_json(name: &str, rv: u32) -> String {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","namespace":"default","uid":"u-{name}","resourceVersion":"{rv}"}},"spec":{{"nodeName":"node1","containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+            )
+        }
+        fn list(rv: u32, pods: &[String]) -> String {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"PodList","metadata":{{"resourceVersion":"{rv}"}},"items":[{}]}}"#,
+                pods.join(",")
+            )
+        }
+        fn event(kind: &str, object: &str) -> String {
+            format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n")
+        }
+
+        let gone = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 13 (20)","reason":"Expired","code":410}"#;
+        let bookmark = r#"{"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"12"}}"#;
+        // One response per request, in order; None = a watch that stays open.
+        let script: VecDeque<Option<String>> = VecDeque::from([
+            Some(list(10, &[pod_json("a", 5)])),
+            Some(
+                event("ADDED", &pod_json("b", 11))
+                    + &event("BOOKMARK", bookmark)
+                    + &event("DELETED", &pod_json("a", 13)),
+            ),
+            Some(event("ERROR", gone)),
+            Some(list(20, &[pod_json("b", 11), pod_json("c", 19)])),
+            None,
+        ]);
+        let script = Arc::new(Mutex::new(script));
+        let requests = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (script2, requests2) = (script.clone(), requests.clone());
+        let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            requests2.lock().unwrap().push(req.uri().to_string());
+            let next = script2.lock().unwrap().pop_front().flatten();
+            async move {
+                match next {
+                    Some(body) => Ok::<_, Infallible>(http::Response::new(kube::client::Body::from(body.into_bytes()))),
+                    None => futures::future::pending().await,
+                }
+            }
+        });
+        let client = Client::new(svc, "default");
+        let (tx, mut rx) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        let task = spawn_api_source(client, "node1".into(), tx, shutdown.clone());
+
+        let mut updates = Vec::new();
+        for _ in 0..4 {
+            let u = tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            updates.push(match u {
+                SourceUpdate::Snapshot { pods, .. } => format!("snapshot {:?}", names(&pods)),
+                SourceUpdate::Upsert { pod, .. } => format!("upsert {}", pod.metadata.name.as_deref().unwrap()),
+                SourceUpdate::Remove { pod, .. } => format!("remove {}", pod.metadata.name.as_deref().unwrap()),
+            });
+        }
+        assert_eq!(
+            updates,
+            [r#"snapshot ["a"]"#, "upsert b", "remove a", r#"snapshot ["b", "c"]"#]
+        );
+        let reqs = requests.lock().unwrap().clone();
+        assert!(reqs.len() >= 4, "{reqs:?}");
+        for r in &reqs {
+            assert!(r.starts_with("/api/v1/pods?"), "{r}");
+            assert!(r.contains("fieldSelector=spec.nodeName%3Dnode1"), "{r}");
+            assert!(!r.contains("sendInitialEvents"), "no streaming lists: {r}");
+        }
+        assert!(
+            reqs[1].contains("watch=true") && reqs[1].contains("allowWatchBookmarks=true"),
+            "{}",
+            reqs[1]
+        );
+        assert!(
+            reqs[2].contains("resourceVersion=13"),
+            "re-watch from the last event: {}",
+            reqs[2]
+        );
+        assert!(!reqs[3].contains("watch=true"), "410 means re-list: {}", reqs[3]);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn empty_relist_is_an_empty_snapshot() {
         let mut t = WatchTranslator::default();
