@@ -345,8 +345,9 @@ impl Pleg {
         let elapsed = self.clock.to_virtual(Instant::now().saturating_duration_since(last));
         (elapsed > RELIST_THRESHOLD).then(|| {
             format!(
-                "pleg was last seen active {:?} ago; threshold is {:?}",
-                elapsed, RELIST_THRESHOLD
+                "pleg was last seen active {} ago; threshold is {}",
+                go_duration(elapsed),
+                go_duration(RELIST_THRESHOLD)
             )
         })
     }
@@ -458,6 +459,40 @@ impl Pleg {
                 Err(e)
             }
         }
+    }
+}
+
+/// A duration the way Go prints it (`3m0s`, `1h2m3.5s`, `250ms`), as the kubelet's messages do.
+pub fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".to_string();
+    }
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    let trim = |whole: u128, frac: u128, width: usize| {
+        let frac = format!("{frac:0width$}");
+        let frac = frac.trim_end_matches('0');
+        if frac.is_empty() {
+            whole.to_string()
+        } else {
+            format!("{whole}.{frac}")
+        }
+    };
+    if nanos < 1_000_000 {
+        return format!("{}µs", trim(nanos / 1_000, nanos % 1_000, 3));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", trim(nanos / 1_000_000, nanos % 1_000_000, 6));
+    }
+    let total_secs = nanos / 1_000_000_000;
+    let (h, m, s) = (total_secs / 3600, (total_secs / 60) % 60, total_secs % 60);
+    let secs = format!("{}s", trim(s, nanos % 1_000_000_000, 9));
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
     }
 }
 
@@ -813,7 +848,7 @@ mod tests {
         pleg.relist(&tx).await;
         tokio::time::advance(Duration::from_secs(2)).await;
         let err = pleg.health_error().unwrap();
-        assert!(err.contains("threshold is 180s"), "{err}");
+        assert_eq!(err, "pleg was last seen active 3m10s ago; threshold is 3m0s");
         rt.set_pods(vec![]);
         pleg.relist(&tx).await;
         assert!(pleg.healthy());
@@ -855,6 +890,23 @@ mod tests {
         assert_eq!(got, Some(ev("p", ContainerStarted, "c1")));
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    #[test]
+    fn go_durations() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(5), "5ns"),
+            (Duration::from_micros(1500), "1.5ms"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_millis(61_500), "1m1.5s"),
+            (Duration::from_secs(180), "3m0s"),
+            (Duration::from_secs(3723), "1h2m3s"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(go_duration(d), want);
+        }
     }
 
     // ---- cache ----
