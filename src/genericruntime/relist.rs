@@ -398,7 +398,12 @@ impl Pleg {
         for (uid, events) in with_events {
             let current = state.records.get(&uid).and_then(|r| r.current.clone());
             if let Err(e) = self.update_cache(&uid, current.as_ref()).await {
-                debug!(pod_uid = %uid, error = %e, "PLEG: inspecting pod failed; will retry next relist");
+                // Warn when a pod starts failing; repeats (every second) only at debug level.
+                if state.reinspect.contains_key(&uid) {
+                    debug!(pod_uid = %uid, error = %e, "PLEG: inspecting pod failed again");
+                } else {
+                    warn!(pod_uid = %uid, error = %e, "PLEG: inspecting pod failed; holding its events until it succeeds");
+                }
                 needs_reinspection.insert(uid, current);
                 continue;
             }
