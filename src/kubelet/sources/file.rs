@@ -582,6 +582,65 @@ spec:
     }
 
     #[test]
+    fn decode_forms() {
+        let p = Path::new("/m/x");
+        let with_marker = format!("---\n{YAML_POD}");
+        assert_eq!(
+            decode_manifest(p, with_marker.as_bytes())
+                .unwrap()
+                .metadata
+                .name
+                .as_deref(),
+            Some("web")
+        );
+        let json = format!("\n  {JSON_POD}");
+        assert_eq!(
+            decode_manifest(p, json.as_bytes()).unwrap().metadata.name.as_deref(),
+            Some("db")
+        );
+        let r = decode_manifest(p, b"apiVersion: apps/v1\nkind: Pod\n");
+        assert!(matches!(r, Err(FileSourceError::NotAPod { .. })), "{r:?}");
+        let r = decode_manifest(p, b"{\"apiVersion\": \"v1\", \"kind\": \"Pod\",");
+        assert!(matches!(r, Err(FileSourceError::ParseJson { .. })), "{r:?}");
+        let r = decode_manifest(p, b"apiVersion: v1\nkind: Pod\nspec:\n  containers: 3\n");
+        assert!(matches!(r, Err(FileSourceError::Decode { .. })), "{r:?}");
+        let r = decode_manifest(p, b"");
+        assert!(r.is_err(), "an empty file is not a pod: {r:?}");
+    }
+
+    #[test]
+    fn listing_changes_and_error_dedup() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.yaml"), YAML_POD).unwrap();
+        fs::write(dir.path().join("b.yaml"), "kind: Pod\n").unwrap();
+        let mut src = FileSource::new(dir.path().to_path_buf(), "n".into());
+        let first = src.apply_listing(list_dir(dir.path(), "n").unwrap());
+        assert_eq!(snapshot_pods(first.unwrap()).len(), 1);
+        assert_eq!(
+            src.logged_errors.len(),
+            1,
+            "the bad file's error is remembered (logged once)"
+        );
+        assert!(
+            src.apply_listing(list_dir(dir.path(), "n").unwrap()).is_none(),
+            "unchanged: no snapshot"
+        );
+        fs::remove_file(dir.path().join("b.yaml")).unwrap();
+        assert!(
+            src.apply_listing(list_dir(dir.path(), "n").unwrap()).is_none(),
+            "errors do not change the pods"
+        );
+        assert!(
+            src.logged_errors.is_empty(),
+            "a fixed file is forgotten, so a new problem logs again"
+        );
+        fs::write(dir.path().join("a.yaml"), YAML_POD.replace("web", "web2")).unwrap();
+        let pods = snapshot_pods(src.apply_listing(list_dir(dir.path(), "n").unwrap()).unwrap());
+        assert_eq!(pods[0].metadata.name.as_deref(), Some("web2-n"));
+        assert_eq!(src.seen.len(), 1, "first-seen times of vanished pods are dropped");
+    }
+
+    #[test]
     fn oversized_file_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let mut big = YAML_POD.to_string();
