@@ -193,8 +193,12 @@ pub struct DirListing {
     pub errors: Vec<FileSourceError>,
 }
 
-/// The manifest paths of `dir`: entries not starting with `.`, sorted.
+/// The manifest paths of `dir`: entries not starting with `.`, sorted. Like the kubelet's
+/// `staticPodPath`, the path may also name a single manifest file.
 fn manifest_paths(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
+    if std::fs::metadata(dir)?.is_file() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -649,6 +653,16 @@ spec:
         let listing = list_dir(dir.path(), "n").unwrap();
         assert!(listing.pods.is_empty());
         assert!(matches!(listing.errors[0], FileSourceError::TooLarge { .. }));
+    }
+
+    #[test]
+    fn path_may_be_a_single_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("only.yaml");
+        fs::write(&path, YAML_POD).unwrap();
+        let listing = list_dir(&path, "n").unwrap();
+        assert_eq!(listing.pods.len(), 1);
+        assert!(fingerprint(&path).is_some());
     }
 
     #[test]
