@@ -1,0 +1,6 @@
+//! keel's end-to-end test binary: one module per area.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod apiserver;
