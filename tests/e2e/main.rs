@@ -4,4 +4,7 @@
 mod support;
 
 mod apiserver;
+mod cri_backend;
+mod node;
 mod sources;
+mod status;

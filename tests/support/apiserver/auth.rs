@@ -21,7 +21,11 @@ impl UserInfo {
         if !groups.iter().any(|g| g == "system:authenticated") {
             groups.push("system:authenticated".into());
         }
-        UserInfo { name: name.to_string(), uid: uid.to_string(), groups }
+        UserInfo {
+            name: name.to_string(),
+            uid: uid.to_string(),
+            groups,
+        }
     }
 
     pub fn to_json(&self) -> Value {
@@ -38,8 +42,11 @@ pub fn user_from_cert(der: &[u8]) -> Option<UserInfo> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
     let cn = subject.iter_common_name().next()?.as_str().ok()?.to_string();
-    let groups: Vec<String> =
-        subject.iter_organization().filter_map(|a| a.as_str().ok()).map(str::to_string).collect();
+    let groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok())
+        .map(str::to_string)
+        .collect();
     Some(UserInfo::new(&cn, "", groups))
 }
 
@@ -51,7 +58,10 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn insert(&self, token: String, user: UserInfo, expires: Option<jiff::Timestamp>) {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).insert(token, (user, expires));
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token, (user, expires));
     }
 
     pub fn authenticate(&self, token: &str) -> Option<UserInfo> {
@@ -68,7 +78,10 @@ impl Tokens {
 pub fn bearer(header: Option<&str>) -> Option<&str> {
     let h = header?.trim();
     let (scheme, token) = h.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -79,8 +92,15 @@ mod tests {
     fn tokens_expire_and_bearer_parses() {
         let t = Tokens::default();
         t.insert("a".into(), UserInfo::new("u", "", Vec::new()), None);
-        t.insert("b".into(), UserInfo::new("v", "", Vec::new()), Some(jiff::Timestamp::UNIX_EPOCH));
-        assert_eq!(t.authenticate("a").unwrap().groups, vec!["system:authenticated".to_string()]);
+        t.insert(
+            "b".into(),
+            UserInfo::new("v", "", Vec::new()),
+            Some(jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert_eq!(
+            t.authenticate("a").unwrap().groups,
+            vec!["system:authenticated".to_string()]
+        );
         assert!(t.authenticate("b").is_none());
         assert_eq!(bearer(Some("Bearer xyz")), Some("xyz"));
         assert_eq!(bearer(Some("Basic xyz")), None);

@@ -13,7 +13,8 @@ const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -24,12 +25,25 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
 
 /// Name validation shared by all kinds: DNS-1123 subdomain (labels for namespaces).
 pub fn validate_name(kind: &str, group: &str, name: &str, label_only: bool) -> Result<(), ApiError> {
-    let ok = if label_only { is_dns1123_label(name) } else { is_dns1123_subdomain(name) };
+    let ok = if label_only {
+        is_dns1123_label(name)
+    } else {
+        is_dns1123_subdomain(name)
+    };
     if ok {
         return Ok(());
     }
-    let msg = if label_only { DNS1123_LABEL_MSG } else { DNS1123_SUBDOMAIN_MSG };
-    Err(ApiError::invalid(kind, group, name, vec![FieldError::invalid("metadata.name", json!(name), msg)]))
+    let msg = if label_only {
+        DNS1123_LABEL_MSG
+    } else {
+        DNS1123_SUBDOMAIN_MSG
+    };
+    Err(ApiError::invalid(
+        kind,
+        group,
+        name,
+        vec![FieldError::invalid("metadata.name", json!(name), msg)],
+    ))
 }
 
 fn obj_mut<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
@@ -129,7 +143,11 @@ pub fn default_pod(pod: &mut Value) {
         .get("serviceAccountName")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .or_else(|| spec.get("serviceAccount").and_then(Value::as_str).filter(|s| !s.is_empty()))
+        .or_else(|| {
+            spec.get("serviceAccount")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or("default")
         .to_string();
     spec.insert("serviceAccountName".into(), json!(sa));
@@ -163,7 +181,9 @@ pub fn default_pod(pod: &mut Value) {
 /// Quantity in base units (enough to compare requests and limits).
 pub fn parse_quantity(q: &str) -> Option<f64> {
     let q = q.trim();
-    let idx = q.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+')).unwrap_or(q.len());
+    let idx = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(q.len());
     let (num, suffix) = q.split_at(idx);
     let n: f64 = num.parse().ok()?;
     let mult = match suffix {
@@ -204,8 +224,14 @@ pub fn pod_qos(pod: &Value) -> &'static str {
         let get = |k: &str| c.pointer(&format!("/resources/{k}")).and_then(Value::as_object);
         let (requests, limits) = (get("requests"), get("limits"));
         for r in supported {
-            let req = requests.and_then(|m| m.get(r)).and_then(Value::as_str).and_then(parse_quantity);
-            let lim = limits.and_then(|m| m.get(r)).and_then(Value::as_str).and_then(parse_quantity);
+            let req = requests
+                .and_then(|m| m.get(r))
+                .and_then(Value::as_str)
+                .and_then(parse_quantity);
+            let lim = limits
+                .and_then(|m| m.get(r))
+                .and_then(Value::as_str)
+                .and_then(parse_quantity);
             if req.is_some_and(|v| v != 0.0) || lim.is_some_and(|v| v != 0.0) {
                 any_set = true;
             }
@@ -236,14 +262,20 @@ pub fn validate_pod(pod: &Value) -> Vec<FieldError> {
     }
     let mut seen: Vec<String> = Vec::new();
     for list in ["initContainers", "containers"] {
-        let Some(cs) = pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array) else { continue };
+        let Some(cs) = pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array) else {
+            continue;
+        };
         for (i, c) in cs.iter().enumerate() {
             let name = c.get("name").and_then(Value::as_str).unwrap_or("");
             let field = format!("spec.{list}[{i}]");
             if name.is_empty() {
                 errs.push(FieldError::required(format!("{field}.name"), ""));
             } else if !is_dns1123_label(name) {
-                errs.push(FieldError::invalid(format!("{field}.name"), json!(name), DNS1123_LABEL_MSG));
+                errs.push(FieldError::invalid(
+                    format!("{field}.name"),
+                    json!(name),
+                    DNS1123_LABEL_MSG,
+                ));
             } else if seen.iter().any(|s| s == name) {
                 errs.push(FieldError::duplicate(format!("{field}.name"), json!(name)));
             } else {
@@ -256,7 +288,11 @@ pub fn validate_pod(pod: &Value) -> Vec<FieldError> {
     }
     let rp = pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("");
     if !["Always", "OnFailure", "Never"].contains(&rp) {
-        errs.push(FieldError::not_supported("spec.restartPolicy", json!(rp), &["Always", "OnFailure", "Never"]));
+        errs.push(FieldError::not_supported(
+            "spec.restartPolicy",
+            json!(rp),
+            &["Always", "OnFailure", "Never"],
+        ));
     }
     errs
 }
@@ -264,7 +300,9 @@ pub fn validate_pod(pod: &Value) -> Vec<FieldError> {
 /// `ValidatePodUpdate`'s spec rule: only images, activeDeadlineSeconds, added tolerations (and a
 /// negative terminationGracePeriodSeconds lowered to 1) may change.
 pub fn validate_pod_spec_update(old: &Value, new: &Value) -> Vec<FieldError> {
-    let (Some(old_spec), Some(new_spec)) = (old.get("spec"), new.get("spec")) else { return Vec::new() };
+    let (Some(old_spec), Some(new_spec)) = (old.get("spec"), new.get("spec")) else {
+        return Vec::new();
+    };
     let mut mutated = new_spec.clone();
     for list in ["containers", "initContainers"] {
         let olds = old_spec.get(list).and_then(Value::as_array);
@@ -284,8 +322,16 @@ pub fn validate_pod_spec_update(old: &Value, new: &Value) -> Vec<FieldError> {
             None => m.remove("activeDeadlineSeconds"),
         };
         // Tolerations may only be added to.
-        let old_tol = old_spec.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
-        let new_tol = m.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
+        let old_tol = old_spec
+            .get("tolerations")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let new_tol = m
+            .get("tolerations")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         if old_tol.iter().all(|t| new_tol.contains(t)) {
             match old_spec.get("tolerations") {
                 Some(v) => m.insert("tolerations".into(), v.clone()),
@@ -293,7 +339,8 @@ pub fn validate_pod_spec_update(old: &Value, new: &Value) -> Vec<FieldError> {
             };
         }
         let old_grace = old_spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64);
-        if old_grace.is_some_and(|g| g < 0) && m.get("terminationGracePeriodSeconds").and_then(Value::as_i64) == Some(1) {
+        if old_grace.is_some_and(|g| g < 0) && m.get("terminationGracePeriodSeconds").and_then(Value::as_i64) == Some(1)
+        {
             m.insert("terminationGracePeriodSeconds".into(), json!(old_grace));
         }
     }

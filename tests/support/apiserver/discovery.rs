@@ -92,7 +92,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             resources.push(e);
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
 
@@ -103,11 +107,30 @@ mod tests {
     #[test]
     fn core_list_has_short_names_and_subresources() {
         let l = resource_list("", "v1").unwrap();
-        let names: Vec<&str> = l["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-        for want in ["pods", "pods/status", "pods/binding", "pods/log", "pods/exec", "nodes/status", "nodes/proxy", "serviceaccounts/token"] {
+        let names: Vec<&str> = l["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        for want in [
+            "pods",
+            "pods/status",
+            "pods/binding",
+            "pods/log",
+            "pods/exec",
+            "nodes/status",
+            "nodes/proxy",
+            "serviceaccounts/token",
+        ] {
             assert!(names.contains(&want), "{want}");
         }
-        let pods = l["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods").unwrap();
+        let pods = l["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "pods")
+            .unwrap();
         assert_eq!(pods["shortNames"], json!(["po"]));
         assert!(resource_list("coordination.k8s.io", "v1").is_some());
         assert!(resource_list("apps", "v1").is_none());
@@ -149,13 +172,19 @@ pub fn openapi_v3_doc(gv_path: &str) -> Option<Value> {
         }
         found = true;
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let base = if r.group.is_empty() { format!("/api/{}", r.version) } else { format!("/apis/{}/{}", r.group, r.version) };
-        let coll = if r.namespaced { format!("{base}/namespaces/{{namespace}}/{}", r.plural) } else { format!("{base}/{}", r.plural) };
+        let base = if r.group.is_empty() {
+            format!("/api/{}", r.version)
+        } else {
+            format!("/apis/{}/{}", r.group, r.version)
+        };
+        let coll = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}", r.plural)
+        } else {
+            format!("{base}/{}", r.plural)
+        };
         let param = |n: &str| json!({"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
         let write_params = json!([param("dryRun"), param("fieldManager"), param("fieldValidation")]);
-        let op = |action: &str, params: &Value| {
-            json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": params})
-        };
+        let op = |action: &str, params: &Value| json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": params});
         let has = |v: &str| r.verbs.contains(&v);
         let mut item = serde_json::Map::new();
         if has("get") {
@@ -168,11 +197,17 @@ pub fn openapi_v3_doc(gv_path: &str) -> Option<Value> {
             item.insert("patch".into(), op("patch", &write_params));
         }
         if has("delete") {
-            item.insert("delete".into(), op("delete", &json!([param("dryRun"), param("gracePeriodSeconds")])));
+            item.insert(
+                "delete".into(),
+                op("delete", &json!([param("dryRun"), param("gracePeriodSeconds")])),
+            );
         }
         let mut collection = serde_json::Map::new();
         if has("list") {
-            collection.insert("get".into(), op("list", &json!([param("labelSelector"), param("fieldSelector")])));
+            collection.insert(
+                "get".into(),
+                op("list", &json!([param("labelSelector"), param("fieldSelector")])),
+            );
         }
         if has("create") {
             collection.insert("post".into(), op("post", &write_params));

@@ -32,13 +32,28 @@ pub enum FieldErrorKind {
 
 impl FieldError {
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
-        FieldError { kind: FieldErrorKind::Required, field: field.into(), detail: detail.into(), value: None }
+        FieldError {
+            kind: FieldErrorKind::Required,
+            field: field.into(),
+            detail: detail.into(),
+            value: None,
+        }
     }
     pub fn invalid(field: impl Into<String>, value: Value, detail: impl Into<String>) -> FieldError {
-        FieldError { kind: FieldErrorKind::Invalid, field: field.into(), detail: detail.into(), value: Some(value) }
+        FieldError {
+            kind: FieldErrorKind::Invalid,
+            field: field.into(),
+            detail: detail.into(),
+            value: Some(value),
+        }
     }
     pub fn duplicate(field: impl Into<String>, value: Value) -> FieldError {
-        FieldError { kind: FieldErrorKind::Duplicate, field: field.into(), detail: String::new(), value: Some(value) }
+        FieldError {
+            kind: FieldErrorKind::Duplicate,
+            field: field.into(),
+            detail: String::new(),
+            value: Some(value),
+        }
     }
     pub fn not_supported(field: impl Into<String>, value: Value, valid: &[&str]) -> FieldError {
         let quoted: Vec<String> = valid.iter().map(|v| format!("\"{v}\"")).collect();
@@ -50,7 +65,12 @@ impl FieldError {
         }
     }
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
-        FieldError { kind: FieldErrorKind::Forbidden, field: field.into(), detail: detail.into(), value: None }
+        FieldError {
+            kind: FieldErrorKind::Forbidden,
+            field: field.into(),
+            detail: detail.into(),
+            value: None,
+        }
     }
 
     fn type_text(&self) -> (&'static str, &'static str) {
@@ -83,7 +103,12 @@ impl FieldError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn not_found(resource: &str, group: &str, name: &str) -> ApiError {
@@ -127,7 +152,11 @@ impl ApiError {
 
     pub fn invalid(kind: &str, group: &str, name: &str, errors: Vec<FieldError>) -> ApiError {
         let bodies: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.body())).collect();
-        let list = if bodies.len() == 1 { bodies[0].clone() } else { format!("[{}]", bodies.join(", ")) };
+        let list = if bodies.len() == 1 {
+            bodies[0].clone()
+        } else {
+            format!("[{}]", bodies.join(", "))
+        };
         let causes: Vec<Value> = errors
             .iter()
             .map(|e| json!({"reason": e.type_text().0, "message": e.body(), "field": e.field}))
@@ -149,7 +178,11 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> ApiError {
-        ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     pub fn unsupported_media_type(content_type: &str) -> ApiError {
@@ -165,7 +198,12 @@ impl ApiError {
     }
 
     pub fn page_not_found() -> ApiError {
-        ApiError { code: 404, reason: "NotFound", message: "the server could not find the requested resource".into(), details: Some(json!({})) }
+        ApiError {
+            code: 404,
+            reason: "NotFound",
+            message: "the server could not find the requested resource".into(),
+            details: Some(json!({})),
+        }
     }
 
     pub fn to_status(&self) -> Value {

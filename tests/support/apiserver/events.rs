@@ -21,7 +21,11 @@ pub fn to_core(obj: &Value) -> Value {
     let mut out = Map::new();
     if let Some(m) = obj.as_object() {
         for (k, v) in m {
-            let core = RENAMES.iter().find(|(new, _)| new == k).map(|(_, core)| *core).unwrap_or(k);
+            let core = RENAMES
+                .iter()
+                .find(|(new, _)| new == k)
+                .map(|(_, core)| *core)
+                .unwrap_or(k);
             out.insert(core.to_string(), v.clone());
         }
     }
@@ -35,14 +39,23 @@ pub fn to_events_v1(obj: &Value) -> Value {
     let mut out = Map::new();
     if let Some(m) = obj.as_object() {
         for (k, v) in m {
-            let new = RENAMES.iter().find(|(_, core)| core == k).map(|(new, _)| *new).unwrap_or(k);
+            let new = RENAMES
+                .iter()
+                .find(|(_, core)| core == k)
+                .map(|(new, _)| *new)
+                .unwrap_or(k);
             out.insert(new.to_string(), v.clone());
         }
     }
     out.insert("apiVersion".into(), Value::from("events.k8s.io/v1"));
     out.insert("kind".into(), Value::from("Event"));
     // Empty deprecated fields are dropped on output, like the typed conversion's omitempty.
-    for k in ["deprecatedSource", "deprecatedFirstTimestamp", "deprecatedLastTimestamp", "deprecatedCount"] {
+    for k in [
+        "deprecatedSource",
+        "deprecatedFirstTimestamp",
+        "deprecatedLastTimestamp",
+        "deprecatedCount",
+    ] {
         let empty = match out.get(k) {
             Some(Value::Object(m)) => m.values().all(|v| v.as_str() == Some("")),
             Some(Value::Null) => true,

@@ -75,7 +75,8 @@ impl Req {
 pub fn json_response(code: u16, body: &Value) -> Response<Body> {
     let mut r = Response::new(Body::from(body.to_string()));
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -99,7 +100,10 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (bytes[i], hex) {
             (b'+', _) => out.push(b' '),
             (b'%', Some(b)) => {
@@ -127,10 +131,19 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
 /// Entry point for every request.
 pub async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Request<Incoming>) -> Response<Body> {
     if !shared.available.load(Ordering::SeqCst) {
-        return status_response(&ApiError::unavailable("the server is currently unable to handle the request"));
+        return status_response(&ApiError::unavailable(
+            "the server is currently unable to handle the request",
+        ));
     }
     let (parts, body) = req.into_parts();
-    let header = |h: http::header::HeaderName| parts.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let header = |h: http::header::HeaderName| {
+        parts
+            .headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
     let token_user = || {
         let auth = header(http::header::AUTHORIZATION);
         bearer(Some(&auth)).and_then(|t| shared.tokens.authenticate(t))
@@ -140,7 +153,13 @@ pub async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Reque
     };
     let body = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
         Ok(b) => b,
-        Err(e) => return status_response(&ApiError::new(413, "RequestEntityTooLarge", format!("reading the request body: {e}"))),
+        Err(e) => {
+            return status_response(&ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("reading the request body: {e}"),
+            ))
+        }
     };
     let r = Req {
         method: parts.method.clone(),
@@ -159,12 +178,21 @@ pub async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Reque
 
 fn route(shared: &Arc<Shared>, path: &str, r: &Req) -> Result<Response<Body>, ApiError> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let get_only = |v: Value| if r.method == Method::GET { Ok(json_response(200, &v)) } else { Err(ApiError::method_not_allowed()) };
+    let get_only = |v: Value| {
+        if r.method == Method::GET {
+            Ok(json_response(200, &v))
+        } else {
+            Err(ApiError::method_not_allowed())
+        }
+    };
     match segs.as_slice() {
         ["version"] => get_only(discovery::version()),
         ["healthz"] | ["livez"] | ["readyz"] => {
             let mut resp = Response::new(Body::from("ok"));
-            resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
             Ok(resp)
         }
         ["api"] => get_only(discovery::api_versions(&shared.addr.to_string())),
@@ -187,7 +215,13 @@ struct Target {
     sub: Option<String>,
 }
 
-fn resource_request(shared: &Arc<Shared>, group: &str, version: &str, rest: &[&str], r: &Req) -> Result<Response<Body>, ApiError> {
+fn resource_request(
+    shared: &Arc<Shared>,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    r: &Req,
+) -> Result<Response<Body>, ApiError> {
     if rest.is_empty() {
         return match discovery::resource_list(group, version) {
             Some(v) if r.method == Method::GET => Ok(json_response(200, &v)),
@@ -200,7 +234,9 @@ fn resource_request(shared: &Arc<Shared>, group: &str, version: &str, rest: &[&s
         _ => (false, rest),
     };
     let (ns, plural, tail): (Option<&str>, &str, &[&str]) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if !(tail.is_empty() && (*plural == "status" || *plural == "finalize")) => {
+        ["namespaces", ns, plural, tail @ ..]
+            if !(tail.is_empty() && (*plural == "status" || *plural == "finalize")) =>
+        {
             (Some(ns), plural, tail)
         }
         [plural, tail @ ..] => (None, plural, tail),
@@ -227,10 +263,18 @@ fn resource_request(shared: &Arc<Shared>, group: &str, version: &str, rest: &[&s
         return subresource(shared, &t, &sub, r);
     }
     if resources::is_review(res) {
-        return if r.method == Method::POST && t.name.is_none() { review(shared, res, r) } else { Err(ApiError::method_not_allowed()) };
+        return if r.method == Method::POST && t.name.is_none() {
+            review(shared, res, r)
+        } else {
+            Err(ApiError::method_not_allowed())
+        };
     }
     if res.plural == "bindings" {
-        return if r.method == Method::POST { bind(shared, &t, r) } else { Err(ApiError::method_not_allowed()) };
+        return if r.method == Method::POST {
+            bind(shared, &t, r)
+        } else {
+            Err(ApiError::method_not_allowed())
+        };
     }
     match (&r.method, &t.name) {
         (&Method::GET, Some(_)) if watch => watch_request(shared, &t, r),
@@ -280,7 +324,12 @@ fn ns_of(t: &Target) -> &str {
 fn respond_one(res: &Resource, code: u16, obj: &Value, r: &Req) -> Response<Body> {
     if r.wants_table() {
         let list_meta = json!({"resourceVersion": meta_str(obj, "resourceVersion")});
-        let t = table::table(res.kind, &[present(res, obj)], list_meta, IncludeObject::parse(r.q("includeObject")));
+        let t = table::table(
+            res.kind,
+            &[present(res, obj)],
+            list_meta,
+            IncludeObject::parse(r.q("includeObject")),
+        );
         return json_response(code, &t);
     }
     json_response(code, &present(res, obj))
@@ -288,7 +337,9 @@ fn respond_one(res: &Resource, code: u16, obj: &Value, r: &Req) -> Response<Body
 
 fn get(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req) -> Result<Response<Body>, ApiError> {
     let store = shared.store.lock();
-    let obj = store.get(t.res.store, ns_of(t), n).ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, n))?;
+    let obj = store
+        .get(t.res.store, ns_of(t), n)
+        .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, n))?;
     Ok(respond_one(t.res, 200, obj, r))
 }
 
@@ -315,7 +366,10 @@ fn list(shared: &Arc<Shared>, t: &Target, r: &Req) -> Result<Response<Body>, Api
     // The brief asks for 410 on too-old Exact and NotOlderThan lists (the cache cannot serve them).
     if let (Some(rv), Some("Exact" | "NotOlderThan")) = (rv, r.q("resourceVersionMatch")) {
         if rv != 0 && rv < store.compacted() {
-            return Err(ApiError::gone(format!("too old resource version: {rv} ({})", store.compacted())));
+            return Err(ApiError::gone(format!(
+                "too old resource version: {rv} ({})",
+                store.compacted()
+            )));
         }
     }
     let items: Vec<Value> = store
@@ -327,7 +381,15 @@ fn list(shared: &Arc<Shared>, t: &Target, r: &Req) -> Result<Response<Body>, Api
     let list_meta = json!({"resourceVersion": store.rv().to_string()});
     drop(store);
     if r.wants_table() {
-        return Ok(json_response(200, &table::table(t.res.kind, &items, list_meta, IncludeObject::parse(r.q("includeObject")))));
+        return Ok(json_response(
+            200,
+            &table::table(
+                t.res.kind,
+                &items,
+                list_meta,
+                IncludeObject::parse(r.q("includeObject")),
+            ),
+        ));
     }
     // List items carry no kind/apiVersion, like the real server's typed lists.
     let items: Vec<Value> = items
@@ -353,7 +415,10 @@ fn watch_request(shared: &Arc<Shared>, t: &Target, r: &Req) -> Result<Response<B
         fields = FieldSelector::parse(&format!("metadata.name={n}"), t.res.store, &api_version(t.res))?;
     }
     let rv = parse_rv(r.q("resourceVersion"))?;
-    let timeout = r.q("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs);
+    let timeout = r
+        .q("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs);
     let res = t.res;
     let table = r.wants_table().then(|| IncludeObject::parse(r.q("includeObject")));
     let bucket = res.store;
@@ -382,8 +447,12 @@ fn watch_request(shared: &Arc<Shared>, t: &Target, r: &Req) -> Result<Response<B
     };
     let body = watch::start(shared, spec);
     let mut resp = Response::new(body);
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    resp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     Ok(resp)
 }
 
@@ -399,7 +468,10 @@ fn decode_object(t: &Target, r: &Req) -> Result<Value, ApiError> {
     }
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
     if !kind.is_empty() && kind != t.res.kind {
-        return Err(ApiError::bad_request(format!("the kind in the data ({kind}) does not match the expected kind ({})", t.res.kind)));
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            t.res.kind
+        )));
     }
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), json!(want_av));
@@ -423,8 +495,14 @@ fn check_namespace(store: &Inner, ns: &str, creating: bool) -> Result<(), ApiErr
     if ns.is_empty() {
         return Ok(());
     }
-    let nsobj = store.get("namespaces", "", ns).ok_or_else(|| ApiError::not_found("namespaces", "", ns))?;
-    if creating && meta(nsobj).and_then(|m| m.get("deletionTimestamp")).is_some_and(|v| !v.is_null()) {
+    let nsobj = store
+        .get("namespaces", "", ns)
+        .ok_or_else(|| ApiError::not_found("namespaces", "", ns))?;
+    if creating
+        && meta(nsobj)
+            .and_then(|m| m.get("deletionTimestamp"))
+            .is_some_and(|v| !v.is_null())
+    {
         return Err(ApiError::new(
             403,
             "Forbidden",
@@ -435,11 +513,16 @@ fn check_namespace(store: &Inner, ns: &str, creating: bool) -> Result<(), ApiErr
 }
 
 fn finalizers(obj: &Value) -> usize {
-    meta(obj).and_then(|m| m.get("finalizers")).and_then(Value::as_array).map_or(0, Vec::len)
+    meta(obj)
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
 }
 
 fn deletion_timestamp(obj: &Value) -> Option<&str> {
-    meta(obj).and_then(|m| m.get("deletionTimestamp")).and_then(Value::as_str)
+    meta(obj)
+        .and_then(|m| m.get("deletionTimestamp"))
+        .and_then(Value::as_str)
 }
 
 fn create(shared: &Arc<Shared>, t: &Target, r: &Req) -> Result<Response<Body>, ApiError> {
@@ -450,7 +533,14 @@ fn create(shared: &Arc<Shared>, t: &Target, r: &Req) -> Result<Response<Body>, A
 }
 
 /// Create with metadata, defaulting, validation and kind-specific behaviour.
-pub(crate) fn create_object(store: &mut Inner, res: &Resource, ns: &str, mut obj: Value, dry_run: bool, ca_pem: &str) -> Result<Value, ApiError> {
+pub(crate) fn create_object(
+    store: &mut Inner,
+    res: &Resource,
+    ns: &str,
+    mut obj: Value,
+    dry_run: bool,
+    ca_pem: &str,
+) -> Result<Value, ApiError> {
     check_namespace(store, ns, true)?;
     let (kind, _) = storage_type(res);
     let m = meta_mut(&mut obj);
@@ -462,13 +552,22 @@ pub(crate) fn create_object(store: &mut Inner, res: &Resource, ns: &str, mut obj
                 kind,
                 res.group,
                 "",
-                vec![FieldError::required("metadata.name", "name or generateName is required")],
+                vec![FieldError::required(
+                    "metadata.name",
+                    "name or generateName is required",
+                )],
             ));
         }
         name = format!("{gen}{}", random_suffix(5));
         m.insert("name".into(), json!(name));
     }
-    for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
+    for k in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+        "managedFields",
+    ] {
         m.remove(k);
     }
     m.insert("uid".into(), json!(new_uid()));
@@ -517,12 +616,18 @@ pub(crate) fn create_object(store: &mut Inner, res: &Resource, ns: &str, mut obj
 }
 
 fn default_service(store: &Inner, obj: &mut Value) {
-    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
     super::objects::default_field(spec, "type", json!("ClusterIP"));
     super::objects::default_field(spec, "sessionAffinity", json!("None"));
     super::objects::default_field(spec, "internalTrafficPolicy", json!("Cluster"));
     if spec.get("clusterIP").and_then(Value::as_str) != Some("None") {
-        let used: Vec<String> = store.list("services", None).iter().map(|s| super::objects::path_str(s, "spec.clusterIP").to_string()).collect();
+        let used: Vec<String> = store
+            .list("services", None)
+            .iter()
+            .map(|s| super::objects::path_str(s, "spec.clusterIP").to_string())
+            .collect();
         let ip = (10u32..65000)
             .map(|i| format!("10.96.{}.{}", i / 250, i % 250 + 1))
             .find(|ip| !used.contains(ip))
@@ -577,7 +682,16 @@ fn update(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req, status_only: bool)
         )));
     }
     let mut store = shared.store.lock();
-    let (code, out) = update_object(&mut store, t.res, ns_of(t), n, obj, status_only, r.dry_run(), &shared.pki.ca_pem)?;
+    let (code, out) = update_object(
+        &mut store,
+        t.res,
+        ns_of(t),
+        n,
+        obj,
+        status_only,
+        r.dry_run(),
+        &shared.pki.ca_pem,
+    )?;
     Ok(respond_one(t.res, code, &out, r))
 }
 
@@ -622,7 +736,15 @@ fn update_object(
         // Metadata the client cannot change on update.
         let old_meta = meta(&old).cloned().unwrap_or_default();
         let m = meta_mut(&mut new);
-        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
             match old_meta.get(k) {
                 Some(v) => m.insert(k.to_string(), v.clone()),
                 None => m.remove(k),
@@ -647,7 +769,10 @@ fn update_object(
                 return Err(ApiError::invalid(kind, res.group, n, errs));
             }
             if new.get("spec") != old.get("spec") {
-                let g = meta(&old).and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(1);
+                let g = meta(&old)
+                    .and_then(|m| m.get("generation"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
                 meta_mut(&mut new).insert("generation".into(), json!(g + 1));
             }
         }
@@ -661,7 +786,10 @@ fn update_object(
     let out = store.update(res.store, ns, new);
     // An object waiting for its finalizers goes once the last one is removed.
     if deletion_timestamp(&out).is_some() && finalizers(&out) == 0 && res.store != "namespaces" {
-        let grace = meta(&out).and_then(|m| m.get("deletionGracePeriodSeconds")).and_then(Value::as_i64).unwrap_or(0);
+        let grace = meta(&out)
+            .and_then(|m| m.get("deletionGracePeriodSeconds"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if grace == 0 {
             if let Some(gone) = store.delete(res.store, ns, n) {
                 after_removal(store, res.store, ns);
@@ -672,8 +800,15 @@ fn update_object(
     Ok((200, out))
 }
 
-fn patch_request(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req, status_only: bool) -> Result<Response<Body>, ApiError> {
-    let ty = PatchType::from_content_type(&r.content_type).ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
+fn patch_request(
+    shared: &Arc<Shared>,
+    t: &Target,
+    n: &str,
+    r: &Req,
+    status_only: bool,
+) -> Result<Response<Body>, ApiError> {
+    let ty = PatchType::from_content_type(&r.content_type)
+        .ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
     let mut store = shared.store.lock();
     let current = store
         .get(t.res.store, ns_of(t), n)
@@ -690,7 +825,16 @@ fn patch_request(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req, status_only
     if let Some(ns) = &t.ns {
         meta_mut(&mut patched).insert("namespace".into(), json!(ns));
     }
-    let (_, out) = update_object(&mut store, t.res, ns_of(t), n, patched, status_only, r.dry_run(), &shared.pki.ca_pem)?;
+    let (_, out) = update_object(
+        &mut store,
+        t.res,
+        ns_of(t),
+        n,
+        patched,
+        status_only,
+        r.dry_run(),
+        &shared.pki.ca_pem,
+    )?;
     Ok(respond_one(t.res, 200, &out, r))
 }
 
@@ -703,19 +847,34 @@ struct DeleteOpts {
 }
 
 fn delete_opts(r: &Req) -> Result<DeleteOpts, ApiError> {
-    let mut o = DeleteOpts { dry_run: r.dry_run(), ..Default::default() };
+    let mut o = DeleteOpts {
+        dry_run: r.dry_run(),
+        ..Default::default()
+    };
     if !r.body.iter().all(u8::is_ascii_whitespace) {
         let b: Value = serde_json::from_slice(&r.body)
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions body: {e}")))?;
         o.grace = b.get("gracePeriodSeconds").and_then(Value::as_i64);
-        o.uid = b.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-        o.resource_version = b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
-        if b.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All")) {
+        o.uid = b
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        o.resource_version = b
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if b.get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v == "All"))
+        {
             o.dry_run = true;
         }
     }
     if let Some(g) = r.q("gracePeriodSeconds") {
-        o.grace = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?);
+        o.grace = Some(
+            g.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?,
+        );
     }
     Ok(o)
 }
@@ -737,8 +896,17 @@ fn delete(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req) -> Result<Response
 }
 
 /// `rest.BeforeDelete` + the registry's delete: returns the object and whether it is gone.
-fn delete_object(store: &mut Inner, res: &Resource, ns: &str, n: &str, opts: &DeleteOpts) -> Result<(Value, bool), ApiError> {
-    let obj = store.get(res.store, ns, n).cloned().ok_or_else(|| ApiError::not_found(res.plural, res.group, n))?;
+fn delete_object(
+    store: &mut Inner,
+    res: &Resource,
+    ns: &str,
+    n: &str,
+    opts: &DeleteOpts,
+) -> Result<(Value, bool), ApiError> {
+    let obj = store
+        .get(res.store, ns, n)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(res.plural, res.group, n))?;
     if let Some(uid) = &opts.uid {
         let have = meta_str(&obj, "uid");
         if uid != have {
@@ -764,7 +932,9 @@ fn delete_object(store: &mut Inner, res: &Resource, ns: &str, n: &str, opts: &De
     if res.store == "namespaces" {
         return delete_namespace(store, obj, opts);
     }
-    let grace_now = meta(&obj).and_then(|m| m.get("deletionGracePeriodSeconds")).and_then(Value::as_i64);
+    let grace_now = meta(&obj)
+        .and_then(|m| m.get("deletionGracePeriodSeconds"))
+        .and_then(Value::as_i64);
     let remove = |store: &mut Inner| -> (Value, bool) {
         if opts.dry_run {
             return (obj.clone(), true);
@@ -791,7 +961,11 @@ fn delete_object(store: &mut Inner, res: &Resource, ns: &str, n: &str, opts: &De
         // Already being deleted: only a shorter grace period may be given.
         let current = grace_now.unwrap_or(0);
         if current == 0 {
-            return Ok(if finalizers(&obj) == 0 { remove(store) } else { (obj.clone(), false) });
+            return Ok(if finalizers(&obj) == 0 {
+                remove(store)
+            } else {
+                (obj.clone(), false)
+            });
         }
         match opts.grace {
             Some(g) if g < current => {
@@ -810,11 +984,20 @@ fn delete_object(store: &mut Inner, res: &Resource, ns: &str, n: &str, opts: &De
     }
     let period = if res.store == "pods" {
         // podStrategy.CheckGracefulDelete.
-        let mut p = opts
-            .grace
-            .unwrap_or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0));
+        let mut p = opts.grace.unwrap_or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        });
         let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
-        if obj.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").is_empty() || phase == "Succeeded" || phase == "Failed" {
+        if obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+            || phase == "Succeeded"
+            || phase == "Failed"
+        {
             p = 0;
         }
         if p < 0 {
@@ -854,7 +1037,11 @@ fn delete_namespace(store: &mut Inner, obj: Value, opts: &DeleteOpts) -> Result<
     upd["status"] = json!({"phase": "Terminating"});
     let out = store.update("namespaces", "", upd);
     // The namespace controller: gracefully delete pods, remove everything else, then the namespace.
-    let pods: Vec<String> = store.list("pods", Some(&ns)).iter().map(|p| name(p).to_string()).collect();
+    let pods: Vec<String> = store
+        .list("pods", Some(&ns))
+        .iter()
+        .map(|p| name(p).to_string())
+        .collect();
     let pod_res = resources::find("", "v1", "pods");
     for p in pods {
         if let Some(pr) = pod_res {
@@ -869,7 +1056,11 @@ fn delete_namespace(store: &mut Inner, obj: Value, opts: &DeleteOpts) -> Result<
         .map(|r| r.store)
         .collect();
     for bucket in others {
-        let names: Vec<String> = store.list(bucket, Some(&ns)).iter().map(|o| name(o).to_string()).collect();
+        let names: Vec<String> = store
+            .list(bucket, Some(&ns))
+            .iter()
+            .map(|o| name(o).to_string())
+            .collect();
         for n in names {
             store.delete(bucket, &ns, &n);
         }
@@ -884,7 +1075,9 @@ fn after_removal(store: &mut Inner, bucket: &str, ns: &str) {
     if bucket != "pods" || ns.is_empty() {
         return;
     }
-    let terminating = store.get("namespaces", "", ns).is_some_and(|o| deletion_timestamp(o).is_some());
+    let terminating = store
+        .get("namespaces", "", ns)
+        .is_some_and(|o| deletion_timestamp(o).is_some());
     if terminating && store.list("pods", Some(ns)).is_empty() {
         store.delete("namespaces", "", ns);
     }
@@ -935,22 +1128,45 @@ fn subresource(shared: &Arc<Shared>, t: &Target, sub: &str, r: &Req) -> Result<R
 fn bind(shared: &Arc<Shared>, t: &Target, r: &Req) -> Result<Response<Body>, ApiError> {
     let b = r.json_body()?;
     let pod_name = t.name.clone().unwrap_or_else(|| meta_str(&b, "name").to_string());
-    let node = b.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let node = b
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if node.is_empty() {
-        return Err(ApiError::invalid("Binding", "", &pod_name, vec![FieldError::required("target.name", "")]));
+        return Err(ApiError::invalid(
+            "Binding",
+            "",
+            &pod_name,
+            vec![FieldError::required("target.name", "")],
+        ));
     }
     let ns = ns_of(t).to_string();
     let mut store = shared.store.lock();
-    let mut pod = store.get("pods", &ns, &pod_name).cloned().ok_or_else(|| ApiError::not_found("pods", "", &pod_name))?;
+    let mut pod = store
+        .get("pods", &ns, &pod_name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("pods", "", &pod_name))?;
     if deletion_timestamp(&pod).is_some() {
-        return Err(ApiError::conflict("pods", "", &pod_name, &format!("pod {pod_name} is being deleted, cannot be assigned to a host")));
+        return Err(ApiError::conflict(
+            "pods",
+            "",
+            &pod_name,
+            &format!("pod {pod_name} is being deleted, cannot be assigned to a host"),
+        ));
     }
     let current = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
     if !current.is_empty() {
-        return Err(ApiError::conflict("pods", "", &pod_name, &format!("pod {pod_name} is already assigned to node \"{current}\"")));
+        return Err(ApiError::conflict(
+            "pods",
+            "",
+            &pod_name,
+            &format!("pod {pod_name} is already assigned to node \"{current}\""),
+        ));
     }
     pod["spec"]["nodeName"] = json!(node);
-    let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_time()});
+    let cond =
+        json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_time()});
     let conds = pod.pointer_mut("/status/conditions").and_then(Value::as_array_mut);
     match conds {
         Some(cs) => {
@@ -968,7 +1184,10 @@ fn evict(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req) -> Result<Response<
     let mut opts = DeleteOpts::default();
     if let Some(d) = b.get("deleteOptions") {
         opts.grace = d.get("gracePeriodSeconds").and_then(Value::as_i64);
-        opts.uid = d.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+        opts.uid = d
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
     }
     let mut store = shared.store.lock();
     delete_object(&mut store, t.res, ns_of(t), n, &opts)?;
@@ -980,13 +1199,20 @@ fn token_request(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req) -> Result<R
     let req = r.json_body()?;
     let ns = ns_of(t).to_string();
     let spec = req.get("spec").cloned().unwrap_or_else(|| json!({}));
-    let secs = spec.get("expirationSeconds").and_then(Value::as_i64).unwrap_or(DEFAULT_TOKEN_SECONDS);
+    let secs = spec
+        .get("expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(DEFAULT_TOKEN_SECONDS);
     if secs < 600 {
         return Err(ApiError::invalid(
             "TokenRequest",
             "authentication.k8s.io",
             n,
-            vec![FieldError::invalid("spec.expirationSeconds", json!(secs), "may not specify a duration less than 10 minutes")],
+            vec![FieldError::invalid(
+                "spec.expirationSeconds",
+                json!(secs),
+                "may not specify a duration less than 10 minutes",
+            )],
         ));
     }
     if secs > 1 << 32 {
@@ -994,7 +1220,11 @@ fn token_request(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req) -> Result<R
             "TokenRequest",
             "authentication.k8s.io",
             n,
-            vec![FieldError::invalid("spec.expirationSeconds", json!(secs), "may not specify a duration larger than 2^32 seconds")],
+            vec![FieldError::invalid(
+                "spec.expirationSeconds",
+                json!(secs),
+                "may not specify a duration larger than 2^32 seconds",
+            )],
         ));
     }
     let audiences: Vec<String> = spec
@@ -1004,7 +1234,9 @@ fn token_request(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req) -> Result<R
         .filter(|a: &Vec<String>| !a.is_empty())
         .unwrap_or_else(|| vec![API_AUDIENCE.to_string()]);
     let store = shared.store.lock();
-    let sa = store.get("serviceaccounts", &ns, n).ok_or_else(|| ApiError::not_found("serviceaccounts", "", n))?;
+    let sa = store
+        .get("serviceaccounts", &ns, n)
+        .ok_or_else(|| ApiError::not_found("serviceaccounts", "", n))?;
     let sa_uid = meta_str(sa, "uid").to_string();
     let mut k8s = json!({"namespace": ns, "serviceaccount": {"name": n, "uid": sa_uid}});
     if let Some(bound) = spec.get("boundObjectRef").filter(|b| !b.is_null()) {
@@ -1015,11 +1247,15 @@ fn token_request(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req) -> Result<R
             "Secret" => "secrets",
             "Node" => "nodes",
             _ => {
-                return Err(ApiError::bad_request(format!("cannot bind token to object of type {kind}")));
+                return Err(ApiError::bad_request(format!(
+                    "cannot bind token to object of type {kind}"
+                )));
             }
         };
         let bns = if kind == "Node" { "" } else { ns.as_str() };
-        let obj = store.get(bucket, bns, bname).ok_or_else(|| ApiError::not_found(bucket, "", bname))?;
+        let obj = store
+            .get(bucket, bns, bname)
+            .ok_or_else(|| ApiError::not_found(bucket, "", bname))?;
         let uid = meta_str(obj, "uid");
         if let Some(want) = bound.get("uid").and_then(Value::as_str).filter(|u| !u.is_empty()) {
             if want != uid {
@@ -1036,8 +1272,18 @@ fn token_request(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req) -> Result<R
         "aud": audiences, "exp": exp.as_second(), "iat": now.as_second(), "nbf": now.as_second(),
         "iss": API_AUDIENCE, "jti": new_uid(), "sub": sub, "kubernetes.io": k8s,
     });
-    let token = shared.pki.sign_jwt(&claims).map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
-    let user = UserInfo::new(&sub, &sa_uid, ["system:serviceaccounts".to_string(), format!("system:serviceaccounts:{ns}")]);
+    let token = shared
+        .pki
+        .sign_jwt(&claims)
+        .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+    let user = UserInfo::new(
+        &sub,
+        &sa_uid,
+        [
+            "system:serviceaccounts".to_string(),
+            format!("system:serviceaccounts:{ns}"),
+        ],
+    );
     shared.tokens.insert(token.clone(), user, Some(exp));
     let mut spec_out = spec.clone();
     spec_out["audiences"] = json!(audiences);
@@ -1054,7 +1300,11 @@ fn token_request(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req) -> Result<R
 /// Reviews: who am I, may I (always yes), token reviews.
 fn review(shared: &Arc<Shared>, res: &Resource, r: &Req) -> Result<Response<Body>, ApiError> {
     // `kubectl auth whoami` posts protobuf; a SelfSubjectReview has no input, so its body is not needed.
-    let mut body = if res.kind == "SelfSubjectReview" { r.json_body().unwrap_or_else(|_| json!({})) } else { r.json_body()? };
+    let mut body = if res.kind == "SelfSubjectReview" {
+        r.json_body().unwrap_or_else(|_| json!({}))
+    } else {
+        r.json_body()?
+    };
     let status = match res.kind {
         "SelfSubjectReview" => json!({"userInfo": r.user.to_json()}),
         "TokenReview" => {

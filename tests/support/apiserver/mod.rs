@@ -52,10 +52,15 @@ impl TestApiServer {
     pub async fn start() -> anyhow::Result<TestApiServer> {
         // Another test may have installed it already; either way ring is the process default.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::Builder::new().prefix("keel-apiserver-").tempdir().context("creating the tempdir")?;
+        let dir = tempfile::Builder::new()
+            .prefix("keel-apiserver-")
+            .tempdir()
+            .context("creating the tempdir")?;
         let pki = Pki::new().context("creating the PKI")?;
         let acceptor = server::tls_acceptor(&pki).context("building TLS")?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding 127.0.0.1:0")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding 127.0.0.1:0")?;
         let addr: SocketAddr = listener.local_addr().context("reading the bound address")?;
         std::fs::write(dir.path().join("ca.crt"), &pki.ca_pem).context("writing ca.crt")?;
         let (outages, _) = tokio::sync::watch::channel(0u64);
@@ -70,8 +75,15 @@ impl TestApiServer {
         });
         bootstrap(&shared);
         let accept_task = tokio::spawn(server::serve(shared.clone(), listener, acceptor));
-        let mut s = TestApiServer { shared, dir, admin_kubeconfig: PathBuf::new(), accept_task };
-        s.admin_kubeconfig = s.write_cert_kubeconfig("admin", &["system:masters"]).context("writing the admin kubeconfig")?;
+        let mut s = TestApiServer {
+            shared,
+            dir,
+            admin_kubeconfig: PathBuf::new(),
+            accept_task,
+        };
+        s.admin_kubeconfig = s
+            .write_cert_kubeconfig("admin", &["system:masters"])
+            .context("writing the admin kubeconfig")?;
         Ok(s)
     }
 
@@ -103,7 +115,9 @@ impl TestApiServer {
     /// kubeconfig with a bearer token the server maps to `user`.
     pub fn token_kubeconfig(&self, user: &str) -> PathBuf {
         let token = format!("{}{}", objects::random_suffix(16), objects::random_suffix(16));
-        self.shared.tokens.insert(token.clone(), UserInfo::new(user, "", Vec::new()), None);
+        self.shared
+            .tokens
+            .insert(token.clone(), UserInfo::new(user, "", Vec::new()), None);
         let path = self.dir.path().join(format!("token-{}.kubeconfig", file_safe(user)));
         let user_yaml = format!("    token: {token}\n");
         if let Err(e) = std::fs::write(&path, self.kubeconfig_text(user, &user_yaml)) {
@@ -198,7 +212,11 @@ impl TestApiServer {
         let key = self.dir.path().join(format!("{base}.key"));
         std::fs::write(&cert, &ck.cert_pem)?;
         std::fs::write(&key, &ck.key_pem)?;
-        let user_yaml = format!("    client-certificate: {}\n    client-key: {}\n", cert.display(), key.display());
+        let user_yaml = format!(
+            "    client-certificate: {}\n    client-key: {}\n",
+            cert.display(),
+            key.display()
+        );
         let path = self.dir.path().join(format!("{base}.kubeconfig"));
         std::fs::write(&path, self.kubeconfig_text(user, &user_yaml))?;
         Ok(path)
@@ -213,14 +231,18 @@ impl Drop for TestApiServer {
 }
 
 fn file_safe(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect()
 }
 
 /// The objects a fresh cluster has: the initial namespaces (with their default ServiceAccount
 /// and root CA ConfigMap) and the `kubernetes` Service.
 fn bootstrap(shared: &Shared) {
     let mut store = shared.store.lock();
-    let Some(ns_res) = resources::find("", "v1", "namespaces") else { return };
+    let Some(ns_res) = resources::find("", "v1", "namespaces") else {
+        return;
+    };
     for ns in INITIAL_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         if let Err(e) = handlers::create_object(&mut store, ns_res, "", obj, false, &shared.pki.ca_pem) {

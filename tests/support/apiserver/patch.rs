@@ -113,7 +113,11 @@ fn clean(kind: &str, field: &str, v: &Value) -> Result<Value, PatchError> {
     }
 }
 
-fn merge_map(kind: &str, mut orig: Map<String, Value>, patch: &Map<String, Value>) -> Result<Map<String, Value>, PatchError> {
+fn merge_map(
+    kind: &str,
+    mut orig: Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<Map<String, Value>, PatchError> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("replace") => {
             let mut rest = patch.clone();
@@ -122,7 +126,11 @@ fn merge_map(kind: &str, mut orig: Map<String, Value>, patch: &Map<String, Value
         }
         Some("delete") => return Ok(Map::new()),
         Some("merge") | None => {}
-        Some(other) => return Err(PatchError::Apply(format!("Unknown patch type: {other} in map: {patch:?}"))),
+        Some(other) => {
+            return Err(PatchError::Apply(format!(
+                "Unknown patch type: {other} in map: {patch:?}"
+            )))
+        }
     }
     if let Some(retain) = patch.get("$retainKeys") {
         let keys: Vec<&str> = retain
@@ -192,10 +200,14 @@ fn merge_list(kind: &str, field: &str, mut orig: Vec<Value>, patch: &[Value]) ->
             }
             for pv in patch {
                 let Some(pm) = pv.as_object() else {
-                    return Err(PatchError::Apply(format!("{field}: list elements must be objects with merge key {key}")));
+                    return Err(PatchError::Apply(format!(
+                        "{field}: list elements must be objects with merge key {key}"
+                    )));
                 };
                 let Some(kv) = pm.get(key) else {
-                    return Err(PatchError::Apply(format!("map: {pv} does not contain declared merge key: {key}")));
+                    return Err(PatchError::Apply(format!(
+                        "map: {pv} does not contain declared merge key: {key}"
+                    )));
                 };
                 let pos = orig.iter().position(|o| o.get(key) == Some(kv));
                 if directive(pv) == Some("delete") {
@@ -223,7 +235,9 @@ fn merge_list(kind: &str, field: &str, mut orig: Vec<Value>, patch: &[Value]) ->
 fn apply_order(list: &mut [Value], order: &[Value], strategy: ListStrategy) {
     let rank = |v: &Value| -> Option<usize> {
         match strategy {
-            ListStrategy::MergeByKey(key) => order.iter().position(|o| o.get(key).is_some() && o.get(key) == v.get(key)),
+            ListStrategy::MergeByKey(key) => order
+                .iter()
+                .position(|o| o.get(key).is_some() && o.get(key) == v.get(key)),
             _ => order.iter().position(|o| o == v),
         }
     };
@@ -283,7 +297,10 @@ mod tests {
         assert_eq!(got["metadata"]["finalizers"], json!(["b"]));
         assert_eq!(got["metadata"]["labels"], json!({"z": "3"}));
         assert_eq!(got["spec"]["containers"], json!([{"name": "b"}]));
-        assert_eq!(got["spec"]["volumes"], json!([{"name": "v", "hostPath": {"path": "/x"}}]));
+        assert_eq!(
+            got["spec"]["volumes"],
+            json!([{"name": "v", "hostPath": {"path": "/x"}}])
+        );
     }
 
     #[test]
@@ -298,7 +315,13 @@ mod tests {
     #[test]
     fn json_and_merge_patch() {
         let orig = json!({"metadata": {"labels": {"a": "1"}}});
-        let got = apply(PatchType::Json, "Pod", &orig, br#"[{"op":"add","path":"/metadata/labels/b","value":"2"}]"#).unwrap();
+        let got = apply(
+            PatchType::Json,
+            "Pod",
+            &orig,
+            br#"[{"op":"add","path":"/metadata/labels/b","value":"2"}]"#,
+        )
+        .unwrap();
         assert_eq!(got["metadata"]["labels"], json!({"a": "1", "b": "2"}));
         let got = apply(PatchType::Merge, "Pod", &orig, br#"{"metadata":{"labels":{"a":null}}}"#).unwrap();
         assert_eq!(got["metadata"]["labels"], json!({}));

@@ -46,26 +46,47 @@ impl Pki {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(PkiError::Params)?;
         ca_params.distinguished_name.push(DnType::CommonName, "keel-test-ca");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign];
-        let ca_cert = ca_params
-            .self_signed(&ca_key)
-            .map_err(|source| PkiError::Sign { subject: "ca".into(), source })?;
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::CrlSign,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(|source| PkiError::Sign {
+            subject: "ca".into(),
+            source,
+        })?;
         let ca_pem = ca_cert.pem();
 
         let server_key = KeyPair::generate().map_err(PkiError::GenerateKey)?;
         let mut server_params =
             CertificateParams::new(vec!["localhost".to_string(), "kubernetes.default.svc".to_string()])
                 .map_err(PkiError::Params)?;
-        server_params.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-        server_params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+        server_params
+            .subject_alt_names
+            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        server_params
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
         server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let issuer = Issuer::from_params(&ca_params, &ca_key);
         let server_cert = server_params
             .signed_by(&server_key, &issuer)
-            .map_err(|source| PkiError::Sign { subject: "server".into(), source })?;
-        let server = CertAndKey { cert_pem: server_cert.pem(), key_pem: server_key.serialize_pem() };
+            .map_err(|source| PkiError::Sign {
+                subject: "server".into(),
+                source,
+            })?;
+        let server = CertAndKey {
+            cert_pem: server_cert.pem(),
+            key_pem: server_key.serialize_pem(),
+        };
         let sa_key = KeyPair::generate().map_err(PkiError::GenerateKey)?;
-        Ok(Pki { ca_params, ca_key, ca_pem, server, sa_key })
+        Ok(Pki {
+            ca_params,
+            ca_key,
+            ca_pem,
+            server,
+            sa_key,
+        })
     }
 
     /// A client certificate the server maps to `user` with `groups`.
@@ -80,14 +101,20 @@ impl Pki {
             params.distinguished_name.push(DnType::OrganizationName, *g);
         }
         if let Some(g) = groups.get(1) {
-            params.distinguished_name.push(DnType::CustomDnType(ORGANIZATION_OID.to_vec()), *g);
+            params
+                .distinguished_name
+                .push(DnType::CustomDnType(ORGANIZATION_OID.to_vec()), *g);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
-        let cert = params
-            .signed_by(&key, &issuer)
-            .map_err(|source| PkiError::Sign { subject: user.to_string(), source })?;
-        Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        let cert = params.signed_by(&key, &issuer).map_err(|source| PkiError::Sign {
+            subject: user.to_string(),
+            source,
+        })?;
+        Ok(CertAndKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     /// Signs a JWT (ES256) with the ServiceAccount key, as the real token issuer does.
@@ -101,7 +128,10 @@ impl Pki {
         let der = self
             .sa_key
             .sign(signing_input.as_bytes())
-            .map_err(|source| PkiError::Sign { subject: "serviceaccount token".into(), source })?;
+            .map_err(|source| PkiError::Sign {
+                subject: "serviceaccount token".into(),
+                source,
+            })?;
         // JWS wants the raw r||s form; ring yields an ASN.1 DER signature.
         let raw = der_ecdsa_to_raw(&der).unwrap_or(der);
         Ok(format!("{signing_input}.{}", base64url(&raw)))

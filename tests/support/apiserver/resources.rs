@@ -17,7 +17,16 @@ pub struct Resource {
     pub categories: &'static [&'static str],
 }
 
-const ALL: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const ALL: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 const NO_COLLECTION: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
 const STATUS: &[&str] = &["get", "patch", "update"];
 const PROXY: &[&str] = &["create", "delete", "get", "patch", "update"];
@@ -232,7 +241,12 @@ pub static RESOURCES: &[Resource] = &[
 ];
 
 /// The API groups in discovery order (the legacy core group is served at `/api`).
-pub const GROUPS: &[&str] = &["coordination.k8s.io", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io"];
+pub const GROUPS: &[&str] = &[
+    "coordination.k8s.io",
+    "events.k8s.io",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+];
 
 /// Review kinds are answered, never stored.
 pub fn is_review(res: &Resource) -> bool {
@@ -240,11 +254,15 @@ pub fn is_review(res: &Resource) -> bool {
 }
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 pub fn in_group_version<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static Resource> + 'a {
-    RESOURCES.iter().filter(move |r| r.group == group && r.version == version)
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
 }
 
 pub fn api_version(res: &Resource) -> String {

@@ -28,7 +28,9 @@ impl LabelSelector {
                 continue;
             }
             reqs.push(parse_label_term(t).ok_or_else(|| {
-                ApiError::bad_request(format!("unable to parse requirement: found '{t}', expected: valid label selector"))
+                ApiError::bad_request(format!(
+                    "unable to parse requirement: found '{t}', expected: valid label selector"
+                ))
             })?);
         }
         Ok(LabelSelector(reqs))
@@ -89,7 +91,11 @@ fn parse_label_term(t: &str) -> Option<LabelReq> {
             if !valid_key(k) || !vals.iter().all(|v| valid_value(v)) {
                 return None;
             }
-            return Some(if is_in { LabelReq::In(k.into(), vals) } else { LabelReq::NotIn(k.into(), vals) });
+            return Some(if is_in {
+                LabelReq::In(k.into(), vals)
+            } else {
+                LabelReq::NotIn(k.into(), vals)
+            });
         }
     }
     for (op, neg) in [("!=", true), ("==", false), ("=", false)] {
@@ -99,7 +105,11 @@ fn parse_label_term(t: &str) -> Option<LabelReq> {
             if !valid_key(k) || !valid_value(v) {
                 return None;
             }
-            return Some(if neg { LabelReq::NotEq(k.into(), v.into()) } else { LabelReq::Eq(k.into(), v.into()) });
+            return Some(if neg {
+                LabelReq::NotEq(k.into(), v.into())
+            } else {
+                LabelReq::Eq(k.into(), v.into())
+            });
         }
     }
     valid_key(t).then(|| LabelReq::Exists(t.to_string()))
@@ -124,7 +134,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = t.split_once('=') {
                 (k, false, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{s}'; can't understand '{t}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{s}'; can't understand '{t}'"
+                )));
             };
             let k = canonical_field(bucket, api_version, k.trim());
             if !supported_fields(bucket).contains(&k.as_str()) {
@@ -136,7 +148,9 @@ impl FieldSelector {
     }
 
     pub fn matches(&self, bucket: &str, obj: &Value) -> bool {
-        self.0.iter().all(|(k, neg, v)| (field_value(bucket, obj, k) == *v) != *neg)
+        self.0
+            .iter()
+            .all(|(k, neg, v)| (field_value(bucket, obj, k) == *v) != *neg)
     }
 }
 
@@ -194,12 +208,16 @@ fn supported_fields(bucket: &str) -> &'static [&'static str] {
 
 fn field_value(bucket: &str, obj: &Value, k: &str) -> String {
     match (bucket, k) {
-        ("pods", "spec.hostNetwork") => {
-            obj.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false).to_string()
-        }
-        ("nodes", "spec.unschedulable") => {
-            obj.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false).to_string()
-        }
+        ("pods", "spec.hostNetwork") => obj
+            .pointer("/spec/hostNetwork")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            .to_string(),
+        ("nodes", "spec.unschedulable") => obj
+            .pointer("/spec/unschedulable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            .to_string(),
         ("pods", "status.podIPs") => path_str(obj, "status.podIP").to_string(),
         ("events", "source") => {
             let c = path_str(obj, "source.component");

@@ -46,8 +46,10 @@ pub struct Shared {
 
 pub fn tls_acceptor(pki: &Pki) -> Result<TlsAcceptor, ServerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let ca = CertificateDer::from_pem_slice(pki.ca_pem.as_bytes())
-        .map_err(|source| ServerError::Pem { what: "CA certificate", source })?;
+    let ca = CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).map_err(|source| ServerError::Pem {
+        what: "CA certificate",
+        source,
+    })?;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).map_err(ServerError::Tls)?;
     // Token-authenticated clients present no certificate: verification is optional.
@@ -55,10 +57,14 @@ pub fn tls_acceptor(pki: &Pki) -> Result<TlsAcceptor, ServerError> {
         .allow_unauthenticated()
         .build()
         .map_err(ServerError::Verifier)?;
-    let cert = CertificateDer::from_pem_slice(pki.server.cert_pem.as_bytes())
-        .map_err(|source| ServerError::Pem { what: "server certificate", source })?;
-    let key = PrivateKeyDer::from_pem_slice(pki.server.key_pem.as_bytes())
-        .map_err(|source| ServerError::Pem { what: "server key", source })?;
+    let cert = CertificateDer::from_pem_slice(pki.server.cert_pem.as_bytes()).map_err(|source| ServerError::Pem {
+        what: "server certificate",
+        source,
+    })?;
+    let key = PrivateKeyDer::from_pem_slice(pki.server.key_pem.as_bytes()).map_err(|source| ServerError::Pem {
+        what: "server key",
+        source,
+    })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(ServerError::Tls)?
@@ -103,8 +109,12 @@ async fn serve_connection(shared: Arc<Shared>, acceptor: TlsAcceptor, tcp: tokio
             return;
         }
     };
-    let cert_user: Option<UserInfo> =
-        tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()).and_then(|c| user_from_cert(c));
+    let cert_user: Option<UserInfo> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|c| user_from_cert(c));
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         let cert_user = cert_user.clone();

@@ -61,7 +61,15 @@ pub struct Inner {
 impl Store {
     pub fn new() -> Store {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
-        Store { inner: Mutex::new(Inner { rv: 1, objects: BTreeMap::new(), history: VecDeque::new(), compacted: 1, tx }) }
+        Store {
+            inner: Mutex::new(Inner {
+                rv: 1,
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                compacted: 1,
+                tx,
+            }),
+        }
     }
 
     /// Locks the store; callers never hold the guard across an await.
@@ -98,7 +106,8 @@ impl Inner {
     }
 
     pub fn get(&self, bucket: &str, ns: &str, name: &str) -> Option<&Value> {
-        self.objects.get(&(bucket.to_string(), ns.to_string(), name.to_string()))
+        self.objects
+            .get(&(bucket.to_string(), ns.to_string(), name.to_string()))
     }
 
     /// Objects of a bucket, in one namespace or all, ordered by namespace then name.
@@ -208,7 +217,10 @@ mod tests {
         assert_eq!(same, a, "no-op update keeps the object");
         s.delete("pods", "default", "a").unwrap();
         let since = s.history_since(start).unwrap();
-        assert_eq!(since.iter().map(|c| c.ty).collect::<Vec<_>>(), vec![ChangeType::Added, ChangeType::Deleted]);
+        assert_eq!(
+            since.iter().map(|c| c.ty).collect::<Vec<_>>(),
+            vec![ChangeType::Added, ChangeType::Deleted]
+        );
         s.compact();
         assert!(s.history_since(start).is_none());
         assert!(s.history_since(s.rv()).unwrap().is_empty());

@@ -39,7 +39,11 @@ pub fn human_duration(seconds: i64) -> String {
     let minutes = seconds / 60;
     if minutes < 10 {
         let s = seconds % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
     }
     if minutes < 180 {
         return format!("{minutes}m");
@@ -47,21 +51,33 @@ pub fn human_duration(seconds: i64) -> String {
     let hours = seconds / 3600;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{}h", hours / 24, h) };
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{}h", hours / 24, h)
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
     }
     if hours < 24 * 365 * 8 {
         let dy = (hours / 24) % 365;
-        return if dy == 0 { format!("{}y", hours / 24 / 365) } else { format!("{}y{}d", hours / 24 / 365, dy) };
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{}d", hours / 24 / 365, dy)
+        };
     }
     format!("{}y", hours / 24 / 365)
 }
@@ -88,7 +104,13 @@ fn none_if_empty(s: &str) -> String {
 
 fn columns(kind: &str) -> Vec<Value> {
     let name = col("Name", "string", "name", 0, "Name must be unique within a namespace.");
-    let age = col("Age", "string", "", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.");
+    let age = col(
+        "Age",
+        "string",
+        "",
+        0,
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    );
     match kind {
         "Pod" => vec![
             name,
@@ -143,7 +165,11 @@ fn columns(kind: &str) -> Vec<Value> {
 }
 
 fn count_entries(obj: &Value, fields: &[&str]) -> i64 {
-    fields.iter().filter_map(|f| obj.get(*f).and_then(Value::as_object)).map(|m| m.len() as i64).sum()
+    fields
+        .iter()
+        .filter_map(|f| obj.get(*f).and_then(Value::as_object))
+        .map(|m| m.len() as i64)
+        .sum()
 }
 
 fn cells(kind: &str, obj: &Value) -> (Vec<Value>, Vec<Value>) {
@@ -153,16 +179,35 @@ fn cells(kind: &str, obj: &Value) -> (Vec<Value>, Vec<Value>) {
         "Pod" => pod_cells(obj, name, age),
         "Node" => (node_cells(obj, name, age), Vec::new()),
         "Event" => (event_cells(obj, name), Vec::new()),
-        "Namespace" => (vec![json!(name), json!(path_str(obj, "status.phase")), json!(age)], Vec::new()),
-        "ConfigMap" => (vec![json!(name), json!(count_entries(obj, &["data", "binaryData"])), json!(age)], Vec::new()),
-        "Secret" => {
-            (vec![json!(name), json!(path_str(obj, "type")), json!(count_entries(obj, &["data"])), json!(age)], Vec::new())
-        }
+        "Namespace" => (
+            vec![json!(name), json!(path_str(obj, "status.phase")), json!(age)],
+            Vec::new(),
+        ),
+        "ConfigMap" => (
+            vec![
+                json!(name),
+                json!(count_entries(obj, &["data", "binaryData"])),
+                json!(age),
+            ],
+            Vec::new(),
+        ),
+        "Secret" => (
+            vec![
+                json!(name),
+                json!(path_str(obj, "type")),
+                json!(count_entries(obj, &["data"])),
+                json!(age),
+            ],
+            Vec::new(),
+        ),
         "ServiceAccount" => {
             let n = obj.get("secrets").and_then(Value::as_array).map_or(0, Vec::len);
             (vec![json!(name), json!(n), json!(age)], Vec::new())
         }
-        "Lease" => (vec![json!(name), json!(path_str(obj, "spec.holderIdentity")), json!(age)], Vec::new()),
+        "Lease" => (
+            vec![json!(name), json!(path_str(obj, "spec.holderIdentity")), json!(age)],
+            Vec::new(),
+        ),
         _ => (vec![json!(name), json!(meta_str(obj, "creationTimestamp"))], Vec::new()),
     }
 }
@@ -183,11 +228,23 @@ fn condition_true(obj: &Value, ty: &str) -> bool {
 
 /// `printPod`.
 fn pod_cells(pod: &Value, name: String, age: String) -> (Vec<Value>, Vec<Value>) {
-    let spec_containers = path(pod, "spec.containers").and_then(Value::as_array).cloned().unwrap_or_default();
-    let init_specs = path(pod, "spec.initContainers").and_then(Value::as_array).cloned().unwrap_or_default();
-    let is_restartable_init =
-        |n: &str| init_specs.iter().any(|c| c["name"] == n && c["restartPolicy"].as_str() == Some("Always"));
-    let restartable_count = init_specs.iter().filter(|c| c["restartPolicy"].as_str() == Some("Always")).count();
+    let spec_containers = path(pod, "spec.containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let init_specs = path(pod, "spec.initContainers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let is_restartable_init = |n: &str| {
+        init_specs
+            .iter()
+            .any(|c| c["name"] == n && c["restartPolicy"].as_str() == Some("Always"))
+    };
+    let restartable_count = init_specs
+        .iter()
+        .filter(|c| c["restartPolicy"].as_str() == Some("Always"))
+        .count();
     let total = spec_containers.len() + restartable_count;
     let mut restarts: i64 = 0;
     let mut restartable_restarts: i64 = 0;
@@ -201,19 +258,27 @@ fn pod_cells(pod: &Value, name: String, age: String) -> (Vec<Value>, Vec<Value>)
         reason = status_reason.to_string();
     }
     if let Some(cs) = path(pod, "status.conditions").and_then(Value::as_array) {
-        if cs.iter().any(|c| c["type"] == "PodScheduled" && c["reason"] == "SchedulingGated") {
+        if cs
+            .iter()
+            .any(|c| c["type"] == "PodScheduled" && c["reason"] == "SchedulingGated")
+        {
             reason = "SchedulingGated".into();
         }
     }
     let finished_at = |c: &Value| -> Option<jiff::Timestamp> {
-        c.pointer("/lastState/terminated/finishedAt").and_then(Value::as_str).and_then(|s| s.parse().ok())
+        c.pointer("/lastState/terminated/finishedAt")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
     };
     let later = |a: Option<jiff::Timestamp>, b: Option<jiff::Timestamp>| match (a, b) {
         (Some(x), Some(y)) => Some(x.max(y)),
         (x, y) => x.or(y),
     };
     let mut initializing = false;
-    let init_statuses = path(pod, "status.initContainerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
+    let init_statuses = path(pod, "status.initContainerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for (i, c) in init_statuses.iter().enumerate() {
         let rc = c["restartCount"].as_i64().unwrap_or(0);
         restarts += rc;
@@ -262,7 +327,10 @@ fn pod_cells(pod: &Value, name: String, age: String) -> (Vec<Value>, Vec<Value>)
         restarts = restartable_restarts;
         last_restart = last_restartable_restart;
         let mut has_running = false;
-        let statuses = path(pod, "status.containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
+        let statuses = path(pod, "status.containerStatuses")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for c in statuses.iter().rev() {
             restarts += c["restartCount"].as_i64().unwrap_or(0);
             last_restart = later(last_restart, finished_at(c));
@@ -275,7 +343,11 @@ fn pod_cells(pod: &Value, name: String, age: String) -> (Vec<Value>, Vec<Value>)
             } else if has_state(c, "terminated") {
                 let sig = state(c, "terminated", "signal").and_then(Value::as_i64).unwrap_or(0);
                 let exit = state(c, "terminated", "exitCode").and_then(Value::as_i64).unwrap_or(0);
-                reason = if sig != 0 { format!("Signal:{sig}") } else { format!("ExitCode:{exit}") };
+                reason = if sig != 0 {
+                    format!("Signal:{sig}")
+                } else {
+                    format!("ExitCode:{exit}")
+                };
             } else if c["ready"].as_bool() == Some(true) && has_state(c, "running") {
                 has_running = true;
                 ready += 1;
@@ -285,10 +357,16 @@ fn pod_cells(pod: &Value, name: String, age: String) -> (Vec<Value>, Vec<Value>)
             let has_ready_condition = path(pod, "status.conditions")
                 .and_then(Value::as_array)
                 .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
-            reason = if has_ready_condition { "Running".into() } else { "NotReady".into() };
+            reason = if has_ready_condition {
+                "Running".into()
+            } else {
+                "NotReady".into()
+            };
         }
     }
-    let deleting = meta(pod).and_then(|m| m.get("deletionTimestamp")).is_some_and(|v| !v.is_null());
+    let deleting = meta(pod)
+        .and_then(|m| m.get("deletionTimestamp"))
+        .is_some_and(|v| !v.is_null());
     if deleting && status_reason == "NodeLost" {
         reason = "Unknown".into();
     } else if deleting && phase != "Succeeded" && phase != "Failed" {
@@ -297,19 +375,31 @@ fn pod_cells(pod: &Value, name: String, age: String) -> (Vec<Value>, Vec<Value>)
     let mut restarts_str = restarts.to_string();
     if restarts != 0 {
         if let Some(t) = last_restart {
-            restarts_str = format!("{restarts} ({} ago)", human_duration(jiff::Timestamp::now().as_second() - t.as_second()));
+            restarts_str = format!(
+                "{restarts} ({} ago)",
+                human_duration(jiff::Timestamp::now().as_second() - t.as_second())
+            );
         }
     }
     let gates = path(pod, "spec.readinessGates").and_then(Value::as_array).map(|gs| {
-        let conds = path(pod, "status.conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+        let conds = path(pod, "status.conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let ok = gs
             .iter()
-            .filter(|g| conds.iter().any(|c| c["type"] == g["conditionType"] && c["status"] == "True"))
+            .filter(|g| {
+                conds
+                    .iter()
+                    .any(|c| c["type"] == g["conditionType"] && c["status"] == "True")
+            })
             .count();
         format!("{ok}/{}", gs.len())
     });
     let row_conditions = if phase == "Succeeded" || phase == "Failed" {
-        vec![json!({"type": "Completed", "status": "True", "reason": phase, "message": "The pod has completed successfully."})]
+        vec![
+            json!({"type": "Completed", "status": "True", "reason": phase, "message": "The pod has completed successfully."}),
+        ]
     } else {
         Vec::new()
     };
@@ -332,8 +422,15 @@ fn pod_cells(pod: &Value, name: String, age: String) -> (Vec<Value>, Vec<Value>)
 /// `printNode`.
 fn node_cells(node: &Value, name: String, age: String) -> Vec<Value> {
     let mut status: Vec<String> = Vec::new();
-    if let Some(c) = path(node, "status.conditions").and_then(Value::as_array).and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")) {
-        status.push(if c["status"] == "True" { "Ready".into() } else { "NotReady".into() });
+    if let Some(c) = path(node, "status.conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+    {
+        status.push(if c["status"] == "True" {
+            "Ready".into()
+        } else {
+            "NotReady".into()
+        });
     }
     if status.is_empty() {
         status.push("Unknown".into());
@@ -367,7 +464,11 @@ fn node_cells(node: &Value, name: String, age: String) -> Vec<Value> {
     vec![
         json!(name),
         json!(status.join(",")),
-        json!(if roles.is_empty() { "<none>".to_string() } else { roles.join(",") }),
+        json!(if roles.is_empty() {
+            "<none>".to_string()
+        } else {
+            roles.join(",")
+        }),
         json!(age),
         json!(path_str(node, "status.nodeInfo.kubeletVersion")),
         json!(none_if_empty(&address("InternalIP"))),
@@ -381,9 +482,17 @@ fn node_cells(node: &Value, name: String, age: String) -> Vec<Value> {
 /// `printEvent` (on the core/v1 form).
 fn event_cells(ev: &Value, name: String) -> Vec<Value> {
     let first_ts = path_str(ev, "firstTimestamp");
-    let first = if first_ts.is_empty() { since(path_str(ev, "eventTime")) } else { since(first_ts) };
+    let first = if first_ts.is_empty() {
+        since(path_str(ev, "eventTime"))
+    } else {
+        since(first_ts)
+    };
     let last_ts = path_str(ev, "lastTimestamp");
-    let mut last = if last_ts.is_empty() { first.clone() } else { since(last_ts) };
+    let mut last = if last_ts.is_empty() {
+        first.clone()
+    } else {
+        since(last_ts)
+    };
     let mut count = ev.get("count").and_then(Value::as_i64).unwrap_or(0);
     if ev.get("series").is_some_and(|s| !s.is_null()) {
         last = since(path_str(ev, "series.lastObservedTime"));
@@ -393,11 +502,19 @@ fn event_cells(ev: &Value, name: String) -> Vec<Value> {
     }
     let kind = path_str(ev, "involvedObject.kind").to_lowercase();
     let obj_name = path_str(ev, "involvedObject.name");
-    let target = if obj_name.is_empty() { kind } else { format!("{kind}/{obj_name}") };
+    let target = if obj_name.is_empty() {
+        kind
+    } else {
+        format!("{kind}/{obj_name}")
+    };
     let first_non_empty = |a: &str, b: &str| if a.is_empty() { b.to_string() } else { a.to_string() };
     let component = first_non_empty(path_str(ev, "source.component"), path_str(ev, "reportingComponent"));
     let instance = first_non_empty(path_str(ev, "source.host"), path_str(ev, "reportingInstance"));
-    let source = if instance.is_empty() { component } else { format!("{component}, {instance}") };
+    let source = if instance.is_empty() {
+        component
+    } else {
+        format!("{component}, {instance}")
+    };
     vec![
         json!(last),
         json!(path_str(ev, "type")),
@@ -422,7 +539,8 @@ fn row(kind: &str, obj: &Value, include: IncludeObject) -> Value {
         IncludeObject::None => {}
         IncludeObject::Metadata => {
             let metadata = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
-            r["object"] = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata});
+            r["object"] =
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata});
         }
         IncludeObject::Object => r["object"] = obj.clone(),
     }
@@ -446,13 +564,24 @@ mod tests {
 
     #[test]
     fn human_durations() {
-        for (s, want) in [(0, "0s"), (119, "119s"), (125, "2m5s"), (600, "10m"), (3 * 3600 + 60, "3h1m"), (50 * 3600, "2d2h"), (-5, "<invalid>")] {
+        for (s, want) in [
+            (0, "0s"),
+            (119, "119s"),
+            (125, "2m5s"),
+            (600, "10m"),
+            (3 * 3600 + 60, "3h1m"),
+            (50 * 3600, "2d2h"),
+            (-5, "<invalid>"),
+        ] {
             assert_eq!(human_duration(s), want);
         }
     }
 
     fn status_of(pod: Value) -> String {
-        pod_cells(&pod, "p".into(), "1s".into()).0[2].as_str().unwrap().to_string()
+        pod_cells(&pod, "p".into(), "1s".into()).0[2]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     #[test]
