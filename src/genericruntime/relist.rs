@@ -914,6 +914,116 @@ mod tests {
         }
     }
 
+    // ---- a real relist: the runtime manager over the simulated backend ----
+
+    struct NoOptions;
+
+    #[async_trait::async_trait]
+    impl crate::genericruntime::RunOptionsProvider for NoOptions {
+        async fn run_container_options(
+            &self,
+            _: &k8s_openapi::api::core::v1::Pod,
+            _: &k8s_openapi::api::core::v1::Container,
+            _: &[String],
+        ) -> Result<crate::genericruntime::RunContainerOptions, crate::genericruntime::ConfigError> {
+            Ok(Default::default())
+        }
+    }
+
+    /// Waits (real time) until a relist yields events, returning them.
+    async fn relist_until_events(
+        pleg: &Pleg,
+        tx: &mpsc::Sender<PlegEvent>,
+        rx: &mut mpsc::Receiver<PlegEvent>,
+    ) -> Vec<PlegEvent> {
+        for _ in 0..1000 {
+            pleg.relist(tx).await;
+            let got = drain(rx);
+            if !got.is_empty() {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no PLEG events within 10 s");
+    }
+
+    #[tokio::test]
+    async fn relist_against_sim_backend() {
+        use crate::backends::sim::{SimConfig, SimRuntime};
+        use crate::genericruntime::{ManagerConfig, NoEvents, ProbeFailures, Runtime};
+
+        let dir = tempfile::tempdir().unwrap();
+        // 1 virtual second = 10 ms real.
+        let clock = Clock::scaled(100.0);
+        let sim = SimRuntime::new(SimConfig::default(), clock, dir.path().join("sim")).unwrap();
+        let runtime: Arc<dyn Runtime> = sim;
+        let manager = Arc::new(RuntimeManager::new(
+            runtime,
+            ManagerConfig {
+                runtime_type: "sim".into(),
+                pod_logs_dir: dir.path().join("logs"),
+                root_dir: dir.path().join("root"),
+                cgroup_root: "/kubepods".into(),
+                serialize_image_pulls: true,
+                node_name: "node-1".into(),
+                clock,
+            },
+            Arc::new(NoEvents),
+            Arc::new(NoOptions),
+        ));
+        let cache = Arc::new(PodCache::new());
+        let pleg = Pleg::new(manager.clone(), cache.clone(), clock);
+        let (tx, mut rx) = mpsc::channel(PLEG_CHANNEL_CAPACITY);
+
+        pleg.relist(&tx).await;
+        assert!(drain(&mut rx).is_empty());
+        assert!(pleg.healthy());
+
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pleg", "namespace": "default", "uid": "uid-pleg"},
+            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 30, "containers": [
+                {"name": "c", "image": "busybox:1.36", "command": ["sh", "-c", "sleep 30; exit 3"]}
+            ]}
+        }))
+        .unwrap();
+        let before = manager.get_pod_status("uid-pleg", "pleg", "default").await.unwrap();
+        let result = manager.sync_pod(&pod, &before, &[], &ProbeFailures::default()).await;
+        assert!(result.first_error().is_none(), "{result:?}");
+
+        // Sandbox and container started: two ContainerStarted events, and the cache filled.
+        let t0 = Instant::now();
+        pleg.relist(&tx).await;
+        let started = drain(&mut rx);
+        assert_eq!(started.len(), 2, "{started:?}");
+        assert!(started
+            .iter()
+            .all(|e| e.pod_uid == "uid-pleg" && e.kind == ContainerStarted));
+        let cached = cache.get_newer_than("uid-pleg", t0 - Duration::from_millis(1)).await;
+        let c = cached.status.find_container_status("c").unwrap().clone();
+        assert_eq!(c.state, ContainerState::Running);
+        assert!(started.iter().any(|e| e.data == c.id));
+        assert!(!cached.status.ips.is_empty(), "sandbox IP in the cached status");
+        let sandbox_id = started.iter().find(|e| e.data != c.id).unwrap().data.clone();
+
+        // The script exits with 3 after 30 virtual seconds (0.3 s real): ContainerDied, exit code in the cache.
+        let died = relist_until_events(&pleg, &tx, &mut rx).await;
+        assert_eq!(died, vec![ev("uid-pleg", ContainerDied, &c.id)]);
+        let cached = cache.get("uid-pleg");
+        let exited = cached.status.find_container_status("c").unwrap();
+        assert_eq!((exited.state, exited.exit_code), (ContainerState::Exited, 3));
+
+        // Killing the pod stops the sandbox: ContainerDied for it; the IPs stay in the cache.
+        let status = cached.status.as_ref().clone();
+        let killed = manager.kill_pod(Some(&pod), &status, None).await;
+        assert!(killed.first_error().is_none(), "{killed:?}");
+        pleg.relist(&tx).await;
+        assert_eq!(drain(&mut rx), vec![ev("uid-pleg", ContainerDied, &sandbox_id)]);
+        assert!(
+            !cache.get("uid-pleg").status.ips.is_empty(),
+            "exited pods keep their IPs"
+        );
+    }
+
     // ---- cache ----
 
     #[tokio::test(start_paused = true)]
