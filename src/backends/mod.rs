@@ -1,3 +1,4 @@
 //! Runtime backends behind the Generic Runtime Manager seam.
 
+pub mod cri;
 pub mod sim;

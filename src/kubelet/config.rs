@@ -86,3 +86,1034 @@ pub struct Authorization {
     pub webhook_cache_authorized_ttl: Duration,
     pub webhook_cache_unauthorized_ttl: Duration,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Parsing: the `keel run` command line and the KubeletConfiguration file.
+// ---------------------------------------------------------------------------------------------
+
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::Taint as ApiTaint;
+use serde_json::{Map, Value};
+
+/// Kind and apiVersion a config file must carry.
+pub const CONFIG_KIND: &str = "KubeletConfiguration";
+pub const CONFIG_API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
+
+/// A configuration that could not be read or is invalid. Each variant names the failed step;
+/// `field` is the flag or file field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing config file {path} as YAML: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("config file {path}: top level must be a mapping")]
+    NotAMapping { path: PathBuf },
+    #[error("config file {path}: kind must be {CONFIG_KIND:?}, got {got:?}")]
+    WrongKind { path: PathBuf, got: String },
+    #[error("config file {path}: apiVersion must be {CONFIG_API_VERSION:?}, got {got:?}")]
+    WrongApiVersion { path: PathBuf, got: String },
+    #[error("invalid value for {field}: {message}")]
+    InvalidValue { field: String, message: String },
+    #[error("cannot determine the node name from the hostname: {source}")]
+    Hostname {
+        #[source]
+        source: nix::Error,
+    },
+}
+
+impl ConfigError {
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ConfigError::InvalidValue {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `keel` command line.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "keel", version, about = "A Kubernetes node agent (kubelet replacement)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Run the node agent.
+    Run(RunArgs),
+}
+
+/// Flags of `keel run`. Every flag that is set overrides the config file.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// kubeconfig for the API server; absent (and not --standalone) means in-cluster config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Run without an API server (static pods only).
+    #[arg(long)]
+    pub standalone: bool,
+    /// Node name (default: the hostname, lowercased).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Runtime endpoint: `sim` (in-process simulated runtime) or `unix:///path/to/cri.sock`.
+    #[arg(long, default_value = "sim")]
+    pub runtime: String,
+    /// Image service endpoint, if different from --runtime (same syntax).
+    #[arg(long)]
+    pub image_service_endpoint: Option<String>,
+    /// State directory.
+    #[arg(long, default_value = "/var/lib/keel")]
+    pub root_dir: PathBuf,
+    /// Container log directory.
+    #[arg(long, default_value = "/var/log/pods")]
+    pub pod_logs_dir: PathBuf,
+    /// Directory of static pod manifests (overrides staticPodPath).
+    #[arg(long)]
+    pub pod_manifest_path: Option<PathBuf>,
+    /// KubeletConfiguration file (kubelet.config.k8s.io/v1beta1).
+    #[arg(long = "config")]
+    pub config: Option<PathBuf>,
+    /// IP address to report for the node (must be on a local interface).
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// Maximum number of pods on this node.
+    #[arg(long)]
+    pub max_pods: Option<i64>,
+    /// Labels to add at registration: `k=v,k2=v2`.
+    #[arg(long)]
+    pub node_labels: Option<String>,
+    /// Taints to add at registration: `key=value:Effect,key2:Effect`.
+    #[arg(long)]
+    pub register_with_taints: Option<String>,
+    /// Address the kubelet server listens on.
+    #[arg(long)]
+    pub address: Option<IpAddr>,
+    /// Port of the kubelet server.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Compressed clock: a virtual second lasts 1/N real seconds (back-offs, periods, grace).
+    /// For test harnesses; 1 is real time.
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Settings file of the simulated runtime.
+    #[arg(long)]
+    pub sim_config: Option<PathBuf>,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `keel=debug`).
+    #[arg(short = 'v', long)]
+    pub log_level: Option<String>,
+}
+
+/// Default hard eviction thresholds (`DefaultEvictionHard`).
+pub fn default_eviction_hard() -> BTreeMap<String, String> {
+    [
+        ("memory.available", "100Mi"),
+        ("nodefs.available", "10%"),
+        ("nodefs.inodesFree", "5%"),
+        ("imagefs.available", "15%"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+impl Config {
+    /// The kubelet's defaults (no file, no flags). Authentication/authorization are the
+    /// flag-era defaults keel documents: anonymous disabled, no webhook, AlwaysAllow; a config
+    /// file switches to the v1beta1 defaults (see `apply_file`).
+    pub fn defaults(node_name: String) -> Config {
+        Config {
+            kubeconfig: None,
+            standalone: false,
+            node_name,
+            runtime: RuntimeEndpoint::Sim,
+            image_service_endpoint: None,
+            root_dir: PathBuf::from("/var/lib/keel"),
+            pod_logs_dir: PathBuf::from("/var/log/pods"),
+            static_pod_path: None,
+            address: IpAddr::from([0, 0, 0, 0]),
+            port: 10250,
+            healthz_port: 10248,
+            node_ip: None,
+            node_labels: BTreeMap::new(),
+            register_node: true,
+            register_with_taints: Vec::new(),
+            max_pods: 110,
+            pods_per_core: 0,
+            sync_frequency: Duration::from_secs(60),
+            node_status_update_frequency: Duration::from_secs(10),
+            node_status_report_frequency: Duration::from_secs(300),
+            node_lease_duration_seconds: 40,
+            system_reserved: BTreeMap::new(),
+            kube_reserved: BTreeMap::new(),
+            eviction_hard: default_eviction_hard(),
+            authentication: Authentication {
+                anonymous_enabled: false,
+                webhook_enabled: false,
+                webhook_cache_ttl: Duration::from_secs(120),
+                x509_client_ca_file: None,
+            },
+            authorization: Authorization {
+                mode: AuthorizationMode::AlwaysAllow,
+                webhook_cache_authorized_ttl: Duration::from_secs(300),
+                webhook_cache_unauthorized_ttl: Duration::from_secs(30),
+            },
+            tls_cert_file: None,
+            tls_private_key_file: None,
+            cgroup_root: "/".to_string(),
+            container_log_max_size: 10 * 1024 * 1024,
+            container_log_max_files: 5,
+            image_pull_progress_deadline: Duration::from_secs(60),
+            serialize_image_pulls: true,
+            time_scale: 1.0,
+            sim_config: None,
+        }
+    }
+}
+
+/// Builds the effective configuration: defaults ← `--config` file ← flags. Logs one warning
+/// naming the file fields keel does not implement.
+pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()
+            .map_err(|source| ConfigError::Hostname { source })?
+            .to_string_lossy()
+            .to_lowercase(),
+    };
+    let mut cfg = Config::defaults(node_name);
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.clone(),
+            source,
+        })?;
+        let ignored = apply_file(&mut cfg, &text, path)?;
+        if !ignored.is_empty() {
+            tracing::warn!("keel ignores KubeletConfiguration fields: {}", ignored.join(", "));
+        }
+    }
+    apply_flags(&mut cfg, args)?;
+    Ok(cfg)
+}
+
+/// Applies the flags that are set onto `cfg`.
+pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> {
+    cfg.kubeconfig = args.kubeconfig.clone();
+    cfg.standalone = args.standalone;
+    if let Some(n) = &args.node_name {
+        if n.is_empty() {
+            return Err(ConfigError::invalid("--node-name", "must not be empty"));
+        }
+        cfg.node_name = n.clone();
+    }
+    cfg.runtime = parse_endpoint("--runtime", &args.runtime)?;
+    if let Some(ep) = &args.image_service_endpoint {
+        cfg.image_service_endpoint = Some(parse_endpoint("--image-service-endpoint", ep)?);
+    }
+    cfg.root_dir = args.root_dir.clone();
+    cfg.pod_logs_dir = args.pod_logs_dir.clone();
+    if let Some(p) = &args.pod_manifest_path {
+        cfg.static_pod_path = Some(p.clone());
+    }
+    if let Some(ip) = args.node_ip {
+        cfg.node_ip = Some(ip);
+    }
+    if let Some(m) = args.max_pods {
+        if m < 0 {
+            return Err(ConfigError::invalid("--max-pods", "must not be negative"));
+        }
+        cfg.max_pods = m;
+    }
+    if let Some(l) = &args.node_labels {
+        cfg.node_labels.extend(parse_labels(l)?);
+    }
+    if let Some(t) = &args.register_with_taints {
+        cfg.register_with_taints = parse_taints(t)?;
+    }
+    if let Some(a) = args.address {
+        cfg.address = a;
+    }
+    if let Some(p) = args.port {
+        cfg.port = p;
+    }
+    if !(args.time_scale.is_finite() && args.time_scale >= 1.0) {
+        return Err(ConfigError::invalid("--time-scale", "must be a number >= 1"));
+    }
+    cfg.time_scale = args.time_scale;
+    if let Some(s) = &args.sim_config {
+        cfg.sim_config = Some(s.clone());
+    }
+    Ok(())
+}
+
+/// `sim` or `unix:///path`.
+pub fn parse_endpoint(field: &str, s: &str) -> Result<RuntimeEndpoint, ConfigError> {
+    if s == "sim" {
+        return Ok(RuntimeEndpoint::Sim);
+    }
+    match s.strip_prefix("unix://") {
+        Some(p) if p.starts_with('/') => Ok(RuntimeEndpoint::Unix(PathBuf::from(p))),
+        _ => Err(ConfigError::invalid(
+            field,
+            format!("{s:?}: expected \"sim\" or \"unix:///absolute/path\""),
+        )),
+    }
+}
+
+/// `k=v,k2=v2` (as `--node-labels`).
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| ConfigError::invalid("--node-labels", format!("{item:?} is not key=value")))?;
+        check_label_key(k).map_err(|m| ConfigError::invalid("--node-labels", format!("key {k:?}: {m}")))?;
+        if !v.is_empty() && !is_label_name(v) {
+            return Err(ConfigError::invalid(
+                "--node-labels",
+                format!(
+                    "value {v:?}: must be at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+                ),
+            ));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// A label name / value: ≤ 63 chars of `[A-Za-z0-9-_.]`, alphanumeric at both ends.
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A DNS-1123 subdomain (label key prefix).
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            let b = part.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
+}
+
+/// A qualified label key: `[prefix/]name`.
+fn check_label_key(k: &str) -> Result<(), &'static str> {
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    if prefix.is_some_and(|p| !is_dns_subdomain(p)) {
+        return Err("prefix must be a DNS subdomain");
+    }
+    if !is_label_name(name) {
+        return Err("name must be at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric");
+    }
+    Ok(())
+}
+
+fn check_effect(field: &str, effect: &str) -> Result<(), ConfigError> {
+    match effect {
+        "NoSchedule" | "PreferNoSchedule" | "NoExecute" => Ok(()),
+        _ => Err(ConfigError::invalid(
+            field,
+            format!("invalid taint effect {effect:?} (NoSchedule, PreferNoSchedule or NoExecute)"),
+        )),
+    }
+}
+
+/// `key=value:Effect,key2:Effect` (as `--register-with-taints`).
+pub fn parse_taints(s: &str) -> Result<Vec<Taint>, ConfigError> {
+    const FIELD: &str = "--register-with-taints";
+    let mut out = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (kv, effect) = item
+            .rsplit_once(':')
+            .ok_or_else(|| ConfigError::invalid(FIELD, format!("{item:?} is not key=value:Effect")))?;
+        check_effect(FIELD, effect)?;
+        let (key, value) = match kv.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (kv, None),
+        };
+        if key.is_empty() {
+            return Err(ConfigError::invalid(FIELD, format!("{item:?} has an empty key")));
+        }
+        out.push(ApiTaint {
+            key: key.to_string(),
+            value,
+            effect: effect.to_string(),
+            time_added: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses a Go duration (`time.ParseDuration`): `300ms`, `1m0s`, `1h2m3.5s`, `0`.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let orig = s;
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if s.starts_with('-') {
+        return Err(format!("{orig:?}: negative durations are not allowed"));
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(format!("{orig:?}: empty duration"));
+    }
+    let mut total_nanos: u128 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(num_end);
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return Err(format!("{orig:?}: invalid duration"));
+        }
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        let unit_nanos: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "" => return Err(format!("{orig:?}: missing unit in duration")),
+            u => return Err(format!("{orig:?}: unknown unit {u:?} in duration")),
+        };
+        let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
+        let int: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| format!("{orig:?}: invalid duration"))?
+        };
+        let mut v = int
+            .checked_mul(unit_nanos)
+            .ok_or_else(|| format!("{orig:?}: duration out of range"))?;
+        // Fractional part, truncated to nanoseconds like Go.
+        let mut scale = unit_nanos;
+        for d in frac_part.bytes().take(30) {
+            scale /= 10;
+            v += u128::from(d - b'0') * scale;
+        }
+        total_nanos = total_nanos
+            .checked_add(v)
+            .ok_or_else(|| format!("{orig:?}: duration out of range"))?;
+        rest = next;
+    }
+    // Go's time.Duration is an int64 of nanoseconds.
+    if total_nanos > i64::MAX as u128 {
+        return Err(format!("{orig:?}: duration out of range"));
+    }
+    Ok(Duration::from_nanos(total_nanos as u64))
+}
+
+/// The file fields keel honours (top level).
+const KNOWN_FIELDS: &[&str] = &[
+    "kind",
+    "apiVersion",
+    "address",
+    "port",
+    "healthzPort",
+    "staticPodPath",
+    "maxPods",
+    "podsPerCore",
+    "syncFrequency",
+    "nodeStatusUpdateFrequency",
+    "nodeStatusReportFrequency",
+    "nodeLeaseDurationSeconds",
+    "registerNode",
+    "registerWithTaints",
+    "systemReserved",
+    "kubeReserved",
+    "evictionHard",
+    "authentication",
+    "authorization",
+    "tlsCertFile",
+    "tlsPrivateKeyFile",
+    "cgroupRoot",
+    "containerLogMaxSize",
+    "containerLogMaxFiles",
+    "imagePullProgressDeadline",
+    "serializeImagePulls",
+];
+
+/// Typed access to one mapping of the file, with errors naming the full field path.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    prefix: String,
+}
+
+impl<'a> Fields<'a> {
+    fn path(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.prefix)
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v) => Err(ConfigError::invalid(
+                &self.path(key),
+                format!("expected a string, got {v}"),
+            )),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(ConfigError::invalid(
+                &self.path(key),
+                format!("expected true or false, got {v}"),
+            )),
+        }
+    }
+
+    fn int(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_i64() {
+                Some(i) if (min..=max).contains(&i) => Ok(Some(i)),
+                _ => Err(ConfigError::invalid(
+                    &self.path(key),
+                    format!("expected an integer in [{min}, {max}], got {v}"),
+                )),
+            },
+        }
+    }
+
+    fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        match self.string(key)? {
+            None => Ok(None),
+            Some(s) => parse_go_duration(&s)
+                .map(Some)
+                .map_err(|m| ConfigError::invalid(&self.path(key), m)),
+        }
+    }
+
+    fn path_buf(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self.string(key)?.filter(|s| !s.is_empty()).map(PathBuf::from))
+    }
+
+    fn string_map(&self, key: &str) -> Result<Option<BTreeMap<String, String>>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Object(m)) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in m {
+                    let s = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        _ => {
+                            return Err(ConfigError::invalid(
+                                &format!("{}.{k}", self.path(key)),
+                                format!("expected a string, got {v}"),
+                            ))
+                        }
+                    };
+                    out.insert(k.clone(), s);
+                }
+                Ok(Some(out))
+            }
+            Some(v) => Err(ConfigError::invalid(
+                &self.path(key),
+                format!("expected a mapping, got {v}"),
+            )),
+        }
+    }
+
+    fn sub(&self, key: &str) -> Result<Option<Fields<'a>>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(Fields {
+                map: m,
+                prefix: self.path(key),
+            })),
+            Some(v) => Err(ConfigError::invalid(
+                &self.path(key),
+                format!("expected a mapping, got {v}"),
+            )),
+        }
+    }
+}
+
+fn check_reserved(field: &str, map: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for (k, v) in map {
+        crate::kubelet::resources::parse_milli(v)
+            .map_err(|e| ConfigError::invalid(&format!("{field}.{k}"), e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn check_eviction(field: &str, map: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for (k, v) in map {
+        let ok = match v.strip_suffix('%') {
+            Some(p) => p.parse::<f64>().map(|p| (0.0..=100.0).contains(&p)).unwrap_or(false),
+            None => crate::kubelet::resources::parse_milli(v).is_ok(),
+        };
+        if !ok {
+            return Err(ConfigError::invalid(
+                &format!("{field}.{k}"),
+                format!("{v:?} is neither a quantity nor a percentage"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Applies a KubeletConfiguration file onto `cfg`. Returns the top-level fields present in the
+/// file that keel does not implement (sorted), for the caller's one warning.
+pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<String>, ConfigError> {
+    let doc: Value = serde_saphyr::from_str(text).map_err(|e| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let Value::Object(map) = &doc else {
+        return Err(ConfigError::NotAMapping {
+            path: path.to_path_buf(),
+        });
+    };
+    let f = Fields {
+        map,
+        prefix: String::new(),
+    };
+    let kind = f.string("kind")?.unwrap_or_default();
+    if kind != CONFIG_KIND {
+        return Err(ConfigError::WrongKind {
+            path: path.to_path_buf(),
+            got: kind,
+        });
+    }
+    let api_version = f.string("apiVersion")?.unwrap_or_default();
+    if api_version != CONFIG_API_VERSION {
+        return Err(ConfigError::WrongApiVersion {
+            path: path.to_path_buf(),
+            got: api_version,
+        });
+    }
+
+    // v1beta1 defaults for a file config: webhook authn on, anonymous off, Webhook authz.
+    cfg.authentication.anonymous_enabled = false;
+    cfg.authentication.webhook_enabled = true;
+    cfg.authorization.mode = AuthorizationMode::Webhook;
+
+    if let Some(a) = f.string("address")? {
+        cfg.address = a
+            .parse()
+            .map_err(|_| ConfigError::invalid("address", format!("{a:?} is not an IP address")))?;
+    }
+    if let Some(p) = f.int("port", 1, 65535)? {
+        cfg.port = p as u16;
+    }
+    if let Some(p) = f.int("healthzPort", 0, 65535)? {
+        cfg.healthz_port = p as u16;
+    }
+    if let Some(p) = f.path_buf("staticPodPath")? {
+        cfg.static_pod_path = Some(p);
+    }
+    if let Some(v) = f.int("maxPods", 0, i64::from(i32::MAX))? {
+        cfg.max_pods = v;
+    }
+    if let Some(v) = f.int("podsPerCore", 0, i64::from(i32::MAX))? {
+        cfg.pods_per_core = v;
+    }
+    if let Some(d) = f.duration("syncFrequency")? {
+        cfg.sync_frequency = d;
+    }
+    if let Some(d) = f.duration("nodeStatusUpdateFrequency")? {
+        cfg.node_status_update_frequency = d;
+    }
+    if let Some(d) = f.duration("nodeStatusReportFrequency")? {
+        cfg.node_status_report_frequency = d;
+    }
+    if let Some(v) = f.int("nodeLeaseDurationSeconds", 1, i64::from(i32::MAX))? {
+        cfg.node_lease_duration_seconds = v as i32;
+    }
+    if let Some(b) = f.bool("registerNode")? {
+        cfg.register_node = b;
+    }
+    if let Some(v) = f.get("registerWithTaints") {
+        let taints: Vec<ApiTaint> =
+            serde_json::from_value(v.clone()).map_err(|e| ConfigError::invalid("registerWithTaints", e.to_string()))?;
+        for t in &taints {
+            check_effect("registerWithTaints", &t.effect)?;
+        }
+        cfg.register_with_taints = taints;
+    }
+    if let Some(m) = f.string_map("systemReserved")? {
+        check_reserved("systemReserved", &m)?;
+        cfg.system_reserved = m;
+    }
+    if let Some(m) = f.string_map("kubeReserved")? {
+        check_reserved("kubeReserved", &m)?;
+        cfg.kube_reserved = m;
+    }
+    if let Some(m) = f.string_map("evictionHard")? {
+        // Like v1beta1 defaulting: a map given in the file replaces the default thresholds.
+        check_eviction("evictionHard", &m)?;
+        cfg.eviction_hard = m;
+    }
+    if let Some(authn) = f.sub("authentication")? {
+        if let Some(anon) = authn.sub("anonymous")? {
+            if let Some(b) = anon.bool("enabled")? {
+                cfg.authentication.anonymous_enabled = b;
+            }
+        }
+        if let Some(wh) = authn.sub("webhook")? {
+            if let Some(b) = wh.bool("enabled")? {
+                cfg.authentication.webhook_enabled = b;
+            }
+            if let Some(d) = wh.duration("cacheTTL")? {
+                cfg.authentication.webhook_cache_ttl = d;
+            }
+        }
+        if let Some(x) = authn.sub("x509")? {
+            if let Some(p) = x.path_buf("clientCAFile")? {
+                cfg.authentication.x509_client_ca_file = Some(p);
+            }
+        }
+    }
+    if let Some(authz) = f.sub("authorization")? {
+        if let Some(mode) = authz.string("mode")? {
+            cfg.authorization.mode = match mode.as_str() {
+                "AlwaysAllow" => AuthorizationMode::AlwaysAllow,
+                "Webhook" => AuthorizationMode::Webhook,
+                other => {
+                    return Err(ConfigError::invalid(
+                        "authorization.mode",
+                        format!("{other:?}: expected AlwaysAllow or Webhook"),
+                    ))
+                }
+            };
+        }
+        if let Some(wh) = authz.sub("webhook")? {
+            if let Some(d) = wh.duration("cacheAuthorizedTTL")? {
+                cfg.authorization.webhook_cache_authorized_ttl = d;
+            }
+            if let Some(d) = wh.duration("cacheUnauthorizedTTL")? {
+                cfg.authorization.webhook_cache_unauthorized_ttl = d;
+            }
+        }
+    }
+    if let Some(p) = f.path_buf("tlsCertFile")? {
+        cfg.tls_cert_file = Some(p);
+    }
+    if let Some(p) = f.path_buf("tlsPrivateKeyFile")? {
+        cfg.tls_private_key_file = Some(p);
+    }
+    if let Some(r) = f.string("cgroupRoot")? {
+        cfg.cgroup_root = if r.is_empty() { "/".to_string() } else { r };
+    }
+    if let Some(s) = f.string("containerLogMaxSize")? {
+        let v = crate::kubelet::resources::parse_value(&s)
+            .ok()
+            .filter(|v| *v > 0 && *v <= i128::from(u64::MAX))
+            .ok_or_else(|| ConfigError::invalid("containerLogMaxSize", format!("{s:?} is not a positive quantity")))?;
+        cfg.container_log_max_size = v as u64;
+    }
+    if let Some(v) = f.int("containerLogMaxFiles", 2, i64::from(u32::MAX))? {
+        cfg.container_log_max_files = v as u32;
+    }
+    if let Some(d) = f.duration("imagePullProgressDeadline")? {
+        cfg.image_pull_progress_deadline = d;
+    }
+    if let Some(b) = f.bool("serializeImagePulls")? {
+        cfg.serialize_image_pulls = b;
+    }
+
+    let mut ignored: Vec<String> = map
+        .keys()
+        .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    ignored.sort();
+    Ok(ignored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn defaults() -> Config {
+        Config::defaults("node-a".into())
+    }
+
+    fn apply(text: &str) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut c = defaults();
+        let ignored = apply_file(&mut c, text, Path::new("test.yaml"))?;
+        Ok((c, ignored))
+    }
+
+    const FULL: &str = r#"
+kind: KubeletConfiguration
+apiVersion: kubelet.config.k8s.io/v1beta1
+address: 127.0.0.1
+port: 11250
+healthzPort: 11248
+staticPodPath: /etc/kubernetes/manifests
+maxPods: 50
+podsPerCore: 10
+syncFrequency: 30s
+nodeStatusUpdateFrequency: 5s
+nodeStatusReportFrequency: 1m0s
+nodeLeaseDurationSeconds: 20
+registerNode: false
+registerWithTaints:
+  - key: dedicated
+    value: infra
+    effect: NoSchedule
+systemReserved:
+  cpu: 100m
+  memory: 100Mi
+kubeReserved:
+  memory: 200Mi
+evictionHard:
+  memory.available: 200Mi
+authentication:
+  anonymous:
+    enabled: true
+  webhook:
+    enabled: false
+    cacheTTL: 1m30s
+  x509:
+    clientCAFile: /etc/kubernetes/pki/ca.crt
+authorization:
+  mode: AlwaysAllow
+  webhook:
+    cacheAuthorizedTTL: 1m
+    cacheUnauthorizedTTL: 10s
+tlsCertFile: /tls.crt
+tlsPrivateKeyFile: /tls.key
+cgroupRoot: /keel
+containerLogMaxSize: 20Mi
+containerLogMaxFiles: 3
+imagePullProgressDeadline: 2m
+serializeImagePulls: false
+cgroupDriver: systemd
+clusterDNS: [10.96.0.10]
+"#;
+
+    #[test]
+    fn full_file() {
+        let (c, ignored) = apply(FULL).unwrap();
+        assert_eq!(c.address, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(c.port, 11250);
+        assert_eq!(c.healthz_port, 11248);
+        assert_eq!(c.static_pod_path, Some(PathBuf::from("/etc/kubernetes/manifests")));
+        assert_eq!(c.max_pods, 50);
+        assert_eq!(c.pods_per_core, 10);
+        assert_eq!(c.sync_frequency, Duration::from_secs(30));
+        assert_eq!(c.node_status_update_frequency, Duration::from_secs(5));
+        assert_eq!(c.node_status_report_frequency, Duration::from_secs(60));
+        assert_eq!(c.node_lease_duration_seconds, 20);
+        assert!(!c.register_node);
+        assert_eq!(c.register_with_taints.len(), 1);
+        assert_eq!(c.register_with_taints[0].key, "dedicated");
+        assert_eq!(c.register_with_taints[0].value.as_deref(), Some("infra"));
+        assert_eq!(c.register_with_taints[0].effect, "NoSchedule");
+        assert_eq!(c.system_reserved.get("cpu").map(String::as_str), Some("100m"));
+        assert_eq!(c.kube_reserved.get("memory").map(String::as_str), Some("200Mi"));
+        // The file's map replaces the defaults.
+        assert_eq!(c.eviction_hard.len(), 1);
+        assert!(c.authentication.anonymous_enabled);
+        assert!(!c.authentication.webhook_enabled);
+        assert_eq!(c.authentication.webhook_cache_ttl, Duration::from_secs(90));
+        assert_eq!(
+            c.authentication.x509_client_ca_file,
+            Some(PathBuf::from("/etc/kubernetes/pki/ca.crt"))
+        );
+        assert_eq!(c.authorization.mode, AuthorizationMode::AlwaysAllow);
+        assert_eq!(c.authorization.webhook_cache_authorized_ttl, Duration::from_secs(60));
+        assert_eq!(c.authorization.webhook_cache_unauthorized_ttl, Duration::from_secs(10));
+        assert_eq!(c.tls_cert_file, Some(PathBuf::from("/tls.crt")));
+        assert_eq!(c.tls_private_key_file, Some(PathBuf::from("/tls.key")));
+        assert_eq!(c.cgroup_root, "/keel");
+        assert_eq!(c.container_log_max_size, 20 * 1024 * 1024);
+        assert_eq!(c.container_log_max_files, 3);
+        assert_eq!(c.image_pull_progress_deadline, Duration::from_secs(120));
+        assert!(!c.serialize_image_pulls);
+        assert_eq!(ignored, vec!["cgroupDriver".to_string(), "clusterDNS".to_string()]);
+    }
+
+    #[test]
+    fn minimal_file_uses_v1beta1_auth_defaults() {
+        let (c, ignored) = apply("kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\n").unwrap();
+        assert!(ignored.is_empty());
+        assert!(!c.authentication.anonymous_enabled);
+        assert!(c.authentication.webhook_enabled);
+        assert_eq!(c.authorization.mode, AuthorizationMode::Webhook);
+        assert_eq!(c.eviction_hard, default_eviction_hard());
+        // No file: flag-era defaults.
+        let d = defaults();
+        assert_eq!(d.authorization.mode, AuthorizationMode::AlwaysAllow);
+        assert!(!d.authentication.webhook_enabled);
+        assert_eq!(d.max_pods, 110);
+        assert_eq!(d.port, 10250);
+        assert_eq!(d.node_lease_duration_seconds, 40);
+        assert_eq!(d.container_log_max_size, 10 * 1024 * 1024);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kubelet.yaml");
+        std::fs::write(&file, FULL).unwrap();
+        let cli = Cli::try_parse_from([
+            "keel",
+            "run",
+            "--config",
+            file.to_str().unwrap(),
+            "--node-name",
+            "n1",
+            "--max-pods",
+            "7",
+            "--port",
+            "12000",
+            "--node-labels",
+            "a=b, c=d",
+            "--register-with-taints",
+            "k=v:NoExecute,k2:PreferNoSchedule",
+            "--runtime",
+            "unix:///run/containerd/containerd.sock",
+            "--pod-manifest-path",
+            "/m",
+            "--time-scale",
+            "20",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command;
+        let c = load(&args).unwrap();
+        assert_eq!(c.node_name, "n1");
+        assert_eq!(c.max_pods, 7);
+        assert_eq!(c.port, 12000);
+        assert_eq!(c.healthz_port, 11248, "file value kept where no flag");
+        assert_eq!(c.node_labels.get("c").map(String::as_str), Some("d"));
+        assert_eq!(c.register_with_taints.len(), 2);
+        assert_eq!(c.register_with_taints[1].key, "k2");
+        assert_eq!(c.register_with_taints[1].value, None);
+        assert_eq!(
+            c.runtime,
+            RuntimeEndpoint::Unix(PathBuf::from("/run/containerd/containerd.sock"))
+        );
+        assert_eq!(c.static_pod_path, Some(PathBuf::from("/m")));
+        assert_eq!(c.time_scale, 20.0);
+    }
+
+    #[test]
+    fn durations() {
+        let ok: &[(&str, Duration)] = &[
+            ("0", Duration::ZERO),
+            ("10s", Duration::from_secs(10)),
+            ("1m0s", Duration::from_secs(60)),
+            ("300ms", Duration::from_millis(300)),
+            ("1h2m3s", Duration::from_secs(3723)),
+            ("1.5s", Duration::from_millis(1500)),
+            (".5m", Duration::from_secs(30)),
+            ("2h45m", Duration::from_secs(9900)),
+            ("100us", Duration::from_micros(100)),
+            ("100µs", Duration::from_micros(100)),
+            ("7ns", Duration::from_nanos(7)),
+            ("+5s", Duration::from_secs(5)),
+        ];
+        for (s, want) in ok {
+            assert_eq!(parse_go_duration(s), Ok(*want), "{s}");
+        }
+        for bad in ["", "10", "1x", "s", "-1s", "1.2.3s", "1s2", "3000000h"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn field_of(e: ConfigError) -> String {
+        match e {
+            ConfigError::InvalidValue { field, .. } => field,
+            other => panic!("unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn bad_input() {
+        let hdr = "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\n";
+        assert!(matches!(
+            apply("kind: Pod\napiVersion: kubelet.config.k8s.io/v1beta1\n"),
+            Err(ConfigError::WrongKind { .. })
+        ));
+        assert!(matches!(
+            apply("kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1\n"),
+            Err(ConfigError::WrongApiVersion { .. })
+        ));
+        assert!(matches!(apply("- a\n- b\n"), Err(ConfigError::NotAMapping { .. })));
+        assert!(matches!(apply("kind: [unclosed\n"), Err(ConfigError::ParseFile { .. })));
+        let cases = [
+            ("syncFrequency: 10 seconds\n", "syncFrequency"),
+            ("port: 70000\n", "port"),
+            ("maxPods: lots\n", "maxPods"),
+            ("registerNode: maybe\n", "registerNode"),
+            ("address: not-an-ip\n", "address"),
+            ("containerLogMaxSize: huge\n", "containerLogMaxSize"),
+            ("systemReserved:\n  cpu: lots\n", "systemReserved.cpu"),
+            (
+                "evictionHard:\n  memory.available: 200%\n",
+                "evictionHard.memory.available",
+            ),
+            ("authorization:\n  mode: RBAC\n", "authorization.mode"),
+            (
+                "authentication:\n  webhook:\n    cacheTTL: 5\n",
+                "authentication.webhook.cacheTTL",
+            ),
+            (
+                "registerWithTaints:\n  - key: a\n    effect: Sometimes\n",
+                "registerWithTaints",
+            ),
+        ];
+        for (body, field) in cases {
+            let e = apply(&format!("{hdr}{body}")).unwrap_err();
+            assert_eq!(field_of(e), field, "{body}");
+        }
+        assert_eq!(field_of(parse_taints("k=v").unwrap_err()), "--register-with-taints");
+        assert_eq!(
+            field_of(parse_taints("k=v:Never").unwrap_err()),
+            "--register-with-taints"
+        );
+        assert_eq!(field_of(parse_labels("novalue").unwrap_err()), "--node-labels");
+        assert_eq!(field_of(parse_labels("=v").unwrap_err()), "--node-labels");
+        assert_eq!(field_of(parse_labels("Bad_Prefix/x=v").unwrap_err()), "--node-labels");
+        assert_eq!(field_of(parse_labels("k=-bad").unwrap_err()), "--node-labels");
+        let ok = parse_labels("node-role.kubernetes.io/worker=,zone=a_1.b").unwrap();
+        assert_eq!(ok.get("node-role.kubernetes.io/worker").map(String::as_str), Some(""));
+        assert_eq!(ok.get("zone").map(String::as_str), Some("a_1.b"));
+        assert_eq!(
+            field_of(parse_endpoint("--runtime", "tcp://x").unwrap_err()),
+            "--runtime"
+        );
+    }
+}

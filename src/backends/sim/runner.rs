@@ -1,0 +1,369 @@
+//! A running container: one tokio task (no thread) that walks the container's script in
+//! virtual time and handles SIGTERM/SIGKILL from StopContainer.
+//!
+//! The script's effects are a pure function of its virtual offsets, so a runner resumed after
+//! a restart replays the script instantly up to the time already elapsed (writing only the log
+//! lines the file does not have yet) and then continues in real time.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::logs;
+use super::script::{self, FileKind, FsError, Host, Interp, Mode, Node, Outcome, Stream, Trap};
+use super::vfs::Vfs;
+use crate::clock::Clock;
+
+/// Pending signals per container; StopContainer waits for the exit anyway, so a few suffice.
+pub const SIGNAL_BUFFER: usize = 4;
+
+/// Exit codes of signal deaths.
+pub const EXIT_SIGKILL: i32 = 137;
+pub const EXIT_SIGTERM: i32 = 143;
+
+/// Output sequence numbers of trap handlers start here, far above any main script's.
+const HANDLER_SEQ_BASE: u64 = 1 << 40;
+
+/// What StopContainer sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM, then SIGKILL after `grace` (virtual) if the container is still running.
+    Term {
+        grace: Duration,
+    },
+    Kill,
+}
+
+/// How the container ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub code: i32,
+    /// CRI reason: `Completed`, `Error` or `OOMKilled`.
+    pub reason: &'static str,
+    pub finished_at: Timestamp,
+}
+
+impl Exit {
+    fn new(code: i32, oom: bool, finished_at: Timestamp) -> Exit {
+        let reason = if oom {
+            "OOMKilled"
+        } else if code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        };
+        Exit {
+            code,
+            reason,
+            finished_at,
+        }
+    }
+}
+
+/// The handle the runtime keeps for a running container.
+#[derive(Debug, Clone)]
+pub struct RunHandle {
+    pub signals: mpsc::Sender<Signal>,
+    /// Turns true once the exit is recorded.
+    pub exited: watch::Receiver<bool>,
+    pub vfs: Arc<Mutex<Vfs>>,
+    pub env: Arc<Vec<(String, String)>>,
+}
+
+/// Everything a runner needs, gathered under the runtime lock.
+pub struct Launch {
+    pub program: Arc<Node>,
+    pub env: Arc<Vec<(String, String)>>,
+    /// Wall time the process started (what ContainerStatus shows).
+    pub started: Timestamp,
+    /// Virtual time already elapsed since `started` (0 for a fresh start).
+    pub elapsed: Duration,
+    pub log_path: Option<PathBuf>,
+    /// Newest timestamp already in the log file (lines at or before it are not rewritten).
+    pub last_logged: Option<Timestamp>,
+    pub vfs: Arc<Mutex<Vfs>>,
+    pub clock: Clock,
+}
+
+fn add(ts: Timestamp, d: Duration) -> Timestamp {
+    ts.checked_add(d).unwrap_or(ts)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock does not make the data unusable here.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The host of a container's main process (and of its trap handlers).
+struct RunHost {
+    clock: Clock,
+    started: Timestamp,
+    /// Real instant at which virtual offset `elapsed` was reached.
+    base: Instant,
+    elapsed: Duration,
+    log_path: Option<PathBuf>,
+    last_logged: Option<Timestamp>,
+    vfs: Arc<Mutex<Vfs>>,
+    trap: Arc<Mutex<Trap>>,
+}
+
+impl RunHost {
+    /// Effects before `elapsed` already happened before a restart.
+    fn replaying(&self, at: Duration) -> bool {
+        at < self.elapsed
+    }
+}
+
+#[async_trait]
+impl Host for RunHost {
+    async fn wait_until(&mut self, at: Duration) {
+        if at <= self.elapsed {
+            return;
+        }
+        tokio::time::sleep_until(self.base + self.clock.to_real(at - self.elapsed)).await;
+    }
+
+    fn output(&mut self, at: Duration, seq: u64, stream: Stream, data: &[u8]) {
+        let Some(path) = &self.log_path else { return };
+        // Offsets map to wall time deterministically; `seq` nanoseconds keep lines ordered.
+        let ts = add(add(self.started, self.clock.to_real(at)), Duration::from_nanos(seq));
+        if self.last_logged.is_some_and(|last| ts <= last) {
+            return;
+        }
+        if let Err(e) = logs::append(path, &logs::format_lines(ts, stream, data)) {
+            tracing::warn!(path = %path.display(), error = %e, "sim: writing container log failed");
+        }
+    }
+
+    fn read_file(&mut self, path: &str) -> Result<Vec<u8>, FsError> {
+        lock(&self.vfs).read(path)
+    }
+
+    fn write_file(&mut self, at: Duration, path: &str, data: &[u8], append: bool) -> Result<(), FsError> {
+        let live = !self.replaying(at);
+        lock(&self.vfs).write(path, data, append, live)
+    }
+
+    fn remove(&mut self, at: Duration, path: &str, recursive: bool) -> Result<(), FsError> {
+        let live = !self.replaying(at);
+        lock(&self.vfs).remove(path, recursive, live)
+    }
+
+    fn make_dir(&mut self, at: Duration, path: &str) -> Result<(), FsError> {
+        let live = !self.replaying(at);
+        lock(&self.vfs).mkdir(path, live)
+    }
+
+    fn kind(&mut self, path: &str) -> Option<FileKind> {
+        lock(&self.vfs).kind(path)
+    }
+
+    fn set_trap(&mut self, trap: Trap) {
+        *lock(&self.trap) = trap;
+    }
+
+    fn date(&self, at: Duration) -> String {
+        add(self.started, self.clock.to_real(at))
+            .strftime("%a %b %e %H:%M:%S UTC %Y")
+            .to_string()
+    }
+}
+
+type ExitFuture = Pin<Box<dyn std::future::Future<Output = Exit> + Send>>;
+
+/// A prepared runner: call [`Runner::start`] after publishing the handle.
+pub struct Runner {
+    fut: ExitFuture,
+    exited: watch::Sender<bool>,
+}
+
+/// Builds the runner of a container and its handle.
+pub fn prepare(l: Launch) -> (RunHandle, Runner) {
+    let (sig_tx, sig_rx) = mpsc::channel(SIGNAL_BUFFER);
+    let (exit_tx, exit_rx) = watch::channel(false);
+    let handle = RunHandle {
+        signals: sig_tx,
+        exited: exit_rx,
+        vfs: l.vfs.clone(),
+        env: l.env.clone(),
+    };
+    let fut = Box::pin(run(l, sig_rx));
+    (handle, Runner { fut, exited: exit_tx })
+}
+
+impl Runner {
+    /// Runs the container: the script is polled once right here, so whatever it does without
+    /// waiting (and everything a resumed container did while keel was down) has happened when
+    /// this returns; the rest continues on a tokio task. `on_exit` records the exit (without
+    /// the caller holding the runtime lock); waiters are woken after it.
+    pub fn start(self, on_exit: impl FnOnce(Exit) + Send + 'static) {
+        let Runner { mut fut, exited } = self;
+        let mut cx = Context::from_waker(Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(exit) => {
+                on_exit(exit);
+                exited.send_replace(true);
+            }
+            Poll::Pending => {
+                tokio::spawn(async move {
+                    let exit = fut.await;
+                    on_exit(exit);
+                    exited.send_replace(true);
+                });
+            }
+        }
+    }
+}
+
+async fn run(l: Launch, mut signals: mpsc::Receiver<Signal>) -> Exit {
+    let base = Instant::now();
+    let trap = Arc::new(Mutex::new(Trap::Default));
+    let make_host = |last_logged| RunHost {
+        clock: l.clock,
+        started: l.started,
+        base,
+        elapsed: l.elapsed,
+        log_path: l.log_path.clone(),
+        last_logged,
+        vfs: l.vfs.clone(),
+        trap: trap.clone(),
+    };
+    let mut interp = Interp::new(
+        make_host(l.last_logged),
+        l.env.iter().cloned(),
+        Mode::Container,
+        Duration::ZERO,
+        0,
+    );
+    let program = l.program.clone();
+    let mut main = Box::pin(async move {
+        let outcome = interp.run(&program).await;
+        (outcome, interp.now())
+    });
+    let clock = l.clock;
+    // The virtual offset "now", for trap handlers and kill deadlines.
+    let offset_now = || l.elapsed + clock.to_virtual(Instant::now().saturating_duration_since(base));
+    let killed = || Exit::new(EXIT_SIGKILL, false, clock.now());
+    let mut forever = false;
+    let mut kill_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            biased;
+            (outcome, at) = &mut main, if !forever => match outcome {
+                Outcome::Exit { code, oom } => return Exit::new(code, oom, add(l.started, clock.to_real(at))),
+                Outcome::Forever => forever = true,
+            },
+            sig = signals.recv() => match sig {
+                // Every handle is gone: the runtime was dropped (in a real process, killed).
+                // Stop here so an abandoned runtime's containers write nothing more.
+                None => return killed(),
+                Some(Signal::Kill) => return killed(),
+                Some(Signal::Term { grace }) => {
+                    let deadline = clock.deadline(grace);
+                    kill_at = Some(kill_at.map_or(deadline, |k| k.min(deadline)));
+                    let current = lock(&trap).clone();
+                    match current {
+                        Trap::Default => return Exit::new(EXIT_SIGTERM, false, clock.now()),
+                        Trap::Ignore => {}
+                        Trap::Handler(handler) => {
+                            let at = offset_now();
+                            let mut h = Interp::new(make_host(None), l.env.iter().cloned(), Mode::Container, at, HANDLER_SEQ_BASE);
+                            let kill = kill_at.unwrap_or(deadline);
+                            tokio::select! {
+                                o = h.run(&handler) => if let Outcome::Exit { code, oom } = o {
+                                    return Exit::new(code, oom, clock.now());
+                                },
+                                _ = tokio::time::sleep_until(kill) => return killed(),
+                            }
+                        }
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => return killed(),
+        }
+    }
+}
+
+/// The host of an ExecSync: output is collected, files are the container's.
+pub struct ExecHost {
+    clock: Clock,
+    base: Instant,
+    started: Timestamp,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    vfs: Arc<Mutex<Vfs>>,
+}
+
+impl ExecHost {
+    pub fn new(clock: Clock, vfs: Arc<Mutex<Vfs>>) -> Self {
+        Self {
+            clock,
+            base: Instant::now(),
+            started: clock.now(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            vfs,
+        }
+    }
+}
+
+#[async_trait]
+impl Host for ExecHost {
+    async fn wait_until(&mut self, at: Duration) {
+        tokio::time::sleep_until(self.base + self.clock.to_real(at)).await;
+    }
+    fn output(&mut self, _at: Duration, _seq: u64, stream: Stream, data: &[u8]) {
+        match stream {
+            Stream::Stdout => self.stdout.extend_from_slice(data),
+            Stream::Stderr => self.stderr.extend_from_slice(data),
+        }
+    }
+    fn read_file(&mut self, path: &str) -> Result<Vec<u8>, FsError> {
+        lock(&self.vfs).read(path)
+    }
+    fn write_file(&mut self, _at: Duration, path: &str, data: &[u8], append: bool) -> Result<(), FsError> {
+        lock(&self.vfs).write(path, data, append, true)
+    }
+    fn remove(&mut self, _at: Duration, path: &str, recursive: bool) -> Result<(), FsError> {
+        lock(&self.vfs).remove(path, recursive, true)
+    }
+    fn make_dir(&mut self, _at: Duration, path: &str) -> Result<(), FsError> {
+        lock(&self.vfs).mkdir(path, true)
+    }
+    fn kind(&mut self, path: &str) -> Option<FileKind> {
+        lock(&self.vfs).kind(path)
+    }
+    fn set_trap(&mut self, _trap: Trap) {
+        // A trap in an exec'd shell concerns that shell only, which ends with the exec.
+    }
+    fn date(&self, at: Duration) -> String {
+        add(self.started, self.clock.to_real(at))
+            .strftime("%a %b %e %H:%M:%S UTC %Y")
+            .to_string()
+    }
+}
+
+/// Runs an exec's command to its end: `(exit code, stdout, stderr)`, or `None` when it runs
+/// forever (the caller bounds that by the exec timeout or the container's exit).
+pub async fn exec(node: &Node, env: &[(String, String)], host: ExecHost) -> (Option<i32>, Vec<u8>, Vec<u8>) {
+    let mut interp = Interp::new(host, env.iter().cloned(), Mode::Exec, Duration::ZERO, 0);
+    let outcome = interp.run(node).await;
+    let code = match outcome {
+        Outcome::Exit { code, .. } => Some(code),
+        Outcome::Forever => None,
+    };
+    let host = interp.host;
+    (code, host.stdout, host.stderr)
+}
+
+/// Re-exported for the runtime: the program of an argv.
+pub fn program(argv: &[String]) -> Node {
+    script::program(argv)
+}

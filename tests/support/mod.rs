@@ -1,0 +1,3 @@
+//! Shared support for keel's integration tests.
+
+pub mod apiserver;
