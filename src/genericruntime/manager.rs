@@ -5,10 +5,18 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 
-use super::seam::{cri, Runtime};
+use super::backoff::Backoff;
+use super::gc::GcPolicy;
+use super::hooks::HookRunner;
+use super::sandbox::DnsSettings;
+use super::seam::{cri, Code, Runtime, RuntimeError};
 use super::types::*;
-use super::Result;
+use super::{Error, Result};
 use crate::clock::Clock;
+
+/// The CRI version keel asks for and the API version it requires.
+pub const CRI_VERSION: &str = "0.1.0";
+pub const CRI_API_VERSION: &str = "v1";
 
 /// Settings of the manager.
 #[derive(Clone, Debug)]
@@ -28,10 +36,19 @@ pub struct ManagerConfig {
 
 /// The generic runtime manager.
 pub struct RuntimeManager {
-    runtime: Arc<dyn Runtime>,
-    cfg: ManagerConfig,
-    events: Arc<dyn EventSink>,
-    options: Arc<dyn RunOptionsProvider>,
+    pub(super) runtime: Arc<dyn Runtime>,
+    pub(super) cfg: ManagerConfig,
+    pub(super) events: Arc<dyn EventSink>,
+    pub(super) options: Arc<dyn RunOptionsProvider>,
+    /// Crash-loop back-off, keyed per container definition.
+    pub(super) crash_backoff: Backoff,
+    /// Image-pull back-off, keyed `<uid>_<image>`.
+    pub(super) image_backoff: Backoff,
+    /// Serializes pulls when `serialize_image_pulls` (a tokio mutex: held across the pull).
+    pub(super) pull_lock: tokio::sync::Mutex<()>,
+    pub(super) dns: DnsSettings,
+    pub(super) gc_policy: GcPolicy,
+    pub(super) hooks: Option<Arc<dyn HookRunner>>,
 }
 
 impl RuntimeManager {
@@ -41,12 +58,50 @@ impl RuntimeManager {
         events: Arc<dyn EventSink>,
         options: Arc<dyn RunOptionsProvider>,
     ) -> Self {
+        let clock = cfg.clock;
         Self {
             runtime,
             cfg,
             events,
             options,
+            crash_backoff: Backoff::kubelet_default(clock),
+            image_backoff: Backoff::kubelet_default(clock),
+            pull_lock: tokio::sync::Mutex::new(()),
+            dns: DnsSettings::default(),
+            gc_policy: GcPolicy::default(),
+            hooks: None,
         }
+    }
+
+    /// Node DNS settings (`clusterDNS`, `clusterDomain`, `resolvConf`); without clusterDNS,
+    /// ClusterFirst pods get the host's resolv.conf.
+    #[must_use]
+    pub fn with_dns(mut self, dns: DnsSettings) -> Self {
+        self.dns = dns;
+        self
+    }
+
+    /// Container GC policy (defaults: the kubelet's).
+    #[must_use]
+    pub fn with_gc_policy(mut self, policy: GcPolicy) -> Self {
+        self.gc_policy = policy;
+        self
+    }
+
+    /// The lifecycle-hook runner (postStart/preStop); without one, hooks are skipped.
+    #[must_use]
+    pub fn with_hook_runner(mut self, hooks: Arc<dyn HookRunner>) -> Self {
+        self.hooks = Some(hooks);
+        self
+    }
+
+    pub fn dns(&self) -> &DnsSettings {
+        &self.dns
+    }
+
+    /// The crash-loop back-off (the pod worker may ask when to requeue).
+    pub fn crash_backoff(&self) -> &Backoff {
+        &self.crash_backoff
     }
 
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
@@ -59,22 +114,35 @@ impl RuntimeManager {
 
     /// CRI Version handshake (refuses anything but v1).
     pub async fn version(&self) -> Result<cri::VersionResponse> {
-        todo!("H3")
+        let resp = self
+            .runtime
+            .version(cri::VersionRequest {
+                version: CRI_VERSION.into(),
+            })
+            .await?;
+        if resp.runtime_api_version != CRI_API_VERSION {
+            return Err(Error::UnsupportedApiVersion {
+                got: resp.runtime_api_version,
+            });
+        }
+        Ok(resp)
     }
 
     /// CRI Status: RuntimeReady / NetworkReady conditions.
     pub async fn runtime_status(&self) -> Result<cri::RuntimeStatus> {
-        todo!("H3")
+        let resp = self.runtime.status(cri::StatusRequest { verbose: false }).await?;
+        resp.status
+            .ok_or_else(|| RuntimeError::new("Status", Code::Internal, "runtime returned no status").into())
     }
 
     /// `GetPods(all)`: sandboxes and containers grouped by pod UID.
     pub async fn get_pods(&self, all: bool) -> Result<Vec<RunningPod>> {
-        todo!("H3")
+        self.get_pods_impl(all).await
     }
 
     /// `GetPodStatus` (§1.1).
     pub async fn get_pod_status(&self, uid: &str, name: &str, namespace: &str) -> Result<PodStatus> {
-        todo!("H3")
+        self.get_pod_status_impl(uid, name, namespace).await
     }
 
     /// `SyncPod` (§1.7): compute actions and carry them out.
@@ -85,13 +153,13 @@ impl RuntimeManager {
         pull_secrets: &[Secret],
         probes: &ProbeFailures,
     ) -> PodSyncResult {
-        todo!("H3")
+        self.sync_pod_impl(pod, status, pull_secrets, probes).await
     }
 
     /// `KillPod` (§1.10): stop running containers in parallel, then every sandbox. `pod` is None for
     /// runtime-only pods (specs restored from labels).
     pub async fn kill_pod(&self, pod: Option<&Pod>, status: &PodStatus, grace_override: Option<i64>) -> PodSyncResult {
-        todo!("H3")
+        self.kill_pod_impl(pod, status, grace_override).await
     }
 
     /// Container and sandbox GC (§1.13). `removable(uid)` says whether a pod's content may go.
@@ -100,16 +168,17 @@ impl RuntimeManager {
         removable: &(dyn Fn(&str) -> bool + Send + Sync),
         all_sources_ready: bool,
     ) -> Result<()> {
-        todo!("H3")
+        self.garbage_collect_impl(removable, all_sources_ready).await
     }
 
     /// Eager deletion after ContainerDied: keep the newest `keep` exited instances per name.
     pub async fn remove_exited_duplicates(&self, status: &PodStatus, keep: usize) {
-        todo!("H3")
+        self.remove_exited_duplicates_impl(status, keep).await
     }
 
     /// Drop back-off entries idle for more than 10 minutes (housekeeping).
     pub fn backoff_gc(&self) {
-        todo!("H3")
+        self.crash_backoff.gc();
+        self.image_backoff.gc();
     }
 }

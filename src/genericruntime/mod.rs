@@ -3,16 +3,22 @@
 
 pub mod actions;
 pub mod backoff;
+pub mod container;
+pub mod expand;
 pub mod gc;
 pub mod hash;
+pub mod hooks;
 pub mod images;
+pub mod kill;
 pub mod labels;
 pub mod manager;
 pub mod podstatus;
 pub mod relist;
+pub mod sandbox;
 pub mod seam;
 pub mod sync;
 pub mod types;
+pub mod util;
 
 pub use manager::{ManagerConfig, RuntimeManager};
 pub use seam::{cri, Code, ImageService, Runtime, RuntimeError, RuntimeService};
@@ -30,3 +36,6 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod simtests;

@@ -301,6 +301,35 @@ mod tests {
     }
 
     #[test]
+    fn random_references_never_panic() {
+        use rand::{Rng, SeedableRng};
+        const PIECES: &[&str] = &[
+            "a",
+            "B",
+            "/",
+            ":",
+            "@",
+            "sha256:",
+            ".",
+            "-",
+            "_",
+            "1",
+            "é",
+            "localhost",
+            "docker.io",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..20_000 {
+            let n = rng.random_range(0..10);
+            let text: String = (0..n).map(|_| PIECES[rng.random_range(0..PIECES.len())]).collect();
+            if let Ok(r) = normalize(&text) {
+                // A normalized name normalizes to itself.
+                assert_eq!(normalize(&r.name()).unwrap().name(), r.name(), "{text}");
+            }
+        }
+    }
+
+    #[test]
     fn records_are_deterministic_and_resolvable() {
         let r = normalize("busybox").unwrap();
         let a = ImageRecord::of(&r);

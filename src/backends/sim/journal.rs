@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,8 @@ use super::state::{ContainerRecord, SandboxRecord};
 
 const FILE: &str = "journal.jsonl";
 const TMP: &str = "journal.jsonl.tmp";
+/// Appends before a running runtime considers compacting its journal.
+const COMPACT_MIN_APPENDS: usize = 10_000;
 
 /// Journal failures.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +98,7 @@ impl Loaded {
         }
     }
 
-    fn records(&self) -> impl Iterator<Item = Record> + '_ {
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
         let sandboxes = self.sandboxes.values().map(|s| Record::Sandbox(Box::new(s.clone())));
         let containers = self.containers.values().map(|c| Record::Container(Box::new(c.clone())));
         let images = self.images.values().map(|i| Record::Image(i.clone()));
@@ -112,6 +115,9 @@ impl Loaded {
 pub struct Journal {
     path: PathBuf,
     file: std::fs::File,
+    /// Lines appended since the last compaction, and records written by it.
+    appended: usize,
+    live: usize,
 }
 
 impl Journal {
@@ -142,29 +148,63 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(Error::Read { path, source }),
         }
-        // Compact: write the live set to a temp file and rename it over the journal.
+        let live = loaded.records().count();
+        let journal = Journal {
+            file: Self::rewrite(dir, &path, loaded.records())?,
+            path,
+            appended: 0,
+            live,
+        };
+        Ok((journal, loaded))
+    }
+
+    /// Writes `records` to a temp file, renames it over the journal and opens it for appending.
+    fn rewrite(dir: &Path, path: &Path, records: impl Iterator<Item = Record>) -> Result<std::fs::File, Error> {
         let tmp = dir.join(TMP);
         let compact_err = |source| Error::Compact {
-            path: path.clone(),
+            path: path.to_path_buf(),
             source,
         };
         {
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(compact_err)?);
-            for r in loaded.records() {
+            // Container configs carry env values (secrets among them): owner-only, as containerd's
+            // metadata store.
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(compact_err)?;
+            let mut out = std::io::BufWriter::new(file);
+            for r in records {
                 serde_json::to_writer(&mut out, &r).map_err(Error::Encode)?;
                 out.write_all(b"\n").map_err(compact_err)?;
             }
             out.flush().map_err(compact_err)?;
         }
-        std::fs::rename(&tmp, &path).map_err(compact_err)?;
-        let file = std::fs::OpenOptions::new()
+        std::fs::rename(&tmp, path).map_err(compact_err)?;
+        std::fs::OpenOptions::new()
             .append(true)
-            .open(&path)
+            .open(path)
             .map_err(|source| Error::Append {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 source,
-            })?;
-        Ok((Journal { path, file }, loaded))
+            })
+    }
+
+    /// Whether enough has been appended since the last compaction to rewrite the journal
+    /// (keeps a long-running node's journal proportional to what exists).
+    pub fn wants_compaction(&self) -> bool {
+        self.appended > COMPACT_MIN_APPENDS && self.appended > 4 * self.live
+    }
+
+    /// Replaces the journal with `records` (the complete live state).
+    pub fn compact(&mut self, records: Vec<Record>) -> Result<(), Error> {
+        let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        self.file = Self::rewrite(&dir, &self.path, records.iter().cloned())?;
+        self.live = records.len();
+        self.appended = 0;
+        Ok(())
     }
 
     /// Appends one record as a single write, so a kill never leaves half of it visible
@@ -175,7 +215,9 @@ impl Journal {
         self.file.write_all(&line).map_err(|source| Error::Append {
             path: self.path.clone(),
             source,
-        })
+        })?;
+        self.appended += 1;
+        Ok(())
     }
 }
 
@@ -215,8 +257,28 @@ mod tests {
         assert!(loaded.removed_images.contains("a"));
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         let (_, again) = Journal::open(dir.path()).unwrap();
         assert_eq!(again.skipped, 0);
         assert_eq!(again.images.len(), 1);
+    }
+
+    #[test]
+    fn compacts_while_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        for _ in 0..=COMPACT_MIN_APPENDS {
+            j.append(&Record::Image(image("a"))).unwrap();
+        }
+        assert!(j.wants_compaction());
+        j.compact(vec![Record::Image(image("a"))]).unwrap();
+        assert!(!j.wants_compaction());
+        j.append(&Record::Image(image("b"))).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        let (_, loaded) = Journal::open(dir.path()).unwrap();
+        assert_eq!(loaded.images.len(), 2);
     }
 }

@@ -20,7 +20,7 @@
 //! | command | behaviour |
 //! |---|---|
 //! | empty (image default), `pause`, `sleep infinity` | runs until stopped |
-//! | unrecognized command | logs one `sim: … treating it as long-running` line to stderr, runs until stopped (in ExecSync: exits 0) |
+//! | unrecognized command | logs one `sim: … treating it as long-running` line to stderr, runs until stopped (in ExecSync: exits 0; inside `$(…)`: outputs nothing) |
 //! | `sleep N` | waits N *virtual* seconds (fractions and `s`/`m`/`h`/`d` suffixes allowed) |
 //! | `exit N`, `true`, `false`, `:` | exit N / status 0 / status 1 / status 0 |
 //! | `echo [-n] [-e] TEXT…`, `printf FMT ARGS…` | writes to stdout (`>&2`: stderr; `> FILE`, `>> FILE`: a file) |
@@ -29,12 +29,13 @@
 //! | (no trap) | SIGTERM ends the container at once: 143 (128+15), reason `Error` |
 //! | `oom` | exits 137, reason `OOMKilled` |
 //! | `fail-after N` | `sleep N; exit 1` |
-//! | `cat`, `touch`, `rm [-rf]`, `mkdir`, `test`/`[ ]` (-e -f -d -s -n -z = != -eq …) | on the container's files: mounted paths are the real host files (termination-message file, volumes), others are private in-memory files |
-//! | `env`, `printenv [VAR]`, `hostname`, `date`, `export`, `VAR=value`, `$VAR`, `${VAR}`, `$?` | environment from the container config, plus `HOSTNAME` and `PATH` |
+//! | `a \| b` pipelines with `cat`, `grep [-ivqc] TEXT` (plain text, not regex), `head`/`tail -n N`, `wc [-lwc]`, `tee [-a]` | stages run one after another (stdout feeds the next stdin) |
+//! | `cat`, `ls`, `touch`, `rm [-rf]`, `mkdir`, `test`/`[ ]` (-e -f -d -s -n -z = != -eq …) | on the container's files: mounted paths are the real host files (termination-message file, volumes), others are private in-memory files |
+//! | `env`, `printenv [VAR]`, `hostname`, `date`, `export`, `VAR=value`, `$VAR`, `${VAR}`, `$?`, `$((i+1))`, `$(CMDS)` | environment from the container config, plus `HOSTNAME` and `PATH` |
 //! | `while`/`until COND; do …; done`, `for V in …; do …; done`, `if …; then …; else …; fi`, `{ …; }` | control flow; a loop that never sleeps is treated as long-running after 100 rounds |
 //! | `exec CMD`, nested `sh -c '…'` | run CMD |
 //!
-//! Pipes, subshells, `$(…)` and arithmetic are not simulated (the script counts as an
+//! Subshells `( … )` and backquotes are not simulated (the script counts as an
 //! unrecognized command). Exit reasons: 0 → `Completed`, otherwise `Error`, `oom` →
 //! `OOMKilled`; a container that cannot start (its sandbox is stopped, or argv[0] matches
 //! `start_failures`) is EXITED with 128 and `StartError`. StopContainer with timeout 0 is an
@@ -43,7 +44,14 @@
 //!
 //! Differences from a real shell on purpose: SIGTERM interrupts `sleep` at once (sh would run
 //! the trap after the sleep), and PID 1 without a trap dies on SIGTERM (a real PID 1 ignores
-//! it); both make stop behaviour predictable from the manifest.
+//! it); both make stop behaviour predictable from the manifest. Pipeline stages run one
+//! after another, so a stage that never ends never feeds the next one.
+//!
+//! # Files
+//! `<state_dir>/journal.jsonl` (one JSON line per mutation, compacted on open and when it grows
+//! past four times the live objects) and `<state_dir>/alive` (the wall time, rewritten every
+//! second, so a restarted runtime knows which file writes of a script already happened). The
+//! config file (`SimRuntime::with_config_file`) is described in [`config`].
 
 pub mod config;
 pub mod images;
@@ -80,6 +88,11 @@ pub const KUBE_API_VERSION: &str = "0.1.0";
 /// How often the config file's mtime is checked (real time).
 const CONFIG_POLL: Duration = Duration::from_secs(1);
 
+/// The runtime writes the wall time to `<state_dir>/alive` this often (real time), so that
+/// after a SIGKILL the next process knows until when the old one ran.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const HEARTBEAT_FILE: &str = "alive";
+
 /// Exit code and reason of a container that failed to start (containerd's constants).
 const START_ERROR_CODE: i32 = 128;
 const START_ERROR_REASON: &str = "StartError";
@@ -105,6 +118,8 @@ pub struct SimRuntime {
     me: Weak<SimRuntime>,
     clock: Clock,
     state_dir: PathBuf,
+    /// When the previous process was last known alive (from its heartbeat file).
+    alive_until: Option<jiff::Timestamp>,
     config: RwLock<Arc<SimConfig>>,
     state: Mutex<State>,
 }
@@ -141,10 +156,14 @@ impl SimRuntime {
     /// Opens (or creates) the runtime state under `state_dir` and resumes what was running.
     pub fn new(cfg: SimConfig, clock: Clock, state_dir: PathBuf) -> Result<Arc<SimRuntime>, Error> {
         let (journal, loaded) = Journal::open(&state_dir)?;
+        let alive_until = std::fs::read_to_string(state_dir.join(HEARTBEAT_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
         if loaded.skipped > 0 {
             tracing::warn!(skipped = loaded.skipped, "sim: skipped undecodable journal lines");
         }
         let mut st = State::new(journal);
+        st.removed_images = loaded.removed_images.clone();
         for name in &cfg.images {
             let rec = ImageRecord::of(&images::normalize(name)?);
             if !loaded.removed_images.contains(&rec.id) {
@@ -173,11 +192,15 @@ impl SimRuntime {
             me: me.clone(),
             clock,
             state_dir,
+            alive_until,
             config: RwLock::new(Arc::new(cfg)),
             state: Mutex::new(st),
         });
         for id in running {
             rt.resume(&id);
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(heartbeat(Arc::downgrade(&rt)));
         }
         Ok(rt)
     }
@@ -301,17 +324,15 @@ impl SimRuntime {
             elapsed,
             log_path: (!rec.log_path.is_empty()).then(|| PathBuf::from(&rec.log_path)),
             last_logged,
+            alive_until: self.alive_until,
             vfs: Arc::new(Mutex::new(vfs::Vfs::new(&rec.config.mounts))),
             clock: self.clock,
         }
     }
 
-    /// Publishes the runner's handle and starts it; the exit is recorded when it comes.
-    fn run(&self, id: &str, launch: Launch) {
-        let (handle, runner) = runner::prepare(launch);
-        if let Some(c) = self.lock().containers.get_mut(id) {
-            c.run = Some(handle);
-        }
+    /// Starts a prepared runner (its handle already published, so StopContainer can always
+    /// reach a RUNNING container); the exit is recorded when it comes.
+    fn run(&self, id: &str, runner: runner::Runner) {
         let me = self.me.clone();
         let id = id.to_string();
         runner.start(move |exit| {
@@ -331,8 +352,11 @@ impl SimRuntime {
         let last_logged = (!rec.log_path.is_empty())
             .then(|| logs::last_timestamp(Path::new(&rec.log_path)))
             .flatten();
-        let launch = self.launch(&rec, elapsed, last_logged);
-        self.run(id, launch);
+        let (handle, runner) = runner::prepare(self.launch(&rec, elapsed, last_logged));
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.run = Some(handle);
+        }
+        self.run(id, runner);
     }
 
     fn record_exit(&self, id: &str, exit: Exit) {
@@ -346,7 +370,7 @@ impl SimRuntime {
         c.rec.reason = exit.reason.to_string();
         c.rec.finished_at = i64::try_from(exit.finished_at.as_nanosecond()).unwrap_or(i64::MAX);
         let rec = Record::Container(Box::new(c.rec.clone()));
-        if let Err(e) = st.journal.append(&rec) {
+        if let Err(e) = st.record(&rec) {
             tracing::warn!(container = id, error = %e, "sim: journaling a container exit failed");
         }
     }
@@ -383,8 +407,7 @@ impl SimRuntime {
             let mut rec = sb.rec.clone();
             let ip = std::mem::take(&mut rec.ip);
             rec.state = SANDBOX_NOTREADY;
-            st.journal
-                .append(&Record::Sandbox(Box::new(rec.clone())))
+            st.record(&Record::Sandbox(Box::new(rec.clone())))
                 .map_err(|e| journal_failed(op, e))?;
             if !ip.is_empty() {
                 st.ips.release(&ip);
@@ -399,6 +422,28 @@ impl SimRuntime {
 
 fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+async fn heartbeat(rt: Weak<SimRuntime>) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = false;
+    loop {
+        tick.tick().await;
+        let Some(rt) = rt.upgrade() else { return };
+        // Write-then-rename: a kill mid-write must not leave a torn timestamp.
+        let tmp = rt.state_dir.join(format!("{HEARTBEAT_FILE}.tmp"));
+        let res = std::fs::write(&tmp, rt.clock.now().to_string())
+            .and_then(|()| std::fs::rename(&tmp, rt.state_dir.join(HEARTBEAT_FILE)));
+        match res {
+            Ok(()) => warned = false,
+            Err(e) if !warned => {
+                warned = true;
+                tracing::warn!(dir = %rt.state_dir.display(), error = %e, "sim: writing the heartbeat failed");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 async fn watch_config(rt: Weak<SimRuntime>, path: PathBuf, mut seen: Option<SystemTime>) {
@@ -521,7 +566,7 @@ impl RuntimeService for SimRuntime {
                 )
             })?;
         }
-        if let Err(e) = st.journal.append(&Record::Sandbox(Box::new(rec.clone()))) {
+        if let Err(e) = st.record(&Record::Sandbox(Box::new(rec.clone()))) {
             let ip = rec.ip.clone();
             st.ips.release(&ip);
             return Err(journal_failed(OP, e));
@@ -554,8 +599,7 @@ impl RuntimeService for SimRuntime {
         let mut st = self.lock();
         for c in &containers {
             if st.containers.contains_key(c) {
-                st.journal
-                    .append(&Record::ContainerRemoved { id: c.clone() })
+                st.record(&Record::ContainerRemoved { id: c.clone() })
                     .map_err(|e| journal_failed(OP, e))?;
                 st.remove_container(c);
             }
@@ -567,13 +611,11 @@ impl RuntimeService for SimRuntime {
             .map(|s| s.containers.iter().cloned().collect())
             .unwrap_or_default();
         for c in late {
-            st.journal
-                .append(&Record::ContainerRemoved { id: c.clone() })
+            st.record(&Record::ContainerRemoved { id: c.clone() })
                 .map_err(|e| journal_failed(OP, e))?;
             st.remove_container(&c);
         }
-        st.journal
-            .append(&Record::SandboxRemoved { id: id.clone() })
+        st.record(&Record::SandboxRemoved { id: id.clone() })
             .map_err(|e| journal_failed(OP, e))?;
         st.remove_sandbox(&id);
         Ok(cri::RemovePodSandboxResponse {})
@@ -690,8 +732,7 @@ impl RuntimeService for SimRuntime {
             reason: String::new(),
             message: String::new(),
         };
-        st.journal
-            .append(&Record::Container(Box::new(rec.clone())))
+        st.record(&Record::Container(Box::new(rec.clone())))
             .map_err(|e| journal_failed(OP, e))?;
         st.insert_container(rec);
         Ok(cri::CreateContainerResponse { container_id: id })
@@ -700,7 +741,7 @@ impl RuntimeService for SimRuntime {
     async fn start_container(&self, req: cri::StartContainerRequest) -> RtResult<cri::StartContainerResponse> {
         const OP: &str = "StartContainer";
         let cfg = self.available(OP)?;
-        let (id, rec, failure) = {
+        let (id, rec, runner) = {
             let mut st = self.lock();
             let id = Self::container_id(&st, OP, &req.container_id)?;
             let Some(c) = st.containers.get(&id) else {
@@ -748,25 +789,28 @@ impl RuntimeService for SimRuntime {
                     rec.started_at = now;
                 }
             }
-            st.journal
-                .append(&Record::Container(Box::new(rec.clone())))
+            st.record(&Record::Container(Box::new(rec.clone())))
                 .map_err(|e| journal_failed(OP, e))?;
             if let Some(c) = st.containers.get_mut(&id) {
                 c.rec = rec.clone();
             }
-            (id, rec, failure)
+            if let Some(msg) = failure {
+                return Err(RuntimeError::new(OP, Code::Unknown, msg));
+            }
+            // The handle is published under the same lock that marks the container RUNNING.
+            let (handle, runner) = runner::prepare(self.launch(&rec, Duration::ZERO, None));
+            if let Some(c) = st.containers.get_mut(&id) {
+                c.run = Some(handle);
+            }
+            (id, rec, runner)
         };
-        if let Some(msg) = failure {
-            return Err(RuntimeError::new(OP, Code::Unknown, msg));
-        }
         if !rec.log_path.is_empty() {
             // containerd opens the log file at start, so it exists even before any output.
             if let Err(e) = logs::ensure(Path::new(&rec.log_path)) {
                 tracing::warn!(path = %rec.log_path, error = %e, "sim: creating container log failed");
             }
         }
-        let launch = self.launch(&rec, Duration::ZERO, None);
-        self.run(&id, launch);
+        self.run(&id, runner);
         Ok(cri::StartContainerResponse {})
     }
 
@@ -791,8 +835,7 @@ impl RuntimeService for SimRuntime {
         self.stop(&id, None).await;
         let mut st = self.lock();
         if st.containers.contains_key(&id) {
-            st.journal
-                .append(&Record::ContainerRemoved { id: id.clone() })
+            st.record(&Record::ContainerRemoved { id: id.clone() })
                 .map_err(|e| journal_failed(OP, e))?;
             st.remove_container(&id);
         }
@@ -962,8 +1005,7 @@ impl ImageService for SimRuntime {
         self.clock.sleep(cfg.pull_latency()).await;
         let rec = ImageRecord::of(&reference);
         let mut st = self.lock();
-        st.journal
-            .append(&Record::Image(rec.clone()))
+        st.record(&Record::Image(rec.clone()))
             .map_err(|e| journal_failed(OP, e))?;
         let image_ref = rec.id.clone();
         st.images.insert(rec);
@@ -979,8 +1021,7 @@ impl ImageService for SimRuntime {
         let Some(id) = st.images.lookup(&name).map(|r| r.id.clone()) else {
             return Ok(cri::RemoveImageResponse {});
         };
-        st.journal
-            .append(&Record::ImageRemoved { id: id.clone() })
+        st.record(&Record::ImageRemoved { id: id.clone() })
             .map_err(|e| journal_failed(OP, e))?;
         st.images.remove_id(&id);
         Ok(cri::RemoveImageResponse {})

@@ -28,8 +28,9 @@ pub const SIGNAL_BUFFER: usize = 4;
 pub const EXIT_SIGKILL: i32 = 137;
 pub const EXIT_SIGTERM: i32 = 143;
 
-/// Output sequence numbers of trap handlers start here, far above any main script's.
-const HANDLER_SEQ_BASE: u64 = 1 << 40;
+/// Output sequence numbers (nanoseconds added to a line's timestamp) of trap handlers: their
+/// offset is "now", already past the main script's lines, and they are never replayed.
+const HANDLER_SEQ_BASE: u64 = 0;
 
 /// What StopContainer sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +89,9 @@ pub struct Launch {
     pub log_path: Option<PathBuf>,
     /// Newest timestamp already in the log file (lines at or before it are not rewritten).
     pub last_logged: Option<Timestamp>,
+    /// Last moment the previous keel process was known alive: file writes the script made
+    /// before it already happened and are not redone (None: unknown, redo them).
+    pub alive_until: Option<Timestamp>,
     pub vfs: Arc<Mutex<Vfs>>,
     pub clock: Clock,
 }
@@ -110,14 +114,21 @@ struct RunHost {
     elapsed: Duration,
     log_path: Option<PathBuf>,
     last_logged: Option<Timestamp>,
+    alive_until: Option<Timestamp>,
     vfs: Arc<Mutex<Vfs>>,
     trap: Arc<Mutex<Trap>>,
 }
 
 impl RunHost {
-    /// Effects before `elapsed` already happened before a restart.
+    /// Wall time of virtual offset `at`.
+    fn wall(&self, at: Duration) -> Timestamp {
+        add(self.started, self.clock.to_real(at))
+    }
+
+    /// Whether a file effect at `at` already happened in the previous keel process (it ran
+    /// before this runner's start and while that process was alive).
     fn replaying(&self, at: Duration) -> bool {
-        at < self.elapsed
+        at < self.elapsed && self.alive_until.is_some_and(|alive| self.wall(at) <= alive)
     }
 }
 
@@ -133,7 +144,7 @@ impl Host for RunHost {
     fn output(&mut self, at: Duration, seq: u64, stream: Stream, data: &[u8]) {
         let Some(path) = &self.log_path else { return };
         // Offsets map to wall time deterministically; `seq` nanoseconds keep lines ordered.
-        let ts = add(add(self.started, self.clock.to_real(at)), Duration::from_nanos(seq));
+        let ts = add(self.wall(at), Duration::from_nanos(seq));
         if self.last_logged.is_some_and(|last| ts <= last) {
             return;
         }
@@ -165,14 +176,16 @@ impl Host for RunHost {
         lock(&self.vfs).kind(path)
     }
 
+    fn list_dir(&mut self, path: &str) -> Result<Vec<String>, FsError> {
+        lock(&self.vfs).list(path)
+    }
+
     fn set_trap(&mut self, trap: Trap) {
         *lock(&self.trap) = trap;
     }
 
     fn date(&self, at: Duration) -> String {
-        add(self.started, self.clock.to_real(at))
-            .strftime("%a %b %e %H:%M:%S UTC %Y")
-            .to_string()
+        self.wall(at).strftime("%a %b %e %H:%M:%S UTC %Y").to_string()
     }
 }
 
@@ -232,6 +245,7 @@ async fn run(l: Launch, mut signals: mpsc::Receiver<Signal>) -> Exit {
         elapsed: l.elapsed,
         log_path: l.log_path.clone(),
         last_logged,
+        alive_until: l.alive_until,
         vfs: l.vfs.clone(),
         trap: trap.clone(),
     };
@@ -276,11 +290,23 @@ async fn run(l: Launch, mut signals: mpsc::Receiver<Signal>) -> Exit {
                             let at = offset_now();
                             let mut h = Interp::new(make_host(None), l.env.iter().cloned(), Mode::Container, at, HANDLER_SEQ_BASE);
                             let kill = kill_at.unwrap_or(deadline);
-                            tokio::select! {
-                                o = h.run(&handler) => if let Outcome::Exit { code, oom } = o {
-                                    return Exit::new(code, oom, clock.now());
-                                },
-                                _ = tokio::time::sleep_until(kill) => return killed(),
+                            let handled = h.run(&handler);
+                            tokio::pin!(handled);
+                            loop {
+                                tokio::select! {
+                                    o = &mut handled => {
+                                        if let Outcome::Exit { code, oom } = o {
+                                            return Exit::new(code, oom, clock.now());
+                                        }
+                                        break;
+                                    }
+                                    _ = tokio::time::sleep_until(kill) => return killed(),
+                                    // A SIGKILL (or the runtime going away) still ends it at once;
+                                    // another SIGTERM changes nothing while the handler runs.
+                                    sig = signals.recv() => if matches!(sig, Some(Signal::Kill) | None) {
+                                        return killed();
+                                    },
+                                }
                             }
                         }
                     }
@@ -339,6 +365,9 @@ impl Host for ExecHost {
     }
     fn kind(&mut self, path: &str) -> Option<FileKind> {
         lock(&self.vfs).kind(path)
+    }
+    fn list_dir(&mut self, path: &str) -> Result<Vec<String>, FsError> {
+        lock(&self.vfs).list(path)
     }
     fn set_trap(&mut self, _trap: Trap) {
         // A trap in an exec'd shell concerns that shell only, which ends with the exec.

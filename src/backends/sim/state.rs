@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use super::images::ImageStore;
-use super::journal::Journal;
+use super::journal::{self, Journal, Record};
 use super::runner::RunHandle;
 use crate::genericruntime::seam::cri;
 
@@ -295,7 +295,9 @@ pub struct State {
     names: HashMap<String, String>,
     pub ips: IpPool,
     pub images: ImageStore,
-    pub journal: Journal,
+    /// Images removed by RemoveImage (journaled so configured images stay removed).
+    pub removed_images: BTreeSet<String>,
+    journal: Journal,
 }
 
 impl State {
@@ -308,8 +310,47 @@ impl State {
             names: HashMap::new(),
             ips: IpPool::default(),
             images: ImageStore::default(),
+            removed_images: BTreeSet::new(),
             journal,
         }
+    }
+
+    /// Journals a mutation (call before applying it), compacting the journal now and then.
+    pub fn record(&mut self, r: &Record) -> Result<(), journal::Error> {
+        self.journal.append(r)?;
+        match r {
+            Record::Image(i) => {
+                self.removed_images.remove(&i.id);
+            }
+            Record::ImageRemoved { id } => {
+                self.removed_images.insert(id.clone());
+            }
+            _ => {}
+        }
+        if self.journal.wants_compaction() {
+            // The mutation being journaled is not applied yet: keep its line after the snapshot.
+            let mut all = self.snapshot();
+            all.push(r.clone());
+            self.journal.compact(all)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Vec<Record> {
+        let sandboxes = self
+            .sandboxes
+            .values()
+            .map(|s| Record::Sandbox(Box::new(s.rec.clone())));
+        let containers = self
+            .containers
+            .values()
+            .map(|c| Record::Container(Box::new(c.rec.clone())));
+        let images = self.images.iter().map(|i| Record::Image(i.clone()));
+        let removed = self
+            .removed_images
+            .iter()
+            .map(|id| Record::ImageRemoved { id: id.clone() });
+        sandboxes.chain(containers).chain(images).chain(removed).collect()
     }
 
     pub fn sandbox_name_owner(&self, name: &str) -> Option<&String> {

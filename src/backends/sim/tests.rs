@@ -369,6 +369,12 @@ async fn sigterm_default_ignored_and_trapped() {
     let s = status(&rt, &id).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (7, "Error"));
     assert!(read_log(&s.log_path).iter().any(|l| l.2 == "bye"));
+    // A slow handler still yields to SIGKILL at the timeout.
+    let id = start(&rt, &pod, "slow", "trap 'sleep 100; exit 9' TERM; sleep infinity").await;
+    let t0 = tokio::time::Instant::now();
+    stop(&rt, &id, 4).await;
+    assert_eq!(t0.elapsed(), Duration::from_secs(4));
+    assert_eq!(status(&rt, &id).await.exit_code, 137);
     let id = start(&rt, &pod, "trapped0", "trap 'exit 0' TERM; sleep infinity").await;
     stop(&rt, &id, 30).await;
     assert_eq!(status(&rt, &id).await.reason, "Completed");
@@ -1079,7 +1085,18 @@ async fn thousands_of_pods() {
     let (rt, dir) = rt(cfg_with_image(), Clock::real());
     let mut ids = Vec::with_capacity(PODS);
     for i in 0..PODS {
-        let pod = run_pod(&rt, &dir, &format!("pod-{i}")).await;
+        let mut config = sandbox_config(&dir, &format!("pod-{i}"), false);
+        // No log directory: this measures the runtime, not 2,000 log files on a slow disk.
+        config.log_directory.clear();
+        let id = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .pod_sandbox_id;
+        let pod = Pod { id, config };
         let script = if i % 4 == 0 { "exit 0" } else { "sleep infinity" };
         let c = start(&rt, &pod, "main", script).await;
         ids.push((pod.id, c));
@@ -1117,4 +1134,117 @@ async fn thousands_of_pods() {
             .map(|s| s.network.unwrap().ip)
             .collect();
     assert_eq!(ips.len(), PODS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_redoes_only_file_writes_made_while_keel_was_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("sim");
+    let vol = dir.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    let rt1 = SimRuntime::new(cfg_with_image(), Clock::real(), state_dir.clone()).unwrap();
+    let pod = run_pod(&rt1, &dir, "p").await;
+    let mut config = container_config(
+        &pod.config,
+        "w",
+        &[
+            "sh",
+            "-c",
+            "echo a >> /vol/f; sleep 50; echo b >> /vol/f; sleep infinity",
+        ],
+    );
+    config.mounts.push(cri::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.to_string_lossy().into_owned(),
+        ..Default::default()
+    });
+    let id = rt1
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.config.clone()),
+        })
+        .await
+        .unwrap()
+        .container_id;
+    rt1.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(vol.join("f")).unwrap(), "a\n");
+    drop(rt1);
+    tokio::task::yield_now().await;
+    // Started 100 s ago; keel died 20 s after the start (its last heartbeat).
+    let started = backdate(&state_dir, &id, Duration::from_secs(100));
+    let died = jiff::Timestamp::from_nanosecond(i128::from(started) + 20_000_000_000).unwrap();
+    std::fs::write(state_dir.join(HEARTBEAT_FILE), died.to_string()).unwrap();
+    let rt2 = SimRuntime::new(cfg_with_image(), Clock::real(), state_dir).unwrap();
+    assert_eq!(status(&rt2, &id).await.state, RUNNING);
+    assert_eq!(std::fs::read_to_string(vol.join("f")).unwrap(), "a\nb\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_stops_and_removals_settle() {
+    const PODS: usize = 100;
+    let (rt, dir) = rt(cfg_with_image(), Clock::scaled(100.0));
+    let mut tasks = Vec::new();
+    for i in 0..PODS {
+        let rt = rt.clone();
+        let config = {
+            let mut c = sandbox_config(&dir, &format!("c{i}"), false);
+            c.log_directory.clear();
+            c
+        };
+        tasks.push(tokio::spawn(async move {
+            let id = rt
+                .run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(config.clone()),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .unwrap()
+                .pod_sandbox_id;
+            let pod = Pod { id, config };
+            // Exits on its own after 1 virtual second (10 ms real), races the stop below.
+            let a = start(&rt, &pod, "a", "sleep 1; exit 3").await;
+            let b = start(&rt, &pod, "b", "trap '' TERM; sleep infinity").await;
+            let (r1, r2) = tokio::join!(
+                rt.stop_container(cri::StopContainerRequest {
+                    container_id: a.clone(),
+                    timeout: 2,
+                }),
+                rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: pod.id.clone(),
+                })
+            );
+            r1.unwrap();
+            r2.unwrap();
+            let sa = status(&rt, &a).await;
+            let sb = status(&rt, &b).await;
+            assert_eq!(sa.state, EXITED);
+            assert!([3, 137, 143].contains(&sa.exit_code), "{}", sa.exit_code);
+            assert_eq!((sb.state, sb.exit_code), (EXITED, 137));
+            rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.id })
+                .await
+                .unwrap();
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(tasks))
+        .await
+        .expect("no hang")
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    assert!(rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .containers
+        .is_empty());
+    assert!(rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }

@@ -59,7 +59,7 @@ impl Vfs {
             })
             .collect();
         // Longest container path first: the most specific mount wins.
-        mounts.sort_by(|a, b| b.container.len().cmp(&a.container.len()));
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.container.len()));
         Self {
             mounts,
             ..Default::default()
@@ -174,6 +174,39 @@ impl Vfs {
         Ok(())
     }
 
+    /// Sorted entry names of a directory: host entries for a mounted path, plus in-memory
+    /// files and directories and mount points directly below it.
+    pub fn list(&self, path: &str) -> Result<Vec<String>, FsError> {
+        let path = clean(path);
+        let mut names = BTreeSet::new();
+        if let Some((host, _)) = self.host(&path) {
+            for entry in std::fs::read_dir(host).map_err(io_err)? {
+                let entry = entry.map_err(io_err)?;
+                names.insert(entry.file_name().to_string_lossy().into_owned());
+            }
+        } else if !self.is_dir(&path) {
+            return Err(FsError::NotFound);
+        }
+        let prefix = if path == "/" {
+            "/".to_string()
+        } else {
+            format!("{path}/")
+        };
+        let below = self
+            .files
+            .keys()
+            .chain(self.dirs.iter())
+            .chain(self.mounts.iter().map(|m| &m.container));
+        for p in below {
+            if let Some(rest) = p.strip_prefix(&prefix) {
+                if let Some(first) = rest.split('/').next().filter(|f| !f.is_empty()) {
+                    names.insert(first.to_string());
+                }
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
     fn is_dir(&self, path: &str) -> bool {
         if path == "/" || self.dirs.contains(path) {
             return true;
@@ -242,6 +275,8 @@ mod tests {
         assert_eq!(fs.read("/etc/config/key").unwrap(), b"value");
         assert_eq!(fs.write("/etc/config/key", b"x", false, true), Err(FsError::ReadOnly));
         assert_eq!(fs.kind("/etc/config"), Some(FileKind::Dir));
+        assert_eq!(fs.list("/etc/config").unwrap(), vec!["key"]);
+        assert_eq!(fs.list("/etc").unwrap(), vec!["config"]);
         assert_eq!(fs.kind("/etc"), Some(FileKind::Dir));
 
         fs.write("/tmp/healthy", b"", true, true).unwrap();

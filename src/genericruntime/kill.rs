@@ -1,0 +1,319 @@
+//! Killing (§1.10): `killContainer` (grace period, Killing event, preStop seam, StopContainer),
+//! `killContainersWithSyncResult` (running containers in parallel) and `killPodWithSyncResult`
+//! (then StopPodSandbox for every sandbox), plus container removal used by pruning and GC.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use super::actions::KillReason;
+use super::labels::restore_specs_from_labels;
+use super::manager::RuntimeManager;
+use super::seam::cri;
+use super::types::{ContainerState, EventType, PodStatus, PodSyncResult, SyncAction, SyncErrorKind, SyncResult};
+use super::util::{container_field_path, find_container, format_pod};
+
+/// The kubelet's floor on the stop timeout (non-override path).
+pub const MINIMUM_GRACE_PERIOD_SECONDS: i64 = 2;
+
+/// A kill step that failed: reason and message.
+pub type KillError = (SyncErrorKind, String);
+
+/// Grace period of a kill before preStop (§1.10 step 2).
+pub fn kill_grace_period(pod: &Pod, container: &Container, reason: KillReason) -> i64 {
+    if let Some(d) = pod.metadata.deletion_grace_period_seconds {
+        return d;
+    }
+    let Some(t) = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds) else {
+        return MINIMUM_GRACE_PERIOD_SECONDS;
+    };
+    let probe = match reason {
+        KillReason::StartupProbe => container.startup_probe.as_ref(),
+        KillReason::LivenessProbe => container.liveness_probe.as_ref(),
+        _ => None,
+    };
+    probe.and_then(|p| p.termination_grace_period_seconds).unwrap_or(t)
+}
+
+impl RuntimeManager {
+    /// `restoreSpecsFromContainerLabels`: the pod/container as the container's labels remember.
+    async fn restore_specs(&self, container_id: &str) -> Result<(Pod, Container), KillError> {
+        let status = self
+            .runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: container_id.to_string(),
+                verbose: false,
+            })
+            .await
+            .map_err(|e| (SyncErrorKind::KillContainerError, e.to_string()))?
+            .status
+            .ok_or_else(|| {
+                (
+                    SyncErrorKind::KillContainerError,
+                    format!("container {container_id} has no status"),
+                )
+            })?;
+        Ok(restore_specs_from_labels(&status.labels, &status.annotations))
+    }
+
+    /// Runs the preStop hook through the hook seam, waiting at most `grace` (virtual) seconds;
+    /// returns the whole seconds it took.
+    async fn execute_pre_stop_hook(&self, pod: &Pod, container: &Container, container_id: &str, grace: i64) -> i64 {
+        let (Some(runner), Some(handler)) = (
+            self.hooks.as_ref(),
+            container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()),
+        ) else {
+            return 0;
+        };
+        let start = self.cfg.clock.instant();
+        let limit = self
+            .cfg
+            .clock
+            .to_real(Duration::from_secs(u64::try_from(grace).unwrap_or(0)));
+        match tokio::time::timeout(limit, runner.run(pod, container, container_id, handler)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => self.events.pod_event(
+                pod,
+                Some(container_field_path(pod, &container.name)),
+                EventType::Warning,
+                "FailedPreStopHook",
+                msg,
+            ),
+            Err(_) => {
+                tracing::info!(container = %container.name, grace, "preStop hook did not finish within the grace period")
+            }
+        }
+        self.cfg.clock.to_virtual(start.elapsed()).as_secs() as i64
+    }
+
+    /// `killContainer`. `pod` None = a runtime-only pod: specs are restored from labels.
+    pub async fn kill_container(
+        &self,
+        pod: Option<&Pod>,
+        container_id: &str,
+        name: &str,
+        message: &str,
+        reason: KillReason,
+        grace_override: Option<i64>,
+    ) -> Result<(), KillError> {
+        let (pod, spec) = match pod {
+            Some(p) => match find_container(p, name).cloned().or_else(|| ephemeral_as_container(p, name)) {
+                Some(c) => (p.clone(), c),
+                None => {
+                    return Err((
+                        SyncErrorKind::KillContainerError,
+                        format!(
+                            "failed to get containerSpec {name:?} (id={container_id:?}) in pod {:?} when killing container for reason {message:?}",
+                            format_pod(p)
+                        ),
+                    ))
+                }
+            },
+            None => self.restore_specs(container_id).await?,
+        };
+        let mut grace = kill_grace_period(&pod, &spec, reason);
+        let msg = if message.is_empty() {
+            format!("Stopping container {}", spec.name)
+        } else if container_id.is_empty() {
+            message.to_string()
+        } else {
+            message.replace(container_id, &spec.name)
+        };
+        self.events.pod_event(
+            &pod,
+            Some(container_field_path(&pod, &spec.name)),
+            EventType::Normal,
+            "Killing",
+            msg,
+        );
+        if grace > 0 && spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()).is_some() {
+            grace -= self.execute_pre_stop_hook(&pod, &spec, container_id, grace).await;
+        }
+        grace = grace.max(MINIMUM_GRACE_PERIOD_SECONDS);
+        // An override replaces the computed value entirely (no floor, no preStop deduction).
+        if let Some(o) = grace_override {
+            grace = o;
+        }
+        match self
+            .runtime
+            .stop_container(cri::StopContainerRequest {
+                container_id: container_id.to_string(),
+                timeout: grace,
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already gone: nothing left to stop.
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err((SyncErrorKind::KillContainerError, e.to_string())),
+        }
+    }
+
+    /// `killContainersWithSyncResult`: every running container of the status, in parallel.
+    pub(super) async fn kill_containers_with_sync_result(
+        &self,
+        pod: Option<&Pod>,
+        status: &PodStatus,
+        grace_override: Option<i64>,
+    ) -> Vec<SyncResult> {
+        let running: Vec<_> = status
+            .container_statuses
+            .iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .collect();
+        let kills = running.iter().map(|c| async move {
+            let r = self
+                .kill_container(pod, &c.id, &c.name, "", KillReason::None, grace_override)
+                .await;
+            SyncResult {
+                action: SyncAction::KillContainer,
+                target: c.name.clone(),
+                error: r.err(),
+            }
+        });
+        join_all(kills).await
+    }
+
+    /// `killPodWithSyncResult`: kill running containers, then stop every sandbox (not removed:
+    /// GC does that).
+    pub(super) async fn kill_pod_with_sync_result(
+        &self,
+        pod: Option<&Pod>,
+        status: &PodStatus,
+        grace_override: Option<i64>,
+    ) -> PodSyncResult {
+        let mut result = PodSyncResult::default();
+        result
+            .results
+            .extend(self.kill_containers_with_sync_result(pod, status, grace_override).await);
+        for sb in &status.sandbox_statuses {
+            let r = self
+                .runtime
+                .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: sb.id.clone(),
+                })
+                .await;
+            let error = match r {
+                Ok(_) => None,
+                Err(e) if e.is_not_found() => None,
+                Err(e) => Some((SyncErrorKind::KillPodSandboxError, e.to_string())),
+            };
+            result.push(SyncResult {
+                action: SyncAction::KillPodSandbox,
+                target: sb.id.clone(),
+                error,
+            });
+        }
+        result
+    }
+
+    /// `removeContainer`: the container's log file, then RemoveContainer.
+    pub async fn remove_container(&self, container_id: &str) -> Result<(), super::seam::RuntimeError> {
+        match self
+            .runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: container_id.to_string(),
+                verbose: false,
+            })
+            .await
+        {
+            Ok(r) => {
+                if let Some(s) = r.status {
+                    let l = super::labels::container_info_from_labels(&s.labels);
+                    if !s.log_path.is_empty() {
+                        let path = self.resolve_log_path(&s.log_path, &l.pod_namespace, &l.pod_name, &l.pod_uid);
+                        remove_log_files(&path);
+                    }
+                    let link = super::container::legacy_log_symlink(
+                        &self.legacy_log_dir(),
+                        &l.pod_name,
+                        &l.pod_namespace,
+                        &l.container_name,
+                        container_id,
+                    );
+                    if let Err(e) = std::fs::remove_file(&link) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            tracing::warn!(link = %link.display(), error = %e, "failed to remove legacy log symlink");
+                        }
+                    }
+                }
+            }
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        match self
+            .runtime
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: container_id.to_string(),
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Removes a container log and its rotated siblings (`<log>.<timestamp>[.gz]`).
+fn remove_log_files(path: &std::path::Path) {
+    let remove = |p: &std::path::Path| {
+        if let Err(e) = std::fs::remove_file(p) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %p.display(), error = %e, "failed to remove container log");
+            }
+        }
+    };
+    remove(path);
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let prefix = format!("{base}.");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+                remove(&e.path());
+            }
+        }
+    }
+}
+
+/// An ephemeral container's spec as a `Container` (same fields but `targetContainerName`).
+pub(super) fn ephemeral_as_container(pod: &Pod, name: &str) -> Option<Container> {
+    let e = pod
+        .spec
+        .as_ref()?
+        .ephemeral_containers
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?;
+    let mut v = serde_json::to_value(e).ok()?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("targetContainerName");
+    }
+    serde_json::from_value(v).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_period_rules() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c",
+                "livenessProbe": {"exec": {"command": ["true"]}, "terminationGracePeriodSeconds": 5}}]}
+        }))
+        .unwrap();
+        let c = pod.spec.as_ref().unwrap().containers[0].clone();
+        assert_eq!(kill_grace_period(&pod, &c, KillReason::None), 2);
+        pod.spec.as_mut().unwrap().termination_grace_period_seconds = Some(30);
+        assert_eq!(kill_grace_period(&pod, &c, KillReason::None), 30);
+        assert_eq!(kill_grace_period(&pod, &c, KillReason::LivenessProbe), 5);
+        assert_eq!(kill_grace_period(&pod, &c, KillReason::StartupProbe), 30);
+        pod.metadata.deletion_grace_period_seconds = Some(0);
+        assert_eq!(kill_grace_period(&pod, &c, KillReason::LivenessProbe), 0);
+    }
+}
