@@ -6,4 +6,5 @@ mod support;
 mod apiserver;
 mod cri_backend;
 mod node;
+mod sources;
 mod status;

@@ -4,7 +4,9 @@
 use k8s_openapi::api::core::v1::Pod;
 
 pub mod api;
+pub mod defaults;
 pub mod file;
+pub mod ready;
 
 /// Annotation naming a pod's source (`api`, `file`).
 pub const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
