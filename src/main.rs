@@ -9,9 +9,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use keel::backends::cri::CriRuntime;
 use keel::backends::sim::SimRuntime;
 use keel::clock::Clock;
-use keel::genericruntime::relist::{PodCache, Pleg, PLEG_CHANNEL_CAPACITY};
+use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
 use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
 use keel::kubelet::config::{self, Cli, Command, Config, RuntimeEndpoint};
 use keel::kubelet::events::Recorder;
@@ -26,7 +27,10 @@ fn main() -> Result<()> {
     let Command::Run(args) = cli.command;
     init_tracing(args.log_level.as_deref());
     let cfg = config::load(&args).context("loading configuration")?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(run(Arc::new(cfg)))
 }
 
@@ -34,14 +38,20 @@ fn init_tracing(level: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or("info")));
     // Logs go to stderr; standalone mode prints pod status lines on stdout.
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn client_for(cfg: &Config) -> Result<kube::Client> {
     let kc = match &cfg.kubeconfig {
         Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.context("loading kubeconfig")?
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .context("loading kubeconfig")?
         }
         None => kube::Config::incluster().context("no --kubeconfig and not running in a cluster")?,
     };
@@ -53,13 +63,23 @@ async fn runtime_for(cfg: &Config, clock: Clock) -> Result<Arc<dyn Runtime>> {
         RuntimeEndpoint::Sim => {
             let state_dir = cfg.root_dir.join("sim");
             let sim = match &cfg.sim_config {
-                Some(path) => SimRuntime::with_config_file(path.clone(), clock, state_dir),
+                Some(path) => SimRuntime::with_config_file(path, clock, state_dir),
                 None => SimRuntime::new(Default::default(), clock, state_dir),
             }
             .context("starting the simulated runtime")?;
             Ok(sim)
         }
-        RuntimeEndpoint::Unix(path) => bail!("remote CRI runtimes ({}) are not supported by this build yet", path.display()),
+        RuntimeEndpoint::Unix(path) => {
+            let image = match &cfg.image_service_endpoint {
+                None => None,
+                Some(RuntimeEndpoint::Unix(p)) => Some(p.as_path()),
+                Some(RuntimeEndpoint::Sim) => bail!("--image-service-endpoint must be a unix:// socket"),
+            };
+            let cri = CriRuntime::connect(path, image, clock).context("connecting to the CRI runtime")?;
+            // Fail fast with a clear message when nothing (or not CRI v1) answers on the socket.
+            cri.handshake().await.context("CRI version handshake")?;
+            Ok(cri)
+        }
     }
 }
 
@@ -68,14 +88,27 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let clock = Clock::scaled(cfg.time_scale);
     let shutdown = CancellationToken::new();
-    let client = if cfg.standalone { None } else { Some(client_for(&cfg).await?) };
+    let client = if cfg.standalone {
+        None
+    } else {
+        Some(client_for(&cfg).await?)
+    };
     info!(node = %cfg.node_name, standalone = cfg.standalone, runtime = ?cfg.runtime, "starting keel {}", env!("CARGO_PKG_VERSION"));
 
     let runtime = runtime_for(&cfg, clock).await?;
-    let node_ips = nodeinfo::node_ips(cfg.node_ip).into_iter().map(|ip| ip.to_string()).collect::<Vec<_>>();
+    let node_ips = vec![nodeinfo::resolve_node_ip(cfg.node_ip)
+        .context("choosing the node IP")?
+        .to_string()];
     let recorder = Recorder::new(client.clone(), cfg.node_name.clone(), clock);
-    let run_options = Arc::new(KubeletRunOptions::new(client.clone(), cfg.node_name.clone(), node_ips.clone()));
-    let version = runtime.version(Default::default()).await.context("asking the runtime for its version")?;
+    let run_options = Arc::new(KubeletRunOptions::new(
+        client.clone(),
+        cfg.node_name.clone(),
+        node_ips.clone(),
+    ));
+    let version = runtime
+        .version(Default::default())
+        .await
+        .context("asking the runtime for its version")?;
     let manager = Arc::new(RuntimeManager::new(
         runtime.clone(),
         ManagerConfig {
@@ -101,19 +134,35 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
     let status = StatusManager::new(client.clone(), clock, safety.clone());
     tokio::spawn(status.clone().run(shutdown.clone()));
 
+    let started = tokio::time::Instant::now();
     let cache = Arc::new(PodCache::new());
     let pleg = Arc::new(Pleg::new(manager.clone(), cache.clone(), clock));
     let (pleg_tx, pleg_rx) = mpsc::channel(PLEG_CHANNEL_CAPACITY);
     tokio::spawn(pleg.clone().run(pleg_tx, shutdown.clone()));
 
     if let Some(client) = &client {
-        recorder.node_event(keel::genericruntime::EventType::Normal, "Starting", "Starting keel.".into());
-        let reporter = node::NodeStatusReporter::new(client.clone(), cfg.clone(), clock, health_rx.clone(), runtime.clone(), recorder.clone(), node_tx);
+        let reporter = node::NodeStatusReporter::new(
+            client.clone(),
+            cfg.clone(),
+            clock,
+            health_rx.clone(),
+            runtime.clone(),
+            recorder.clone(),
+            node_tx,
+        )
+        .context("preparing node registration")?;
         tokio::spawn(reporter.run(shutdown.clone()));
-        tokio::spawn(lease::run_lease(client.clone(), cfg.node_name.clone(), cfg.node_lease_duration_seconds, clock, node_rx.clone(), shutdown.clone()));
+        tokio::spawn(lease::run_lease(
+            client.clone(),
+            cfg.node_name.clone(),
+            cfg.node_lease_duration_seconds,
+            clock,
+            node_rx.clone(),
+            shutdown.clone(),
+        ));
     } else {
         // Standalone: admission still needs a node; build the one keel would register.
-        let local = node::local_node(&cfg, &health_rx.borrow());
+        let local = node::local_node(&cfg, &clock, &health_rx.borrow()).context("reading host facts")?;
         let _ = node_tx.send(Some(local));
     }
 
@@ -128,18 +177,29 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         node_rx: node_rx.clone(),
         node_ips,
         health_rx,
+        started,
     });
     safety.set(core.clone());
     let kubelet = Kubelet::new(core, shutdown.clone());
 
     let (src_tx, src_rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
     if let Some(dir) = &cfg.static_pod_path {
-        spawn_file_source(dir.clone(), cfg.node_name.clone(), clock, src_tx.clone(), shutdown.clone());
+        spawn_file_source(
+            dir.clone(),
+            cfg.node_name.clone(),
+            clock,
+            src_tx.clone(),
+            shutdown.clone(),
+        );
     }
     if let Some(client) = &client {
-        // The kubelet starts its pod watch once the Node is known, so admission has capacity.
+        // The kubelet starts its pod watch once the Node is registered (admission reads it).
         let mut rx = node_rx.clone();
-        let wait = tokio::time::timeout(std::time::Duration::from_secs(30), rx.wait_for(|n| n.is_some())).await;
+        let wait = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            rx.wait_for(|n| n.as_ref().is_some_and(|n| n.metadata.uid.is_some())),
+        )
+        .await;
         if wait.is_err() {
             warn!("node not registered after 30 s; watching pods anyway");
         }
@@ -154,7 +214,15 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         stop.cancel();
     });
     let pleg_for_health = pleg.clone();
-    kubelet.run(src_rx, pleg_rx, health_tx, move || pleg_for_health.last_relist(), shutdown.clone()).await;
+    kubelet
+        .run(
+            src_rx,
+            pleg_rx,
+            health_tx,
+            move || pleg_for_health.last_relist().map(|t| t.into_std()),
+            shutdown.clone(),
+        )
+        .await;
     Ok(())
 }
 

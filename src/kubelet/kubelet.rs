@@ -21,13 +21,14 @@ use super::events::Recorder;
 use super::mirror::{self, MirrorClient};
 use super::podmanager::{pod_full_name, PodManager, PodOp};
 use super::sources::{Source, SourceUpdate};
-use super::status::generate::{generate_api_pod_status, GenerateInput, NoProbeResults, ReasonCache};
+use super::status::generate::{generate_api_pod_status, GenerateInput, NoProbeResults};
 use super::status::manager::{PodDeletionSafety, StatusManager};
+use super::status::reasoncache::ReasonCache;
 use super::workers::{PodSyncer, PodWorkers, SyncError, SyncOutcome, UpdatePodOptions, UpdateType};
 use super::RuntimeHealth;
 use crate::clock::Clock;
 use crate::genericruntime::relist::{PlegEvent, PlegEventKind, PodCache};
-use crate::genericruntime::{EventType, PodStatus, ProbeFailures, RunningPod, RuntimeManager};
+use crate::genericruntime::{EventSink, EventType, PodStatus, ProbeFailures, RunningPod, RuntimeManager};
 
 /// Housekeeping period (`housekeepingPeriod`).
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(2);
@@ -37,9 +38,9 @@ const RUNTIME_STATUS_PERIOD: Duration = Duration::from_secs(5);
 const RUNTIME_DOWN_AFTER: Duration = Duration::from_secs(30);
 /// Container GC period (`ContainerGCPeriod`).
 const CONTAINER_GC_PERIOD: Duration = Duration::from_secs(60);
-/// Resync while a back-off window is open. The kubelet re-syncs every 10–15 s and so restarts
-/// up to 15 s late (kubelet-behavior.md §1.11 quirk); keel deliberately checks every second,
-/// which restarts a container within a second of its back-off expiring.
+/// Resync while an image-pull back-off window is open. The kubelet re-syncs every 10–15 s during
+/// back-off and so restarts up to 15 s late (kubelet-behavior.md §1.11 quirk); keel deliberately
+/// requeues exactly when a crash-loop back-off ends, and checks image back-off every second.
 const BACKOFF_RESYNC: Duration = Duration::from_secs(1);
 /// Grace period for pods only the runtime knows about (`HandlePodCleanups`).
 const ORPHAN_GRACE_SECONDS: i64 = 1;
@@ -56,8 +57,11 @@ pub struct Core {
     pub node_rx: watch::Receiver<Option<Node>>,
     pub node_ips: Vec<String>,
     pub health_rx: watch::Receiver<RuntimeHealth>,
+    /// When keel started: a pod's first sync waits for a relist newer than this, so a
+    /// restarted keel sees what already runs before it decides anything.
+    pub started: Instant,
     pods: Mutex<PodManager>,
-    reasons: Mutex<ReasonCache>,
+    reasons: ReasonCache,
     mirror: Option<MirrorClient>,
     workers: OnceLock<PodWorkers>,
 }
@@ -74,6 +78,7 @@ pub struct KubeletParts {
     pub node_rx: watch::Receiver<Option<Node>>,
     pub node_ips: Vec<String>,
     pub health_rx: watch::Receiver<RuntimeHealth>,
+    pub started: Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,8 +112,9 @@ impl Core {
             node_rx: parts.node_rx,
             node_ips: parts.node_ips,
             health_rx: parts.health_rx,
+            started: parts.started,
             pods: Mutex::new(PodManager::new()),
-            reasons: Mutex::new(ReasonCache::default()),
+            reasons: ReasonCache::new(),
             mirror,
             workers: OnceLock::new(),
         })
@@ -126,16 +132,24 @@ impl Core {
     fn generate(&self, pod: &Pod, runtime: &PodStatus) -> ApiPodStatus {
         let uid = uid_of(pod);
         let previous = self.status.get_pod_status(&uid).or_else(|| pod.status.clone());
-        let reasons = lock(&self.reasons);
         generate_api_pod_status(&GenerateInput {
             pod,
             runtime,
             previous: previous.as_ref(),
-            reasons: &reasons,
+            reasons: &self.reasons,
             probes: &NoProbeResults,
             node_ips: &self.node_ips,
             now: self.clock.now(),
         })
+    }
+
+    /// The cached runtime status newer than `since` (or than keel's start for a first sync).
+    async fn runtime_status(&self, uid: &str, since: Option<Instant>) -> Result<Arc<PodStatus>, SyncError> {
+        let cached = self.cache.get_newer_than(uid, since.unwrap_or(self.started)).await;
+        match cached.error {
+            Some(e) => Err(SyncError(format!("inspecting pod {uid} in the runtime: {e}"))),
+            None => Ok(cached.status),
+        }
     }
 
     /// `activeDeadlineSeconds`: how long until the deadline, or None once it passed / if unset.
@@ -148,7 +162,9 @@ impl Core {
     }
 
     async fn pull_secrets(&self, pod: &Pod) -> Vec<Secret> {
-        let (Some(client), Some(spec)) = (&self.client, pod.spec.as_ref()) else { return Vec::new() };
+        let (Some(client), Some(spec)) = (&self.client, pod.spec.as_ref()) else {
+            return Vec::new();
+        };
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
         let mut out = Vec::new();
@@ -167,7 +183,10 @@ impl Core {
     async fn ensure_mirror_pod(&self, pod: &Pod) {
         let Some(mc) = &self.mirror else { return };
         let node = self.node_rx.borrow().clone();
-        let Some(node) = node else { return };
+        // Mirror pods point at the registered Node: wait until it has a UID.
+        let Some(node) = node.filter(|n| n.metadata.uid.is_some()) else {
+            return;
+        };
         let full = pod_full_name(pod);
         let existing = lock(&self.pods).mirror_of(&full).cloned();
         let want = mirror::static_pod_hash(pod);
@@ -209,7 +228,7 @@ impl PodSyncer for Core {
         _cancel: &CancellationToken,
     ) -> Result<SyncOutcome, SyncError> {
         let uid = uid_of(pod);
-        let runtime = self.cache.get_newer_than(&uid, since).await;
+        let runtime = self.runtime_status(&uid, since).await?;
         let mut api = self.generate(pod, &runtime);
         let mut retry: Option<Duration> = None;
         match self.active_deadline(pod, &api) {
@@ -217,7 +236,13 @@ impl PodSyncer for Core {
                 api.phase = Some("Failed".into());
                 api.reason = Some("DeadlineExceeded".into());
                 api.message = Some("Pod was active on the node longer than the specified deadline".into());
-                self.recorder.pod_event(pod, None, EventType::Normal, "DeadlineExceeded", api.message.clone().unwrap_or_default());
+                self.recorder.pod_event(
+                    pod,
+                    None,
+                    EventType::Normal,
+                    "DeadlineExceeded",
+                    api.message.clone().unwrap_or_default(),
+                );
             }
             Some(Ok(left)) => retry = Some(left),
             None => {}
@@ -230,8 +255,17 @@ impl PodSyncer for Core {
         let health = self.health_rx.borrow().clone();
         let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
         if !health.network_ready && !host_network && health.last_runtime_ok.is_some() {
-            let msg = health.network_error.clone().unwrap_or_else(|| "network is not ready".into());
-            self.recorder.pod_event(pod, None, EventType::Warning, "NetworkNotReady", format!("network is not ready: {msg}"));
+            let msg = health
+                .network_error
+                .clone()
+                .unwrap_or_else(|| "network is not ready".into());
+            self.recorder.pod_event(
+                pod,
+                None,
+                EventType::Warning,
+                "NetworkNotReady",
+                format!("network is not ready: {msg}"),
+            );
             return Ok(SyncOutcome::RetryAfter(Duration::from_secs(1)));
         }
         if super::podmanager::is_static(pod) {
@@ -244,18 +278,35 @@ impl PodSyncer for Core {
             }
         }
         let secrets = self.pull_secrets(pod).await;
-        let result = self.manager.sync_pod(pod, &runtime, &secrets, &ProbeFailures::default()).await;
-        let changed = lock(&self.reasons).update(&uid, &result);
-        if changed {
-            // Show the new waiting reason now rather than at the next sync.
+        let result = self
+            .manager
+            .sync_pod(pod, &runtime, &secrets, &ProbeFailures::default())
+            .await;
+        self.reasons.update(&uid, &result);
+        if result.start_results().next().is_some() {
+            // Show a new waiting reason (or its end) now rather than at the next sync.
             let api = self.generate(pod, &runtime);
             self.status.set_pod_status(pod, api);
         }
         match result.first_error() {
             None => Ok(retry.map(SyncOutcome::RetryAfter).unwrap_or(SyncOutcome::Done)),
             Some(r) => match &r.error {
-                Some((kind, _)) if kind.is_backoff() => Ok(SyncOutcome::RetryAfter(BACKOFF_RESYNC)),
-                Some((kind, msg)) => Err(SyncError(format!("{} {}: {}: {msg}", kind.as_str(), r.target, pod_full_name(pod)))),
+                Some((kind, _)) if kind.is_backoff() => {
+                    // Requeue when the crash-loop window closes (image back-off: poll each second).
+                    let left = self
+                        .manager
+                        .crash_loop_remaining(pod, &runtime)
+                        .unwrap_or(BACKOFF_RESYNC);
+                    Ok(SyncOutcome::RetryAfter(
+                        left.clamp(Duration::from_millis(100), BACKOFF_RESYNC.max(left)),
+                    ))
+                }
+                Some((kind, msg)) => Err(SyncError(format!(
+                    "{} {}: {}: {msg}",
+                    kind.as_str(),
+                    r.target,
+                    pod_full_name(pod)
+                ))),
                 None => Ok(SyncOutcome::Done),
             },
         }
@@ -263,10 +314,11 @@ impl PodSyncer for Core {
 
     async fn sync_terminating_pod(&self, pod: &Pod, grace: i64, since: Option<Instant>) -> Result<(), SyncError> {
         let uid = uid_of(pod);
-        let runtime = self.cache.get_newer_than(&uid, since).await;
+        let runtime = self.runtime_status(&uid, since).await?;
         let api = self.generate(pod, &runtime);
         self.status.set_pod_status(pod, api);
         let result = self.manager.kill_pod(Some(pod), &runtime, Some(grace)).await;
+        self.reasons.update(&uid, &result);
         if let Some(r) = result.first_error() {
             let msg = r.error.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
             return Err(SyncError(format!("killing pod {}: {msg}", pod_full_name(pod))));
@@ -278,8 +330,15 @@ impl PodSyncer for Core {
             .get_pod_status(&uid, name, ns)
             .await
             .map_err(|e| SyncError(format!("reading status of {}: {e}", pod_full_name(pod))))?;
-        if after.container_statuses.iter().any(|c| c.state == crate::genericruntime::ContainerState::Running) {
-            return Err(SyncError(format!("pod {} still has running containers", pod_full_name(pod))));
+        if after
+            .container_statuses
+            .iter()
+            .any(|c| c.state == crate::genericruntime::ContainerState::Running)
+        {
+            return Err(SyncError(format!(
+                "pod {} still has running containers",
+                pod_full_name(pod)
+            )));
         }
         let api = self.generate(pod, &after);
         self.status.set_pod_status(pod, api);
@@ -295,7 +354,10 @@ impl PodSyncer for Core {
         info!(pod_uid = %running.uid, pod = %running.name, "killing pod that no source knows about");
         let result = self.manager.kill_pod(None, &status, Some(grace)).await;
         match result.first_error() {
-            Some(r) => Err(SyncError(format!("killing orphaned pod {}: {:?}", running.uid, r.error))),
+            Some(r) => Err(SyncError(format!(
+                "killing orphaned pod {}: {:?}",
+                running.uid, r.error
+            ))),
             None => Ok(()),
         }
     }
@@ -367,7 +429,10 @@ impl Kubelet {
         if core.cfg.static_pod_path.is_some() {
             sources.push(Source::File);
         }
-        Self { core, workers_sources: sources }
+        Self {
+            core,
+            workers_sources: sources,
+        }
     }
 
     pub fn core(&self) -> &Arc<Core> {
@@ -405,7 +470,10 @@ impl Kubelet {
 
     fn workers(&self) -> &PodWorkers {
         // Set in `new`, before the loop can run.
-        self.core.workers.get().expect("pod workers are created in Kubelet::new")
+        self.core
+            .workers
+            .get()
+            .expect("pod workers are created in Kubelet::new")
     }
 
     fn sources_ready(&self) -> bool {
@@ -421,7 +489,10 @@ impl Kubelet {
                 PodOp::Update(pod) | PodOp::Delete(pod) => self.dispatch(pod, UpdateType::Update),
                 PodOp::Reconcile(pod) => {
                     // Readiness gates are other writers' conditions: re-evaluate Ready.
-                    let gated = pod.spec.as_ref().is_some_and(|s| s.readiness_gates.as_ref().is_some_and(|g| !g.is_empty()));
+                    let gated = pod
+                        .spec
+                        .as_ref()
+                        .is_some_and(|s| s.readiness_gates.as_ref().is_some_and(|g| !g.is_empty()));
                     if gated {
                         self.dispatch(pod, UpdateType::Sync);
                     }
@@ -467,7 +538,13 @@ impl Kubelet {
         if !terminal && !deleting {
             if let Err(rejection) = self.admit(&pod) {
                 lock(&self.core.pods).reject(&uid);
-                self.core.recorder.pod_event(&pod, None, EventType::Warning, &rejection.reason, rejection.message.clone());
+                self.core.recorder.pod_event(
+                    &pod,
+                    None,
+                    EventType::Warning,
+                    &rejection.reason,
+                    rejection.message.clone(),
+                );
                 let mut status = pod.status.clone().unwrap_or_default();
                 status.phase = Some("Failed".into());
                 status.reason = Some(rejection.reason.clone());
@@ -478,9 +555,15 @@ impl Kubelet {
             }
         }
         // After a restart, a terminal pod with nothing running is done: run nothing (rule 1).
-        let finished = terminal && self.core.cache.get(&uid).is_none_or(|s| !s.has_running());
+        let finished = terminal && !self.core.cache.get(&uid).status.has_running();
         self.workers().update_pod(
-            UpdatePodOptions { update_type: UpdateType::Create, pod: Some(pod), mirror_pod: None, running_pod: None, kill_grace: None },
+            UpdatePodOptions {
+                update_type: UpdateType::Create,
+                pod: Some(pod),
+                mirror_pod: None,
+                running_pod: None,
+                kill_grace: None,
+            },
             finished,
         );
     }
@@ -500,7 +583,10 @@ impl Kubelet {
                     && !pods.is_rejected(&u)
                     && !workers.is_pod_known_terminated(&u)
                     && workers.state(&u).is_some()
-                    && !p.status.as_ref().is_some_and(|s| is_terminal(phase_of(s)) && p.metadata.deletion_timestamp.is_none())
+                    && !p
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| is_terminal(phase_of(s)) && p.metadata.deletion_timestamp.is_none())
             })
             .collect();
         admission::admit(pod, &active, &node)
@@ -512,7 +598,13 @@ impl Kubelet {
             return;
         }
         self.workers().update_pod(
-            UpdatePodOptions { update_type, pod: Some(pod), mirror_pod: None, running_pod: None, kill_grace: None },
+            UpdatePodOptions {
+                update_type,
+                pod: Some(pod),
+                mirror_pod: None,
+                running_pod: None,
+                kill_grace: None,
+            },
             false,
         );
     }
@@ -528,14 +620,17 @@ impl Kubelet {
         if ev.kind == PlegEventKind::ContainerDied {
             // Eager deletion: keep the newest dead instance per container (none once removable).
             let core = self.core.clone();
-            let keep = if self.workers().should_pod_content_be_removed(&ev.pod_uid) && !lock(&core.pods).contains(&ev.pod_uid) {
+            let keep = if self.workers().should_pod_content_be_removed(&ev.pod_uid)
+                && !lock(&core.pods).contains(&ev.pod_uid)
+            {
                 0
             } else {
                 1
             };
             tokio::spawn(async move {
-                if let Some(status) = core.cache.get(&ev.pod_uid) {
-                    core.manager.remove_exited_duplicates(&status, keep).await;
+                let cached = core.cache.get(&ev.pod_uid);
+                if cached.error.is_none() {
+                    core.manager.remove_exited_duplicates(&cached.status, keep).await;
                 }
             });
         }
@@ -577,17 +672,19 @@ impl Kubelet {
             Err(e) => debug!(error = %e, "listing runtime pods for housekeeping failed"),
         }
         let known: HashSet<String> = desired;
-        self.core.status.remove_orphaned_statuses(&|uid: &str| known.contains(uid));
+        self.core
+            .status
+            .remove_orphaned_statuses(&|uid: &str| known.contains(uid));
         // Orphaned mirror pods, unless their static pod is still terminating.
         if let Some(mc) = &self.core.mirror {
             let orphans = lock(&self.core.pods).orphaned_mirrors();
             for m in orphans {
                 let full = pod_full_name(&m);
-                let terminating = self
-                    .workers()
-                    .known_uids()
-                    .into_iter()
-                    .any(|u| self.workers().is_pod_termination_requested(&u) && !self.workers().is_pod_known_terminated(&u) && self.static_name_of(&u).as_deref() == Some(full.as_str()));
+                let terminating = self.workers().known_uids().into_iter().any(|u| {
+                    self.workers().is_pod_termination_requested(&u)
+                        && !self.workers().is_pod_known_terminated(&u)
+                        && self.static_name_of(&u).as_deref() == Some(full.as_str())
+                });
                 if terminating {
                     continue;
                 }
@@ -608,7 +705,11 @@ impl Kubelet {
         None
     }
 
-    async fn update_runtime_up(&self, health_tx: &watch::Sender<RuntimeHealth>, last_relist: Option<std::time::Instant>) {
+    async fn update_runtime_up(
+        &self,
+        health_tx: &watch::Sender<RuntimeHealth>,
+        last_relist: Option<std::time::Instant>,
+    ) {
         let mut h = health_tx.borrow().clone();
         h.last_relist = last_relist;
         match self.core.manager.runtime_status().await {
@@ -676,7 +777,8 @@ impl Kubelet {
             let removable = {
                 let core = core.clone();
                 move |uid: &str| {
-                    core.workers.get().is_some_and(|w| w.should_pod_content_be_removed(uid)) && !lock(&core.pods).contains(uid)
+                    core.workers.get().is_some_and(|w| w.should_pod_content_be_removed(uid))
+                        && !lock(&core.pods).contains(uid)
                 }
             };
             if let Err(e) = core.manager.garbage_collect(&removable, ready).await {

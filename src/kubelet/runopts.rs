@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVarSource, Pod, Secret};
 use kube::api::Api;
 
-use crate::genericruntime::sync::expand;
+use crate::genericruntime::expand::expand;
 use crate::genericruntime::{ConfigError, RunContainerOptions, RunOptionsProvider};
 
 /// Resolves env from the pod, the node and (when there is an API server) ConfigMaps and Secrets.
@@ -21,7 +21,11 @@ pub struct KubeletRunOptions {
 
 impl KubeletRunOptions {
     pub fn new(client: Option<kube::Client>, node_name: String, node_ips: Vec<String>) -> Self {
-        Self { client, node_name, node_ips }
+        Self {
+            client,
+            node_name,
+            node_ips,
+        }
     }
 
     async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, ConfigError> {
@@ -57,7 +61,9 @@ impl KubeletRunOptions {
             "metadata.name" => m.name.clone().unwrap_or_default(),
             "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
             "metadata.uid" => m.uid.clone().unwrap_or_default(),
-            "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_else(|| self.node_name.clone()),
+            "spec.nodeName" => spec
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_else(|| self.node_name.clone()),
             "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
             "status.hostIP" => self.node_ips.first().cloned().unwrap_or_default(),
             "status.hostIPs" => self.node_ips.join(","),
@@ -67,7 +73,12 @@ impl KubeletRunOptions {
         })
     }
 
-    async fn value_from(&self, pod: &Pod, src: &EnvVarSource, pod_ips: &[String]) -> Result<Option<String>, ConfigError> {
+    async fn value_from(
+        &self,
+        pod: &Pod,
+        src: &EnvVarSource,
+        pod_ips: &[String],
+    ) -> Result<Option<String>, ConfigError> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         if let Some(f) = &src.field_ref {
             return self.field_ref(pod, &f.field_path, pod_ips).map(Some);
@@ -75,31 +86,54 @@ impl KubeletRunOptions {
         if let Some(r) = &src.config_map_key_ref {
             let optional = r.optional.unwrap_or(false);
             let Some(cm) = self.config_map(ns, &r.name).await? else {
-                return if optional { Ok(None) } else { Err(ConfigError(format!("configmap \"{}\" not found", r.name))) };
+                return if optional {
+                    Ok(None)
+                } else {
+                    Err(ConfigError(format!("configmap \"{}\" not found", r.name)))
+                };
             };
             let v = cm.data.as_ref().and_then(|d| d.get(&r.key)).cloned().or_else(|| {
-                cm.binary_data.as_ref().and_then(|d| d.get(&r.key)).map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                cm.binary_data
+                    .as_ref()
+                    .and_then(|d| d.get(&r.key))
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
             });
             return match v {
                 Some(v) => Ok(Some(v)),
                 None if optional => Ok(None),
-                None => Err(ConfigError(format!("couldn't find key {} in ConfigMap {ns}/{}", r.key, r.name))),
+                None => Err(ConfigError(format!(
+                    "couldn't find key {} in ConfigMap {ns}/{}",
+                    r.key, r.name
+                ))),
             };
         }
         if let Some(r) = &src.secret_key_ref {
             let optional = r.optional.unwrap_or(false);
             let Some(s) = self.secret(ns, &r.name).await? else {
-                return if optional { Ok(None) } else { Err(ConfigError(format!("secret \"{}\" not found", r.name))) };
+                return if optional {
+                    Ok(None)
+                } else {
+                    Err(ConfigError(format!("secret \"{}\" not found", r.name)))
+                };
             };
-            let v = s.data.as_ref().and_then(|d| d.get(&r.key)).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+            let v = s
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&r.key))
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned());
             return match v {
                 Some(v) => Ok(Some(v)),
                 None if optional => Ok(None),
-                None => Err(ConfigError(format!("couldn't find key {} in Secret {ns}/{}", r.key, r.name))),
+                None => Err(ConfigError(format!(
+                    "couldn't find key {} in Secret {ns}/{}",
+                    r.key, r.name
+                ))),
             };
         }
         if src.resource_field_ref.is_some() {
-            return Err(ConfigError("resourceFieldRef environment variables are not supported yet".into()));
+            return Err(ConfigError(
+                "resourceFieldRef environment variables are not supported yet".into(),
+            ));
         }
         Ok(None)
     }
@@ -108,7 +142,11 @@ impl KubeletRunOptions {
 /// The pod's hostname: `spec.hostname` or the pod name, at most 63 characters, without a
 /// trailing `-` or `.` (§1.4).
 pub fn pod_hostname(pod: &Pod) -> String {
-    let name = pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
+    let name = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
     let mut h: String = name.chars().take(63).collect();
     while h.ends_with('-') || h.ends_with('.') {
         h.pop();
@@ -118,7 +156,12 @@ pub fn pod_hostname(pod: &Pod) -> String {
 
 #[async_trait]
 impl RunOptionsProvider for KubeletRunOptions {
-    async fn run_container_options(&self, pod: &Pod, container: &Container, pod_ips: &[String]) -> Result<RunContainerOptions, ConfigError> {
+    async fn run_container_options(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        pod_ips: &[String],
+    ) -> Result<RunContainerOptions, ConfigError> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let mut env: Vec<(String, String)> = Vec::new();
         let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
@@ -145,7 +188,11 @@ impl RunOptionsProvider for KubeletRunOptions {
                 match self.secret(ns, &r.name).await? {
                     Some(s) => {
                         for (k, v) in s.data.unwrap_or_default() {
-                            set(&mut env, format!("{prefix}{k}"), String::from_utf8_lossy(&v.0).into_owned());
+                            set(
+                                &mut env,
+                                format!("{prefix}{k}"),
+                                String::from_utf8_lossy(&v.0).into_owned(),
+                            );
                         }
                     }
                     None if r.optional.unwrap_or(false) => {}
@@ -168,7 +215,11 @@ impl RunOptionsProvider for KubeletRunOptions {
             };
             set(&mut env, e.name.clone(), value);
         }
-        Ok(RunContainerOptions { envs: env, mounts: Vec::new(), hostname: pod_hostname(pod) })
+        Ok(RunContainerOptions {
+            envs: env,
+            mounts: Vec::new(),
+            hostname: pod_hostname(pod),
+        })
     }
 }
 
@@ -187,7 +238,10 @@ mod tests {
                 labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
                 ..Default::default()
             },
-            spec: Some(PodSpec { node_name: Some("n1".into()), ..Default::default() }),
+            spec: Some(PodSpec {
+                node_name: Some("n1".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -196,7 +250,10 @@ mod tests {
         EnvVar {
             name: name.into(),
             value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: path.into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -209,9 +266,21 @@ mod tests {
         let c = Container {
             name: "c".into(),
             env: Some(vec![
-                EnvVar { name: "FOO".into(), value: Some("foo-value".into()), ..Default::default() },
-                EnvVar { name: "BAR".into(), value: Some("bar-value".into()), ..Default::default() },
-                EnvVar { name: "FOOBAR".into(), value: Some("$(FOO);;$(BAR)".into()), ..Default::default() },
+                EnvVar {
+                    name: "FOO".into(),
+                    value: Some("foo-value".into()),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "BAR".into(),
+                    value: Some("bar-value".into()),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "FOOBAR".into(),
+                    value: Some("$(FOO);;$(BAR)".into()),
+                    ..Default::default()
+                },
                 field("POD_NAME", "metadata.name"),
                 field("POD_NS", "metadata.namespace"),
                 field("APP", "metadata.labels['app']"),
@@ -222,7 +291,10 @@ mod tests {
             ..Default::default()
         };
         let r = KubeletRunOptions::new(None, "n1".into(), vec!["10.0.0.5".into()]);
-        let o = r.run_container_options(&p, &c, &["10.88.0.7".to_string()]).await.unwrap();
+        let o = r
+            .run_container_options(&p, &c, &["10.88.0.7".to_string()])
+            .await
+            .unwrap();
         let get = |k: &str| o.envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get("FOOBAR").as_deref(), Some("foo-value;;bar-value"));
         assert_eq!(get("POD_NAME").as_deref(), Some("web"));
@@ -236,7 +308,11 @@ mod tests {
 
     #[tokio::test]
     async fn unsupported_field_path_is_a_config_error() {
-        let c = Container { name: "c".into(), env: Some(vec![field("X", "spec.nope")]), ..Default::default() };
+        let c = Container {
+            name: "c".into(),
+            env: Some(vec![field("X", "spec.nope")]),
+            ..Default::default()
+        };
         let r = KubeletRunOptions::new(None, "n1".into(), vec![]);
         let e = r.run_container_options(&pod(), &c, &[]).await.unwrap_err();
         assert_eq!(e.0, "unsupported fieldPath: spec.nope");
