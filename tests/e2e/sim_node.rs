@@ -46,7 +46,8 @@ async fn node_registers_ready_with_host_facts_and_its_lease_renews() {
     assert!(addrs.contains(&"InternalIP") && addrs.contains(&"Hostname"), "{addrs:?}");
     // The lease: holder, 40 s duration, owner reference to the Node, renewTime advancing
     // (every 10 virtual seconds = 1 s here).
-    let lease = wait_for("lease", T, || get_json(&n.api, &["lease", &n.name, "-n", "kube-node-lease"])).await.unwrap();
+    let lease =
+        wait_for("lease", T, || async { get_json(&n.api, &["lease", &n.name, "-n", "kube-node-lease"]).await }).await.unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], n.name.as_str());
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 40);
     let owner = wait_for("lease owner reference", T, || async {
