@@ -1,1 +1,243 @@
-fn main() {}
+//! `keel run`: the node agent's entry point. Everything here is wiring; the behaviour lives in
+//! the library.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use keel::backends::cri::CriRuntime;
+use keel::backends::sim::SimRuntime;
+use keel::clock::Clock;
+use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
+use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
+use keel::kubelet::config::{self, Cli, Command, Config, RuntimeEndpoint};
+use keel::kubelet::events::Recorder;
+use keel::kubelet::kubelet::{Core, DeferredSafety, Kubelet, KubeletParts};
+use keel::kubelet::runopts::KubeletRunOptions;
+use keel::kubelet::sources::{api::spawn_api_source, file::spawn_file_source, SOURCE_CHANNEL_CAPACITY};
+use keel::kubelet::status::manager::StatusManager;
+use keel::kubelet::{lease, node, nodeinfo, RuntimeHealth};
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let Command::Run(args) = cli.command;
+    init_tracing(args.log_level.as_deref());
+    let cfg = config::load(&args).context("loading configuration")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(Arc::new(cfg)))
+}
+
+fn init_tracing(level: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or("info")));
+    // Logs go to stderr; standalone mode prints pod status lines on stdout.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn client_for(cfg: &Config) -> Result<kube::Client> {
+    let kc = match &cfg.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .context("loading kubeconfig")?
+        }
+        None => kube::Config::incluster().context("no --kubeconfig and not running in a cluster")?,
+    };
+    kube::Client::try_from(kc).context("building the API client")
+}
+
+async fn runtime_for(cfg: &Config, clock: Clock) -> Result<Arc<dyn Runtime>> {
+    match &cfg.runtime {
+        RuntimeEndpoint::Sim => {
+            let state_dir = cfg.root_dir.join("sim");
+            let sim = match &cfg.sim_config {
+                Some(path) => SimRuntime::with_config_file(path, clock, state_dir),
+                None => SimRuntime::new(Default::default(), clock, state_dir),
+            }
+            .context("starting the simulated runtime")?;
+            Ok(sim)
+        }
+        RuntimeEndpoint::Unix(path) => {
+            let image = match &cfg.image_service_endpoint {
+                None => None,
+                Some(RuntimeEndpoint::Unix(p)) => Some(p.as_path()),
+                Some(RuntimeEndpoint::Sim) => bail!("--image-service-endpoint must be a unix:// socket"),
+            };
+            let cri = CriRuntime::connect(path, image, clock).context("connecting to the CRI runtime")?;
+            // Fail fast with a clear message when nothing (or not CRI v1) answers on the socket.
+            cri.handshake().await.context("CRI version handshake")?;
+            Ok(cri)
+        }
+    }
+}
+
+async fn run(cfg: Arc<Config>) -> Result<()> {
+    // rustls needs one crypto provider chosen explicitly (kube uses ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clock = Clock::scaled(cfg.time_scale);
+    let shutdown = CancellationToken::new();
+    let client = if cfg.standalone {
+        None
+    } else {
+        Some(client_for(&cfg).await?)
+    };
+    info!(node = %cfg.node_name, standalone = cfg.standalone, runtime = ?cfg.runtime, "starting keel {}", env!("CARGO_PKG_VERSION"));
+
+    let runtime = runtime_for(&cfg, clock).await?;
+    let node_ips = vec![nodeinfo::resolve_node_ip(cfg.node_ip)
+        .context("choosing the node IP")?
+        .to_string()];
+    let recorder = Recorder::new(client.clone(), cfg.node_name.clone(), clock);
+    let run_options = Arc::new(KubeletRunOptions::new(
+        client.clone(),
+        cfg.node_name.clone(),
+        node_ips.clone(),
+    ));
+    let version = runtime
+        .version(Default::default())
+        .await
+        .context("asking the runtime for its version")?;
+    let manager = Arc::new(RuntimeManager::new(
+        runtime.clone(),
+        ManagerConfig {
+            runtime_type: version.runtime_name.clone(),
+            pod_logs_dir: cfg.pod_logs_dir.clone(),
+            root_dir: cfg.root_dir.clone(),
+            cgroup_root: cfg.cgroup_root.clone(),
+            serialize_image_pulls: cfg.serialize_image_pulls,
+            node_name: cfg.node_name.clone(),
+            clock,
+        },
+        recorder.clone(),
+        run_options,
+    ));
+    manager.version().await.context("runtime version handshake")?;
+
+    let (health_tx, health_rx) = watch::channel(RuntimeHealth {
+        runtime_version: format!("{}://{}", version.runtime_name, version.runtime_version),
+        ..Default::default()
+    });
+    let (node_tx, node_rx) = watch::channel(None);
+    let safety = Arc::new(DeferredSafety::default());
+    let status = StatusManager::new(client.clone(), clock, safety.clone());
+    tokio::spawn(status.clone().run(shutdown.clone()));
+
+    let started = tokio::time::Instant::now();
+    let cache = Arc::new(PodCache::new());
+    let pleg = Arc::new(Pleg::new(manager.clone(), cache.clone(), clock));
+    let (pleg_tx, pleg_rx) = mpsc::channel(PLEG_CHANNEL_CAPACITY);
+    tokio::spawn(pleg.clone().run(pleg_tx, shutdown.clone()));
+
+    if let Some(client) = &client {
+        let reporter = node::NodeStatusReporter::new(
+            client.clone(),
+            cfg.clone(),
+            clock,
+            health_rx.clone(),
+            runtime.clone(),
+            recorder.clone(),
+            node_tx,
+        )
+        .context("preparing node registration")?;
+        tokio::spawn(reporter.run(shutdown.clone()));
+        tokio::spawn(lease::run_lease(
+            client.clone(),
+            cfg.node_name.clone(),
+            cfg.node_lease_duration_seconds,
+            clock,
+            node_rx.clone(),
+            shutdown.clone(),
+        ));
+    } else {
+        // Standalone: admission still needs a node; build the one keel would register.
+        let local = node::local_node(&cfg, &clock, &health_rx.borrow()).context("reading host facts")?;
+        let _ = node_tx.send(Some(local));
+    }
+
+    let core = Core::new(KubeletParts {
+        cfg: cfg.clone(),
+        clock,
+        client: client.clone(),
+        manager: manager.clone(),
+        cache: cache.clone(),
+        status: status.clone(),
+        recorder: recorder.clone(),
+        node_rx: node_rx.clone(),
+        node_ips,
+        health_rx,
+        started,
+    });
+    safety.set(core.clone());
+    let kubelet = Kubelet::new(core, shutdown.clone());
+
+    let (src_tx, src_rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
+    if let Some(dir) = &cfg.static_pod_path {
+        spawn_file_source(
+            dir.clone(),
+            cfg.node_name.clone(),
+            clock,
+            src_tx.clone(),
+            shutdown.clone(),
+        );
+    }
+    if let Some(client) = &client {
+        // The kubelet starts its pod watch once the Node is registered (admission reads it).
+        let mut rx = node_rx.clone();
+        let wait = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            rx.wait_for(|n| n.as_ref().is_some_and(|n| n.metadata.uid.is_some())),
+        )
+        .await;
+        if wait.is_err() {
+            warn!("node not registered after 30 s; watching pods anyway");
+        }
+        spawn_api_source(client.clone(), cfg.node_name.clone(), src_tx.clone(), shutdown.clone());
+    }
+    drop(src_tx);
+
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down");
+        stop.cancel();
+    });
+    let pleg_for_health = pleg.clone();
+    kubelet
+        .run(
+            src_rx,
+            pleg_rx,
+            health_tx,
+            move || pleg_for_health.last_relist().map(|t| t.into_std()),
+            shutdown.clone(),
+        )
+        .await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            error!(error = %e, "cannot install signal handlers; stop keel with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}

@@ -1,1 +1,789 @@
-//! (being written)
+//! The kubelet loop (`kubelet.go`): sources → pod manager → admission → pod workers; PLEG
+//! events → syncs; housekeeping; runtime health; container GC. It also implements the three
+//! sync functions the pod workers call.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Node, Pod, PodStatus as ApiPodStatus, Secret};
+use kube::api::Api;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::admission;
+use super::config::Config;
+use super::events::Recorder;
+use super::mirror::{self, MirrorClient};
+use super::podmanager::{pod_full_name, PodManager, PodOp};
+use super::sources::{Source, SourceUpdate};
+use super::status::generate::{generate_api_pod_status, GenerateInput, NoProbeResults};
+use super::status::manager::{PodDeletionSafety, StatusManager};
+use super::status::reasoncache::ReasonCache;
+use super::workers::{PodSyncer, PodWorkers, SyncError, SyncOutcome, UpdatePodOptions, UpdateType};
+use super::RuntimeHealth;
+use crate::clock::Clock;
+use crate::genericruntime::relist::{PlegEvent, PlegEventKind, PodCache};
+use crate::genericruntime::{EventSink, EventType, PodStatus, ProbeFailures, RunningPod, RuntimeManager};
+
+/// Housekeeping period (`housekeepingPeriod`).
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(2);
+/// Runtime status poll (`updateRuntimeUp`).
+const RUNTIME_STATUS_PERIOD: Duration = Duration::from_secs(5);
+/// Runtime considered down after this long without a good answer (`maxWaitForContainerRuntime`).
+const RUNTIME_DOWN_AFTER: Duration = Duration::from_secs(30);
+/// Container GC period (`ContainerGCPeriod`).
+const CONTAINER_GC_PERIOD: Duration = Duration::from_secs(60);
+/// Resync while an image-pull back-off window is open. The kubelet re-syncs every 10–15 s during
+/// back-off and so restarts up to 15 s late (kubelet-behavior.md §1.11 quirk); keel deliberately
+/// requeues exactly when a crash-loop back-off ends, and checks image back-off every second.
+const BACKOFF_RESYNC: Duration = Duration::from_secs(1);
+/// Grace period for pods only the runtime knows about (`HandlePodCleanups`).
+const ORPHAN_GRACE_SECONDS: i64 = 1;
+
+/// Everything the sync functions and the loop share.
+pub struct Core {
+    pub cfg: Arc<Config>,
+    pub clock: Clock,
+    pub client: Option<kube::Client>,
+    pub manager: Arc<RuntimeManager>,
+    pub cache: Arc<PodCache>,
+    pub status: Arc<StatusManager>,
+    pub recorder: Arc<Recorder>,
+    pub node_rx: watch::Receiver<Option<Node>>,
+    pub node_ips: Vec<String>,
+    pub health_rx: watch::Receiver<RuntimeHealth>,
+    /// When keel started: a pod's first sync waits for a relist newer than this, so a
+    /// restarted keel sees what already runs before it decides anything.
+    pub started: Instant,
+    pods: Mutex<PodManager>,
+    reasons: ReasonCache,
+    mirror: Option<MirrorClient>,
+    workers: OnceLock<PodWorkers>,
+}
+
+/// Inputs to `Kubelet::new`.
+pub struct KubeletParts {
+    pub cfg: Arc<Config>,
+    pub clock: Clock,
+    pub client: Option<kube::Client>,
+    pub manager: Arc<RuntimeManager>,
+    pub cache: Arc<PodCache>,
+    pub status: Arc<StatusManager>,
+    pub recorder: Arc<Recorder>,
+    pub node_rx: watch::Receiver<Option<Node>>,
+    pub node_ips: Vec<String>,
+    pub health_rx: watch::Receiver<RuntimeHealth>,
+    pub started: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic elsewhere mid-update; the data is still the best we have.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn uid_of(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+fn phase_of(status: &ApiPodStatus) -> &str {
+    status.phase.as_deref().unwrap_or("Pending")
+}
+
+fn is_terminal(phase: &str) -> bool {
+    phase == "Succeeded" || phase == "Failed"
+}
+
+impl Core {
+    pub fn new(parts: KubeletParts) -> Arc<Self> {
+        let mirror = parts.client.clone().map(MirrorClient::new);
+        Arc::new(Self {
+            cfg: parts.cfg,
+            clock: parts.clock,
+            client: parts.client,
+            manager: parts.manager,
+            cache: parts.cache,
+            status: parts.status,
+            recorder: parts.recorder,
+            node_rx: parts.node_rx,
+            node_ips: parts.node_ips,
+            health_rx: parts.health_rx,
+            started: parts.started,
+            pods: Mutex::new(PodManager::new()),
+            reasons: ReasonCache::new(),
+            mirror,
+            workers: OnceLock::new(),
+        })
+    }
+
+    fn workers(&self) -> Option<&PodWorkers> {
+        self.workers.get()
+    }
+
+    /// The pods this kubelet manages (for `/pods` and tests).
+    pub fn pods(&self) -> Vec<Pod> {
+        lock(&self.pods).pods().cloned().collect()
+    }
+
+    fn generate(&self, pod: &Pod, runtime: &PodStatus) -> ApiPodStatus {
+        let uid = uid_of(pod);
+        let previous = self.status.get_pod_status(&uid).or_else(|| pod.status.clone());
+        generate_api_pod_status(&GenerateInput {
+            pod,
+            runtime,
+            previous: previous.as_ref(),
+            reasons: &self.reasons,
+            probes: &NoProbeResults,
+            node_ips: &self.node_ips,
+            now: self.clock.now(),
+        })
+    }
+
+    /// The cached runtime status newer than `since` (or than keel's start for a first sync).
+    async fn runtime_status(&self, uid: &str, since: Option<Instant>) -> Result<Arc<PodStatus>, SyncError> {
+        let cached = self.cache.get_newer_than(uid, since.unwrap_or(self.started)).await;
+        match cached.error {
+            Some(e) => Err(SyncError(format!("inspecting pod {uid} in the runtime: {e}"))),
+            None => Ok(cached.status),
+        }
+    }
+
+    /// `activeDeadlineSeconds`: how long until the deadline, or None once it passed / if unset.
+    fn active_deadline(&self, pod: &Pod, status: &ApiPodStatus) -> Option<Result<Duration, ()>> {
+        let secs = pod.spec.as_ref()?.active_deadline_seconds?;
+        let start = status.start_time.as_ref()?.0;
+        let elapsed = self.clock.virtual_between(start, self.clock.now());
+        let limit = Duration::from_secs(secs.max(0) as u64);
+        Some(if elapsed >= limit { Err(()) } else { Ok(limit - elapsed) })
+    }
+
+    async fn pull_secrets(&self, pod: &Pod) -> Vec<Secret> {
+        let (Some(client), Some(spec)) = (&self.client, pod.spec.as_ref()) else {
+            return Vec::new();
+        };
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let mut out = Vec::new();
+        for r in spec.image_pull_secrets.iter().flatten() {
+            // Missing secrets are skipped, as the kubelet does (anonymous pull then).
+            match api.get_opt(&r.name).await {
+                Ok(Some(s)) => out.push(s),
+                Ok(None) => debug!(secret = %r.name, "image pull secret not found; skipped"),
+                Err(e) => warn!(secret = %r.name, error = %e, "could not read image pull secret"),
+            }
+        }
+        out
+    }
+
+    /// Creates or replaces the mirror pod of a static pod (§3.5).
+    async fn ensure_mirror_pod(&self, pod: &Pod) {
+        let Some(mc) = &self.mirror else { return };
+        let node = self.node_rx.borrow().clone();
+        // Mirror pods point at the registered Node: wait until it has a UID.
+        let Some(node) = node.filter(|n| n.metadata.uid.is_some()) else {
+            return;
+        };
+        let full = pod_full_name(pod);
+        let existing = lock(&self.pods).mirror_of(&full).cloned();
+        let want = mirror::static_pod_hash(pod);
+        if let Some(m) = &existing {
+            let stale = m.metadata.deletion_timestamp.is_some() || mirror::mirror_pod_hash(m) != want;
+            if !stale {
+                return;
+            }
+            let ns = m.metadata.namespace.as_deref().unwrap_or("default");
+            let name = m.metadata.name.as_deref().unwrap_or_default();
+            if let Err(e) = mc.delete_mirror_pod(ns, name, m.metadata.uid.as_deref()).await {
+                warn!(pod = %full, error = %e, "deleting stale mirror pod failed");
+                return;
+            }
+        }
+        if node.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let node_name = node.metadata.name.as_deref().unwrap_or_default();
+        let node_uid = node.metadata.uid.as_deref().unwrap_or_default();
+        if let Err(e) = mc.create_mirror_pod(pod, node_name, node_uid).await {
+            warn!(pod = %full, error = %e, "creating mirror pod failed");
+        }
+    }
+
+    fn pod_dirs(&self, uid: &str) -> PathBuf {
+        self.cfg.root_dir.join("pods").join(uid)
+    }
+}
+
+#[async_trait]
+impl PodSyncer for Core {
+    async fn sync_pod(
+        &self,
+        _update_type: UpdateType,
+        pod: &Pod,
+        _mirror: Option<&Pod>,
+        since: Option<Instant>,
+        _cancel: &CancellationToken,
+    ) -> Result<SyncOutcome, SyncError> {
+        let uid = uid_of(pod);
+        let runtime = self.runtime_status(&uid, since).await?;
+        let mut api = self.generate(pod, &runtime);
+        let mut retry: Option<Duration> = None;
+        match self.active_deadline(pod, &api) {
+            Some(Err(())) => {
+                api.phase = Some("Failed".into());
+                api.reason = Some("DeadlineExceeded".into());
+                api.message = Some("Pod was active on the node longer than the specified deadline".into());
+                self.recorder.pod_event(
+                    pod,
+                    None,
+                    EventType::Normal,
+                    "DeadlineExceeded",
+                    api.message.clone().unwrap_or_default(),
+                );
+            }
+            Some(Ok(left)) => retry = Some(left),
+            None => {}
+        }
+        let phase = phase_of(&api).to_string();
+        self.status.set_pod_status(pod, api);
+        if is_terminal(&phase) {
+            return Ok(SyncOutcome::Terminal);
+        }
+        let health = self.health_rx.borrow().clone();
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        if !health.network_ready && !host_network && health.last_runtime_ok.is_some() {
+            let msg = health
+                .network_error
+                .clone()
+                .unwrap_or_else(|| "network is not ready".into());
+            self.recorder.pod_event(
+                pod,
+                None,
+                EventType::Warning,
+                "NetworkNotReady",
+                format!("network is not ready: {msg}"),
+            );
+            return Ok(SyncOutcome::RetryAfter(Duration::from_secs(1)));
+        }
+        if super::podmanager::is_static(pod) {
+            self.ensure_mirror_pod(pod).await;
+        }
+        let dir = self.pod_dirs(&uid);
+        for sub in ["volumes", "plugins", "containers"] {
+            if let Err(e) = tokio::fs::create_dir_all(dir.join(sub)).await {
+                return Err(SyncError(format!("creating pod directory {}: {e}", dir.display())));
+            }
+        }
+        let secrets = self.pull_secrets(pod).await;
+        let result = self
+            .manager
+            .sync_pod(pod, &runtime, &secrets, &ProbeFailures::default())
+            .await;
+        self.reasons.update(&uid, &result);
+        if result.start_results().next().is_some() {
+            // Show a new waiting reason (or its end) now rather than at the next sync.
+            let api = self.generate(pod, &runtime);
+            self.status.set_pod_status(pod, api);
+        }
+        match result.first_error() {
+            None => Ok(retry.map(SyncOutcome::RetryAfter).unwrap_or(SyncOutcome::Done)),
+            Some(r) => match &r.error {
+                Some((kind, _)) if kind.is_backoff() => {
+                    // Requeue when the crash-loop window closes (image back-off: poll each second).
+                    let left = self
+                        .manager
+                        .crash_loop_remaining(pod, &runtime)
+                        .unwrap_or(BACKOFF_RESYNC);
+                    Ok(SyncOutcome::RetryAfter(
+                        left.clamp(Duration::from_millis(100), BACKOFF_RESYNC.max(left)),
+                    ))
+                }
+                Some((kind, msg)) => Err(SyncError(format!(
+                    "{} {}: {}: {msg}",
+                    kind.as_str(),
+                    r.target,
+                    pod_full_name(pod)
+                ))),
+                None => Ok(SyncOutcome::Done),
+            },
+        }
+    }
+
+    async fn sync_terminating_pod(&self, pod: &Pod, grace: i64, since: Option<Instant>) -> Result<(), SyncError> {
+        let uid = uid_of(pod);
+        let runtime = self.runtime_status(&uid, since).await?;
+        let api = self.generate(pod, &runtime);
+        self.status.set_pod_status(pod, api);
+        let result = self.manager.kill_pod(Some(pod), &runtime, Some(grace)).await;
+        self.reasons.update(&uid, &result);
+        if let Some(r) = result.first_error() {
+            let msg = r.error.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
+            return Err(SyncError(format!("killing pod {}: {msg}", pod_full_name(pod))));
+        }
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let after = self
+            .manager
+            .get_pod_status(&uid, name, ns)
+            .await
+            .map_err(|e| SyncError(format!("reading status of {}: {e}", pod_full_name(pod))))?;
+        if after
+            .container_statuses
+            .iter()
+            .any(|c| c.state == crate::genericruntime::ContainerState::Running)
+        {
+            return Err(SyncError(format!(
+                "pod {} still has running containers",
+                pod_full_name(pod)
+            )));
+        }
+        let api = self.generate(pod, &after);
+        self.status.set_pod_status(pod, api);
+        Ok(())
+    }
+
+    async fn sync_terminating_runtime_pod(&self, running: &RunningPod, grace: i64) -> Result<(), SyncError> {
+        let status = self
+            .manager
+            .get_pod_status(&running.uid, &running.name, &running.namespace)
+            .await
+            .map_err(|e| SyncError(format!("reading status of orphaned pod {}: {e}", running.uid)))?;
+        info!(pod_uid = %running.uid, pod = %running.name, "killing pod that no source knows about");
+        let result = self.manager.kill_pod(None, &status, Some(grace)).await;
+        match result.first_error() {
+            Some(r) => Err(SyncError(format!(
+                "killing orphaned pod {}: {:?}",
+                running.uid, r.error
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    async fn sync_terminated_pod(&self, pod: &Pod) -> Result<(), SyncError> {
+        let uid = uid_of(pod);
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let runtime = self
+            .manager
+            .get_pod_status(&uid, name, ns)
+            .await
+            .map_err(|e| SyncError(format!("reading status of {}: {e}", pod_full_name(pod))))?;
+        let api = self.generate(pod, &runtime);
+        self.status.set_pod_status(pod, api);
+        self.status.terminate_pod(pod);
+        Ok(())
+    }
+}
+
+impl PodDeletionSafety for Core {
+    fn pod_resources_are_reclaimed(&self, pod: &Pod, status: &ApiPodStatus) -> bool {
+        let uid = uid_of(pod);
+        if self.workers().is_none_or(|w| w.could_have_running_containers(&uid)) {
+            return false;
+        }
+        let running = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .chain(status.init_container_statuses.iter().flatten())
+            .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+        !running
+    }
+}
+
+/// A `PodDeletionSafety` that forwards to the core once it exists (the status manager is made
+/// before the core it asks).
+#[derive(Default)]
+pub struct DeferredSafety(OnceLock<Arc<Core>>);
+
+impl DeferredSafety {
+    pub fn set(&self, core: Arc<Core>) {
+        let _ = self.0.set(core);
+    }
+}
+
+impl PodDeletionSafety for DeferredSafety {
+    fn pod_resources_are_reclaimed(&self, pod: &Pod, status: &ApiPodStatus) -> bool {
+        self.0.get().is_some_and(|c| c.pod_resources_are_reclaimed(pod, status))
+    }
+}
+
+/// The running kubelet.
+pub struct Kubelet {
+    core: Arc<Core>,
+    workers_sources: Vec<Source>,
+}
+
+impl Kubelet {
+    pub fn new(core: Arc<Core>, shutdown: CancellationToken) -> Self {
+        let syncer: Arc<dyn PodSyncer> = core.clone();
+        let workers = PodWorkers::new(syncer, core.clock, core.cfg.sync_frequency, shutdown);
+        let _ = core.workers.set(workers);
+        let mut sources = Vec::new();
+        if !core.cfg.standalone {
+            sources.push(Source::Api);
+        }
+        if core.cfg.static_pod_path.is_some() {
+            sources.push(Source::File);
+        }
+        Self {
+            core,
+            workers_sources: sources,
+        }
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// The sync loop (`syncLoopIteration`). Returns when `shutdown` fires.
+    pub async fn run(
+        self,
+        mut sources: mpsc::Receiver<SourceUpdate>,
+        mut pleg: mpsc::Receiver<PlegEvent>,
+        health_tx: watch::Sender<RuntimeHealth>,
+        pleg_last_relist: impl Fn() -> Option<std::time::Instant> + Send + 'static,
+        shutdown: CancellationToken,
+    ) {
+        let clock = self.core.clock;
+        let mut housekeeping = tokio::time::interval(clock.to_real(HOUSEKEEPING_PERIOD));
+        let mut runtime_tick = tokio::time::interval(clock.to_real(RUNTIME_STATUS_PERIOD));
+        let mut gc_tick = tokio::time::interval(clock.to_real(CONTAINER_GC_PERIOD));
+        for t in [&mut housekeeping, &mut runtime_tick, &mut gc_tick] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                Some(update) = sources.recv() => self.handle_source(update),
+                Some(ev) = pleg.recv() => self.handle_pleg(ev),
+                _ = housekeeping.tick() => self.housekeeping().await,
+                _ = runtime_tick.tick() => self.update_runtime_up(&health_tx, pleg_last_relist()).await,
+                _ = gc_tick.tick() => self.spawn_gc(),
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        info!("kubelet loop stopped");
+    }
+
+    fn workers(&self) -> &PodWorkers {
+        // Set in `new`, before the loop can run.
+        self.core
+            .workers
+            .get()
+            .expect("pod workers are created in Kubelet::new")
+    }
+
+    fn sources_ready(&self) -> bool {
+        lock(&self.core.pods).sources_ready(&self.workers_sources)
+    }
+
+    fn handle_source(&self, update: SourceUpdate) {
+        let ops = lock(&self.core.pods).apply(update);
+        let mut adds: Vec<Pod> = Vec::new();
+        for op in ops {
+            match op {
+                PodOp::Add(pod) => adds.push(pod),
+                PodOp::Update(pod) | PodOp::Delete(pod) => self.dispatch(pod, UpdateType::Update),
+                PodOp::Reconcile(pod) => {
+                    // Readiness gates are other writers' conditions: re-evaluate Ready.
+                    let gated = pod
+                        .spec
+                        .as_ref()
+                        .is_some_and(|s| s.readiness_gates.as_ref().is_some_and(|g| !g.is_empty()));
+                    if gated {
+                        self.dispatch(pod, UpdateType::Sync);
+                    }
+                }
+                PodOp::Remove(pod) => {
+                    let uid = uid_of(&pod);
+                    if lock(&self.core.pods).is_rejected(&uid) {
+                        continue;
+                    }
+                    self.workers().update_pod(
+                        UpdatePodOptions {
+                            update_type: UpdateType::Kill,
+                            pod: Some(pod),
+                            mirror_pod: None,
+                            running_pod: None,
+                            kill_grace: None,
+                        },
+                        false,
+                    );
+                }
+                PodOp::MirrorChanged(full_name) => {
+                    let uids = lock(&self.core.pods).static_uids(&full_name);
+                    for uid in uids {
+                        let pod = lock(&self.core.pods).get(&uid).cloned();
+                        if let Some(pod) = pod {
+                            self.dispatch(pod, UpdateType::Sync);
+                        }
+                    }
+                }
+            }
+        }
+        // HandlePodAdditions: oldest first, each admitted against those admitted before it.
+        adds.sort_by(|a, b| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp));
+        for pod in adds {
+            self.handle_add(pod);
+        }
+    }
+
+    fn handle_add(&self, pod: Pod) {
+        let uid = uid_of(&pod);
+        let terminal = pod.status.as_ref().is_some_and(|s| is_terminal(phase_of(s)));
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        if !terminal && !deleting {
+            if let Err(rejection) = self.admit(&pod) {
+                lock(&self.core.pods).reject(&uid);
+                self.core.recorder.pod_event(
+                    &pod,
+                    None,
+                    EventType::Warning,
+                    &rejection.reason,
+                    rejection.message.clone(),
+                );
+                let mut status = pod.status.clone().unwrap_or_default();
+                status.phase = Some("Failed".into());
+                status.reason = Some(rejection.reason.clone());
+                status.message = Some(format!("Pod {}", rejection.message));
+                info!(pod = %pod_full_name(&pod), reason = %rejection.reason, "pod rejected by admission");
+                self.core.status.set_pod_status(&pod, status);
+                return;
+            }
+        }
+        // After a restart, a terminal pod with nothing running is done: run nothing (rule 1).
+        let finished = terminal && !self.core.cache.get(&uid).status.has_running();
+        self.workers().update_pod(
+            UpdatePodOptions {
+                update_type: UpdateType::Create,
+                pod: Some(pod),
+                mirror_pod: None,
+                running_pod: None,
+                kill_grace: None,
+            },
+            finished,
+        );
+    }
+
+    /// Runs admission against the active pods (`canAdmitPod`).
+    fn admit(&self, pod: &Pod) -> Result<(), admission::Rejection> {
+        let node = self.core.node_rx.borrow().clone();
+        let Some(node) = node else { return Ok(()) };
+        let uid = uid_of(pod);
+        let pods = lock(&self.core.pods);
+        let workers = self.workers();
+        let active: Vec<&Pod> = pods
+            .pods()
+            .filter(|p| {
+                let u = uid_of(p);
+                u != uid
+                    && !pods.is_rejected(&u)
+                    && !workers.is_pod_known_terminated(&u)
+                    && workers.state(&u).is_some()
+                    && !p
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| is_terminal(phase_of(s)) && p.metadata.deletion_timestamp.is_none())
+            })
+            .collect();
+        admission::admit(pod, &active, &node)
+    }
+
+    fn dispatch(&self, pod: Pod, update_type: UpdateType) {
+        let uid = uid_of(&pod);
+        if lock(&self.core.pods).is_rejected(&uid) {
+            return;
+        }
+        self.workers().update_pod(
+            UpdatePodOptions {
+                update_type,
+                pod: Some(pod),
+                mirror_pod: None,
+                running_pod: None,
+                kill_grace: None,
+            },
+            false,
+        );
+    }
+
+    fn handle_pleg(&self, ev: PlegEvent) {
+        if ev.kind == PlegEventKind::ContainerRemoved {
+            return;
+        }
+        let pod = lock(&self.core.pods).get(&ev.pod_uid).cloned();
+        if let Some(pod) = pod {
+            self.dispatch(pod, UpdateType::Sync);
+        }
+        if ev.kind == PlegEventKind::ContainerDied {
+            // Eager deletion: keep the newest dead instance per container (none once removable).
+            let core = self.core.clone();
+            let keep = if self.workers().should_pod_content_be_removed(&ev.pod_uid)
+                && !lock(&core.pods).contains(&ev.pod_uid)
+            {
+                0
+            } else {
+                1
+            };
+            tokio::spawn(async move {
+                let cached = core.cache.get(&ev.pod_uid);
+                if cached.error.is_none() {
+                    core.manager.remove_exited_duplicates(&cached.status, keep).await;
+                }
+            });
+        }
+    }
+
+    async fn housekeeping(&self) {
+        if !self.sources_ready() {
+            return;
+        }
+        let desired = lock(&self.core.pods).uids();
+        for uid in self.workers().sync_known_pods(&desired) {
+            // The UID was reused after it finished terminating: start it again.
+            let pod = lock(&self.core.pods).get(&uid).cloned();
+            if let Some(pod) = pod {
+                if !pod.status.as_ref().is_some_and(|s| is_terminal(phase_of(s))) {
+                    self.dispatch(pod, UpdateType::Create);
+                }
+            }
+        }
+        // Pods only the runtime knows: kill them.
+        match self.core.manager.get_pods(false).await {
+            Ok(running) => {
+                for rp in running {
+                    if desired.contains(&rp.uid) || self.workers().state(&rp.uid).is_some() {
+                        continue;
+                    }
+                    self.workers().update_pod(
+                        UpdatePodOptions {
+                            update_type: UpdateType::Kill,
+                            pod: None,
+                            mirror_pod: None,
+                            running_pod: Some(rp),
+                            kill_grace: Some(ORPHAN_GRACE_SECONDS),
+                        },
+                        false,
+                    );
+                }
+            }
+            Err(e) => debug!(error = %e, "listing runtime pods for housekeeping failed"),
+        }
+        let known: HashSet<String> = desired;
+        self.core
+            .status
+            .remove_orphaned_statuses(&|uid: &str| known.contains(uid));
+        // Orphaned mirror pods, unless their static pod is still terminating.
+        if let Some(mc) = &self.core.mirror {
+            let orphans = lock(&self.core.pods).orphaned_mirrors();
+            for m in orphans {
+                let full = pod_full_name(&m);
+                let terminating = self.workers().known_uids().into_iter().any(|u| {
+                    self.workers().is_pod_termination_requested(&u)
+                        && !self.workers().is_pod_known_terminated(&u)
+                        && self.static_name_of(&u).as_deref() == Some(full.as_str())
+                });
+                if terminating {
+                    continue;
+                }
+                let ns = m.metadata.namespace.as_deref().unwrap_or("default");
+                let name = m.metadata.name.as_deref().unwrap_or_default();
+                if let Err(e) = mc.delete_mirror_pod(ns, name, m.metadata.uid.as_deref()).await {
+                    debug!(pod = %full, error = %e, "deleting orphaned mirror pod failed");
+                }
+            }
+        }
+        self.core.manager.backoff_gc();
+    }
+
+    fn static_name_of(&self, _uid: &str) -> Option<String> {
+        // Static pods removed from config are gone from the pod manager; their names are kept by
+        // the worker's pod copy, which the workers do not expose. A removed static pod's mirror
+        // is deleted once its worker finished (it is no longer "terminating").
+        None
+    }
+
+    async fn update_runtime_up(
+        &self,
+        health_tx: &watch::Sender<RuntimeHealth>,
+        last_relist: Option<std::time::Instant>,
+    ) {
+        let mut h = health_tx.borrow().clone();
+        h.last_relist = last_relist;
+        match self.core.manager.runtime_status().await {
+            Ok(st) => {
+                h.last_runtime_ok = Some(std::time::Instant::now());
+                let cond = |t: &str| st.conditions.iter().find(|c| c.r#type == t).cloned();
+                match cond("RuntimeReady") {
+                    Some(c) if c.status => {
+                        h.runtime_ready = true;
+                        h.runtime_error = None;
+                    }
+                    Some(c) => {
+                        h.runtime_ready = false;
+                        h.runtime_error = Some(format!("RuntimeReady=false reason:{} message:{}", c.reason, c.message));
+                    }
+                    None => {
+                        h.runtime_ready = false;
+                        h.runtime_error = Some("runtime status has no RuntimeReady condition".into());
+                    }
+                }
+                match cond("NetworkReady") {
+                    Some(c) if c.status => {
+                        h.network_ready = true;
+                        h.network_error = None;
+                    }
+                    Some(c) => {
+                        h.network_ready = false;
+                        h.network_error = Some(format!("NetworkReady=false reason:{} message:{}", c.reason, c.message));
+                    }
+                    None => {
+                        h.network_ready = false;
+                        h.network_error = Some("runtime status has no NetworkReady condition".into());
+                    }
+                }
+            }
+            Err(e) => {
+                let down_for = h.last_runtime_ok.map(|t| t.elapsed());
+                let down = down_for.is_none_or(|d| self.core.clock.to_virtual(d) >= RUNTIME_DOWN_AFTER);
+                if down {
+                    h.runtime_ready = false;
+                    h.runtime_error = Some(format!("container runtime is down: {e}"));
+                }
+                debug!(error = %e, "runtime status call failed");
+            }
+        }
+        if h.runtime_version.is_empty() {
+            if let Ok(v) = self.core.manager.version().await {
+                h.runtime_version = format!("{}://{}", v.runtime_name, v.runtime_version);
+            }
+        }
+        health_tx.send_if_modified(|cur| {
+            if *cur != h {
+                *cur = h;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn spawn_gc(&self) {
+        let ready = self.sources_ready();
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            let removable = {
+                let core = core.clone();
+                move |uid: &str| {
+                    core.workers.get().is_some_and(|w| w.should_pod_content_be_removed(uid))
+                        && !lock(&core.pods).contains(uid)
+                }
+            };
+            if let Err(e) = core.manager.garbage_collect(&removable, ready).await {
+                warn!(error = %e, "container garbage collection failed");
+            }
+        });
+    }
+}

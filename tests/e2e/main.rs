@@ -6,5 +6,8 @@ mod support;
 mod apiserver;
 mod cri_backend;
 mod node;
+mod sim_lifecycle;
+mod sim_node;
+mod sim_scale;
 mod sources;
 mod status;

@@ -1,3 +1,5 @@
 //! Shared support for keel's integration tests.
 
 pub mod apiserver;
+pub mod keel;
+pub mod util;

@@ -1,0 +1,156 @@
+//! Runs the keel binary as a user would, as a child process owned by the test: private root,
+//! log and state directories, output captured to files, killed by PID when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+/// How to start keel.
+#[derive(Clone, Debug)]
+pub struct KeelOpts {
+    /// Node name (unique per test).
+    pub node: String,
+    /// kubeconfig keel uses; None = `--standalone`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Private directory for the root dir, pod logs and captured output.
+    pub dir: PathBuf,
+    /// Compressed clock (`--time-scale`).
+    pub time_scale: f64,
+    pub extra_args: Vec<String>,
+}
+
+impl KeelOpts {
+    pub fn new(node: &str, kubeconfig: Option<PathBuf>, dir: &Path) -> Self {
+        Self { node: node.to_string(), kubeconfig, dir: dir.to_path_buf(), time_scale: 1.0, extra_args: Vec::new() }
+    }
+
+    pub fn time_scale(mut self, s: f64) -> Self {
+        self.time_scale = s;
+        self
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.extra_args.push(a.into());
+        self
+    }
+}
+
+/// A running keel.
+pub struct Keel {
+    pub opts: KeelOpts,
+    child: Option<tokio::process::Child>,
+    starts: usize,
+}
+
+impl Keel {
+    pub fn root_dir(&self) -> PathBuf {
+        self.opts.dir.join("root")
+    }
+
+    pub fn pod_logs_dir(&self) -> PathBuf {
+        self.opts.dir.join("pods")
+    }
+
+    pub async fn start(opts: KeelOpts) -> Result<Keel> {
+        let mut k = Keel { opts, child: None, starts: 0 };
+        k.spawn()?;
+        Ok(k)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        self.starts += 1;
+        let o = &self.opts;
+        std::fs::create_dir_all(&o.dir)?;
+        let stdout = std::fs::File::create(o.dir.join(format!("stdout-{}.log", self.starts)))?;
+        let stderr = std::fs::File::create(o.dir.join(format!("keel-{}.log", self.starts)))?;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"));
+        cmd.arg("run")
+            .arg("--node-name")
+            .arg(&o.node)
+            .arg("--root-dir")
+            .arg(o.dir.join("root"))
+            .arg("--pod-logs-dir")
+            .arg(o.dir.join("pods"))
+            .arg("--time-scale")
+            .arg(o.time_scale.to_string());
+        match &o.kubeconfig {
+            Some(k) => {
+                cmd.arg("--kubeconfig").arg(k);
+            }
+            None => {
+                cmd.arg("--standalone");
+            }
+        }
+        cmd.args(&o.extra_args)
+            .env("RUST_LOG", std::env::var("KEEL_TEST_LOG").unwrap_or_else(|_| "info,keel=debug".into()))
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .kill_on_drop(true);
+        self.child = Some(cmd.spawn().context("spawning keel")?);
+        Ok(())
+    }
+
+    /// SIGKILL, as a crash would.
+    pub async fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
+    /// SIGTERM and wait (up to 10 s, then SIGKILL).
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Some(pid) = c.id() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            }
+            if tokio::time::timeout(Duration::from_secs(10), c.wait()).await.is_err() {
+                let _ = c.start_kill();
+                let _ = c.wait().await;
+            }
+        }
+    }
+
+    /// Kill with SIGKILL and start again with the same directories (adoption tests).
+    pub async fn restart_after_kill9(&mut self) -> Result<()> {
+        self.kill9().await;
+        self.spawn()
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Everything keel logged so far (all starts).
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| std::fs::read_to_string(self.opts.dir.join(format!("keel-{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// What keel printed on stdout in its latest start.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.opts.dir.join(format!("stdout-{}.log", self.starts))).unwrap_or_default()
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let l = self.logs();
+        let lines: Vec<&str> = l.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Keel {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.start_kill();
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Small helpers shared by the e2e tests: unique names, waiting for a condition, and reading
+//! objects back through kubectl as JSON.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+use super::apiserver::TestApiServer;
+
+/// A name no other test uses: `<prefix>-<8 hex>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// Polls `f` every 100 ms until it returns Some, or fails after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `kubectl get <args> -o json`, parsed; None if kubectl failed (e.g. NotFound).
+pub async fn get_json(api: &TestApiServer, args: &[&str]) -> Option<Value> {
+    let mut a: Vec<&str> = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["-o", "json"]);
+    let out = api.kubectl(&a).await;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// `kubectl apply -f -` with the given manifest; fails with kubectl's stderr.
+pub async fn apply(api: &TestApiServer, manifest: &str) -> Result<()> {
+    let out = api.kubectl_stdin(&["apply", "-f", "-"], manifest).await;
+    if !out.status.success() {
+        bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A JSON path lookup like `status.phase` or `status.containerStatuses.0.state`.
+pub fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    let mut cur = v;
+    for part in path.split('.') {
+        cur = match part.parse::<usize>() {
+            Ok(i) => &cur[i],
+            Err(_) => &cur[part],
+        };
+    }
+    cur
+}
+
+/// The condition of a type from `status.conditions`.
+pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
+}
+
+/// A pod manifest bound to `node` with one container running `script` (via `sh -c`).
+pub fn pod_yaml(name: &str, node: &str, restart_policy: &str, script: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  nodeName: {node}
+  restartPolicy: {restart_policy}
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: main
+    image: busybox:1.36
+    command: ["sh", "-c", {script:?}]
+"#
+    )
+}
+
+/// A test API server plus one keel node registered with it, in a private directory.
+pub struct Node {
+    pub api: TestApiServer,
+    pub keel: super::keel::Keel,
+    pub name: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts a server and keel (`time_scale` compresses keel's clock) and waits until the Node
+    /// is Ready.
+    pub async fn start(time_scale: f64, extra: &[&str]) -> Result<Node> {
+        let api = TestApiServer::start().await?;
+        let dir = tempfile::tempdir()?;
+        let name = unique("node");
+        let kubeconfig = api.kubeconfig_for(&format!("system:node:{name}"), &["system:nodes"]);
+        let mut opts = super::keel::KeelOpts::new(&name, Some(kubeconfig), dir.path()).time_scale(time_scale);
+        for a in extra {
+            opts = opts.arg(*a);
+        }
+        let keel = super::keel::Keel::start(opts).await?;
+        let node = Node { api, keel, name, dir };
+        node.wait_ready().await?;
+        Ok(node)
+    }
+
+    pub async fn wait_ready(&self) -> Result<()> {
+        let r = wait_for("node Ready", Duration::from_secs(60), || async {
+            let n = get_json(&self.api, &["node", &self.name]).await?;
+            (condition(&n, "Ready")?["status"] == "True").then_some(())
+        })
+        .await;
+        if r.is_err() {
+            bail!("node {} never became Ready; keel log:\n{}", self.name, self.keel.log_tail(60));
+        }
+        Ok(())
+    }
+
+    pub async fn pod(&self, name: &str) -> Option<Value> {
+        get_json(&self.api, &["pod", name, "-n", "default"]).await
+    }
+
+    /// Waits until `pred` holds for the pod, returning it; the failure message has keel's log.
+    pub async fn wait_pod(&self, name: &str, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let r = wait_for(what, timeout, || async {
+            let p = self.pod(name).await?;
+            pred(&p).then_some(p)
+        })
+        .await;
+        match r {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                let last = self.pod(name).await.map(|p| serde_json::to_string_pretty(&p["status"]).unwrap_or_default());
+                bail!("{e}: pod {name}; last status: {}\nkeel log tail:\n{}", last.unwrap_or_default(), self.keel.log_tail(40))
+            }
+        }
+    }
+}
+
+pub fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or("")
+}
