@@ -55,6 +55,11 @@ async fn client_for(cfg: &Config) -> Result<kube::Client> {
         }
         None => kube::Config::incluster().context("no --kubeconfig and not running in a cluster")?,
     };
+    // kube retries 429/503/504 internally with back-off growing toward minutes; keel's loops
+    // (lease, node status, status manager, watches) retry on their own cadence instead, so a
+    // renewal is not stuck in a long back-off when the API server comes back.
+    let mut kc = kc;
+    kc.default_retry = false;
     kube::Client::try_from(kc).context("building the API client")
 }
 

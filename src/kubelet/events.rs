@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{EventSource, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Patch, PatchParams, PostParams};
@@ -127,11 +127,9 @@ pub fn build_event(rec: &EventRecord, name: String, node_name: &str) -> Event {
         note: Some(rec.note.clone()),
         type_: Some(rec.type_.as_str().to_string()),
         reporting_controller: Some(REPORTING_CONTROLLER.into()),
+        // No deprecatedSource: kube-apiserver refuses it on events.k8s.io/v1 create ("needs to be
+        // unset"); the core/v1 view shows reportingController/Instance as the source.
         reporting_instance: Some(node_name.to_string()),
-        deprecated_source: Some(EventSource {
-            component: Some(REPORTING_CONTROLLER.into()),
-            host: Some(node_name.to_string()),
-        }),
         ..Default::default()
     }
 }
@@ -495,9 +493,10 @@ mod tests {
         assert_eq!(ev.type_.as_deref(), Some("Warning"));
         assert_eq!(ev.reporting_controller.as_deref(), Some("kubelet"));
         assert_eq!(ev.reporting_instance.as_deref(), Some("node-1"));
-        let src = ev.deprecated_source.unwrap();
-        assert_eq!(src.component.as_deref(), Some("kubelet"));
-        assert_eq!(src.host.as_deref(), Some("node-1"));
+        assert!(
+            ev.deprecated_source.is_none(),
+            "events.k8s.io/v1 rejects deprecatedSource on create"
+        );
         assert_eq!(ev.event_time.unwrap().0, Timestamp::from_second(1_700_000_000).unwrap());
         assert!(ev.series.is_none());
     }

@@ -12,14 +12,22 @@ const T: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_goes_running_and_ready_with_a_complete_status() {
     let n = Node::start(1.0, &[]).await.unwrap();
-    apply(&n.api, &pod_yaml("web", &n.name, "Always", "echo hello; sleep 3600")).await.unwrap();
+    apply(&n.api, &pod_yaml("web", &n.name, "Always", "echo hello; sleep 3600"))
+        .await
+        .unwrap();
     let p = n
         .wait_pod("web", "Running and Ready", T, |p| {
             phase(p) == "Running" && condition(p, "Ready").is_some_and(|c| c["status"] == "True")
         })
         .await
         .unwrap();
-    for c in ["PodScheduled", "PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready"] {
+    for c in [
+        "PodScheduled",
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+    ] {
         let cond = condition(&p, c).unwrap_or_else(|| panic!("condition {c} missing: {p}"));
         assert_eq!(cond["status"], "True", "{c}");
         assert!(cond["lastTransitionTime"].is_string(), "{c} has a transition time");
@@ -41,17 +49,34 @@ async fn pod_goes_running_and_ready_with_a_complete_status() {
     // As with containerd, the runtime reports the normalized image name.
     assert_eq!(cs["image"], "docker.io/library/busybox:1.36");
     assert!(cs["imageID"].as_str().is_some_and(|i| !i.is_empty()), "{cs}");
-    assert!(cs["containerID"].as_str().is_some_and(|i| i.starts_with("sim://")), "{cs}");
+    assert!(
+        cs["containerID"].as_str().is_some_and(|i| i.starts_with("sim://")),
+        "{cs}"
+    );
     // The kubelet's events for the pod, from source kubelet.
     let ev = wait_for("Started event", T, || async {
-        let list = get_json(&n.api, &["events", "-n", "default", "--field-selector", "involvedObject.name=web"]).await?;
+        let list = get_json(
+            &n.api,
+            &["events", "-n", "default", "--field-selector", "involvedObject.name=web"],
+        )
+        .await?;
         let items = list["items"].as_array()?.clone();
-        let reasons: Vec<String> = items.iter().filter_map(|e| e["reason"].as_str().map(String::from)).collect();
-        ["Pulling", "Pulled", "Created", "Started"].iter().all(|r| reasons.iter().any(|x| x == r)).then_some(items)
+        let reasons: Vec<String> = items
+            .iter()
+            .filter_map(|e| e["reason"].as_str().map(String::from))
+            .collect();
+        ["Pulling", "Pulled", "Created", "Started"]
+            .iter()
+            .all(|r| reasons.iter().any(|x| x == r))
+            .then_some(items)
     })
     .await
     .unwrap();
-    assert!(ev.iter().all(|e| e["source"]["component"] == "kubelet" || e["reportingComponent"] == "kubelet"), "{ev:?}");
+    assert!(
+        ev.iter()
+            .all(|e| e["source"]["component"] == "kubelet" || e["reportingComponent"] == "kubelet"),
+        "{ev:?}"
+    );
 }
 
 /// Expected end state of one restartPolicy × exit-code pod.
@@ -67,25 +92,64 @@ async fn restart_policy_by_exit_code_matrix() {
     // Compressed clock: back-offs of 10 s, 20 s … last 1 s, 2 s … of real time.
     let n = Node::start(10.0, &[]).await.unwrap();
     let cases = [
-        Case { policy: "Always", code: 0, phase: "Running", restarts: true },
-        Case { policy: "Always", code: 1, phase: "Running", restarts: true },
-        Case { policy: "OnFailure", code: 0, phase: "Succeeded", restarts: false },
-        Case { policy: "OnFailure", code: 1, phase: "Running", restarts: true },
-        Case { policy: "Never", code: 0, phase: "Succeeded", restarts: false },
-        Case { policy: "Never", code: 1, phase: "Failed", restarts: false },
+        Case {
+            policy: "Always",
+            code: 0,
+            phase: "Running",
+            restarts: true,
+        },
+        Case {
+            policy: "Always",
+            code: 1,
+            phase: "Running",
+            restarts: true,
+        },
+        Case {
+            policy: "OnFailure",
+            code: 0,
+            phase: "Succeeded",
+            restarts: false,
+        },
+        Case {
+            policy: "OnFailure",
+            code: 1,
+            phase: "Running",
+            restarts: true,
+        },
+        Case {
+            policy: "Never",
+            code: 0,
+            phase: "Succeeded",
+            restarts: false,
+        },
+        Case {
+            policy: "Never",
+            code: 1,
+            phase: "Failed",
+            restarts: false,
+        },
     ];
     for c in &cases {
         let name = format!("m-{}-{}", c.policy.to_lowercase(), c.code);
-        apply(&n.api, &pod_yaml(&name, &n.name, c.policy, &format!("sleep 1; exit {}", c.code))).await.unwrap();
+        apply(
+            &n.api,
+            &pod_yaml(&name, &n.name, c.policy, &format!("sleep 1; exit {}", c.code)),
+        )
+        .await
+        .unwrap();
     }
     for c in &cases {
         let name = format!("m-{}-{}", c.policy.to_lowercase(), c.code);
         let p = if c.restarts {
-            n.wait_pod(&name, "two restarts", T, |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(2))
+            n.wait_pod(&name, "two restarts", T, |p| {
+                p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(2)
+            })
+            .await
+            .unwrap()
+        } else {
+            n.wait_pod(&name, "terminal phase", T, |p| phase(p) == c.phase)
                 .await
                 .unwrap()
-        } else {
-            n.wait_pod(&name, "terminal phase", T, |p| phase(p) == c.phase).await.unwrap()
         };
         assert_eq!(phase(&p), c.phase, "{name}: {}", p["status"]);
         let cs = &p["status"]["containerStatuses"][0];
@@ -93,7 +157,11 @@ async fn restart_policy_by_exit_code_matrix() {
             // The previous run is kept as lastState with its exit code and reason.
             let last = &cs["lastState"]["terminated"];
             assert_eq!(last["exitCode"], c.code, "{name}: {cs}");
-            assert_eq!(last["reason"], if c.code == 0 { "Completed" } else { "Error" }, "{name}");
+            assert_eq!(
+                last["reason"],
+                if c.code == 0 { "Completed" } else { "Error" },
+                "{name}"
+            );
         } else {
             assert_eq!(cs["restartCount"], 0, "{name}");
             let t = &cs["state"]["terminated"];
@@ -111,7 +179,9 @@ async fn restart_policy_by_exit_code_matrix() {
 async fn crash_loop_back_off_doubles_from_ten_seconds() {
     let scale = 10.0;
     let n = Node::start(scale, &[]).await.unwrap();
-    apply(&n.api, &pod_yaml("crash", &n.name, "Always", "echo started; exit 1")).await.unwrap();
+    apply(&n.api, &pod_yaml("crash", &n.name, "Always", "echo started; exit 1"))
+        .await
+        .unwrap();
     let uid = n
         .wait_pod("crash", "created", T, |p| p["metadata"]["uid"].is_string())
         .await
@@ -130,7 +200,9 @@ async fn crash_loop_back_off_doubles_from_ten_seconds() {
             if starts.contains_key(&i) {
                 continue;
             }
-            let Ok(text) = std::fs::read_to_string(dir.join(format!("{i}.log"))) else { continue };
+            let Ok(text) = std::fs::read_to_string(dir.join(format!("{i}.log"))) else {
+                continue;
+            };
             let Some(line) = text.lines().next() else { continue };
             assert!(line.ends_with(" stdout F started"), "CRI log line: {line:?}");
             let ts: jiff::Timestamp = line.split(' ').next().unwrap().parse().unwrap();
@@ -146,15 +218,23 @@ async fn crash_loop_back_off_doubles_from_ten_seconds() {
         })
         .await
         .unwrap();
-    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap_or_default();
-    assert!(msg.starts_with("back-off ") && msg.contains("restarting failed container=main pod=crash_default("), "{msg}");
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        msg.starts_with("back-off ") && msg.contains("restarting failed container=main pod=crash_default("),
+        "{msg}"
+    );
     let start_of = |i: usize| starts[&i];
     // The first restart is immediate; then 10, 20, 40 virtual seconds, measured from the exit.
     let gaps: Vec<f64> = (0..4).map(|i| (start_of(i + 1) - start_of(i)) * scale).collect();
     assert!(gaps[0] < 3.0, "first restart is immediate: {gaps:?}");
     for (gap, want) in gaps[1..].iter().zip([10.0, 20.0, 40.0]) {
         // Never before the back-off ends; at most relist (1 s) + a little later.
-        assert!(*gap >= want && *gap <= want + 3.0, "gaps {gaps:?} (virtual s), want {want} for this one");
+        assert!(
+            *gap >= want && *gap <= want + 3.0,
+            "gaps {gaps:?} (virtual s), want {want} for this one"
+        );
     }
 }
 
@@ -179,25 +259,38 @@ spec:
     apply(&n.api, &manifest).await.unwrap();
     // While the first runs, the main container waits with PodInitializing.
     let p = n
-        .wait_pod("init-order", "first init running", T, |p| p["status"]["initContainerStatuses"][0]["state"]["running"].is_object())
+        .wait_pod("init-order", "first init running", T, |p| {
+            p["status"]["initContainerStatuses"][0]["state"]["running"].is_object()
+        })
         .await
         .unwrap();
-    assert_eq!(p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing");
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
     assert_eq!(phase(&p), "Pending");
     assert_eq!(condition(&p, "Initialized").unwrap()["status"], "False");
-    let p = n.wait_pod("init-order", "Succeeded", T, |p| phase(p) == "Succeeded").await.unwrap();
+    let p = n
+        .wait_pod("init-order", "Succeeded", T, |p| phase(p) == "Succeeded")
+        .await
+        .unwrap();
     let inits = p["status"]["initContainerStatuses"].as_array().unwrap();
     assert_eq!(inits.len(), 2);
     assert_eq!(inits[0]["name"], "first");
     assert_eq!(inits[1]["name"], "second");
     let fin0 = inits[0]["state"]["terminated"]["finishedAt"].as_str().unwrap();
     let start1 = inits[1]["state"]["terminated"]["startedAt"].as_str().unwrap();
-    assert!(fin0 <= start1, "second init started before the first finished: {fin0} > {start1}");
+    assert!(
+        fin0 <= start1,
+        "second init started before the first finished: {fin0} > {start1}"
+    );
     for i in inits {
         assert_eq!(i["state"]["terminated"]["exitCode"], 0);
         assert_eq!(i["ready"], true);
     }
-    let main_start = p["status"]["containerStatuses"][0]["state"]["terminated"]["startedAt"].as_str().unwrap();
+    let main_start = p["status"]["containerStatuses"][0]["state"]["terminated"]["startedAt"]
+        .as_str()
+        .unwrap();
     let fin1 = inits[1]["state"]["terminated"]["finishedAt"].as_str().unwrap();
     assert!(fin1 <= main_start);
     assert_eq!(condition(&p, "Initialized").unwrap()["status"], "True");
@@ -226,17 +319,28 @@ spec:
         apply(&n.api, &manifest).await.unwrap();
     }
     // Never: the pod fails.
-    let p = n.wait_pod("init-fail-never", "Failed", T, |p| phase(p) == "Failed").await.unwrap();
+    let p = n
+        .wait_pod("init-fail-never", "Failed", T, |p| phase(p) == "Failed")
+        .await
+        .unwrap();
     let init = condition(&p, "Initialized").unwrap();
     assert_eq!(init["status"], "False");
     assert_eq!(init["reason"], "ContainersNotInitialized");
     assert_eq!(init["message"], "containers with incomplete status: [init1 init2]");
-    assert_eq!(p["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"], 2);
-    assert_eq!(p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing");
+    assert_eq!(
+        p["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        2
+    );
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
     // OnFailure and Always: the init container is retried; the app never starts.
     for name in ["init-fail-onfailure", "init-fail-always"] {
         let p = n
-            .wait_pod(name, "init1 retried", T, |p| p["status"]["initContainerStatuses"][0]["restartCount"].as_i64() >= Some(2))
+            .wait_pod(name, "init1 retried", T, |p| {
+                p["status"]["initContainerStatuses"][0]["restartCount"].as_i64() >= Some(2)
+            })
             .await
             .unwrap();
         assert_eq!(phase(&p), "Pending", "{name}");
@@ -249,11 +353,16 @@ spec:
 
 async fn delete_and_time(n: &Node, name: &str) -> Duration {
     let t0 = Instant::now();
-    let out = n.api.kubectl(&["delete", "pod", name, "-n", "default", "--wait=false"]).await;
+    let out = n
+        .api
+        .kubectl(&["delete", "pod", name, "-n", "default", "--wait=false"])
+        .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("pod object gone", Duration::from_secs(60), || async { n.pod(name).await.is_none().then_some(()) })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
+    wait_for("pod object gone", Duration::from_secs(60), || async {
+        n.pod(name).await.is_none().then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
     t0.elapsed()
 }
 
@@ -274,16 +383,24 @@ spec:
             node = n.name
         )
     };
-    apply(&n.api, &mk("stubborn", "trap '' TERM; sleep 3600")).await.unwrap();
+    apply(&n.api, &mk("stubborn", "trap '' TERM; sleep 3600"))
+        .await
+        .unwrap();
     apply(&n.api, &mk("polite", "sleep 3600")).await.unwrap();
     for p in ["stubborn", "polite"] {
         n.wait_pod(p, "Running", T, |p| phase(p) == "Running").await.unwrap();
     }
     let took = delete_and_time(&n, "stubborn").await;
-    assert!(took >= Duration::from_secs(4), "a SIGTERM-ignoring container is killed at the 4 s deadline, took {took:?}");
+    assert!(
+        took >= Duration::from_secs(4),
+        "a SIGTERM-ignoring container is killed at the 4 s deadline, took {took:?}"
+    );
     assert!(took < Duration::from_secs(12), "took {took:?}");
     let took = delete_and_time(&n, "polite").await;
-    assert!(took < Duration::from_secs(3), "a container that exits on SIGTERM goes at once, took {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "a container that exits on SIGTERM goes at once, took {took:?}"
+    );
     let logs = n.keel.logs();
     assert!(!logs.contains("panicked"), "keel panicked:\n{logs}");
 }
@@ -304,13 +421,19 @@ spec:
         node = n.name
     );
     apply(&n.api, &manifest).await.unwrap();
-    n.wait_pod("slow", "Running", T, |p| phase(p) == "Running").await.unwrap();
+    n.wait_pod("slow", "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap();
     let out = n.api.kubectl(&["delete", "pod", "slow", "--wait=false"]).await;
     assert!(out.status.success());
     let p = n.pod("slow").await.expect("still there during the grace period");
     assert!(p["metadata"]["deletionTimestamp"].is_string());
     assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], 3);
-    wait_for("gone", Duration::from_secs(30), || async { n.pod("slow").await.is_none().then_some(()) }).await.unwrap();
+    wait_for("gone", Duration::from_secs(30), || async {
+        n.pod("slow").await.is_none().then_some(())
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,17 +452,58 @@ spec:
             node = n.name
         )
     };
-    apply(&n.api, &mk("missing", "registry.invalid/nothing:1", "IfNotPresent")).await.unwrap();
-    apply(&n.api, &mk("never", "busybox:9.99-not-here", "Never")).await.unwrap();
-    let reason = |p: &Value| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str().unwrap_or("").to_string();
+    apply(&n.api, &mk("missing", "registry.invalid/nothing:1", "IfNotPresent"))
+        .await
+        .unwrap();
+    apply(&n.api, &mk("never", "busybox:9.99-not-here", "Never"))
+        .await
+        .unwrap();
+    let reason = |p: &Value| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
     // ErrImagePull first, then ImagePullBackOff while the pull back-off runs.
-    n.wait_pod("missing", "ErrImagePull", T, |p| reason(p) == "ErrImagePull").await.unwrap();
-    let p = n.wait_pod("missing", "ImagePullBackOff", T, |p| reason(p) == "ImagePullBackOff").await.unwrap();
+    n.wait_pod("missing", "ErrImagePull", T, |p| reason(p) == "ErrImagePull")
+        .await
+        .unwrap();
+    let p = n
+        .wait_pod("missing", "ImagePullBackOff", T, |p| reason(p) == "ImagePullBackOff")
+        .await
+        .unwrap();
     assert_eq!(phase(&p), "Pending");
-    let p = n.wait_pod("never", "ErrImageNeverPull", T, |p| reason(p) == "ErrImageNeverPull").await.unwrap();
-    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap_or_default();
-    assert_eq!(msg, "Container image \"busybox:9.99-not-here\" is not present with pull policy of Never");
-    let events = get_json(&n.api, &["events", "-n", "default", "--field-selector", "involvedObject.name=missing"]).await.unwrap();
-    let reasons: Vec<&str> = events["items"].as_array().unwrap().iter().filter_map(|e| e["reason"].as_str()).collect();
-    assert!(reasons.contains(&"Failed") && reasons.contains(&"BackOff"), "{reasons:?}");
+    let p = n
+        .wait_pod("never", "ErrImageNeverPull", T, |p| reason(p) == "ErrImageNeverPull")
+        .await
+        .unwrap();
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        msg,
+        "Container image \"busybox:9.99-not-here\" is not present with pull policy of Never"
+    );
+    let events = get_json(
+        &n.api,
+        &[
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            "involvedObject.name=missing",
+        ],
+    )
+    .await
+    .unwrap();
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains(&"Failed") && reasons.contains(&"BackOff"),
+        "{reasons:?}"
+    );
 }

@@ -12,7 +12,9 @@ const T: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_registers_ready_with_host_facts_and_its_lease_renews() {
-    let n = Node::start(10.0, &["--node-labels", "tier=edge,zone=lab"]).await.unwrap();
+    let n = Node::start(10.0, &["--node-labels", "tier=edge,zone=lab"])
+        .await
+        .unwrap();
     let node = get_json(&n.api, &["node", &n.name]).await.unwrap();
     let labels = &node["metadata"]["labels"];
     assert_eq!(labels["kubernetes.io/hostname"], n.name.as_str());
@@ -37,17 +39,40 @@ async fn node_registers_ready_with_host_facts_and_its_lease_renews() {
         assert_eq!(cond["reason"], reason);
     }
     let info = &st["nodeInfo"];
-    assert!(info["containerRuntimeVersion"].as_str().is_some_and(|v| v.starts_with("sim://")), "{info}");
-    for k in ["kernelVersion", "osImage", "architecture", "machineID", "bootID", "kubeletVersion"] {
+    assert!(
+        info["containerRuntimeVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("sim://")),
+        "{info}"
+    );
+    for k in [
+        "kernelVersion",
+        "osImage",
+        "architecture",
+        "machineID",
+        "bootID",
+        "kubeletVersion",
+    ] {
         assert!(info[k].as_str().is_some_and(|v| !v.is_empty()), "nodeInfo.{k}: {info}");
     }
     assert_eq!(st["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
-    let addrs: Vec<&str> = st["addresses"].as_array().unwrap().iter().filter_map(|a| a["type"].as_str()).collect();
-    assert!(addrs.contains(&"InternalIP") && addrs.contains(&"Hostname"), "{addrs:?}");
+    let addrs: Vec<&str> = st["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["type"].as_str())
+        .collect();
+    assert!(
+        addrs.contains(&"InternalIP") && addrs.contains(&"Hostname"),
+        "{addrs:?}"
+    );
     // The lease: holder, 40 s duration, owner reference to the Node, renewTime advancing
     // (every 10 virtual seconds = 1 s here).
-    let lease =
-        wait_for("lease", T, || async { get_json(&n.api, &["lease", &n.name, "-n", "kube-node-lease"]).await }).await.unwrap();
+    let lease = wait_for("lease", T, || async {
+        get_json(&n.api, &["lease", &n.name, "-n", "kube-node-lease"]).await
+    })
+    .await
+    .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], n.name.as_str());
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 40);
     let owner = wait_for("lease owner reference", T, || async {
@@ -67,9 +92,28 @@ async fn node_registers_ready_with_host_facts_and_its_lease_renews() {
     .await
     .unwrap();
     // Node events.
-    let ev = get_json(&n.api, &["events", "-n", "default", "--field-selector", &format!("involvedObject.name={}", n.name)]).await.unwrap();
-    let reasons: Vec<&str> = ev["items"].as_array().unwrap().iter().filter_map(|e| e["reason"].as_str()).collect();
-    assert!(reasons.contains(&"Starting") && reasons.contains(&"NodeReady"), "{reasons:?}");
+    let ev = get_json(
+        &n.api,
+        &[
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            &format!("involvedObject.name={}", n.name),
+        ],
+    )
+    .await
+    .unwrap();
+    let reasons: Vec<&str> = ev["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains(&"Starting") && reasons.contains(&"NodeReady"),
+        "{reasons:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +121,9 @@ async fn node_turns_not_ready_naming_the_cause_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let sim_cfg = dir.path().join("sim.yaml");
     std::fs::write(&sim_cfg, "networkReady: true\nruntimeReady: true\n").unwrap();
-    let n = Node::start(10.0, &["--sim-config", sim_cfg.to_str().unwrap()]).await.unwrap();
+    let n = Node::start(10.0, &["--sim-config", sim_cfg.to_str().unwrap()])
+        .await
+        .unwrap();
     std::fs::write(&sim_cfg, "networkReady: false\nnetworkReason: NetworkPluginNotReady\nnetworkMessage: cni config uninitialized\nruntimeReady: true\n").unwrap();
     let node = wait_for("Ready=False", T, || async {
         let node = get_json(&n.api, &["node", &n.name]).await?;
@@ -88,7 +134,10 @@ async fn node_turns_not_ready_naming_the_cause_and_recovers() {
     let ready = condition(&node, "Ready").unwrap();
     assert_eq!(ready["reason"], "KubeletNotReady");
     let msg = ready["message"].as_str().unwrap();
-    assert!(msg.contains("container runtime network not ready") && msg.contains("cni config uninitialized"), "{msg}");
+    assert!(
+        msg.contains("container runtime network not ready") && msg.contains("cni config uninitialized"),
+        "{msg}"
+    );
     std::fs::write(&sim_cfg, "networkReady: true\nruntimeReady: true\n").unwrap();
     n.wait_ready().await.unwrap();
 }
@@ -96,15 +145,28 @@ async fn node_turns_not_ready_naming_the_cause_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keel_keeps_running_through_an_api_outage() {
     let n = Node::start(10.0, &[]).await.unwrap();
-    apply(&n.api, &pod_yaml("steady", &n.name, "Always", "sleep 3600")).await.unwrap();
-    n.wait_pod("steady", "Running", T, |p| phase(p) == "Running").await.unwrap();
+    apply(&n.api, &pod_yaml("steady", &n.name, "Always", "sleep 3600"))
+        .await
+        .unwrap();
+    n.wait_pod("steady", "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap();
     n.api.set_available(false);
     tokio::time::sleep(Duration::from_secs(5)).await;
     n.api.set_available(true);
     let mut keel = n.keel;
-    assert!(keel.is_running(), "keel exited during the outage:\n{}", keel.log_tail(40));
+    assert!(
+        keel.is_running(),
+        "keel exited during the outage:\n{}",
+        keel.log_tail(40)
+    );
     let lease_time = |l: Value| l["spec"]["renewTime"].as_str().map(String::from);
-    let before = lease_time(get_json(&n.api, &["lease", &n.name, "-n", "kube-node-lease"]).await.unwrap()).unwrap();
+    let before = lease_time(
+        get_json(&n.api, &["lease", &n.name, "-n", "kube-node-lease"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     wait_for("lease renewed after the outage", T, || async {
         let now = lease_time(get_json(&n.api, &["lease", &n.name, "-n", "kube-node-lease"]).await?)?;
         (now != before).then_some(())
@@ -112,33 +174,66 @@ async fn keel_keeps_running_through_an_api_outage() {
     .await
     .unwrap();
     // Pods created after the outage still run (the watch reconnected).
-    apply(&n.api, &pod_yaml("after", &n.name, "Always", "sleep 3600")).await.unwrap();
-    let n2 = Node { api: n.api, keel, name: n.name, dir: n.dir };
-    n2.wait_pod("after", "Running", T, |p| phase(p) == "Running").await.unwrap();
+    apply(&n.api, &pod_yaml("after", &n.name, "Always", "sleep 3600"))
+        .await
+        .unwrap();
+    let n2 = Node {
+        api: n.api,
+        keel,
+        name: n.name,
+        dir: n.dir,
+    };
+    n2.wait_pod("after", "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keel_killed_and_restarted_adopts_running_pods() {
     let mut n = Node::start(1.0, &[]).await.unwrap();
-    apply(&n.api, &pod_yaml("keep-a", &n.name, "Always", "sleep 3600")).await.unwrap();
-    apply(&n.api, &pod_yaml("keep-b", &n.name, "Never", "sleep 3600")).await.unwrap();
-    apply(&n.api, &pod_yaml("done-c", &n.name, "Never", "exit 0")).await.unwrap();
+    apply(&n.api, &pod_yaml("keep-a", &n.name, "Always", "sleep 3600"))
+        .await
+        .unwrap();
+    apply(&n.api, &pod_yaml("keep-b", &n.name, "Never", "sleep 3600"))
+        .await
+        .unwrap();
+    apply(&n.api, &pod_yaml("done-c", &n.name, "Never", "exit 0"))
+        .await
+        .unwrap();
     let mut before = Vec::new();
     for name in ["keep-a", "keep-b"] {
-        let p = n.wait_pod(name, "Ready", T, |p| condition(p, "Ready").is_some_and(|c| c["status"] == "True")).await.unwrap();
+        let p = n
+            .wait_pod(name, "Ready", T, |p| {
+                condition(p, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+            .await
+            .unwrap();
         before.push(p);
     }
-    n.wait_pod("done-c", "Succeeded", T, |p| phase(p) == "Succeeded").await.unwrap();
+    n.wait_pod("done-c", "Succeeded", T, |p| phase(p) == "Succeeded")
+        .await
+        .unwrap();
     n.keel.restart_after_kill9().await.unwrap();
     // Give the new keel time to relist, sync and report.
     tokio::time::sleep(Duration::from_secs(6)).await;
     for (name, old) in ["keep-a", "keep-b"].iter().zip(before) {
-        let p = n.wait_pod(name, "Ready after restart", T, |p| condition(p, "Ready").is_some_and(|c| c["status"] == "True")).await.unwrap();
+        let p = n
+            .wait_pod(name, "Ready after restart", T, |p| {
+                condition(p, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+            .await
+            .unwrap();
         let old_cs = &old["status"]["containerStatuses"][0];
         let new_cs = &p["status"]["containerStatuses"][0];
-        assert_eq!(new_cs["containerID"], old_cs["containerID"], "{name}: container replaced");
+        assert_eq!(
+            new_cs["containerID"], old_cs["containerID"],
+            "{name}: container replaced"
+        );
         assert_eq!(new_cs["restartCount"], 0, "{name}");
-        assert_eq!(new_cs["state"]["running"]["startedAt"], old_cs["state"]["running"]["startedAt"], "{name}");
+        assert_eq!(
+            new_cs["state"]["running"]["startedAt"], old_cs["state"]["running"]["startedAt"],
+            "{name}"
+        );
         assert_eq!(phase(&p), "Running");
     }
     let done = n.pod("done-c").await.unwrap();
@@ -149,8 +244,12 @@ async fn keel_killed_and_restarted_adopts_running_pods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_rejects_what_the_node_cannot_run() {
     let n = Node::start(1.0, &["--max-pods", "2"]).await.unwrap();
-    apply(&n.api, &pod_yaml("fits-1", &n.name, "Always", "sleep 3600")).await.unwrap();
-    n.wait_pod("fits-1", "Running", T, |p| phase(p) == "Running").await.unwrap();
+    apply(&n.api, &pod_yaml("fits-1", &n.name, "Always", "sleep 3600"))
+        .await
+        .unwrap();
+    n.wait_pod("fits-1", "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap();
     // Too much CPU for any node.
     let big = format!(
         r#"apiVersion: v1
@@ -166,10 +265,16 @@ spec:
         node = n.name
     );
     apply(&n.api, &big).await.unwrap();
-    let p = n.wait_pod("too-big", "Failed", T, |p| phase(p) == "Failed").await.unwrap();
+    let p = n
+        .wait_pod("too-big", "Failed", T, |p| phase(p) == "Failed")
+        .await
+        .unwrap();
     assert_eq!(p["status"]["reason"], "OutOfcpu");
     let msg = p["status"]["message"].as_str().unwrap();
-    assert!(msg.starts_with("Pod Node didn't have enough resource: cpu, requested: 4000000, used: 0, capacity: "), "{msg}");
+    assert!(
+        msg.starts_with("Pod Node didn't have enough resource: cpu, requested: 4000000, used: 0, capacity: "),
+        "{msg}"
+    );
     // A node selector that does not match.
     let sel = format!(
         r#"apiVersion: v1
@@ -184,17 +289,44 @@ spec:
         node = n.name
     );
     apply(&n.api, &sel).await.unwrap();
-    let p = n.wait_pod("elsewhere", "Failed", T, |p| phase(p) == "Failed").await.unwrap();
+    let p = n
+        .wait_pod("elsewhere", "Failed", T, |p| phase(p) == "Failed")
+        .await
+        .unwrap();
     assert_eq!(p["status"]["reason"], "NodeAffinity");
     assert_eq!(p["status"]["message"], "Pod Predicate NodeAffinity failed");
     // The second regular pod fits (max 2), the third does not.
-    apply(&n.api, &pod_yaml("fits-2", &n.name, "Always", "sleep 3600")).await.unwrap();
-    n.wait_pod("fits-2", "Running", T, |p| phase(p) == "Running").await.unwrap();
-    apply(&n.api, &pod_yaml("one-too-many", &n.name, "Always", "sleep 3600")).await.unwrap();
-    let p = n.wait_pod("one-too-many", "Failed", T, |p| phase(p) == "Failed").await.unwrap();
+    apply(&n.api, &pod_yaml("fits-2", &n.name, "Always", "sleep 3600"))
+        .await
+        .unwrap();
+    n.wait_pod("fits-2", "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap();
+    apply(&n.api, &pod_yaml("one-too-many", &n.name, "Always", "sleep 3600"))
+        .await
+        .unwrap();
+    let p = n
+        .wait_pod("one-too-many", "Failed", T, |p| phase(p) == "Failed")
+        .await
+        .unwrap();
     assert_eq!(p["status"]["reason"], "OutOfpods");
-    let ev = get_json(&n.api, &["events", "-n", "default", "--field-selector", "involvedObject.name=one-too-many"]).await.unwrap();
-    assert!(ev["items"].as_array().unwrap().iter().any(|e| e["reason"] == "OutOfpods" && e["type"] == "Warning"));
+    let ev = get_json(
+        &n.api,
+        &[
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            "involvedObject.name=one-too-many",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(ev["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["reason"] == "OutOfpods" && e["type"] == "Warning"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,24 +342,50 @@ async fn static_pods_run_with_mirror_pods_that_come_back_when_deleted() {
     .unwrap();
     let name = unique("node");
     let kc = api.kubeconfig_for(&format!("system:node:{name}"), &["system:nodes"]);
-    let keel = Keel::start(KeelOpts::new(&name, Some(kc), dir.path()).arg("--pod-manifest-path").arg(manifests.to_str().unwrap())).await.unwrap();
-    let n = Node { api, keel, name: name.clone(), dir };
+    let keel = Keel::start(
+        KeelOpts::new(&name, Some(kc), dir.path())
+            .arg("--pod-manifest-path")
+            .arg(manifests.to_str().unwrap()),
+    )
+    .await
+    .unwrap();
+    let n = Node {
+        api,
+        keel,
+        name: name.clone(),
+        dir,
+    };
     let mirror = format!("static-web-{name}");
-    let m = n.wait_pod(&mirror, "mirror pod Running", T, |p| phase(p) == "Running").await.unwrap();
+    let m = n
+        .wait_pod(&mirror, "mirror pod Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap();
     let ann = &m["metadata"]["annotations"];
     assert!(ann["kubernetes.io/config.mirror"].is_string(), "{ann}");
     assert_eq!(m["metadata"]["ownerReferences"][0]["kind"], "Node");
     let old_uid = m["metadata"]["uid"].as_str().unwrap().to_string();
-    let out = n.api.kubectl(&["delete", "pod", &mirror, "--grace-period=0", "--force"]).await;
+    let out = n
+        .api
+        .kubectl(&["delete", "pod", &mirror, "--grace-period=0", "--force"])
+        .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m = n
-        .wait_pod(&mirror, "mirror recreated", T, |p| p["metadata"]["uid"].as_str() != Some(old_uid.as_str()) && phase(p) == "Running")
+        .wait_pod(&mirror, "mirror recreated", T, |p| {
+            p["metadata"]["uid"].as_str() != Some(old_uid.as_str()) && phase(p) == "Running"
+        })
         .await
         .unwrap();
-    assert_eq!(m["status"]["containerStatuses"][0]["restartCount"], 0, "deleting the mirror does not restart the static pod");
+    assert_eq!(
+        m["status"]["containerStatuses"][0]["restartCount"], 0,
+        "deleting the mirror does not restart the static pod"
+    );
     // Removing the file stops the pod and deletes its mirror.
     std::fs::remove_file(n.dir.path().join("manifests/static-web.yaml")).unwrap();
-    wait_for("mirror gone", T, || async { n.pod(&mirror).await.is_none().then_some(()) }).await.unwrap();
+    wait_for("mirror gone", T, || async {
+        n.pod(&mirror).await.is_none().then_some(())
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,16 +398,24 @@ async fn standalone_runs_static_pods_and_prints_status_changes() {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: job\nspec:\n  restartPolicy: Never\n  containers:\n  - name: work\n    image: busybox:1.36\n    command: [sh, -c, 'echo hi; sleep 1']\n",
     )
     .unwrap();
-    let keel = Keel::start(KeelOpts::new("standalone-node", None, dir.path()).arg("--pod-manifest-path").arg(manifests.to_str().unwrap()))
-        .await
-        .unwrap();
+    let keel = Keel::start(
+        KeelOpts::new("standalone-node", None, dir.path())
+            .arg("--pod-manifest-path")
+            .arg(manifests.to_str().unwrap()),
+    )
+    .await
+    .unwrap();
     let out = wait_for("Succeeded printed", T, || async {
         let s = keel.stdout();
         s.contains("phase=Succeeded").then_some(s)
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\nstdout:\n{}\nlog:\n{}", keel.stdout(), keel.log_tail(30)));
-    let running = out.lines().position(|l| l.contains("job-standalone-node") && l.contains("phase=Running"));
-    let done = out.lines().position(|l| l.contains("job-standalone-node") && l.contains("phase=Succeeded"));
+    let running = out
+        .lines()
+        .position(|l| l.contains("job-standalone-node") && l.contains("phase=Running"));
+    let done = out
+        .lines()
+        .position(|l| l.contains("job-standalone-node") && l.contains("phase=Succeeded"));
     assert!(running.is_some() && done > running, "status changes in order:\n{out}");
 }

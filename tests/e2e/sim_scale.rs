@@ -27,18 +27,30 @@ async fn a_thousand_pods_on_one_simulated_node_all_run() {
     let lp = ListParams::default().labels("app=scale");
     let r = wait_for("all pods Running", Duration::from_secs(240), || async {
         let list = pods.list(&lp).await.ok()?;
-        let running = list.items.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count();
+        let running = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
         (running == N).then_some(())
     })
     .await;
     if let Err(e) = r {
         let list = pods.list(&lp).await.unwrap();
-        let running = list.items.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count();
+        let running = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
         panic!("{e}: {running}/{N} running\n{}", n.keel.log_tail(30));
     }
     // Every pod got its own sandbox IP and a ready container.
     let list = pods.list(&lp).await.unwrap();
-    let mut ips: Vec<String> = list.items.iter().filter_map(|p| p.status.as_ref()?.pod_ip.clone()).collect();
+    let mut ips: Vec<String> = list
+        .items
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), N, "distinct pod IPs");

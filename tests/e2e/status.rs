@@ -288,11 +288,9 @@ async fn static_pod_status_goes_to_its_mirror_pod() {
 }
 
 // kube-apiserver replaces `containerStatuses` (an atomic list: no patch strategy) when a
-// strategic-merge patch carries it; the test API server currently merges it by name, which
-// leaves the old `running` state next to the new `terminated` one
-// (tests/support/apiserver/patch.rs). Un-ignore once the server treats it as atomic.
+// strategic-merge patch carries it; merging by name would leave the old `running` state next to
+// the new `terminated` one.
 #[tokio::test]
-#[ignore = "test API server merges containerStatuses by name; kube-apiserver replaces the atomic list"]
 async fn container_statuses_are_replaced_atomically() {
     let server = TestApiServer::start().await.unwrap();
     let client = server.client().await;

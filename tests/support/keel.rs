@@ -23,7 +23,13 @@ pub struct KeelOpts {
 
 impl KeelOpts {
     pub fn new(node: &str, kubeconfig: Option<PathBuf>, dir: &Path) -> Self {
-        Self { node: node.to_string(), kubeconfig, dir: dir.to_path_buf(), time_scale: 1.0, extra_args: Vec::new() }
+        Self {
+            node: node.to_string(),
+            kubeconfig,
+            dir: dir.to_path_buf(),
+            time_scale: 1.0,
+            extra_args: Vec::new(),
+        }
     }
 
     pub fn time_scale(mut self, s: f64) -> Self {
@@ -54,7 +60,11 @@ impl Keel {
     }
 
     pub async fn start(opts: KeelOpts) -> Result<Keel> {
-        let mut k = Keel { opts, child: None, starts: 0 };
+        let mut k = Keel {
+            opts,
+            child: None,
+            starts: 0,
+        };
         k.spawn()?;
         Ok(k)
     }
@@ -84,7 +94,10 @@ impl Keel {
             }
         }
         cmd.args(&o.extra_args)
-            .env("RUST_LOG", std::env::var("KEEL_TEST_LOG").unwrap_or_else(|_| "info,keel=debug".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("KEEL_TEST_LOG").unwrap_or_else(|_| "info,keel=debug".into()),
+            )
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -106,7 +119,10 @@ impl Keel {
     pub async fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             if let Some(pid) = c.id() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
             if tokio::time::timeout(Duration::from_secs(10), c.wait()).await.is_err() {
                 let _ = c.start_kill();

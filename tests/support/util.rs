@@ -67,7 +67,10 @@ pub fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
 
 /// The condition of a type from `status.conditions`.
 pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
-    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
 }
 
 /// A pod manifest bound to `node` with one container running `script` (via `sh -c`).
@@ -123,7 +126,11 @@ impl Node {
         })
         .await;
         if r.is_err() {
-            bail!("node {} never became Ready; keel log:\n{}", self.name, self.keel.log_tail(60));
+            bail!(
+                "node {} never became Ready; keel log:\n{}",
+                self.name,
+                self.keel.log_tail(60)
+            );
         }
         Ok(())
     }
@@ -133,7 +140,13 @@ impl Node {
     }
 
     /// Waits until `pred` holds for the pod, returning it; the failure message has keel's log.
-    pub async fn wait_pod(&self, name: &str, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    pub async fn wait_pod(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
         let r = wait_for(what, timeout, || async {
             let p = self.pod(name).await?;
             pred(&p).then_some(p)
@@ -142,8 +155,15 @@ impl Node {
         match r {
             Ok(p) => Ok(p),
             Err(e) => {
-                let last = self.pod(name).await.map(|p| serde_json::to_string_pretty(&p["status"]).unwrap_or_default());
-                bail!("{e}: pod {name}; last status: {}\nkeel log tail:\n{}", last.unwrap_or_default(), self.keel.log_tail(40))
+                let last = self
+                    .pod(name)
+                    .await
+                    .map(|p| serde_json::to_string_pretty(&p["status"]).unwrap_or_default());
+                bail!(
+                    "{e}: pod {name}; last status: {}\nkeel log tail:\n{}",
+                    last.unwrap_or_default(),
+                    self.keel.log_tail(40)
+                )
             }
         }
     }

@@ -76,7 +76,6 @@ fn list_strategy(kind: &str, field: &str) -> ListStrategy {
     use ListStrategy::*;
     match field {
         "containers" | "initContainers" | "ephemeralContainers" => MergeByKey("name"),
-        "containerStatuses" | "initContainerStatuses" | "ephemeralContainerStatuses" => MergeByKey("name"),
         "conditions" => MergeByKey("type"),
         "env" | "volumes" | "imagePullSecrets" | "resourceClaims" | "secrets" => MergeByKey("name"),
         "ports" if kind == "Service" => MergeByKey("port"),
