@@ -16,10 +16,10 @@ use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
 use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
 use keel::kubelet::config::{self, Cli, Command, Config, RuntimeEndpoint};
 use keel::kubelet::events::Recorder;
-use keel::kubelet::kubelet::{Core, DeferredSafety, Kubelet, KubeletParts};
 use keel::kubelet::runopts::KubeletRunOptions;
 use keel::kubelet::sources::{api::spawn_api_source, file::spawn_file_source, SOURCE_CHANNEL_CAPACITY};
 use keel::kubelet::status::manager::StatusManager;
+use keel::kubelet::syncloop::{Core, DeferredSafety, Kubelet, KubeletParts};
 use keel::kubelet::{lease, node, nodeinfo, RuntimeHealth};
 
 fn main() -> Result<()> {

@@ -4,7 +4,6 @@
 pub mod admission;
 pub mod config;
 pub mod events;
-pub mod kubelet;
 pub mod lease;
 pub mod mirror;
 pub mod node;
@@ -14,6 +13,7 @@ pub mod resources;
 pub mod runopts;
 pub mod sources;
 pub mod status;
+pub mod syncloop;
 pub mod workers;
 
 use std::time::Instant;

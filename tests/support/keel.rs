@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -51,10 +50,6 @@ pub struct Keel {
 }
 
 impl Keel {
-    pub fn root_dir(&self) -> PathBuf {
-        self.opts.dir.join("root")
-    }
-
     pub fn pod_logs_dir(&self) -> PathBuf {
         self.opts.dir.join("pods")
     }
@@ -112,22 +107,6 @@ impl Keel {
         if let Some(mut c) = self.child.take() {
             let _ = c.start_kill();
             let _ = c.wait().await;
-        }
-    }
-
-    /// SIGTERM and wait (up to 10 s, then SIGKILL).
-    pub async fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            if let Some(pid) = c.id() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            if tokio::time::timeout(Duration::from_secs(10), c.wait()).await.is_err() {
-                let _ = c.start_kill();
-                let _ = c.wait().await;
-            }
         }
     }
 

@@ -53,18 +53,6 @@ pub async fn apply(api: &TestApiServer, manifest: &str) -> Result<()> {
     Ok(())
 }
 
-/// A JSON path lookup like `status.phase` or `status.containerStatuses.0.state`.
-pub fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
-    let mut cur = v;
-    for part in path.split('.') {
-        cur = match part.parse::<usize>() {
-            Ok(i) => &cur[i],
-            Err(_) => &cur[part],
-        };
-    }
-    cur
-}
-
 /// The condition of a type from `status.conditions`.
 pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
     obj["status"]["conditions"]
