@@ -481,6 +481,19 @@ impl Kubelet {
     }
 
     fn handle_source(&self, update: SourceUpdate) {
+        // The status manager re-sends a status whose API copy differs (someone overwrote it, or
+        // a mirror pod was recreated empty).
+        match &update {
+            SourceUpdate::Snapshot {
+                source: Source::Api,
+                pods,
+            } => pods.iter().for_each(|p| self.core.status.observe_api_pod(p)),
+            SourceUpdate::Upsert {
+                source: Source::Api,
+                pod,
+            } => self.core.status.observe_api_pod(pod),
+            _ => {}
+        }
         let ops = lock(&self.core.pods).apply(update);
         let mut adds: Vec<Pod> = Vec::new();
         for op in ops {

@@ -182,20 +182,25 @@ async fn crash_loop_back_off_doubles_from_ten_seconds() {
     apply(&n.api, &pod_yaml("crash", &n.name, "Always", "echo started; exit 1"))
         .await
         .unwrap();
-    let uid = n
-        .wait_pod("crash", "created", T, |p| p["metadata"]["uid"].is_string())
-        .await
-        .unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
     // Each instance logs one line when it starts, in <ns>_<pod>_<uid>/<container>/<N>.log; the
     // CRI timestamp gives its start time to the nanosecond. Dead instances (and their logs) are
-    // garbage-collected as the kubelet does (one kept), so read each log while it exists.
-    let dir = n.keel.pod_logs_dir().join(format!("default_crash_{uid}")).join("main");
+    // garbage-collected as the kubelet does (one kept), so read each log while it exists,
+    // starting right away (no API round trip: the directory is found by its prefix).
+    let logs = n.keel.pod_logs_dir();
+    let find_dir = || {
+        std::fs::read_dir(&logs).ok()?.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.starts_with("default_crash_"))
+        })
+    };
     let mut starts: std::collections::BTreeMap<usize, f64> = Default::default();
     let deadline = Instant::now() + Duration::from_secs(40);
-    while starts.len() < 5 && Instant::now() < deadline {
+    while !(1..5).all(|i| starts.contains_key(&i)) && Instant::now() < deadline {
+        let Some(dir) = find_dir().map(|d| d.join("main")) else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
         for i in 0..5usize {
             if starts.contains_key(&i) {
                 continue;
@@ -208,9 +213,14 @@ async fn crash_loop_back_off_doubles_from_ten_seconds() {
             let ts: jiff::Timestamp = line.split(' ').next().unwrap().parse().unwrap();
             starts.insert(i, ts.as_nanosecond() as f64 / 1e9);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(starts.len(), 5, "instances seen: {starts:?}\n{}", n.keel.log_tail(30));
+    // Instance 0 lives only until instance 1 dies; under heavy load it may be collected unseen.
+    assert!(
+        (1..5).all(|i| starts.contains_key(&i)),
+        "instances seen: {starts:?}\n{}",
+        n.keel.log_tail(30)
+    );
     // Between restarts the container waits in CrashLoopBackOff with the kubelet's message.
     let p = n
         .wait_pod("crash", "CrashLoopBackOff", T, |p| {
@@ -225,15 +235,17 @@ async fn crash_loop_back_off_doubles_from_ten_seconds() {
         msg.starts_with("back-off ") && msg.contains("restarting failed container=main pod=crash_default("),
         "{msg}"
     );
-    let start_of = |i: usize| starts[&i];
     // The first restart is immediate; then 10, 20, 40 virtual seconds, measured from the exit.
-    let gaps: Vec<f64> = (0..4).map(|i| (start_of(i + 1) - start_of(i)) * scale).collect();
-    assert!(gaps[0] < 3.0, "first restart is immediate: {gaps:?}");
-    for (gap, want) in gaps[1..].iter().zip([10.0, 20.0, 40.0]) {
-        // Never before the back-off ends; at most relist (1 s) + a little later.
+    if let (Some(s0), Some(s1)) = (starts.get(&0), starts.get(&1)) {
+        assert!((s1 - s0) * scale < 3.0, "first restart is immediate: {starts:?}");
+    }
+    for (i, want) in [(1usize, 10.0), (2, 20.0), (3, 40.0)] {
+        let gap = (starts[&(i + 1)] - starts[&i]) * scale;
+        // Never before the back-off ends; at most a relist (1 s) and a little later.
         assert!(
-            *gap >= want && *gap <= want + 3.0,
-            "gaps {gaps:?} (virtual s), want {want} for this one"
+            gap >= want && gap <= want + 3.0,
+            "restart {i}→{}: {gap:.2} virtual s, want {want}",
+            i + 1
         );
     }
 }

@@ -124,7 +124,7 @@ async fn node_turns_not_ready_naming_the_cause_and_recovers() {
     let n = Node::start(10.0, &["--sim-config", sim_cfg.to_str().unwrap()])
         .await
         .unwrap();
-    std::fs::write(&sim_cfg, "networkReady: false\nnetworkReason: NetworkPluginNotReady\nnetworkMessage: cni config uninitialized\nruntimeReady: true\n").unwrap();
+    std::fs::write(&sim_cfg, "networkReady: false\nnetworkReadyReason: NetworkPluginNotReady\nnetworkReadyMessage: cni config uninitialized\nruntimeReady: true\n").unwrap();
     let node = wait_for("Ready=False", T, || async {
         let node = get_json(&n.api, &["node", &n.name]).await?;
         (condition(&node, "Ready")?["status"] == "False").then_some(node)

@@ -2,16 +2,16 @@
 //!
 //! ```yaml
 //! images: [busybox, "registry.k8s.io/pause:3.9"]   # present from the start
-//! pull_latency: 2.5                                 # virtual seconds per pull
-//! pull_failures:                                    # glob (`*`) → error message
+//! pullLatency: 2.5                                 # virtual seconds per pull
+//! pullFailures:                                    # glob (`*`) → error message
 //!   - pattern: "*/private/*"
 //!     message: "unexpected status code 401 Unauthorized"
-//! start_failures: ["/does-not-exist*"]              # argv[0] globs that fail to start
-//! unknown_containers: ["flaky-*"]                   # container names reported UNKNOWN
-//! runtime_ready: true
-//! network_ready: false
-//! network_ready_reason: NetworkPluginNotReady
-//! network_ready_message: "Network plugin returns error: cni plugin not initialized"
+//! startFailures: ["/does-not-exist*"]              # argv[0] globs that fail to start
+//! unknownContainers: ["flaky-*"]                   # container names reported UNKNOWN
+//! runtimeReady: true
+//! networkReady: false
+//! networkReadyReason: NetworkPluginNotReady
+//! networkReadyMessage: "Network plugin returns error: cni plugin not initialized"
 //! unavailable: false                                # every call fails with Unavailable
 //! ```
 
@@ -45,7 +45,7 @@ pub enum Error {
 
 /// One pull-failure rule: images matching `pattern` fail to pull with `message`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct PullFailure {
     /// Glob over the image name as requested and its normalized form (`*` matches any run).
     pub pattern: String,
@@ -54,8 +54,9 @@ pub struct PullFailure {
 }
 
 /// Settings of the simulated runtime. `Default` is a healthy runtime with no images.
+/// The file uses camelCase keys, like the KubeletConfiguration beside it.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct SimConfig {
     /// Images present from the start (normalized like containerd: `busybox` →
     /// `docker.io/library/busybox:latest`).
@@ -126,7 +127,7 @@ impl SimConfig {
         if !cfg.pull_latency.is_finite() || cfg.pull_latency < 0.0 {
             return Err(Error::BadDuration {
                 path: path.to_path_buf(),
-                field: "pull_latency",
+                field: "pullLatency",
                 value: cfg.pull_latency,
             });
         }
@@ -184,7 +185,7 @@ mod tests {
     fn fields_parse_and_others_default() {
         let p = Path::new("x.yaml");
         let cfg = SimConfig::parse(
-            "images: [busybox]\npull_latency: 1.5\nnetwork_ready: false\npull_failures:\n  - pattern: \"*bad*\"\n    message: boom\n",
+            "images: [busybox]\npullLatency: 1.5\nnetworkReady: false\npullFailures:\n  - pattern: \"*bad*\"\n    message: boom\n",
             p,
         )
         .unwrap();
@@ -200,11 +201,11 @@ mod tests {
     fn bad_input_is_an_error() {
         let p = Path::new("x.yaml");
         assert!(matches!(
-            SimConfig::parse("pull_latency: -1\n", p),
+            SimConfig::parse("pullLatency: -1\n", p),
             Err(Error::BadDuration { .. })
         ));
         assert!(matches!(
-            SimConfig::parse("no_such_field: 1\n", p),
+            SimConfig::parse("noSuchField: 1\n", p),
             Err(Error::Parse { .. })
         ));
         assert!(matches!(SimConfig::parse("images: 3\n", p), Err(Error::Parse { .. })));

@@ -949,7 +949,7 @@ async fn network_and_availability_faults() {
 async fn config_file_reload_flips_runtime_ready() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sim.yaml");
-    std::fs::write(&path, "runtime_ready: false\nruntime_ready_reason: Broken\n").unwrap();
+    std::fs::write(&path, "runtimeReady: false\nruntimeReadyReason: Broken\n").unwrap();
     let rt = SimRuntime::with_config_file(&path, Clock::real(), dir.path().join("sim")).unwrap();
     let ready = |rt: Arc<SimRuntime>| async move {
         let s = rt
@@ -961,7 +961,7 @@ async fn config_file_reload_flips_runtime_ready() {
         (s.conditions[0].status, s.conditions[0].reason.clone())
     };
     assert_eq!(ready(rt.clone()).await, (false, "Broken".to_string()));
-    std::fs::write(&path, "runtime_ready: true\n").unwrap();
+    std::fs::write(&path, "runtimeReady: true\n").unwrap();
     // Make the change visible even on a coarse-mtime file system.
     let f = std::fs::File::options().write(true).open(&path).unwrap();
     f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
@@ -969,7 +969,7 @@ async fn config_file_reload_flips_runtime_ready() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(ready(rt.clone()).await, (true, String::new()));
     // A broken file keeps the previous config.
-    std::fs::write(&path, "runtime_ready: [").unwrap();
+    std::fs::write(&path, "runtimeReady: [").unwrap();
     f.set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;

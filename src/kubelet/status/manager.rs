@@ -253,6 +253,51 @@ pub fn status_line(namespace: &str, name: &str, status: &PodStatus) -> String {
     line
 }
 
+fn is_waiting(c: &ContainerStatus) -> bool {
+    c.state.as_ref().is_none_or(|s| s.waiting.is_some())
+}
+
+fn has_last_termination(c: &ContainerStatus) -> bool {
+    c.last_state.as_ref().is_some_and(|s| s.terminated.is_some())
+}
+
+/// `hasPodInitialized`: no init containers, any app container that ever left Waiting, or the
+/// last init container completed with exit 0.
+fn has_pod_initialized(pod: &Pod, status: &PodStatus) -> bool {
+    if pod
+        .spec
+        .as_ref()
+        .is_none_or(|s| s.init_containers.as_ref().is_none_or(|i| i.is_empty()))
+    {
+        return true;
+    }
+    if status
+        .container_statuses
+        .iter()
+        .flatten()
+        .any(|c| has_last_termination(c) || !is_waiting(c))
+    {
+        return true;
+    }
+    let Some(last) = status.init_container_statuses.as_ref().and_then(|l| l.last()) else {
+        return false;
+    };
+    let exited_ok =
+        |s: Option<&ContainerState>| s.and_then(|s| s.terminated.as_ref()).is_some_and(|t| t.exit_code == 0);
+    exited_ok(last.state.as_ref()) || exited_ok(last.last_state.as_ref())
+}
+
+/// `initializedContainers`: how many init statuses, from the start, have tried to run (at least
+/// one).
+fn initialized_prefix(inits: &[ContainerStatus]) -> usize {
+    for i in (0..inits.len()).rev() {
+        if !is_waiting(&inits[i]) || has_last_termination(&inits[i]) {
+            return i + 1;
+        }
+    }
+    inits.len().min(1)
+}
+
 impl StatusManager {
     pub fn new(client: Option<kube::Client>, clock: Clock, safety: Arc<dyn PodDeletionSafety>) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(STATUS_QUEUE_CAPACITY);
@@ -295,20 +340,32 @@ impl StatusManager {
                 None => pod.status.clone().unwrap_or_default(),
             }
         };
-        for list in [&mut status.container_statuses, &mut status.init_container_statuses] {
-            for c in list.iter_mut().flatten() {
-                if is_terminated(c) {
-                    continue;
+        let unknown = || ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: 137,
+                reason: Some(CONTAINER_STATUS_UNKNOWN.into()),
+                message: Some(MSG_UNKNOWN_TERMINATED.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // Kubernetes 1.27+ (newer than the 1.24 notes): app containers are marked only once the
+        // pod has initialized, so a pod failed by its init containers keeps its app containers
+        // Waiting (the init-container e2e tests expect that).
+        if has_pod_initialized(pod, &status) {
+            for c in status.container_statuses.iter_mut().flatten() {
+                if !is_terminated(c) {
+                    c.state = Some(unknown());
                 }
-                c.state = Some(ContainerState {
-                    terminated: Some(ContainerStateTerminated {
-                        exit_code: 137,
-                        reason: Some(CONTAINER_STATUS_UNKNOWN.into()),
-                        message: Some(MSG_UNKNOWN_TERMINATED.into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                });
+            }
+        }
+        // Init containers: all but the trailing ones that never left Waiting.
+        if let Some(inits) = status.init_container_statuses.as_mut() {
+            let n = initialized_prefix(inits);
+            for c in inits.iter_mut().take(n) {
+                if !is_terminated(c) {
+                    c.state = Some(unknown());
+                }
             }
         }
         self.update_status_internal(pod, status, true);

@@ -180,6 +180,67 @@ fn terminate_pod_marks_unknown_containers() {
     assert_eq!(m.lock().statuses["u1"].version, v + 1);
 }
 
+fn waiting(reason: &str) -> ContainerState {
+    ContainerState {
+        waiting: Some(k8s_openapi::api::core::v1::ContainerStateWaiting {
+            reason: Some(reason.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn named(name: &str, state: ContainerState) -> ContainerStatus {
+    ContainerStatus {
+        name: name.into(),
+        state: Some(state),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn terminate_pod_keeps_app_containers_waiting_when_init_failed() {
+    // Kubernetes 1.27+ `TerminatePod`: a pod that never initialized keeps its app containers
+    // Waiting; of the init containers only those that tried to run are marked.
+    let m = manager();
+    let mut p = pod("u2", "Never");
+    if let Some(spec) = p.spec.as_mut() {
+        spec.init_containers = Some(vec![
+            Container {
+                name: "init1".into(),
+                ..Default::default()
+            },
+            Container {
+                name: "init2".into(),
+                ..Default::default()
+            },
+            Container {
+                name: "init3".into(),
+                ..Default::default()
+            },
+        ]);
+    }
+    let mut st = status("Failed", waiting("PodInitializing"));
+    st.init_container_statuses = Some(vec![
+        named("init1", terminated(0)),
+        named("init2", running()),
+        named("init3", waiting("PodInitializing")),
+    ]);
+    m.set_pod_status(&p, st);
+    m.terminate_pod(&p);
+    let s = m.get_pod_status("u2").unwrap();
+    let app = s.container_statuses.unwrap()[0].state.clone().unwrap();
+    assert_eq!(app.waiting.and_then(|w| w.reason).as_deref(), Some("PodInitializing"));
+    let inits = s.init_container_statuses.unwrap();
+    assert_eq!(inits[0].state.clone().unwrap().terminated.unwrap().exit_code, 0);
+    let t = inits[1].state.clone().unwrap().terminated.unwrap();
+    assert_eq!(t.reason.as_deref(), Some(CONTAINER_STATUS_UNKNOWN));
+    assert!(
+        inits[2].state.clone().unwrap().waiting.is_some(),
+        "never tried to run: stays waiting"
+    );
+}
+
 #[test]
 fn remove_orphaned_statuses_keeps_only_wanted() {
     let m = manager();
