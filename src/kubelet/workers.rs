@@ -414,7 +414,6 @@ async fn run_worker(inner: Arc<Inner>, uid: String) {
                 cancel: r.cancel.clone(),
             }
         };
-        let started_at = Instant::now();
         let outcome: Result<Next, SyncError> = match work.state {
             PodWorkerState::Syncing => {
                 let Some(pod) = work.pod.as_ref() else { return };
@@ -455,7 +454,11 @@ async fn run_worker(inner: Arc<Inner>, uid: String) {
             },
             PodWorkerState::Finished => return,
         };
-        last_sync = Some(started_at);
+        // When the sync ENDED, as the kubelet's `lastSyncTime = p.clock.Now()` after syncPodFn: the
+        // next sync must see a relist that ran after this one's runtime calls. A relist made
+        // mid-sync (say between CreateContainer and StartContainer) shows a Created container,
+        // which the API shows as terminated, and under `Never` made the pod Succeeded for good.
+        last_sync = Some(Instant::now());
         let mut records = inner.records();
         let Some(r) = records.get_mut(&uid) else { return };
         match outcome {
