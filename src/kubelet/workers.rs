@@ -516,6 +516,8 @@ mod tests {
     struct Recorder {
         calls: Mutex<Vec<String>>,
         terminal_after: Option<usize>,
+        /// (since, entered, returned) of every sync_pod call.
+        syncs: Mutex<Vec<(Option<Instant>, Instant, Instant)>>,
     }
 
     #[async_trait]
@@ -525,9 +527,10 @@ mod tests {
             t: UpdateType,
             pod: &Pod,
             _: Option<&Pod>,
-            _: Option<Instant>,
+            since: Option<Instant>,
             _: &CancellationToken,
         ) -> Result<SyncOutcome, SyncError> {
+            let entered = Instant::now();
             let n = {
                 let mut c = self.calls.lock().unwrap();
                 c.push(format!(
@@ -538,6 +541,7 @@ mod tests {
                 c.iter().filter(|s| s.starts_with("sync")).count()
             };
             tokio::time::sleep(Duration::from_millis(50)).await;
+            self.syncs.lock().unwrap().push((since, entered, Instant::now()));
             if self.terminal_after.is_some_and(|k| n >= k) {
                 return Ok(SyncOutcome::Terminal);
             }
@@ -609,6 +613,31 @@ mod tests {
         let calls = rec.calls.lock().unwrap().clone();
         // The first sync, then one sync with the latest object only.
         assert_eq!(calls, vec!["sync:Create:a", "sync:Update:d"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn next_sync_waits_for_a_status_newer_than_the_end_of_the_previous_one() {
+        let rec = Arc::new(Recorder::default());
+        let w = PodWorkers::new(
+            rec.clone(),
+            Clock::real(),
+            Duration::from_secs(60),
+            CancellationToken::new(),
+        );
+        w.update_pod(opts(UpdateType::Create, pod("u1", "a")), false);
+        settle().await;
+        w.update_pod(opts(UpdateType::Update, pod("u1", "b")), false);
+        settle().await;
+        let syncs = rec.syncs.lock().unwrap().clone();
+        assert_eq!(syncs.len(), 2);
+        assert_eq!(syncs[0].0, None, "the first sync has no previous one");
+        // A relist made during the first sync (mid CreateContainer/StartContainer) is too old.
+        let since = syncs[1].0.unwrap();
+        assert!(
+            since >= syncs[0].2,
+            "since {since:?} before the first sync returned {:?}",
+            syncs[0].2
+        );
     }
 
     #[tokio::test(start_paused = true)]

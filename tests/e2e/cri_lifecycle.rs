@@ -121,9 +121,11 @@ async fn delete_and_time(n: &Node, name: &str) -> Duration {
         .kubectl(&["delete", "pod", name, "-n", "default", "--wait=false"])
         .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("pod object gone", LONG, || async { n.pod(name).await.is_none().then_some(()) })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
+    wait_for("pod object gone", LONG, || async {
+        n.pod(name).await.is_none().then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
     t0.elapsed()
 }
 
@@ -181,7 +183,14 @@ async fn cri_busybox_pod_runs_with_bridge_ip_and_cri_log() {
     let name = unique("cri-web");
     apply(
         &n.api,
-        &pod(&name, &n.name, "Always", "busybox:1.36", "echo hello-from-cri; sleep 3600", ""),
+        &pod(
+            &name,
+            &n.name,
+            "Always",
+            "busybox:1.36",
+            "echo hello-from-cri; sleep 3600",
+            "",
+        ),
     )
     .await
     .unwrap();
@@ -189,7 +198,10 @@ async fn cri_busybox_pod_runs_with_bridge_ip_and_cri_log() {
     let s = &p["status"];
     let ip = s["podIP"].as_str().unwrap_or_default();
     let subnet = env("KEEL_CNI_SUBNET");
-    assert!(in_subnet(ip, &subnet), "pod IP {ip:?} not in the bridge subnet {subnet}");
+    assert!(
+        in_subnet(ip, &subnet),
+        "pod IP {ip:?} not in the bridge subnet {subnet}"
+    );
     assert_eq!(s["podIPs"][0]["ip"], s["podIP"]);
     let c = cs(&p);
     assert_eq!(c["ready"], true);
@@ -197,7 +209,9 @@ async fn cri_busybox_pod_runs_with_bridge_ip_and_cri_log() {
     assert_eq!(c["image"], "docker.io/library/busybox:1.36");
     assert!(c["imageID"].as_str().is_some_and(|i| i.contains("sha256:")), "{c}");
     assert!(
-        c["containerID"].as_str().is_some_and(|i| i.starts_with("containerd://")),
+        c["containerID"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("containerd://")),
         "{c}"
     );
     let uid = p["metadata"]["uid"].as_str().unwrap();
@@ -243,7 +257,14 @@ async fn cri_exit_codes_and_restart_policy_matrix() {
     for ((policy, code, _, _), name) in cases.iter().zip(&names) {
         apply(
             &n.api,
-            &pod(name, &n.name, policy, "busybox:1.36", &format!("sleep 1; exit {code}"), ""),
+            &pod(
+                name,
+                &n.name,
+                policy,
+                "busybox:1.36",
+                &format!("sleep 1; exit {code}"),
+                "",
+            ),
         )
         .await
         .unwrap();
@@ -253,7 +274,9 @@ async fn cri_exit_codes_and_restart_policy_matrix() {
     assert_eq!(t["exitCode"], 3, "{p}");
     assert_eq!(t["reason"], "Error");
     assert!(
-        t["containerID"].as_str().is_some_and(|i| i.starts_with("containerd://")),
+        t["containerID"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("containerd://")),
         "{t}"
     );
     for ((policy, code, want_phase, restarts), name) in cases.iter().zip(&names) {
@@ -292,9 +315,12 @@ async fn cri_crash_loop_back_off_grows() {
     let _g = cri_lock().await;
     let n = Node::start_cri(&[]).await.unwrap();
     let name = unique("cri-crash");
-    apply(&n.api, &pod(&name, &n.name, "Always", "busybox:1.36", "echo started; exit 1", ""))
-        .await
-        .unwrap();
+    apply(
+        &n.api,
+        &pod(&name, &n.name, "Always", "busybox:1.36", "echo started; exit 1", ""),
+    )
+    .await
+    .unwrap();
     // Each instance logs one line when it starts in <ns>_<pod>_<uid>/main/<N>.log, and containerd
     // stamps it to the nanosecond. Dead instances (and their logs) are collected (one kept), so
     // read each log while it exists.
@@ -340,7 +366,9 @@ async fn cri_crash_loop_back_off_grows() {
     assert!(gap12 >= 10.0, "restart 2 after {gap12:.2} s, want ≥ 10: {starts:?}");
     assert!(gap23 >= 20.0, "restart 3 after {gap23:.2} s, want ≥ 20: {starts:?}");
     let p = n
-        .wait_pod(&name, "CrashLoopBackOff", T, |p| waiting_reason(p) == "CrashLoopBackOff")
+        .wait_pod(&name, "CrashLoopBackOff", T, |p| {
+            waiting_reason(p) == "CrashLoopBackOff"
+        })
         .await
         .unwrap();
     assert!(cs(&p)["restartCount"].as_i64() >= Some(3), "{}", p["status"]);
@@ -379,7 +407,10 @@ spec:
     assert_eq!(waiting_reason(&p), "PodInitializing");
     assert_eq!(phase(&p), "Pending");
     assert_eq!(condition(&p, "Initialized").unwrap()["status"], "False");
-    let p = n.wait_pod(&name, "Succeeded", T, |p| phase(p) == "Succeeded").await.unwrap();
+    let p = n
+        .wait_pod(&name, "Succeeded", T, |p| phase(p) == "Succeeded")
+        .await
+        .unwrap();
     let inits = p["status"]["initContainerStatuses"].as_array().unwrap();
     assert_eq!(inits.len(), 2);
     assert_eq!(inits[0]["name"], "first");
@@ -389,13 +420,18 @@ spec:
     let start1 = ts(&inits[1]["state"]["terminated"]["startedAt"]);
     let fin1 = ts(&inits[1]["state"]["terminated"]["finishedAt"]);
     let main_start = ts(&cs(&p)["state"]["terminated"]["startedAt"]);
-    assert!(fin0 <= start1, "second init started before the first finished: {fin0} > {start1}");
+    assert!(
+        fin0 <= start1,
+        "second init started before the first finished: {fin0} > {start1}"
+    );
     assert!(fin1 <= main_start, "main started before the second init finished");
     for i in inits {
         assert_eq!(i["state"]["terminated"]["exitCode"], 0);
         assert_eq!(i["state"]["terminated"]["reason"], "Completed");
         assert!(
-            i["containerID"].as_str().is_some_and(|c| c.starts_with("containerd://")),
+            i["containerID"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("containerd://")),
             "{i}"
         );
     }
@@ -481,9 +517,8 @@ async fn cri_image_pulls_from_the_registry() {
     // Always, with an imagePullSecret (the registry needs no auth; the pull must still work):
     // a pull on every start.
     let secret = unique("cri-regcred");
-    let auth = format!(
-        r#"{{"auths":{{"{reg}":{{"username":"keel","password":"secret","auth":"a2VlbDpzZWNyZXQ="}}}}}}"#
-    );
+    let auth =
+        format!(r#"{{"auths":{{"{reg}":{{"username":"keel","password":"secret","auth":"a2VlbDpzZWNyZXQ="}}}}}}"#);
     let out = n
         .api
         .kubectl(&[
@@ -502,12 +537,20 @@ async fn cri_image_pulls_from_the_registry() {
     let extra = format!("  imagePullSecrets:\n  - name: {secret}\n");
     apply(
         &n.api,
-        &mk(&always, &latest, "imagePullPolicy: Always\n    ", &extra, "sleep 1; exit 0"),
+        &mk(
+            &always,
+            &latest,
+            "imagePullPolicy: Always\n    ",
+            &extra,
+            "sleep 1; exit 0",
+        ),
     )
     .await
     .unwrap();
     let p = n
-        .wait_pod(&always, "two restarts", LONG, |p| cs(p)["restartCount"].as_i64() >= Some(2))
+        .wait_pod(&always, "two restarts", LONG, |p| {
+            cs(p)["restartCount"].as_i64() >= Some(2)
+        })
         .await
         .unwrap();
     let starts = cs(&p)["restartCount"].as_i64().unwrap() + 1;
@@ -525,22 +568,24 @@ async fn cri_image_pulls_from_the_registry() {
 
     // A missing image: ErrImagePull, then ImagePullBackOff.
     let missing = unique("cri-pull-missing");
-    apply(
-        &n.api,
-        &mk(&missing, &format!("{reg}/keel/nope:1"), ifnp, "", POLITE),
-    )
-    .await
-    .unwrap();
+    apply(&n.api, &mk(&missing, &format!("{reg}/keel/nope:1"), ifnp, "", POLITE))
+        .await
+        .unwrap();
     n.wait_pod(&missing, "ErrImagePull", T, |p| waiting_reason(p) == "ErrImagePull")
         .await
         .unwrap();
     let p = n
-        .wait_pod(&missing, "ImagePullBackOff", T, |p| waiting_reason(p) == "ImagePullBackOff")
+        .wait_pod(&missing, "ImagePullBackOff", T, |p| {
+            waiting_reason(p) == "ImagePullBackOff"
+        })
         .await
         .unwrap();
     assert_eq!(phase(&p), "Pending");
     let ev = events(&n, &missing).await;
-    assert!(count_events(&ev, "Failed", "") >= 1 && count_events(&ev, "BackOff", "") >= 1, "{ev:?}");
+    assert!(
+        count_events(&ev, "Failed", "") >= 1 && count_events(&ev, "BackOff", "") >= 1,
+        "{ev:?}"
+    );
     delete_all(&n).await;
 }
 
@@ -597,7 +642,16 @@ async fn cri_twenty_pods_run_and_leave_nothing_behind() {
     for nm in &names {
         let filter = format!("labels.\"io.kubernetes.pod.name\"=={nm}");
         let out = std::process::Command::new("ctr")
-            .args(["-a", &env("KEEL_CRI_SOCKET"), "-n", "k8s.io", "containers", "ls", "-q", &filter])
+            .args([
+                "-a",
+                &env("KEEL_CRI_SOCKET"),
+                "-n",
+                "k8s.io",
+                "containers",
+                "ls",
+                "-q",
+                &filter,
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -628,7 +682,9 @@ async fn cri_keel_killed_and_restarted_adopts_running_pods() {
     let mut n = Node::start_cri(&[]).await.unwrap();
     let names: Vec<String> = (0..2).map(|_| unique("cri-adopt")).collect();
     for nm in &names {
-        apply(&n.api, &pod(nm, &n.name, "Always", "busybox:1.36", POLITE, "")).await.unwrap();
+        apply(&n.api, &pod(nm, &n.name, "Always", "busybox:1.36", POLITE, ""))
+            .await
+            .unwrap();
     }
     let mut before = Vec::new();
     for nm in &names {
@@ -639,7 +695,9 @@ async fn cri_keel_killed_and_restarted_adopts_running_pods() {
     n.wait_ready().await.unwrap();
     // The restarted keel works: a new pod starts.
     let fresh = unique("cri-adopt-new");
-    apply(&n.api, &pod(&fresh, &n.name, "Always", "busybox:1.36", POLITE, "")).await.unwrap();
+    apply(&n.api, &pod(&fresh, &n.name, "Always", "busybox:1.36", POLITE, ""))
+        .await
+        .unwrap();
     n.wait_pod(&fresh, "Running", T, running_ready).await.unwrap();
     // Give the restarted keel a few relists and status syncs of the old pods.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -660,7 +718,9 @@ async fn cri_containerd_restart_under_keel() {
     let n = Node::start_cri(&[]).await.unwrap();
     let names: Vec<String> = (0..2).map(|_| unique("cri-ctrd")).collect();
     for nm in &names {
-        apply(&n.api, &pod(nm, &n.name, "Always", "busybox:1.36", POLITE, "")).await.unwrap();
+        apply(&n.api, &pod(nm, &n.name, "Always", "busybox:1.36", POLITE, ""))
+            .await
+            .unwrap();
     }
     let mut before = Vec::new();
     for nm in &names {
@@ -683,7 +743,9 @@ async fn cri_containerd_restart_under_keel() {
     // The node may flap NotReady while the runtime is away; it must be Ready again.
     n.wait_ready().await.unwrap();
     let fresh = unique("cri-ctrd-new");
-    apply(&n.api, &pod(&fresh, &n.name, "Always", "busybox:1.36", POLITE, "")).await.unwrap();
+    apply(&n.api, &pod(&fresh, &n.name, "Always", "busybox:1.36", POLITE, ""))
+        .await
+        .unwrap();
     n.wait_pod(&fresh, "Running after the restart", T, running_ready)
         .await
         .unwrap();
@@ -705,7 +767,14 @@ async fn cri_host_network_pod_gets_the_node_ip() {
     let name = unique("cri-hostnet");
     apply(
         &n.api,
-        &pod(&name, &n.name, "Always", "busybox:1.36", POLITE, "  hostNetwork: true\n"),
+        &pod(
+            &name,
+            &n.name,
+            "Always",
+            "busybox:1.36",
+            POLITE,
+            "  hostNetwork: true\n",
+        ),
     )
     .await
     .unwrap();
@@ -725,7 +794,14 @@ async fn cri_termination_messages() {
     let logs = unique("cri-msg-logs");
     apply(
         &n.api,
-        &pod(&file, &n.name, "Never", "busybox:1.36", "echo -n DONE > /dev/termination-log; exit 0", ""),
+        &pod(
+            &file,
+            &n.name,
+            "Never",
+            "busybox:1.36",
+            "echo -n DONE > /dev/termination-log; exit 0",
+            "",
+        ),
     )
     .await
     .unwrap();
@@ -738,7 +814,10 @@ async fn cri_termination_messages() {
     )
     .await
     .unwrap();
-    let p = n.wait_pod(&file, "Succeeded", T, |p| phase(p) == "Succeeded").await.unwrap();
+    let p = n
+        .wait_pod(&file, "Succeeded", T, |p| phase(p) == "Succeeded")
+        .await
+        .unwrap();
     let t = &cs(&p)["state"]["terminated"];
     assert_eq!(t["message"], "DONE", "{t}");
     assert_eq!(t["exitCode"], 0);
