@@ -18,8 +18,9 @@ use tracing::{debug, info, warn};
 use super::admission;
 use super::config::Config;
 use super::events::Recorder;
+use super::mirror::pod_full_name;
 use super::mirror::{self, MirrorClient};
-use super::podmanager::{pod_full_name, PodManager, PodOp};
+use super::podmanager::{PodManager, PodOp};
 use super::sources::{Source, SourceUpdate};
 use super::status::generate::{generate_api_pod_status, GenerateInput, NoProbeResults};
 use super::status::manager::{PodDeletionSafety, StatusManager};
@@ -268,7 +269,7 @@ impl PodSyncer for Core {
             );
             return Ok(SyncOutcome::RetryAfter(Duration::from_secs(1)));
         }
-        if super::podmanager::is_static(pod) {
+        if mirror::is_static_pod(pod) {
             self.ensure_mirror_pod(pod).await;
         }
         let dir = self.pod_dirs(&uid);
