@@ -692,14 +692,14 @@ impl Kubelet {
         // Orphaned mirror pods, unless their static pod is still terminating.
         if let Some(mc) = &self.core.mirror {
             let orphans = lock(&self.core.pods).orphaned_mirrors();
+            let terminating = if orphans.is_empty() {
+                HashSet::new()
+            } else {
+                self.workers().terminating_full_names()
+            };
             for m in orphans {
                 let full = pod_full_name(&m);
-                let terminating = self.workers().known_uids().into_iter().any(|u| {
-                    self.workers().is_pod_termination_requested(&u)
-                        && !self.workers().is_pod_known_terminated(&u)
-                        && self.static_name_of(&u).as_deref() == Some(full.as_str())
-                });
-                if terminating {
+                if terminating.contains(&full) {
                     continue;
                 }
                 let ns = m.metadata.namespace.as_deref().unwrap_or("default");
@@ -710,13 +710,6 @@ impl Kubelet {
             }
         }
         self.core.manager.backoff_gc();
-    }
-
-    fn static_name_of(&self, _uid: &str) -> Option<String> {
-        // Static pods removed from config are gone from the pod manager; their names are kept by
-        // the worker's pod copy, which the workers do not expose. A removed static pod's mirror
-        // is deleted once its worker finished (it is no longer "terminating").
-        None
     }
 
     async fn update_runtime_up(
