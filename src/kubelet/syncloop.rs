@@ -18,8 +18,9 @@ use tracing::{debug, info, warn};
 use super::admission;
 use super::config::Config;
 use super::events::Recorder;
+use super::mirror::pod_full_name;
 use super::mirror::{self, MirrorClient};
-use super::podmanager::{pod_full_name, PodManager, PodOp};
+use super::podmanager::{PodManager, PodOp};
 use super::sources::{Source, SourceUpdate};
 use super::status::generate::{generate_api_pod_status, GenerateInput, NoProbeResults};
 use super::status::manager::{PodDeletionSafety, StatusManager};
@@ -268,7 +269,7 @@ impl PodSyncer for Core {
             );
             return Ok(SyncOutcome::RetryAfter(Duration::from_secs(1)));
         }
-        if super::podmanager::is_static(pod) {
+        if mirror::is_static_pod(pod) {
             self.ensure_mirror_pod(pod).await;
         }
         let dir = self.pod_dirs(&uid);
@@ -691,14 +692,14 @@ impl Kubelet {
         // Orphaned mirror pods, unless their static pod is still terminating.
         if let Some(mc) = &self.core.mirror {
             let orphans = lock(&self.core.pods).orphaned_mirrors();
+            let terminating = if orphans.is_empty() {
+                HashSet::new()
+            } else {
+                self.workers().terminating_full_names()
+            };
             for m in orphans {
                 let full = pod_full_name(&m);
-                let terminating = self.workers().known_uids().into_iter().any(|u| {
-                    self.workers().is_pod_termination_requested(&u)
-                        && !self.workers().is_pod_known_terminated(&u)
-                        && self.static_name_of(&u).as_deref() == Some(full.as_str())
-                });
-                if terminating {
+                if terminating.contains(&full) {
                     continue;
                 }
                 let ns = m.metadata.namespace.as_deref().unwrap_or("default");
@@ -709,13 +710,6 @@ impl Kubelet {
             }
         }
         self.core.manager.backoff_gc();
-    }
-
-    fn static_name_of(&self, _uid: &str) -> Option<String> {
-        // Static pods removed from config are gone from the pod manager; their names are kept by
-        // the worker's pod copy, which the workers do not expose. A removed static pod's mirror
-        // is deleted once its worker finished (it is no longer "terminating").
-        None
     }
 
     async fn update_runtime_up(

@@ -329,6 +329,17 @@ impl PodWorkers {
         restart
     }
 
+    /// Full names (`<name>_<namespace>`) of pods whose containers are still being stopped: their
+    /// mirror pods stay until they are done (§3.5).
+    pub fn terminating_full_names(&self) -> HashSet<String> {
+        self.inner
+            .records()
+            .values()
+            .filter(|r| r.state == PodWorkerState::Terminating)
+            .filter_map(|r| r.pod.as_ref().map(crate::kubelet::mirror::pod_full_name))
+            .collect()
+    }
+
     /// UIDs of every pod with a worker record.
     pub fn known_uids(&self) -> Vec<String> {
         self.inner.records().keys().cloned().collect()
@@ -746,6 +757,62 @@ mod tests {
         let n = rec.calls.lock().unwrap().len();
         // 60–90 s jittered resync: exactly one more sync within 100 s.
         assert_eq!(n, 2);
+    }
+
+    struct SlowKill;
+
+    #[async_trait]
+    impl PodSyncer for SlowKill {
+        async fn sync_pod(
+            &self,
+            _: UpdateType,
+            _: &Pod,
+            _: Option<&Pod>,
+            _: Option<Instant>,
+            _: &CancellationToken,
+        ) -> Result<SyncOutcome, SyncError> {
+            Ok(SyncOutcome::Done)
+        }
+        async fn sync_terminating_pod(&self, _: &Pod, grace: i64, _: Option<Instant>) -> Result<(), SyncError> {
+            tokio::time::sleep(Duration::from_secs(grace as u64)).await;
+            Ok(())
+        }
+        async fn sync_terminating_runtime_pod(&self, _: &RunningPod, _: i64) -> Result<(), SyncError> {
+            Ok(())
+        }
+        async fn sync_terminated_pod(&self, _: &Pod) -> Result<(), SyncError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn terminating_pods_are_named_until_their_kill_is_done() {
+        let w = PodWorkers::new(
+            Arc::new(SlowKill),
+            Clock::real(),
+            Duration::from_secs(60),
+            CancellationToken::new(),
+        );
+        let mut p = pod("u1", "static-web-node");
+        p.metadata.namespace = Some("default".into());
+        w.update_pod(opts(UpdateType::Create, p.clone()), false);
+        settle().await;
+        assert!(w.terminating_full_names().is_empty());
+        w.update_pod(
+            UpdatePodOptions {
+                kill_grace: Some(5),
+                ..opts(UpdateType::Kill, p)
+            },
+            false,
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            w.terminating_full_names(),
+            HashSet::from(["static-web-node_default".to_string()])
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(w.terminating_full_names().is_empty());
+        assert!(w.is_pod_known_terminated("u1"));
     }
 
     #[test]

@@ -53,6 +53,22 @@ pub async fn apply(api: &TestApiServer, manifest: &str) -> Result<()> {
     Ok(())
 }
 
+/// The events about an object in `default` (through kubectl, as the core/v1 view shows them).
+pub async fn events_about(api: &TestApiServer, name: &str) -> Vec<Value> {
+    let selector = format!("involvedObject.name={name}");
+    let list = get_json(api, &["events", "-n", "default", "--field-selector", &selector]).await;
+    list.and_then(|l| l["items"].as_array().cloned()).unwrap_or_default()
+}
+
+/// The reasons of those events.
+pub async fn event_reasons(api: &TestApiServer, name: &str) -> Vec<String> {
+    events_about(api, name)
+        .await
+        .iter()
+        .filter_map(|e| e["reason"].as_str().map(String::from))
+        .collect()
+}
+
 /// The condition of a type from `status.conditions`.
 pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
     obj["status"]["conditions"]
