@@ -131,30 +131,22 @@ async fn delete_and_time(n: &Node, name: &str) -> Duration {
 
 /// Events of one pod: (reason, message, count).
 async fn events(n: &Node, name: &str) -> Vec<(String, String, i64)> {
-    let sel = format!("involvedObject.name={name}");
-    let Some(list) = get_json(&n.api, &["events", "-n", "default", "--field-selector", &sel]).await else {
-        return Vec::new();
-    };
-    list["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|e| {
-                    let count = e["series"]["count"]
-                        .as_i64()
-                        .or_else(|| e["count"].as_i64())
-                        .unwrap_or(1)
-                        .max(1);
-                    (
-                        e["reason"].as_str().unwrap_or("").to_string(),
-                        e["message"].as_str().unwrap_or("").to_string(),
-                        count,
-                    )
-                })
-                .collect()
+    events_about(&n.api, name)
+        .await
+        .iter()
+        .map(|e| {
+            let count = e["series"]["count"]
+                .as_i64()
+                .or_else(|| e["count"].as_i64())
+                .unwrap_or(1)
+                .max(1);
+            (
+                e["reason"].as_str().unwrap_or("").to_string(),
+                e["message"].as_str().unwrap_or("").to_string(),
+                count,
+            )
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 fn count_events(evs: &[(String, String, i64)], reason: &str, msg_prefix: &str) -> i64 {
