@@ -112,6 +112,46 @@ async fn delete_all(n: &Node) {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
+    remove_node_cgroups(&n.name).await;
+}
+
+/// Removes `$KEEL_TEST_CGROUP_ROOT/<node>` and the pod cgroups under it in every hierarchy, deepest
+/// first, once the test's pods are gone. Best effort: containerd never removes pod cgroup parents
+/// and keel does not yet either (the kubelet's pod cgroup cleanup); `containerd-env.sh down`
+/// sweeps whatever remains.
+async fn remove_node_cgroups(node: &str) {
+    let root = std::env::var("KEEL_TEST_CGROUP_ROOT")
+        .ok()
+        .filter(|r| r.starts_with('/'))
+        .unwrap_or_else(|| "/keel-test".to_string());
+    let relative = Path::new(root.trim_start_matches('/')).join(node);
+    let mut tops = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        for e in entries.flatten() {
+            tops.push(e.path().join(&relative));
+        }
+    }
+    tops.push(Path::new("/sys/fs/cgroup").join(&relative));
+    for top in tops.into_iter().filter(|t| t.is_dir()) {
+        let mut dirs = Vec::new();
+        let mut stack = vec![top];
+        while let Some(d) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
+            dirs.push(d);
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            // A just-exited task may hold its cgroup for a moment.
+            for _ in 0..20 {
+                if std::fs::remove_dir(&d).is_ok() || !d.exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 async fn delete_and_time(n: &Node, name: &str) -> Duration {
