@@ -5,6 +5,7 @@ mod support;
 
 mod apiserver;
 mod cri_backend;
+mod cri_cgroups;
 mod node;
 mod sim_lifecycle;
 mod sim_node;
