@@ -130,6 +130,7 @@ impl Keel {
     }
 
     /// The PID of the running keel process (for /proc readings in benchmarks).
+    #[allow(dead_code)] // used by benches/e2e.rs, which shares this module
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
     }
