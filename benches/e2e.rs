@@ -7,7 +7,8 @@
 //!
 //! Environment: `KEEL_BENCH_SINGLE_RUNS` (default 10), `KEEL_BENCH_CPU_SECS` (default 60),
 //! `KEEL_BENCH_MANY_PODS` (default 1000; 0 skips), `KEEL_BENCH_BACKENDS` (`sim,cri`).
-#![allow(dead_code)]
+// The shared test support is compiled whole (and with its unit tests); most is unused here.
+#![allow(dead_code, unused)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -73,10 +74,13 @@ fn is_ready(p: &Pod) -> bool {
 }
 
 /// Watches the run's pods and records when each was first seen Ready.
-fn spawn_ready_watch(api: Api<Pod>, run: &str) -> watch::Receiver<HashMap<String, Instant>> {
+fn spawn_ready_watch(
+    api: Api<Pod>,
+    run: &str,
+) -> (watch::Receiver<HashMap<String, Instant>>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(HashMap::new());
     let cfg = watcher::Config::default().labels(&format!("{BENCH_LABEL}={run}"));
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(watcher(api, cfg).default_backoff().applied_objects());
         loop {
             match stream.try_next().await {
@@ -99,7 +103,7 @@ fn spawn_ready_watch(api: Api<Pod>, run: &str) -> watch::Receiver<HashMap<String
             }
         }
     });
-    rx
+    (rx, task)
 }
 
 async fn wait_ready(
@@ -107,9 +111,17 @@ async fn wait_ready(
     names: &[String],
     timeout: Duration,
 ) -> Result<HashMap<String, Instant>> {
-    let r = tokio::time::timeout(timeout, rx.wait_for(|m| names.iter().all(|n| m.contains_key(n)))).await;
+    let r = tokio::time::timeout(timeout, async {
+        rx.wait_for(|m| names.iter().all(|n| m.contains_key(n))).await.map(|m| {
+            names
+                .iter()
+                .filter_map(|n| m.get(n).map(|t| (n.clone(), *t)))
+                .collect::<HashMap<_, _>>()
+        })
+    })
+    .await;
     match r {
-        Ok(Ok(m)) => Ok(names.iter().filter_map(|n| m.get(n).map(|t| (n.clone(), *t))).collect()),
+        Ok(Ok(m)) => Ok(m),
         Ok(Err(_)) => bail!("pod watch ended"),
         Err(_) => {
             let seen = rx.borrow().len();
@@ -118,6 +130,15 @@ async fn wait_ready(
                 names.len()
             )
         }
+    }
+}
+
+/// Aborts a task when dropped (on every exit path of a backend's run).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -198,7 +219,9 @@ async fn bench_backend(backend: &str, extra: &[&str], many: usize, rows: &mut Ve
     let client = node.api.client().await;
     let api: Api<Pod> = Api::namespaced(client, "default");
     let run = unique("run");
-    let mut ready = spawn_ready_watch(api.clone(), &run);
+    let (mut ready, watch_task) = spawn_ready_watch(api.clone(), &run);
+    // The watch must not outlive this backend's API server.
+    let _stop_watch = AbortOnDrop(watch_task);
 
     tokio::time::sleep(SETTLE).await;
     push("RSS idle (node registered, 0 pods)", mib(rss_kib(pid)?));
@@ -225,7 +248,8 @@ async fn bench_backend(backend: &str, extra: &[&str], many: usize, rows: &mut Ve
         .map(|n| pod_manifest(n, &node.name, &run))
         .collect::<Result<Vec<_>>>()?;
     let t0 = Instant::now();
-    let creates = futures::future::join_all(pods.iter().map(|p| api.create(&PostParams::default(), p))).await;
+    let pp = PostParams::default();
+    let creates = futures::future::join_all(pods.iter().map(|p| api.create(&pp, p))).await;
     for c in creates {
         c?;
     }
