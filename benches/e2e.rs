@@ -88,11 +88,10 @@ fn spawn_ready_watch(
                     if is_ready(&p) {
                         let now = Instant::now();
                         let name = p.metadata.name.clone().unwrap_or_default();
-                        tx.send_if_modified(|m| {
-                            if m.contains_key(&name) {
-                                false
-                            } else {
-                                m.insert(name, now);
+                        tx.send_if_modified(|m| match m.entry(name) {
+                            std::collections::hash_map::Entry::Occupied(_) => false,
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(now);
                                 true
                             }
                         });
