@@ -45,6 +45,14 @@ fn existing_dirs(relative: &str) -> Vec<PathBuf> {
     out
 }
 
+/// Removes the test's (empty) cgroup root in every hierarchy; `containerd-env.sh down` sweeps
+/// whatever is left.
+fn remove_root(cgroup_root: &str) {
+    for d in existing_dirs(cgroup_root) {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
 fn subdirs(d: &Path) -> Vec<String> {
     std::fs::read_dir(d)
         .map(|es| {
@@ -147,5 +155,56 @@ spec:
             .collect();
         bail!("{e}: left {left:?}; keel log:\n{}", node.keel.log_tail(40));
     }
+    drop(node);
+    remove_root(&cgroup_root);
+    Ok(())
+}
+
+/// A pod cgroup under keel's root that no pod owns (left by an earlier keel) is removed by
+/// housekeeping, in every hierarchy; other directories under the root are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_pod_cgroups_are_removed_by_housekeeping() -> Result<()> {
+    let socket = env_or_fail("KEEL_CRI_SOCKET");
+    let test_root = env_or_fail("KEEL_TEST_CGROUP_ROOT");
+    let cgroup_root = format!("{}/{}", test_root.trim_end_matches('/'), unique("cg"));
+    let orphan = format!("{cgroup_root}/pod{}", unique("orphan-uid"));
+    let other = format!("{cgroup_root}/not-a-pod");
+    let mut made = Vec::new();
+    for h in ["memory", "pids"] {
+        let base = Path::new(CGROUP_MOUNT).join(h);
+        if base.is_dir() {
+            for rel in [&orphan, &other] {
+                let d = base.join(rel.trim_start_matches('/'));
+                std::fs::create_dir_all(&d)?;
+                made.push(d);
+            }
+        }
+    }
+    if made.is_empty() {
+        // Pure v2 machine.
+        for rel in [&orphan, &other] {
+            let d = Path::new(CGROUP_MOUNT).join(rel.trim_start_matches('/'));
+            std::fs::create_dir_all(&d)?;
+            made.push(d);
+        }
+    }
+    ensure!(!existing_dirs(&orphan).is_empty(), "could not create the orphan cgroup");
+    let runtime = format!("unix://{socket}");
+    let node = Node::start(1.0, &["--runtime", &runtime, "--cgroup-root", &cgroup_root]).await?;
+    let r = wait_for("orphaned pod cgroup removed", Duration::from_secs(30), || async {
+        existing_dirs(&orphan).is_empty().then_some(())
+    })
+    .await;
+    let other_left = !existing_dirs(&other).is_empty();
+    // Clean up what the test made (deepest first), whatever the outcome.
+    for d in made.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+    if let Err(e) = r {
+        bail!("{e}; keel log:\n{}", node.keel.log_tail(40));
+    }
+    ensure!(other_left, "a non-pod directory under the cgroup root was removed");
+    drop(node);
+    remove_root(&cgroup_root);
     Ok(())
 }
