@@ -5,6 +5,8 @@
 #   scripts/containerd-env.sh up DIR     install what is missing, start everything under DIR,
 #                                        write DIR/env (source it to get KEEL_* variables)
 #   scripts/containerd-env.sh down DIR   stop and remove everything `up` (and tests) created
+#   scripts/containerd-env.sh restart DIR  stop containerd (by its PID file) and start it again
+#                                        exactly as `up` does; shims and containers keep running
 #
 # Both are idempotent. Everything lives under DIR except what is global by nature (the CNI bridge,
 # pod cgroups, portmap iptables rules, libcni's result cache, shim sockets in /run/containerd/s);
@@ -39,7 +41,7 @@ die() { echo "$PROG: error: $*" >&2; exit 1; }
 warn() { echo "$PROG: warning: $*" >&2; }
 
 usage() {
-  echo "usage: $0 up|down DIR" >&2
+  echo "usage: $0 up|down|restart DIR" >&2
   exit 2
 }
 
@@ -537,6 +539,20 @@ cmd_up() {
   log "up in $((SECONDS - start))s: source $DIR/env (socket $SOCK, registry 127.0.0.1:$REGISTRY_PORT, bridge $BRIDGE)"
 }
 
+# Stop containerd and start it again with the same config (tests of a runtime restart under keel).
+# SIGTERM leaves the shims, and so the containers, running, as a real containerd restart does.
+cmd_restart() {
+  [ "$(id -u)" -eq 0 ] || die "must run as root"
+  [ -e "$DIR/$MARKER" ] || die "$DIR was not created by '$PROG up'; refusing to touch it"
+  [ -s "$DIR/containerd.toml" ] || die "$DIR/containerd.toml missing; run '$PROG up $DIR' first"
+  local pid
+  if pid=$(read_pid "$DIR/containerd.pid"); then
+    stop_pid "$pid" containerd containerd || die "containerd (pid $pid) did not stop"
+  fi
+  start_containerd
+  log "restart: containerd answers on $SOCK (pid $(read_pid "$DIR/containerd.pid"))"
+}
+
 # --- down ---------------------------------------------------------------------------------------
 
 # Graceful part: through containerd, while it still runs.
@@ -805,5 +821,6 @@ REGISTRY_PORT=""
 case "$ACTION" in
   up) cmd_up ;;
   down) cmd_down ;;
+  restart) cmd_restart ;;
   *) usage ;;
 esac

@@ -85,6 +85,40 @@ impl Clock {
     }
 }
 
+/// A duration the way Go prints it (`3m0s`, `1h2m3.5s`, `250ms`), as the kubelet's messages do.
+pub fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".to_string();
+    }
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    let trim = |whole: u128, frac: u128, width: usize| {
+        let frac = format!("{frac:0width$}");
+        let frac = frac.trim_end_matches('0');
+        if frac.is_empty() {
+            whole.to_string()
+        } else {
+            format!("{whole}.{frac}")
+        }
+    };
+    if nanos < 1_000_000 {
+        return format!("{}µs", trim(nanos / 1_000, nanos % 1_000, 3));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", trim(nanos / 1_000_000, nanos % 1_000_000, 6));
+    }
+    let total_secs = nanos / 1_000_000_000;
+    let (h, m, s) = (total_secs / 3600, (total_secs / 60) % 60, total_secs % 60);
+    let secs = format!("{}s", trim(s, nanos % 1_000_000_000, 9));
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +139,47 @@ mod tests {
         let b = Timestamp::from_second(50).unwrap();
         assert_eq!(c.virtual_between(a, b), Duration::ZERO);
         assert_eq!(c.virtual_between(b, a), Duration::from_secs(50));
+    }
+
+    #[test]
+    fn go_durations() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(5), "5ns"),
+            (Duration::from_micros(1500), "1.5ms"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_millis(61_500), "1m1.5s"),
+            (Duration::from_secs(180), "3m0s"),
+            (Duration::from_secs(3723), "1h2m3s"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(go_duration(d), want);
+        }
+    }
+
+    #[test]
+    fn go_duration_format() {
+        let s = Duration::from_secs;
+        assert_eq!(go_duration(s(10)), "10s");
+        assert_eq!(go_duration(s(20)), "20s");
+        assert_eq!(go_duration(s(80)), "1m20s");
+        assert_eq!(go_duration(s(160)), "2m40s");
+        assert_eq!(go_duration(s(300)), "5m0s");
+        assert_eq!(go_duration(s(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(go_duration(Duration::from_micros(1500)), "1.5ms");
+        assert_eq!(go_duration(Duration::from_nanos(7)), "7ns");
+    }
+
+    #[test]
+    fn go_durations_print_like_go() {
+        assert_eq!(go_duration(Duration::from_secs(180)), "3m0s");
+        assert_eq!(go_duration(Duration::from_millis(185_250)), "3m5.25s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_millis(300)), "300ms");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
     }
 }

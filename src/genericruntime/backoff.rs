@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::hash::hash_hex;
 use super::util::{pod_name, pod_namespace, pod_uid};
-use crate::clock::Clock;
+use crate::clock::{go_duration, Clock};
 
 /// The kubelet's initial back-off (`backOffPeriod`).
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
@@ -175,48 +175,6 @@ pub fn crash_loop_message(backoff: Duration, container_name: &str, pod: &Pod) ->
         container_name,
         super::util::format_pod(pod)
     )
-}
-
-/// Formats a duration the way Go's `time.Duration.String` does (`10s`, `1m20s`, `5m0s`, `1h0m0s`,
-/// `1.5s`, `500ms`), since users compare these messages with the kubelet's.
-pub fn go_duration(d: Duration) -> String {
-    let nanos = d.as_nanos();
-    if nanos == 0 {
-        return "0s".into();
-    }
-    if nanos < 1_000 {
-        return format!("{nanos}ns");
-    }
-    if nanos < 1_000_000 {
-        return format!("{}µs", frac(nanos, 1_000));
-    }
-    if nanos < 1_000_000_000 {
-        return format!("{}ms", frac(nanos, 1_000_000));
-    }
-    let total_secs = nanos / 1_000_000_000;
-    let sub = nanos % 1_000_000_000;
-    let h = total_secs / 3600;
-    let m = (total_secs % 3600) / 60;
-    let s = frac((total_secs % 60) * 1_000_000_000 + sub, 1_000_000_000);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// `value / unit` with the fractional digits Go prints (trailing zeros trimmed).
-fn frac(value: u128, unit: u128) -> String {
-    let whole = value / unit;
-    let rest = value % unit;
-    if rest == 0 {
-        return whole.to_string();
-    }
-    let width = unit.to_string().len() - 1;
-    let digits = format!("{rest:0width$}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 #[cfg(test)]
@@ -380,22 +338,6 @@ mod tests {
         // 10 virtual seconds = 0.5 real seconds.
         assert!(b.is_in_backoff_since_at("k", t, t + Duration::from_millis(400)));
         assert!(!b.is_in_backoff_since_at("k", t, t + Duration::from_millis(600)));
-    }
-
-    #[test]
-    fn go_duration_format() {
-        let s = Duration::from_secs;
-        assert_eq!(go_duration(s(10)), "10s");
-        assert_eq!(go_duration(s(20)), "20s");
-        assert_eq!(go_duration(s(80)), "1m20s");
-        assert_eq!(go_duration(s(160)), "2m40s");
-        assert_eq!(go_duration(s(300)), "5m0s");
-        assert_eq!(go_duration(s(3600)), "1h0m0s");
-        assert_eq!(go_duration(Duration::ZERO), "0s");
-        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
-        assert_eq!(go_duration(Duration::from_micros(1500)), "1.5ms");
-        assert_eq!(go_duration(Duration::from_nanos(7)), "7ns");
     }
 
     #[test]

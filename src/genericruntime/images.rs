@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 
-use super::backoff::{go_duration, image_pull_key};
+use super::backoff::image_pull_key;
 use super::manager::RuntimeManager;
 use super::seam::{cri, Code};
 use super::types::{EventType, SyncErrorKind};
 use super::util::{container_field_path, pod_uid};
+use crate::clock::go_duration;
 
 /// A failed image step: the waiting reason and the message users see.
 pub type ImageError = (SyncErrorKind, String);

@@ -18,7 +18,7 @@ use tracing::{debug, error, warn};
 use super::seam::cri;
 use super::types::{ContainerState, PodStatus, RunningPod};
 use super::{Result, RuntimeManager};
-use crate::clock::Clock;
+use crate::clock::{go_duration, Clock};
 
 /// Relist period (virtual), `plegRelistPeriod`.
 pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
@@ -467,40 +467,6 @@ impl Pleg {
     }
 }
 
-/// A duration the way Go prints it (`3m0s`, `1h2m3.5s`, `250ms`), as the kubelet's messages do.
-pub fn go_duration(d: Duration) -> String {
-    let nanos = d.as_nanos();
-    if nanos == 0 {
-        return "0s".to_string();
-    }
-    if nanos < 1_000 {
-        return format!("{nanos}ns");
-    }
-    let trim = |whole: u128, frac: u128, width: usize| {
-        let frac = format!("{frac:0width$}");
-        let frac = frac.trim_end_matches('0');
-        if frac.is_empty() {
-            whole.to_string()
-        } else {
-            format!("{whole}.{frac}")
-        }
-    };
-    if nanos < 1_000_000 {
-        return format!("{}µs", trim(nanos / 1_000, nanos % 1_000, 3));
-    }
-    if nanos < 1_000_000_000 {
-        return format!("{}ms", trim(nanos / 1_000_000, nanos % 1_000_000, 6));
-    }
-    let total_secs = nanos / 1_000_000_000;
-    let (h, m, s) = (total_secs / 3600, (total_secs / 60) % 60, total_secs % 60);
-    let secs = format!("{}s", trim(s, nanos % 1_000_000_000, 9));
-    match (h, m) {
-        (0, 0) => secs,
-        (0, m) => format!("{m}m{secs}"),
-        (h, m) => format!("{h}h{m}m{secs}"),
-    }
-}
-
 /// Keeps the previous IPs of a pod whose sandboxes all stopped (`getPodIPs`): the status of an
 /// exited pod still shows the IPs it had.
 fn pod_ips(status: &PodStatus, previous: &PodStatus) -> Vec<String> {
@@ -895,23 +861,6 @@ mod tests {
         assert_eq!(got, Some(ev("p", ContainerStarted, "c1")));
         shutdown.cancel();
         task.await.unwrap();
-    }
-
-    #[test]
-    fn go_durations() {
-        let cases = [
-            (Duration::ZERO, "0s"),
-            (Duration::from_nanos(5), "5ns"),
-            (Duration::from_micros(1500), "1.5ms"),
-            (Duration::from_millis(250), "250ms"),
-            (Duration::from_secs(1), "1s"),
-            (Duration::from_millis(61_500), "1m1.5s"),
-            (Duration::from_secs(180), "3m0s"),
-            (Duration::from_secs(3723), "1h2m3s"),
-        ];
-        for (d, want) in cases {
-            assert_eq!(go_duration(d), want);
-        }
     }
 
     // ---- a real relist: the runtime manager over the simulated backend ----

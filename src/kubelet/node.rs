@@ -33,7 +33,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::clock::{go_duration, Clock};
 use crate::genericruntime::{cri, EventType, Runtime};
 use crate::kubelet::config::Config;
 use crate::kubelet::events::Recorder;
@@ -252,47 +252,6 @@ pub fn pressures(cfg: &Config, p: &PressureInputs) -> (bool, bool, bool) {
     (memory, disk, pid)
 }
 
-/// Go's `time.Duration.String()` for display ("3m5.2s", "1h0m0s", "300ms").
-pub fn go_duration_string(d: Duration) -> String {
-    let nanos = d.as_nanos();
-    if nanos == 0 {
-        return "0s".into();
-    }
-    if nanos < 1_000_000_000 {
-        let (div, unit) = if nanos < 1_000 {
-            (1, "ns")
-        } else if nanos < 1_000_000 {
-            (1_000, "µs")
-        } else {
-            (1_000_000, "ms")
-        };
-        return format!("{}{unit}", trim_frac(nanos, div));
-    }
-    let total_secs = nanos / 1_000_000_000;
-    let h = total_secs / 3600;
-    let m = (total_secs % 3600) / 60;
-    let s_nanos = nanos - (h * 3600 + m * 60) * 1_000_000_000;
-    let s = trim_frac(s_nanos, 1_000_000_000);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
-    }
-}
-
-fn trim_frac(v: u128, div: u128) -> String {
-    let int = v / div;
-    let frac = v % div;
-    if frac == 0 {
-        return int.to_string();
-    }
-    let width = div.to_string().len() - 1;
-    let f = format!("{frac:0width$}");
-    format!("{int}.{}", f.trim_end_matches('0'))
-}
-
 /// The Ready condition's errors (`runtimeErrors`, `networkErrors`, missing capacity), in the
 /// kubelet's order.
 pub fn readiness_errors(inputs: &StatusInputs<'_>, capacity: &BTreeMap<String, Quantity>) -> Vec<String> {
@@ -307,8 +266,8 @@ pub fn readiness_errors(inputs: &StatusInputs<'_>, capacity: &BTreeMap<String, Q
         None => errs.push("PLEG is not healthy: pleg has yet to be successful".to_string()),
         Some(d) if d > PLEG_RELIST_THRESHOLD => errs.push(format!(
             "PLEG is not healthy: pleg was last seen active {} ago; threshold is {}",
-            go_duration_string(d),
-            go_duration_string(PLEG_RELIST_THRESHOLD)
+            go_duration(d),
+            go_duration(PLEG_RELIST_THRESHOLD)
         )),
         Some(_) => {}
     }
@@ -1279,15 +1238,6 @@ mod tests {
         a.capacity = Some([("memory".to_string(), Quantity("2M".into()))].into());
         b.capacity = Some([("memory".to_string(), Quantity("2000000".into()))].into());
         assert!(!status_changed(&a, &b));
-    }
-
-    #[test]
-    fn go_durations_print_like_go() {
-        assert_eq!(go_duration_string(Duration::from_secs(180)), "3m0s");
-        assert_eq!(go_duration_string(Duration::from_millis(185_250)), "3m5.25s");
-        assert_eq!(go_duration_string(Duration::from_secs(3600)), "1h0m0s");
-        assert_eq!(go_duration_string(Duration::from_millis(300)), "300ms");
-        assert_eq!(go_duration_string(Duration::ZERO), "0s");
     }
 
     #[test]

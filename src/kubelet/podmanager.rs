@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::sources::{Source, SourceUpdate, CONFIG_MIRROR_ANNOTATION, CONFIG_SOURCE_ANNOTATION};
+use super::mirror::{is_mirror_pod, is_static_pod, pod_full_name};
+use super::sources::{Source, SourceUpdate};
 
 /// What changed, as the sync loop handles it (`kubetypes.PodOperation`).
 #[derive(Clone, Debug, PartialEq)]
@@ -25,33 +26,8 @@ pub enum PodOp {
     MirrorChanged(String),
 }
 
-/// `<name>_<namespace>`, the kubelet's pod full name.
-pub fn pod_full_name(pod: &Pod) -> String {
-    format!(
-        "{}_{}",
-        pod.metadata.name.as_deref().unwrap_or_default(),
-        pod.metadata.namespace.as_deref().unwrap_or("default")
-    )
-}
-
 fn uid_of(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
-}
-
-fn is_mirror(pod: &Pod) -> bool {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(CONFIG_MIRROR_ANNOTATION))
-}
-
-/// True if the pod came from a file (or any non-API source).
-pub fn is_static(pod: &Pod) -> bool {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(CONFIG_SOURCE_ANNOTATION))
-        .is_some_and(|s| s != "api")
 }
 
 /// Semantic equality (`checkAndUpdatePod`): what makes an UPDATE rather than a RECONCILE.
@@ -94,7 +70,7 @@ impl PodManager {
                 let mut present: HashSet<String> = HashSet::new();
                 let mut mirrors_present: HashSet<String> = HashSet::new();
                 for pod in pods {
-                    if is_mirror(&pod) {
+                    if is_mirror_pod(&pod) {
                         mirrors_present.insert(pod_full_name(&pod));
                     } else {
                         present.insert(uid_of(&pod));
@@ -127,7 +103,7 @@ impl PodManager {
             }
             SourceUpdate::Upsert { source, pod } => self.upsert(source, *pod, &mut ops),
             SourceUpdate::Remove { pod, .. } => {
-                if is_mirror(&pod) {
+                if is_mirror_pod(&pod) {
                     let name = pod_full_name(&pod);
                     if self
                         .mirrors
@@ -146,7 +122,7 @@ impl PodManager {
     }
 
     fn upsert(&mut self, source: Source, pod: Pod, ops: &mut Vec<PodOp>) {
-        if is_mirror(&pod) {
+        if is_mirror_pod(&pod) {
             let name = pod_full_name(&pod);
             let changed = self.mirrors.get(&name) != Some(&pod);
             self.mirrors.insert(name.clone(), pod);
@@ -161,7 +137,7 @@ impl PodManager {
         }
         match self.pods.get(&uid) {
             None => {
-                if is_static(&pod) {
+                if is_static_pod(&pod) {
                     self.static_by_name
                         .entry(pod_full_name(&pod))
                         .or_default()
@@ -191,7 +167,7 @@ impl PodManager {
         self.source_of.remove(uid);
         self.rejected.remove(uid);
         let pod = self.pods.remove(uid)?;
-        if is_static(&pod) {
+        if is_static_pod(&pod) {
             let name = pod_full_name(&pod);
             if let Some(v) = self.static_by_name.get_mut(&name) {
                 v.retain(|u| u != uid);
@@ -255,6 +231,7 @@ impl PodManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kubelet::sources::{CONFIG_MIRROR_ANNOTATION, CONFIG_SOURCE_ANNOTATION};
     use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     use std::collections::BTreeMap;

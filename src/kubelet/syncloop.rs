@@ -19,8 +19,9 @@ use super::admission;
 use super::cgroups::PodCgroups;
 use super::config::Config;
 use super::events::Recorder;
+use super::mirror::pod_full_name;
 use super::mirror::{self, MirrorClient};
-use super::podmanager::{pod_full_name, PodManager, PodOp};
+use super::podmanager::{PodManager, PodOp};
 use super::sources::{Source, SourceUpdate};
 use super::status::generate::{generate_api_pod_status, GenerateInput, NoProbeResults};
 use super::status::manager::{PodDeletionSafety, StatusManager};
@@ -280,7 +281,7 @@ impl PodSyncer for Core {
                 "failed to ensure that the pod: {uid} cgroups exist and are correctly applied: {e}"
             )));
         }
-        if super::podmanager::is_static(pod) {
+        if mirror::is_static_pod(pod) {
             self.ensure_mirror_pod(pod).await;
         }
         let dir = self.pod_dirs(&uid);
@@ -710,14 +711,14 @@ impl Kubelet {
         // Orphaned mirror pods, unless their static pod is still terminating.
         if let Some(mc) = &self.core.mirror {
             let orphans = lock(&self.core.pods).orphaned_mirrors();
+            let terminating = if orphans.is_empty() {
+                HashSet::new()
+            } else {
+                self.workers().terminating_full_names()
+            };
             for m in orphans {
                 let full = pod_full_name(&m);
-                let terminating = self.workers().known_uids().into_iter().any(|u| {
-                    self.workers().is_pod_termination_requested(&u)
-                        && !self.workers().is_pod_known_terminated(&u)
-                        && self.static_name_of(&u).as_deref() == Some(full.as_str())
-                });
-                if terminating {
+                if terminating.contains(&full) {
                     continue;
                 }
                 let ns = m.metadata.namespace.as_deref().unwrap_or("default");
@@ -755,13 +756,6 @@ impl Kubelet {
                 debug!(pod_uid = %uid, error = %e, "removing orphaned pod cgroup failed; will retry");
             }
         }
-    }
-
-    fn static_name_of(&self, _uid: &str) -> Option<String> {
-        // Static pods removed from config are gone from the pod manager; their names are kept by
-        // the worker's pod copy, which the workers do not expose. A removed static pod's mirror
-        // is deleted once its worker finished (it is no longer "terminating").
-        None
     }
 
     async fn update_runtime_up(

@@ -329,6 +329,17 @@ impl PodWorkers {
         restart
     }
 
+    /// Full names (`<name>_<namespace>`) of pods whose containers are still being stopped: their
+    /// mirror pods stay until they are done (§3.5).
+    pub fn terminating_full_names(&self) -> HashSet<String> {
+        self.inner
+            .records()
+            .values()
+            .filter(|r| r.state == PodWorkerState::Terminating)
+            .filter_map(|r| r.pod.as_ref().map(crate::kubelet::mirror::pod_full_name))
+            .collect()
+    }
+
     /// UIDs of every pod with a worker record.
     pub fn known_uids(&self) -> Vec<String> {
         self.inner.records().keys().cloned().collect()
@@ -414,7 +425,6 @@ async fn run_worker(inner: Arc<Inner>, uid: String) {
                 cancel: r.cancel.clone(),
             }
         };
-        let started_at = Instant::now();
         let outcome: Result<Next, SyncError> = match work.state {
             PodWorkerState::Syncing => {
                 let Some(pod) = work.pod.as_ref() else { return };
@@ -455,7 +465,11 @@ async fn run_worker(inner: Arc<Inner>, uid: String) {
             },
             PodWorkerState::Finished => return,
         };
-        last_sync = Some(started_at);
+        // When the sync ENDED, as the kubelet's `lastSyncTime = p.clock.Now()` after syncPodFn: the
+        // next sync must see a relist that ran after this one's runtime calls. A relist made
+        // mid-sync (say between CreateContainer and StartContainer) shows a Created container,
+        // which the API shows as terminated, and under `Never` made the pod Succeeded for good.
+        last_sync = Some(Instant::now());
         let mut records = inner.records();
         let Some(r) = records.get_mut(&uid) else { return };
         match outcome {
@@ -513,6 +527,8 @@ mod tests {
     struct Recorder {
         calls: Mutex<Vec<String>>,
         terminal_after: Option<usize>,
+        /// (since, entered, returned) of every sync_pod call.
+        syncs: Mutex<Vec<(Option<Instant>, Instant, Instant)>>,
     }
 
     #[async_trait]
@@ -522,9 +538,10 @@ mod tests {
             t: UpdateType,
             pod: &Pod,
             _: Option<&Pod>,
-            _: Option<Instant>,
+            since: Option<Instant>,
             _: &CancellationToken,
         ) -> Result<SyncOutcome, SyncError> {
+            let entered = Instant::now();
             let n = {
                 let mut c = self.calls.lock().unwrap();
                 c.push(format!(
@@ -535,6 +552,7 @@ mod tests {
                 c.iter().filter(|s| s.starts_with("sync")).count()
             };
             tokio::time::sleep(Duration::from_millis(50)).await;
+            self.syncs.lock().unwrap().push((since, entered, Instant::now()));
             if self.terminal_after.is_some_and(|k| n >= k) {
                 return Ok(SyncOutcome::Terminal);
             }
@@ -606,6 +624,31 @@ mod tests {
         let calls = rec.calls.lock().unwrap().clone();
         // The first sync, then one sync with the latest object only.
         assert_eq!(calls, vec!["sync:Create:a", "sync:Update:d"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn next_sync_waits_for_a_status_newer_than_the_end_of_the_previous_one() {
+        let rec = Arc::new(Recorder::default());
+        let w = PodWorkers::new(
+            rec.clone(),
+            Clock::real(),
+            Duration::from_secs(60),
+            CancellationToken::new(),
+        );
+        w.update_pod(opts(UpdateType::Create, pod("u1", "a")), false);
+        settle().await;
+        w.update_pod(opts(UpdateType::Update, pod("u1", "b")), false);
+        settle().await;
+        let syncs = rec.syncs.lock().unwrap().clone();
+        assert_eq!(syncs.len(), 2);
+        assert_eq!(syncs[0].0, None, "the first sync has no previous one");
+        // A relist made during the first sync (mid CreateContainer/StartContainer) is too old.
+        let since = syncs[1].0.unwrap();
+        assert!(
+            since >= syncs[0].2,
+            "since {since:?} before the first sync returned {:?}",
+            syncs[0].2
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -714,6 +757,62 @@ mod tests {
         let n = rec.calls.lock().unwrap().len();
         // 60–90 s jittered resync: exactly one more sync within 100 s.
         assert_eq!(n, 2);
+    }
+
+    struct SlowKill;
+
+    #[async_trait]
+    impl PodSyncer for SlowKill {
+        async fn sync_pod(
+            &self,
+            _: UpdateType,
+            _: &Pod,
+            _: Option<&Pod>,
+            _: Option<Instant>,
+            _: &CancellationToken,
+        ) -> Result<SyncOutcome, SyncError> {
+            Ok(SyncOutcome::Done)
+        }
+        async fn sync_terminating_pod(&self, _: &Pod, grace: i64, _: Option<Instant>) -> Result<(), SyncError> {
+            tokio::time::sleep(Duration::from_secs(grace as u64)).await;
+            Ok(())
+        }
+        async fn sync_terminating_runtime_pod(&self, _: &RunningPod, _: i64) -> Result<(), SyncError> {
+            Ok(())
+        }
+        async fn sync_terminated_pod(&self, _: &Pod) -> Result<(), SyncError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn terminating_pods_are_named_until_their_kill_is_done() {
+        let w = PodWorkers::new(
+            Arc::new(SlowKill),
+            Clock::real(),
+            Duration::from_secs(60),
+            CancellationToken::new(),
+        );
+        let mut p = pod("u1", "static-web-node");
+        p.metadata.namespace = Some("default".into());
+        w.update_pod(opts(UpdateType::Create, p.clone()), false);
+        settle().await;
+        assert!(w.terminating_full_names().is_empty());
+        w.update_pod(
+            UpdatePodOptions {
+                kill_grace: Some(5),
+                ..opts(UpdateType::Kill, p)
+            },
+            false,
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            w.terminating_full_names(),
+            HashSet::from(["static-web-node_default".to_string()])
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(w.terminating_full_names().is_empty());
+        assert!(w.is_pod_known_terminated("u1"));
     }
 
     #[test]

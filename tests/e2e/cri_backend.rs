@@ -186,6 +186,8 @@ async fn local_image_status_and_missing_image() {
 /// A real pull from the test registry (CRI PullImage always contacts the registry).
 #[tokio::test]
 async fn pull_image_from_test_registry() {
+    // Not while a keel of cri_lifecycle runs: it would kill this pod as unknown to it.
+    let _g = crate::cri_lifecycle::cri_lock().await;
     let socket = PathBuf::from(env_or_fail("KEEL_CRI_SOCKET"));
     let registry = env_or_fail("KEEL_TEST_REGISTRY");
     let rt = runtime(&socket);
@@ -228,6 +230,8 @@ async fn pull_image_from_test_registry() {
 
 #[tokio::test]
 async fn pod_lifecycle_against_containerd() {
+    // Not while a keel of cri_lifecycle runs: it would kill this pod as unknown to it.
+    let _g = crate::cri_lifecycle::cri_lock().await;
     let socket = PathBuf::from(env_or_fail("KEEL_CRI_SOCKET"));
     let rt = runtime(&socket);
     let logs = tempfile::tempdir().unwrap();

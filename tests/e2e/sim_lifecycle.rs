@@ -55,20 +55,12 @@ async fn pod_goes_running_and_ready_with_a_complete_status() {
     );
     // The kubelet's events for the pod, from source kubelet.
     let ev = wait_for("Started event", T, || async {
-        let list = get_json(
-            &n.api,
-            &["events", "-n", "default", "--field-selector", "involvedObject.name=web"],
-        )
-        .await?;
-        let items = list["items"].as_array()?.clone();
-        let reasons: Vec<String> = items
-            .iter()
-            .filter_map(|e| e["reason"].as_str().map(String::from))
-            .collect();
+        let items = events_about(&n.api, "web").await;
+        let reasons: Vec<&str> = items.iter().filter_map(|e| e["reason"].as_str()).collect();
         ["Pulling", "Pulled", "Created", "Started"]
             .iter()
-            .all(|r| reasons.iter().any(|x| x == r))
-            .then_some(items)
+            .all(|r| reasons.contains(r))
+            .then_some(items.clone())
     })
     .await
     .unwrap();
@@ -496,26 +488,9 @@ spec:
         msg,
         "Container image \"busybox:9.99-not-here\" is not present with pull policy of Never"
     );
-    let events = get_json(
-        &n.api,
-        &[
-            "events",
-            "-n",
-            "default",
-            "--field-selector",
-            "involvedObject.name=missing",
-        ],
-    )
-    .await
-    .unwrap();
-    let reasons: Vec<&str> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["reason"].as_str())
-        .collect();
+    let reasons = event_reasons(&n.api, "missing").await;
     assert!(
-        reasons.contains(&"Failed") && reasons.contains(&"BackOff"),
+        reasons.iter().any(|r| r == "Failed") && reasons.iter().any(|r| r == "BackOff"),
         "{reasons:?}"
     );
 }

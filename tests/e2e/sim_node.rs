@@ -92,26 +92,9 @@ async fn node_registers_ready_with_host_facts_and_its_lease_renews() {
     .await
     .unwrap();
     // Node events.
-    let ev = get_json(
-        &n.api,
-        &[
-            "events",
-            "-n",
-            "default",
-            "--field-selector",
-            &format!("involvedObject.name={}", n.name),
-        ],
-    )
-    .await
-    .unwrap();
-    let reasons: Vec<&str> = ev["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["reason"].as_str())
-        .collect();
+    let reasons = event_reasons(&n.api, &n.name).await;
     assert!(
-        reasons.contains(&"Starting") && reasons.contains(&"NodeReady"),
+        reasons.iter().any(|r| r == "Starting") && reasons.iter().any(|r| r == "NodeReady"),
         "{reasons:?}"
     );
 }
@@ -310,23 +293,11 @@ spec:
         .await
         .unwrap();
     assert_eq!(p["status"]["reason"], "OutOfpods");
-    let ev = get_json(
-        &n.api,
-        &[
-            "events",
-            "-n",
-            "default",
-            "--field-selector",
-            "involvedObject.name=one-too-many",
-        ],
-    )
-    .await
-    .unwrap();
-    assert!(ev["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["reason"] == "OutOfpods" && e["type"] == "Warning"));
+    let ev = events_about(&n.api, "one-too-many").await;
+    assert!(
+        ev.iter().any(|e| e["reason"] == "OutOfpods" && e["type"] == "Warning"),
+        "{ev:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,22 @@ pub async fn apply(api: &TestApiServer, manifest: &str) -> Result<()> {
     Ok(())
 }
 
+/// The events about an object in `default` (through kubectl, as the core/v1 view shows them).
+pub async fn events_about(api: &TestApiServer, name: &str) -> Vec<Value> {
+    let selector = format!("involvedObject.name={name}");
+    let list = get_json(api, &["events", "-n", "default", "--field-selector", &selector]).await;
+    list.and_then(|l| l["items"].as_array().cloned()).unwrap_or_default()
+}
+
+/// The reasons of those events.
+pub async fn event_reasons(api: &TestApiServer, name: &str) -> Vec<String> {
+    events_about(api, name)
+        .await
+        .iter()
+        .filter_map(|e| e["reason"].as_str().map(String::from))
+        .collect()
+}
+
 /// The condition of a type from `status.conditions`.
 pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
     obj["status"]["conditions"]
@@ -98,6 +114,47 @@ impl Node {
         let name = unique("node");
         let kubeconfig = api.kubeconfig_for(&format!("system:node:{name}"), &["system:nodes"]);
         let mut opts = super::keel::KeelOpts::new(&name, Some(kubeconfig), dir.path()).time_scale(time_scale);
+        for a in extra {
+            opts = opts.arg(*a);
+        }
+        let keel = super::keel::Keel::start(opts).await?;
+        let node = Node { api, keel, name, dir };
+        node.wait_ready().await?;
+        Ok(node)
+    }
+
+    /// Starts a server and keel against the real containerd of scripts/containerd-env.sh
+    /// (`KEEL_CRI_SOCKET`), at time scale 1 (containerd counts real seconds), with pod cgroups
+    /// under `$KEEL_TEST_CGROUP_ROOT/<node name>` so parallel tests never share one.
+    pub async fn start_cri(extra: &[&str]) -> Result<Node> {
+        let socket = match std::env::var("KEEL_CRI_SOCKET") {
+            Ok(s) if !s.is_empty() => s,
+            _ => bail!(
+                "KEEL_CRI_SOCKET is not set: the CRI e2e tests need a real containerd; run them through \
+                 scripts/test.sh (or `scripts/containerd-env.sh up DIR` and source DIR/env)"
+            ),
+        };
+        let root = std::env::var("KEEL_TEST_CGROUP_ROOT")
+            .ok()
+            .filter(|r| r.starts_with('/'))
+            .unwrap_or_else(|| "/keel-test".to_string());
+        let api = TestApiServer::start().await?;
+        let dir = tempfile::tempdir()?;
+        let name = unique("node");
+        let config = dir.path().join("kubelet-config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncgroupRoot: {}/{name}\n",
+                root.trim_end_matches('/')
+            ),
+        )?;
+        let kubeconfig = api.kubeconfig_for(&format!("system:node:{name}"), &["system:nodes"]);
+        let mut opts = super::keel::KeelOpts::new(&name, Some(kubeconfig), dir.path())
+            .arg("--runtime")
+            .arg(format!("unix://{socket}"))
+            .arg("--config")
+            .arg(config.to_string_lossy().into_owned());
         for a in extra {
             opts = opts.arg(*a);
         }

@@ -128,14 +128,7 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
-/// A pod is static iff its source annotation says something other than `api` (§3.4).
-fn is_static_pod(pod: &Pod) -> bool {
-    crate::kubelet::podmanager::is_static(pod)
-}
-
-pub fn is_mirror_pod(pod: &Pod) -> bool {
-    annotation(pod, CONFIG_MIRROR_ANNOTATION).is_some()
-}
+pub use crate::kubelet::mirror::{is_mirror_pod, is_static_pod};
 
 /// The API pod is the mirror of this static pod (its mirror annotation carries the static
 /// pod's config hash).
