@@ -68,6 +68,8 @@ fn subdirs(d: &Path) -> Vec<String> {
 async fn pod_cgroup_exists_while_running_and_is_removed_after_delete() -> Result<()> {
     let socket = env_or_fail("KEEL_CRI_SOCKET");
     let test_root = env_or_fail("KEEL_TEST_CGROUP_ROOT");
+    // Two keels on one containerd kill each other's pods (tests/README.md).
+    let _lock = crate::cri_lifecycle::cri_lock().await;
     let cgroup_root = format!("{}/{}", test_root.trim_end_matches('/'), unique("cg"));
     let runtime = format!("unix://{socket}");
     let node = Node::start(1.0, &["--runtime", &runtime, "--cgroup-root", &cgroup_root]).await?;
@@ -166,6 +168,8 @@ spec:
 async fn orphaned_pod_cgroups_are_removed_by_housekeeping() -> Result<()> {
     let socket = env_or_fail("KEEL_CRI_SOCKET");
     let test_root = env_or_fail("KEEL_TEST_CGROUP_ROOT");
+    // Two keels on one containerd kill each other's pods (tests/README.md).
+    let _lock = crate::cri_lifecycle::cri_lock().await;
     let cgroup_root = format!("{}/{}", test_root.trim_end_matches('/'), unique("cg"));
     let orphan = format!("{cgroup_root}/pod{}", unique("orphan-uid"));
     let other = format!("{cgroup_root}/not-a-pod");
