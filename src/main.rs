@@ -14,6 +14,7 @@ use keel::backends::sim::SimRuntime;
 use keel::clock::Clock;
 use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
 use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
+use keel::kubelet::cgroups::{CgroupFs, PodCgroups, DEFAULT_CGROUP_MOUNT};
 use keel::kubelet::config::{self, Cli, Command, Config, RuntimeEndpoint};
 use keel::kubelet::events::Recorder;
 use keel::kubelet::runopts::KubeletRunOptions;
@@ -171,6 +172,12 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         let _ = node_tx.send(Some(local));
     }
 
+    // The simulated backend has no cgroups; a CRI runtime gets pod cgroups (cgroupfs driver).
+    let cgroups = match cfg.runtime {
+        RuntimeEndpoint::Sim => PodCgroups::disabled(clock),
+        RuntimeEndpoint::Unix(_) => PodCgroups::new(CgroupFs::new(DEFAULT_CGROUP_MOUNT), &cfg.cgroup_root, true, clock)
+            .context("preparing pod cgroups")?,
+    };
     let core = Core::new(KubeletParts {
         cfg: cfg.clone(),
         clock,
@@ -182,6 +189,7 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         node_rx: node_rx.clone(),
         node_ips,
         health_rx,
+        cgroups,
         started,
     });
     safety.set(core.clone());

@@ -205,6 +205,9 @@ pub struct RunArgs {
     /// Settings file of the simulated runtime.
     #[arg(long)]
     pub sim_config: Option<PathBuf>,
+    /// Parent cgroup of the pod cgroups (`cgroupRoot`), e.g. `/keel`.
+    #[arg(long)]
+    pub cgroup_root: Option<String>,
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `keel=debug`).
     #[arg(short = 'v', long)]
     pub log_level: Option<String>,
@@ -348,6 +351,12 @@ pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> 
     cfg.time_scale = args.time_scale;
     if let Some(s) = &args.sim_config {
         cfg.sim_config = Some(s.clone());
+    }
+    if let Some(r) = &args.cgroup_root {
+        if !r.is_empty() && !r.starts_with('/') {
+            return Err(ConfigError::invalid("--cgroup-root", "must be an absolute cgroup path"));
+        }
+        cfg.cgroup_root = if r.is_empty() { "/".to_string() } else { r.clone() };
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::admission;
+use super::cgroups::PodCgroups;
 use super::config::Config;
 use super::events::Recorder;
 use super::mirror::pod_full_name;
@@ -58,6 +59,8 @@ pub struct Core {
     pub node_rx: watch::Receiver<Option<Node>>,
     pub node_ips: Vec<String>,
     pub health_rx: watch::Receiver<RuntimeHealth>,
+    /// Pod cgroups (a no-op manager on the simulated backend).
+    pub cgroups: PodCgroups,
     /// When keel started: a pod's first sync waits for a relist newer than this, so a
     /// restarted keel sees what already runs before it decides anything.
     pub started: Instant,
@@ -79,6 +82,7 @@ pub struct KubeletParts {
     pub node_rx: watch::Receiver<Option<Node>>,
     pub node_ips: Vec<String>,
     pub health_rx: watch::Receiver<RuntimeHealth>,
+    pub cgroups: PodCgroups,
     pub started: Instant,
 }
 
@@ -113,6 +117,7 @@ impl Core {
             node_rx: parts.node_rx,
             node_ips: parts.node_ips,
             health_rx: parts.health_rx,
+            cgroups: parts.cgroups,
             started: parts.started,
             pods: Mutex::new(PodManager::new()),
             reasons: ReasonCache::new(),
@@ -269,6 +274,13 @@ impl PodSyncer for Core {
             );
             return Ok(SyncOutcome::RetryAfter(Duration::from_secs(1)));
         }
+        // Pod cgroup ensure (§2.5 step 5): before the sandbox, whose cgroup_parent names it.
+        // Only syncing (not terminating) pods reach this point.
+        if let Err(e) = self.cgroups.ensure(pod) {
+            return Err(SyncError(format!(
+                "failed to ensure that the pod: {uid} cgroups exist and are correctly applied: {e}"
+            )));
+        }
         if mirror::is_static_pod(pod) {
             self.ensure_mirror_pod(pod).await;
         }
@@ -374,6 +386,10 @@ impl PodSyncer for Core {
             .map_err(|e| SyncError(format!("reading status of {}: {e}", pod_full_name(pod))))?;
         let api = self.generate(pod, &runtime);
         self.status.set_pod_status(pod, api);
+        // Destroy the pod cgroup; a failure (still busy) retries the whole step.
+        if let Err(e) = self.cgroups.destroy_pod(&uid).await {
+            return Err(SyncError(format!("destroying cgroup of {}: {e}", pod_full_name(pod))));
+        }
         self.status.terminate_pod(pod);
         Ok(())
     }
@@ -383,6 +399,9 @@ impl PodDeletionSafety for Core {
     fn pod_resources_are_reclaimed(&self, pod: &Pod, status: &ApiPodStatus) -> bool {
         let uid = uid_of(pod);
         if self.workers().is_none_or(|w| w.could_have_running_containers(&uid)) {
+            return false;
+        }
+        if self.cgroups.exists(&uid) {
             return false;
         }
         let running = status
@@ -709,7 +728,34 @@ impl Kubelet {
                 }
             }
         }
+        self.remove_orphaned_pod_cgroups(&known).await;
         self.core.manager.backoff_gc();
+    }
+
+    /// `cleanupOrphanedPodCgroups`: pod cgroups of pods no source knows and whose worker (if
+    /// any) cannot have running containers. One attempt each: busy ones are retried at the next
+    /// housekeeping rather than stalling this one.
+    async fn remove_orphaned_pod_cgroups(&self, desired: &HashSet<String>) {
+        let uids = match self.core.cgroups.list() {
+            Ok(u) => u,
+            Err(e) => {
+                debug!(error = %e, "listing pod cgroups failed");
+                return;
+            }
+        };
+        for uid in uids {
+            if desired.contains(&uid)
+                || self
+                    .workers()
+                    .state(&uid)
+                    .is_some_and(|_| self.workers().could_have_running_containers(&uid))
+            {
+                continue;
+            }
+            if let Err(e) = self.core.cgroups.destroy(&uid, 1).await {
+                debug!(pod_uid = %uid, error = %e, "removing orphaned pod cgroup failed; will retry");
+            }
+        }
     }
 
     async fn update_runtime_up(

@@ -5,6 +5,7 @@ mod support;
 
 mod apiserver;
 mod cri_backend;
+mod cri_cgroups;
 mod cri_lifecycle;
 mod node;
 mod sim_lifecycle;

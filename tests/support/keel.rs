@@ -129,6 +129,12 @@ impl Keel {
             .join("\n")
     }
 
+    /// The PID of the running keel process (for /proc readings in benchmarks).
+    #[allow(dead_code)] // used by benches/e2e.rs, which shares this module
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     /// What keel printed on stdout in its latest start.
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(self.opts.dir.join(format!("stdout-{}.log", self.starts))).unwrap_or_default()

@@ -1,0 +1,373 @@
+//! End-to-end benchmark: the test API server plus a release-built keel process, measuring what a
+//! user of the node sees. For the simulated backend, and for containerd when `KEEL_CRI_SOCKET`
+//! is set (scripts/bench.sh brings one up):
+//! - pod create → Ready observed through a kube watch: 1 pod (repeated), and 20 pods at once;
+//! - keel's resident memory (VmRSS) idle, with 20 pods, and with 1,000 pods (sim only);
+//! - keel's CPU time (utime + stime) over 60 s with 20 idle pods, per minute.
+//!
+//! Environment: `KEEL_BENCH_SINGLE_RUNS` (default 10), `KEEL_BENCH_CPU_SECS` (default 60),
+//! `KEEL_BENCH_MANY_PODS` (default 1000; 0 skips), `KEEL_BENCH_BACKENDS` (`sim,cri`).
+// The shared test support is compiled whole (and with its unit tests); most is unused here.
+#![allow(dead_code, unused)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use tokio::sync::watch;
+
+use support::util::{unique, Node};
+
+/// Label on every benchmark pod (the watch selects on it).
+const BENCH_LABEL: &str = "keel-bench";
+/// Pods created together in the burst.
+const BURST: usize = 20;
+/// Concurrent create requests while filling the node with many pods.
+const CREATE_CONCURRENCY: usize = 32;
+/// How long a single pod may take to become Ready before the run fails.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Settling time before a memory reading.
+const SETTLE: Duration = Duration::from_secs(5);
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// One row of the result table.
+struct Row {
+    backend: String,
+    metric: String,
+    value: String,
+}
+
+fn pod_manifest(name: &str, node: &str, run: &str) -> Result<Pod> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {BENCH_LABEL: run}},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "main",
+                "image": "busybox:1.36",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+            }],
+        },
+    }))?)
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Watches the run's pods and records when each was first seen Ready.
+fn spawn_ready_watch(
+    api: Api<Pod>,
+    run: &str,
+) -> (watch::Receiver<HashMap<String, Instant>>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(HashMap::new());
+    let cfg = watcher::Config::default().labels(&format!("{BENCH_LABEL}={run}"));
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(watcher(api, cfg).default_backoff().applied_objects());
+        loop {
+            match stream.try_next().await {
+                Ok(Some(p)) => {
+                    if is_ready(&p) {
+                        let now = Instant::now();
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        tx.send_if_modified(|m| match m.entry(name) {
+                            std::collections::hash_map::Entry::Occupied(_) => false,
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(now);
+                                true
+                            }
+                        });
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => eprintln!("bench: pod watch error (retrying): {e}"),
+            }
+        }
+    });
+    (rx, task)
+}
+
+async fn wait_ready(
+    rx: &mut watch::Receiver<HashMap<String, Instant>>,
+    names: &[String],
+    timeout: Duration,
+) -> Result<HashMap<String, Instant>> {
+    let r = tokio::time::timeout(timeout, async {
+        rx.wait_for(|m| names.iter().all(|n| m.contains_key(n))).await.map(|m| {
+            names
+                .iter()
+                .filter_map(|n| m.get(n).map(|t| (n.clone(), *t)))
+                .collect::<HashMap<_, _>>()
+        })
+    })
+    .await;
+    match r {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(_)) => bail!("pod watch ended"),
+        Err(_) => {
+            let seen = rx.borrow().len();
+            bail!(
+                "timed out after {timeout:?} waiting for {} pods to be Ready ({seen} Ready in total)",
+                names.len()
+            )
+        }
+    }
+}
+
+/// Aborts a task when dropped (on every exit path of a backend's run).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Nearest-rank percentile of sorted durations, in milliseconds.
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1000.0
+}
+
+fn latency_summary(mut v: Vec<Duration>) -> String {
+    v.sort();
+    format!(
+        "p50 {:.0} ms, p95 {:.0} ms (n={}, min {:.0}, max {:.0})",
+        percentile_ms(&v, 50.0),
+        percentile_ms(&v, 95.0),
+        v.len(),
+        percentile_ms(&v, 0.0),
+        percentile_ms(&v, 100.0)
+    )
+}
+
+/// VmRSS of a process in KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/<pid>/status")?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS line")
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> Result<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/<pid>/stat")?;
+    // Fields after the command name (which may contain spaces) start at field 3.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).context("utime")?;
+    let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).context("stime")?;
+    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    Ok((utime + stime) / tck)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+async fn delete_all(api: &Api<Pod>, run: &str) -> Result<()> {
+    let lp = ListParams::default().labels(&format!("{BENCH_LABEL}={run}"));
+    api.delete_collection(&DeleteParams::default(), &lp).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if api.list(&lp).await?.items.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("benchmark pods not deleted within 120 s")
+}
+
+async fn bench_backend(backend: &str, extra: &[&str], many: usize, rows: &mut Vec<Row>) -> Result<()> {
+    let mut push = |metric: &str, value: String| {
+        println!("  {backend:<11} {metric:<44} {value}");
+        rows.push(Row {
+            backend: backend.to_string(),
+            metric: metric.to_string(),
+            value,
+        });
+    };
+    let node = Node::start(1.0, extra).await?;
+    let pid = node.keel.pid().context("keel is not running")?;
+    let client = node.api.client().await;
+    let api: Api<Pod> = Api::namespaced(client, "default");
+    let run = unique("run");
+    let (mut ready, watch_task) = spawn_ready_watch(api.clone(), &run);
+    // The watch must not outlive this backend's API server.
+    let _stop_watch = AbortOnDrop(watch_task);
+
+    tokio::time::sleep(SETTLE).await;
+    push("RSS idle (node registered, 0 pods)", mib(rss_kib(pid)?));
+
+    // 1 pod at a time.
+    let runs = env_usize("KEEL_BENCH_SINGLE_RUNS", 10);
+    let mut single = Vec::new();
+    for i in 0..runs {
+        let name = format!("single-{i}-{run}");
+        let pod = pod_manifest(&name, &node.name, &run)?;
+        let t0 = Instant::now();
+        api.create(&PostParams::default(), &pod).await?;
+        let seen = wait_ready(&mut ready, std::slice::from_ref(&name), READY_TIMEOUT).await?;
+        single.push(seen[&name].duration_since(t0));
+        api.delete(&name, &DeleteParams::default()).await?;
+    }
+    push("create→Ready, 1 pod", latency_summary(single));
+    delete_all(&api, &run).await?;
+
+    // 20 pods created at once.
+    let names: Vec<String> = (0..BURST).map(|i| format!("burst-{i}-{run}")).collect();
+    let pods = names
+        .iter()
+        .map(|n| pod_manifest(n, &node.name, &run))
+        .collect::<Result<Vec<_>>>()?;
+    let t0 = Instant::now();
+    let pp = PostParams::default();
+    let creates = futures::future::join_all(pods.iter().map(|p| api.create(&pp, p))).await;
+    for c in creates {
+        c?;
+    }
+    let seen = wait_ready(&mut ready, &names, READY_TIMEOUT).await?;
+    let all_ready = seen.values().max().map(|t| t.duration_since(t0)).unwrap_or_default();
+    push(
+        "create→Ready, 20 pods at once",
+        latency_summary(seen.values().map(|t| t.duration_since(t0)).collect()),
+    );
+    push(
+        "  last of the 20 Ready",
+        format!("{:.0} ms", all_ready.as_secs_f64() * 1000.0),
+    );
+
+    tokio::time::sleep(SETTLE).await;
+    push("RSS with 20 running pods", mib(rss_kib(pid)?));
+
+    let cpu_window = Duration::from_secs(env_usize("KEEL_BENCH_CPU_SECS", 60) as u64);
+    let c0 = cpu_secs(pid)?;
+    let w0 = Instant::now();
+    tokio::time::sleep(cpu_window).await;
+    let c1 = cpu_secs(pid)?;
+    let per_min = (c1 - c0) * 60.0 / w0.elapsed().as_secs_f64();
+    push(
+        "CPU (utime+stime), 20 idle pods",
+        format!(
+            "{:.2} s per minute ({:.2}% of one core; {:.0} s window)",
+            per_min,
+            per_min / 60.0 * 100.0,
+            w0.elapsed().as_secs_f64()
+        ),
+    );
+
+    if many > 0 {
+        // Fill to `many` pods (the 20 stay).
+        let names: Vec<String> = (BURST..many).map(|i| format!("many-{i}-{run}")).collect();
+        let t0 = Instant::now();
+        let node_name = node.name.clone();
+        let api2 = api.clone();
+        let run2 = run.clone();
+        let results: Vec<Result<()>> = futures::stream::iter(names.clone())
+            .map(|n| {
+                let api = api2.clone();
+                let node_name = node_name.clone();
+                let run = run2.clone();
+                async move {
+                    let pod = pod_manifest(&n, &node_name, &run)?;
+                    api.create(&PostParams::default(), &pod).await?;
+                    Ok(())
+                }
+            })
+            .buffer_unordered(CREATE_CONCURRENCY)
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+        let timeout = Duration::from_secs(60 + many as u64);
+        let seen = wait_ready(&mut ready, &names, timeout).await?;
+        let last = seen.values().max().map(|t| t.duration_since(t0)).unwrap_or_default();
+        push(
+            &format!("create→Ready, {} more pods (to {many})", names.len()),
+            latency_summary(seen.values().map(|t| t.duration_since(t0)).collect()),
+        );
+        push(
+            &format!("  last of the {many} Ready"),
+            format!("{:.1} s", last.as_secs_f64()),
+        );
+        tokio::time::sleep(SETTLE).await;
+        push(&format!("RSS with {many} running pods"), mib(rss_kib(pid)?));
+    }
+
+    delete_all(&api, &run).await?;
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    // `cargo bench` passes `--bench` (and filters); this bench takes no arguments.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if std::env::var_os("KEEL_TEST_LOG").is_none() {
+        // keel's default log level, not the debug level the e2e tests use.
+        std::env::set_var("KEEL_TEST_LOG", "info");
+    }
+    let backends = std::env::var("KEEL_BENCH_BACKENDS").unwrap_or_else(|_| "sim,cri".into());
+    let many = env_usize("KEEL_BENCH_MANY_PODS", 1000);
+    let mut rows = Vec::new();
+    println!("keel end-to-end benchmark (release keel, test API server, time scale 1)");
+    if backends.split(',').any(|b| b == "sim") {
+        bench_backend(
+            "sim",
+            &["--max-pods", &(many.max(BURST) + 10).to_string()],
+            many,
+            &mut rows,
+        )
+        .await?;
+    }
+    if backends.split(',').any(|b| b == "cri") {
+        match std::env::var("KEEL_CRI_SOCKET") {
+            Ok(sock) if !sock.is_empty() => {
+                let root = std::env::var("KEEL_TEST_CGROUP_ROOT").unwrap_or_else(|_| "/keel-test".into());
+                let cgroup_root = format!("{}/{}", root.trim_end_matches('/'), unique("bench"));
+                let runtime = format!("unix://{sock}");
+                bench_backend(
+                    "containerd",
+                    &["--runtime", &runtime, "--cgroup-root", &cgroup_root],
+                    0,
+                    &mut rows,
+                )
+                .await?;
+            }
+            _ => println!("KEEL_CRI_SOCKET not set: containerd skipped"),
+        }
+    }
+    println!();
+    println!("| backend | metric | value |");
+    println!("|---|---|---|");
+    for r in &rows {
+        println!("| {} | {} | {} |", r.backend, r.metric.trim(), r.value);
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# keel's benchmarks with their set-up: the criterion hot-path benches and the end-to-end bench
+# (test API server + release keel, simulated backend and a private real containerd), then the
+# figures as a table. Usage: bash scripts/bench.sh [--quick]
+#   --quick: criterion's short sampling, 3 single-pod runs, 10 s CPU window, 200 pods on the sim.
+# Output is also saved to target/bench-report.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--quick" ]; then
+  export KEEL_BENCH_SINGLE_RUNS="${KEEL_BENCH_SINGLE_RUNS:-3}"
+  export KEEL_BENCH_CPU_SECS="${KEEL_BENCH_CPU_SECS:-10}"
+  export KEEL_BENCH_MANY_PODS="${KEEL_BENCH_MANY_PODS:-200}"
+  CRITERION_ARGS=(--warm-up-time 1 --measurement-time 2)
+else
+  CRITERION_ARGS=()
+fi
+
+bash scripts/setup.sh
+
+KEEL_CTRD_DIR=$(mktemp -d /tmp/keel-bench.XXXX)
+export KEEL_TEST_CGROUP_ROOT="${KEEL_TEST_CGROUP_ROOT:-/keel-test/${KEEL_CTRD_DIR##*/}}"
+ctrd_down() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if ! bash scripts/containerd-env.sh down "$KEEL_CTRD_DIR"; then
+    echo "bench.sh: containerd environment teardown left something behind" >&2
+    [ "$rc" -ne 0 ] || rc=1
+  fi
+  exit "$rc"
+}
+trap ctrd_down EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+echo "== containerd environment ($KEEL_CTRD_DIR)"
+bash scripts/containerd-env.sh up "$KEEL_CTRD_DIR"
+# shellcheck source=/dev/null
+. "$KEEL_CTRD_DIR/env"
+
+# `cargo bench` builds keel itself with the bench (release) profile: the e2e bench runs that
+# binary. (A separate `cargo build --release --bin keel` would build every dependency a second
+# time with a different feature set.)
+echo "== cargo bench --no-run (release keel and the benches)"
+cargo bench --no-run
+
+REPORT=target/bench-report.txt
+{
+  echo "# keel benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+  echo
+  echo "== hot paths (criterion)"
+  cargo bench --bench hot_paths -- "${CRITERION_ARGS[@]}" 2>&1 | grep -E '^[a-z_]+/[a-z0-9_]+|time:' | sed -E 's/ +/ /g'
+  echo
+  echo "== end to end"
+  cargo bench --bench e2e 2>&1 | grep -v -E '^\s*(Finished|Running|Compiling)'
+} | tee "$REPORT"
