@@ -208,8 +208,12 @@ impl RuntimeManager {
         result
     }
 
-    /// `removeContainer`: the container's log file, then RemoveContainer.
+    /// `removeContainer`: the container's log file, then RemoveContainer. A removal of the same
+    /// container already in flight makes this one a no-op.
     pub async fn remove_container(&self, container_id: &str) -> Result<(), super::seam::RuntimeError> {
+        let Some(_guard) = RemovalGuard::claim(&self.removing, container_id) else {
+            return Ok(());
+        };
         match self
             .runtime
             .container_status(cri::ContainerStatusRequest {
@@ -295,6 +299,28 @@ pub(super) fn ephemeral_as_container(pod: &Pod, name: &str) -> Option<Container>
     serde_json::from_value(v).ok()
 }
 
+/// Marks a container as being removed for as long as it lives.
+struct RemovalGuard<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    id: String,
+}
+
+impl<'a> RemovalGuard<'a> {
+    fn claim(set: &'a std::sync::Mutex<std::collections::HashSet<String>>, id: &str) -> Option<Self> {
+        let fresh = set.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string());
+        fresh.then(|| Self {
+            set,
+            id: id.to_string(),
+        })
+    }
+}
+
+impl Drop for RemovalGuard<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +341,27 @@ mod tests {
         assert_eq!(kill_grace_period(&pod, &c, KillReason::StartupProbe), 30);
         pod.metadata.deletion_grace_period_seconds = Some(0);
         assert_eq!(kill_grace_period(&pod, &c, KillReason::LivenessProbe), 0);
+    }
+}
+
+#[cfg(test)]
+mod removal_tests {
+    use super::RemovalGuard;
+
+    #[test]
+    fn a_second_removal_of_the_same_container_is_skipped_until_the_first_ends() {
+        let set = std::sync::Mutex::new(std::collections::HashSet::new());
+        let first = RemovalGuard::claim(&set, "c1");
+        assert!(first.is_some());
+        assert!(RemovalGuard::claim(&set, "c1").is_none(), "in flight");
+        assert!(
+            RemovalGuard::claim(&set, "c2").is_some(),
+            "other containers are independent"
+        );
+        drop(first);
+        assert!(
+            RemovalGuard::claim(&set, "c1").is_some(),
+            "released when the first ends"
+        );
     }
 }

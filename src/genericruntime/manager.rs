@@ -49,6 +49,9 @@ pub struct RuntimeManager {
     pub(super) dns: DnsSettings,
     pub(super) gc_policy: GcPolicy,
     pub(super) hooks: Option<Arc<dyn HookRunner>>,
+    /// Containers being removed right now: eager deletion, pruning and periodic GC may pick the
+    /// same dead container at once; the runtime then refuses the second removal.
+    pub(super) removing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl RuntimeManager {
@@ -70,6 +73,7 @@ impl RuntimeManager {
             dns: DnsSettings::default(),
             gc_policy: GcPolicy::default(),
             hooks: None,
+            removing: Default::default(),
         }
     }
 
