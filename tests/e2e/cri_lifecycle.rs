@@ -115,10 +115,10 @@ async fn delete_all(n: &Node) {
     remove_node_cgroups(&n.name).await;
 }
 
-/// Removes `$KEEL_TEST_CGROUP_ROOT/<node>` and the pod cgroups under it in every hierarchy, deepest
-/// first, once the test's pods are gone. Best effort: containerd never removes pod cgroup parents
-/// and keel does not yet either (the kubelet's pod cgroup cleanup); `containerd-env.sh down`
-/// sweeps whatever remains.
+/// Removes `$KEEL_TEST_CGROUP_ROOT/<node>` (the node's cgroup root) and anything left under it in
+/// every hierarchy, deepest first, once the test's pods are gone. keel removes each pod's cgroup
+/// when the pod terminates (tests/e2e/cri_cgroups.rs shows it); the node's own root is the
+/// test's to remove, and `containerd-env.sh down` sweeps whatever a failed test left.
 async fn remove_node_cgroups(node: &str) {
     let root = std::env::var("KEEL_TEST_CGROUP_ROOT")
         .ok()
