@@ -38,4 +38,5 @@ bash scripts/containerd-env.sh up "$KEEL_CTRD_DIR"
 echo "== cargo test"
 # e2e tests start many keel processes; two test threads per core keep the 2-core machines busy
 # without starving keel's own timers.
-cargo test --all-targets -- --test-threads="${KEEL_TEST_THREADS:-4}"
+# Benches (benches/) are built by clippy above and run by scripts/bench.sh, not here.
+cargo test --lib --bins --tests -- --test-threads="${KEEL_TEST_THREADS:-4}"

@@ -126,6 +126,46 @@ async fn node_turns_not_ready_naming_the_cause_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_goes_not_ready_while_the_runtime_is_unreachable_and_pods_survive() {
+    // The kubelet calls the runtime down after 30 s without an answer (3 s at scale 10).
+    let dir = tempfile::tempdir().unwrap();
+    let sim_cfg = dir.path().join("sim.yaml");
+    std::fs::write(&sim_cfg, "unavailable: false\n").unwrap();
+    let n = Node::start(10.0, &["--sim-config", sim_cfg.to_str().unwrap()])
+        .await
+        .unwrap();
+    apply(&n.api, &pod_yaml("survivor", &n.name, "Always", "sleep 3600"))
+        .await
+        .unwrap();
+    let before = n
+        .wait_pod("survivor", "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap();
+    std::fs::write(&sim_cfg, "unavailable: true\n").unwrap();
+    let node = wait_for("Ready=False", T, || async {
+        let node = get_json(&n.api, &["node", &n.name]).await?;
+        (condition(&node, "Ready")?["status"] == "False").then_some(node)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
+    let msg = condition(&node, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("container runtime is down"), "{msg}");
+    std::fs::write(&sim_cfg, "unavailable: false\n").unwrap();
+    n.wait_ready().await.unwrap();
+    // Nothing was restarted meanwhile.
+    let after = n
+        .wait_pod("survivor", "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap();
+    let id = |p: &Value| p["status"]["containerStatuses"][0]["containerID"].clone();
+    assert_eq!(id(&after), id(&before));
+    assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keel_keeps_running_through_an_api_outage() {
     let n = Node::start(10.0, &[]).await.unwrap();
     apply(&n.api, &pod_yaml("steady", &n.name, "Always", "sleep 3600"))
