@@ -590,6 +590,10 @@ mod tests {
         }
     }
 
+    fn workers(syncer: Arc<dyn PodSyncer>) -> PodWorkers {
+        PodWorkers::new(syncer, Clock::real(), Duration::from_secs(60), CancellationToken::new())
+    }
+
     fn opts(t: UpdateType, p: Pod) -> UpdatePodOptions {
         UpdatePodOptions {
             update_type: t,
@@ -609,12 +613,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn updates_coalesce_while_a_sync_runs() {
         let rec = Arc::new(Recorder::default());
-        let w = PodWorkers::new(
-            rec.clone(),
-            Clock::real(),
-            Duration::from_secs(60),
-            CancellationToken::new(),
-        );
+        let w = workers(rec.clone());
         w.update_pod(opts(UpdateType::Create, pod("u1", "a")), false);
         tokio::time::sleep(Duration::from_millis(10)).await;
         for n in ["b", "c", "d"] {
@@ -629,12 +628,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn next_sync_waits_for_a_status_newer_than_the_end_of_the_previous_one() {
         let rec = Arc::new(Recorder::default());
-        let w = PodWorkers::new(
-            rec.clone(),
-            Clock::real(),
-            Duration::from_secs(60),
-            CancellationToken::new(),
-        );
+        let w = workers(rec.clone());
         w.update_pod(opts(UpdateType::Create, pod("u1", "a")), false);
         settle().await;
         w.update_pod(opts(UpdateType::Update, pod("u1", "b")), false);
@@ -654,12 +648,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn deletion_terminates_with_the_deletion_grace() {
         let rec = Arc::new(Recorder::default());
-        let w = PodWorkers::new(
-            rec.clone(),
-            Clock::real(),
-            Duration::from_secs(60),
-            CancellationToken::new(),
-        );
+        let w = workers(rec.clone());
         w.update_pod(opts(UpdateType::Create, pod("u1", "a")), false);
         settle().await;
         let mut deleted = pod("u1", "a");
@@ -683,12 +672,7 @@ mod tests {
             terminal_after: Some(1),
             ..Default::default()
         });
-        let w = PodWorkers::new(
-            rec.clone(),
-            Clock::real(),
-            Duration::from_secs(60),
-            CancellationToken::new(),
-        );
+        let w = workers(rec.clone());
         w.update_pod(opts(UpdateType::Create, pod("u1", "a")), false);
         settle().await;
         let calls = rec.calls.lock().unwrap().clone();
@@ -703,12 +687,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn runtime_only_pods_are_killed_with_their_grace() {
         let rec = Arc::new(Recorder::default());
-        let w = PodWorkers::new(
-            rec.clone(),
-            Clock::real(),
-            Duration::from_secs(60),
-            CancellationToken::new(),
-        );
+        let w = workers(rec.clone());
         let running = RunningPod {
             uid: "orphan".into(),
             ..Default::default()
@@ -731,12 +710,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn first_sight_of_a_finished_pod_runs_nothing() {
         let rec = Arc::new(Recorder::default());
-        let w = PodWorkers::new(
-            rec.clone(),
-            Clock::real(),
-            Duration::from_secs(60),
-            CancellationToken::new(),
-        );
+        let w = workers(rec.clone());
         w.update_pod(opts(UpdateType::Create, pod("u1", "a")), true);
         settle().await;
         assert!(rec.calls.lock().unwrap().is_empty());
@@ -746,12 +720,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn resync_happens_at_the_interval() {
         let rec = Arc::new(Recorder::default());
-        let w = PodWorkers::new(
-            rec.clone(),
-            Clock::real(),
-            Duration::from_secs(60),
-            CancellationToken::new(),
-        );
+        let w = workers(rec.clone());
         w.update_pod(opts(UpdateType::Create, pod("u1", "a")), false);
         tokio::time::sleep(Duration::from_secs(100)).await;
         let n = rec.calls.lock().unwrap().len();
@@ -787,12 +756,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn terminating_pods_are_named_until_their_kill_is_done() {
-        let w = PodWorkers::new(
-            Arc::new(SlowKill),
-            Clock::real(),
-            Duration::from_secs(60),
-            CancellationToken::new(),
-        );
+        let w = workers(Arc::new(SlowKill));
         let mut p = pod("u1", "static-web-node");
         p.metadata.namespace = Some("default".into());
         w.update_pod(opts(UpdateType::Create, p.clone()), false);

@@ -8,7 +8,6 @@
 //! [`cri_lock`] for its whole run (the CRI backend tests take it too); parallel-safe otherwise
 //! (unique pod names, private directories, all pods deleted at the end).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -364,34 +363,15 @@ async fn cri_crash_loop_back_off_grows() {
     // Each instance logs one line when it starts in <ns>_<pod>_<uid>/main/<N>.log, and containerd
     // stamps it to the nanosecond. Dead instances (and their logs) are collected (one kept), so
     // read each log while it exists.
-    let logs = n.keel.pod_logs_dir();
-    let prefix = format!("default_{name}_");
-    let find_dir = || {
-        std::fs::read_dir(&logs).ok()?.flatten().map(|e| e.path()).find(|p| {
-            p.file_name()
-                .and_then(|f| f.to_str())
-                .is_some_and(|f| f.starts_with(&prefix))
-        })
-    };
-    let mut starts: BTreeMap<usize, f64> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(75);
-    while !(1..4).all(|i| starts.contains_key(&i)) && Instant::now() < deadline {
-        if let Some(dir) = find_dir().map(|d| d.join("main")) {
-            for i in 0..4usize {
-                if starts.contains_key(&i) {
-                    continue;
-                }
-                let Ok(text) = std::fs::read_to_string(dir.join(format!("{i}.log"))) else {
-                    continue;
-                };
-                let Some(line) = text.lines().next() else { continue };
-                assert!(line.ends_with(" stdout F started"), "CRI log line: {line:?}");
-                let ts: jiff::Timestamp = line.split(' ').next().unwrap().parse().unwrap();
-                starts.insert(i, ts.as_nanosecond() as f64 / 1e9);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let starts = instance_start_times(
+        &n.keel.pod_logs_dir(),
+        &format!("default_{name}_"),
+        "main",
+        "started",
+        3,
+        Duration::from_secs(75),
+    )
+    .await;
     assert!(
         (1..4).all(|i| starts.contains_key(&i)),
         "instances seen: {starts:?}\n{}",

@@ -178,35 +178,15 @@ async fn crash_loop_back_off_doubles_from_ten_seconds() {
     // CRI timestamp gives its start time to the nanosecond. Dead instances (and their logs) are
     // garbage-collected as the kubelet does (one kept), so read each log while it exists,
     // starting right away (no API round trip: the directory is found by its prefix).
-    let logs = n.keel.pod_logs_dir();
-    let find_dir = || {
-        std::fs::read_dir(&logs).ok()?.flatten().map(|e| e.path()).find(|p| {
-            p.file_name()
-                .and_then(|f| f.to_str())
-                .is_some_and(|f| f.starts_with("default_crash_"))
-        })
-    };
-    let mut starts: std::collections::BTreeMap<usize, f64> = Default::default();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !(1..5).all(|i| starts.contains_key(&i)) && Instant::now() < deadline {
-        let Some(dir) = find_dir().map(|d| d.join("main")) else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        for i in 0..5usize {
-            if starts.contains_key(&i) {
-                continue;
-            }
-            let Ok(text) = std::fs::read_to_string(dir.join(format!("{i}.log"))) else {
-                continue;
-            };
-            let Some(line) = text.lines().next() else { continue };
-            assert!(line.ends_with(" stdout F started"), "CRI log line: {line:?}");
-            let ts: jiff::Timestamp = line.split(' ').next().unwrap().parse().unwrap();
-            starts.insert(i, ts.as_nanosecond() as f64 / 1e9);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let starts = instance_start_times(
+        &n.keel.pod_logs_dir(),
+        "default_crash_",
+        "main",
+        "started",
+        4,
+        Duration::from_secs(40),
+    )
+    .await;
     // Instance 0 lives only until instance 1 dies; under heavy load it may be collected unseen.
     assert!(
         (1..5).all(|i| starts.contains_key(&i)),

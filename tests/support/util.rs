@@ -69,6 +69,50 @@ pub async fn event_reasons(api: &TestApiServer, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Start times (seconds since the epoch, to the nanosecond) of a container's instances `0..=last`,
+/// read from the first line of each `<logs>/<ns>_<pod>_<uid>/<container>/<N>.log`, which must be
+/// `<ts> stdout F <first_line>`. Dead instances and their logs are garbage-collected (one kept),
+/// so the logs are read while they exist, polling from right away; instance 0 lives only until
+/// instance 1 dies and may be missed under load. Returns what it saw once `1..=last` are all in,
+/// or at the deadline.
+pub async fn instance_start_times(
+    logs: &std::path::Path,
+    pod_dir_prefix: &str,
+    container: &str,
+    first_line: &str,
+    last: usize,
+    timeout: Duration,
+) -> std::collections::BTreeMap<usize, f64> {
+    let find_dir = || {
+        std::fs::read_dir(logs).ok()?.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.starts_with(pod_dir_prefix))
+        })
+    };
+    let suffix = format!(" stdout F {first_line}");
+    let mut starts = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !(1..=last).all(|i| starts.contains_key(&i)) && tokio::time::Instant::now() < deadline {
+        if let Some(dir) = find_dir().map(|d| d.join(container)) {
+            for i in 0..=last {
+                if starts.contains_key(&i) {
+                    continue;
+                }
+                let Ok(text) = std::fs::read_to_string(dir.join(format!("{i}.log"))) else {
+                    continue;
+                };
+                let Some(line) = text.lines().next() else { continue };
+                assert!(line.ends_with(&suffix), "CRI log line: {line:?}");
+                let ts: jiff::Timestamp = line.split(' ').next().unwrap_or_default().parse().unwrap();
+                starts.insert(i, ts.as_nanosecond() as f64 / 1e9);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    starts
+}
+
 /// The condition of a type from `status.conditions`.
 pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
     obj["status"]["conditions"]
