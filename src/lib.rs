@@ -5,3 +5,4 @@ pub mod backends;
 pub mod clock;
 pub mod genericruntime;
 pub mod kubelet;
+pub mod streaming;

@@ -16,6 +16,7 @@ pub mod podstatus;
 pub mod relist;
 pub mod sandbox;
 pub mod seam;
+pub mod streams;
 pub mod sync;
 pub mod types;
 pub mod util;

@@ -1,11 +1,17 @@
 //! The seam every backend implements, modeled on CRI v1 `RuntimeService` + `ImageService`.
 //!
 //! The methods take and return CRI's own generated messages, so the remote backend is a thin
-//! pass-through and the in-process backends speak exactly what containerd speaks. Streaming
-//! calls (Exec, Attach, PortForward) and stats arrive with the kubelet server.
+//! pass-through and the in-process backends speak exactly what containerd speaks. The streaming
+//! calls (Exec, Attach, PortForward) return a URL of the runtime's own streaming server, which the
+//! kubelet server proxies to; a backend that runs processes in this process offers
+//! [`RuntimeService::local_streams`] instead and the kubelet server speaks the protocols itself.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 pub use k8s_cri::v1 as cri;
+
+use super::streams::LocalStreams;
 
 /// gRPC-style status code of a failed runtime call (the subset keel distinguishes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +103,26 @@ pub trait RuntimeService: Send + Sync {
         &self,
         req: cri::ReopenContainerLogRequest,
     ) -> Result<cri::ReopenContainerLogResponse>;
+
+    /// A one-shot URL on the runtime's streaming server (containerd: `http://127.0.0.1:PORT/exec/TOKEN`).
+    async fn exec(&self, req: cri::ExecRequest) -> Result<cri::ExecResponse>;
+    async fn attach(&self, req: cri::AttachRequest) -> Result<cri::AttachResponse>;
+    async fn port_forward(&self, req: cri::PortForwardRequest) -> Result<cri::PortForwardResponse>;
+
+    async fn list_container_stats(
+        &self,
+        req: cri::ListContainerStatsRequest,
+    ) -> Result<cri::ListContainerStatsResponse>;
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: cri::ListPodSandboxStatsRequest,
+    ) -> Result<cri::ListPodSandboxStatsResponse>;
+
+    /// Streams served in this process (no streaming URL). `None`: use [`RuntimeService::exec`] and
+    /// friends and proxy to the URL.
+    fn local_streams(&self) -> Option<Arc<dyn LocalStreams>> {
+        None
+    }
 }
 
 /// CRI v1 ImageService.

@@ -937,6 +937,24 @@ impl super::seam::RuntimeService for OldApi {
     async fn reopen_container_log(&self, req: cri::ReopenContainerLogRequest) -> R<cri::ReopenContainerLogResponse> {
         self.0.reopen_container_log(req).await
     }
+    async fn exec(&self, req: cri::ExecRequest) -> R<cri::ExecResponse> {
+        self.0.exec(req).await
+    }
+    async fn attach(&self, req: cri::AttachRequest) -> R<cri::AttachResponse> {
+        self.0.attach(req).await
+    }
+    async fn port_forward(&self, req: cri::PortForwardRequest) -> R<cri::PortForwardResponse> {
+        self.0.port_forward(req).await
+    }
+    async fn list_container_stats(&self, req: cri::ListContainerStatsRequest) -> R<cri::ListContainerStatsResponse> {
+        self.0.list_container_stats(req).await
+    }
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: cri::ListPodSandboxStatsRequest,
+    ) -> R<cri::ListPodSandboxStatsResponse> {
+        self.0.list_pod_sandbox_stats(req).await
+    }
 }
 
 #[async_trait::async_trait]

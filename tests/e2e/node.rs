@@ -110,6 +110,32 @@ impl RuntimeService for ImagesOnly {
     ) -> Result<cri::ReopenContainerLogResponse, RuntimeError> {
         Err(unimplemented("ReopenContainerLog"))
     }
+
+    async fn exec(&self, _: cri::ExecRequest) -> Result<cri::ExecResponse, RuntimeError> {
+        Err(unimplemented("Exec"))
+    }
+
+    async fn attach(&self, _: cri::AttachRequest) -> Result<cri::AttachResponse, RuntimeError> {
+        Err(unimplemented("Attach"))
+    }
+
+    async fn port_forward(&self, _: cri::PortForwardRequest) -> Result<cri::PortForwardResponse, RuntimeError> {
+        Err(unimplemented("PortForward"))
+    }
+
+    async fn list_container_stats(
+        &self,
+        _: cri::ListContainerStatsRequest,
+    ) -> Result<cri::ListContainerStatsResponse, RuntimeError> {
+        Err(unimplemented("ListContainerStats"))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: cri::ListPodSandboxStatsRequest,
+    ) -> Result<cri::ListPodSandboxStatsResponse, RuntimeError> {
+        Err(unimplemented("ListPodSandboxStats"))
+    }
 }
 
 #[async_trait]

@@ -360,6 +360,50 @@ impl RuntimeService for CriRuntime {
             req
         )
     }
+
+    async fn exec(&self, req: cri::ExecRequest) -> Result<cri::ExecResponse> {
+        rt_call!(self, exec, "Exec", Some(self.timeouts.default_call()), req)
+    }
+
+    async fn attach(&self, req: cri::AttachRequest) -> Result<cri::AttachResponse> {
+        rt_call!(self, attach, "Attach", Some(self.timeouts.default_call()), req)
+    }
+
+    async fn port_forward(&self, req: cri::PortForwardRequest) -> Result<cri::PortForwardResponse> {
+        rt_call!(
+            self,
+            port_forward,
+            "PortForward",
+            Some(self.timeouts.default_call()),
+            req
+        )
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: cri::ListContainerStatsRequest,
+    ) -> Result<cri::ListContainerStatsResponse> {
+        rt_call!(
+            self,
+            list_container_stats,
+            "ListContainerStats",
+            Some(self.timeouts.default_call()),
+            req
+        )
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: cri::ListPodSandboxStatsRequest,
+    ) -> Result<cri::ListPodSandboxStatsResponse> {
+        rt_call!(
+            self,
+            list_pod_sandbox_stats,
+            "ListPodSandboxStats",
+            Some(self.timeouts.default_call()),
+            req
+        )
+    }
 }
 
 #[async_trait]

@@ -113,6 +113,14 @@ pub enum Error {
     NoTokioRuntime { what: &'static str },
 }
 
+fn no_streaming_url(op: &'static str) -> RuntimeError {
+    RuntimeError::new(
+        op,
+        Code::Unimplemented,
+        "the simulated runtime serves streams in process",
+    )
+}
+
 /// The simulated runtime.
 pub struct SimRuntime {
     me: Weak<SimRuntime>,
@@ -956,6 +964,43 @@ impl RuntimeService for SimRuntime {
             })?;
         }
         Ok(cri::ReopenContainerLogResponse {})
+    }
+
+    // The simulated runtime has no streaming server: the kubelet server serves its streams in
+    // process (`local_streams`, once the simulated processes speak streams), as a runtime
+    // without URL streaming would.
+    async fn exec(&self, _: cri::ExecRequest) -> RtResult<cri::ExecResponse> {
+        Err(no_streaming_url("Exec"))
+    }
+
+    async fn attach(&self, _: cri::AttachRequest) -> RtResult<cri::AttachResponse> {
+        Err(no_streaming_url("Attach"))
+    }
+
+    async fn port_forward(&self, _: cri::PortForwardRequest) -> RtResult<cri::PortForwardResponse> {
+        Err(no_streaming_url("PortForward"))
+    }
+
+    async fn list_container_stats(
+        &self,
+        _: cri::ListContainerStatsRequest,
+    ) -> RtResult<cri::ListContainerStatsResponse> {
+        Err(RuntimeError::new(
+            "ListContainerStats",
+            Code::Unimplemented,
+            "not simulated yet",
+        ))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: cri::ListPodSandboxStatsRequest,
+    ) -> RtResult<cri::ListPodSandboxStatsResponse> {
+        Err(RuntimeError::new(
+            "ListPodSandboxStats",
+            Code::Unimplemented,
+            "not simulated yet",
+        ))
     }
 }
 
