@@ -17,6 +17,7 @@ use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
 use keel::kubelet::cgroups::{CgroupFs, PodCgroups, DEFAULT_CGROUP_MOUNT};
 use keel::kubelet::config::{self, Cli, Command, Config, RuntimeEndpoint};
 use keel::kubelet::events::Recorder;
+use keel::kubelet::hooks::KubeletHooks;
 use keel::kubelet::runopts::KubeletRunOptions;
 use keel::kubelet::sources::{api::spawn_api_source, file::spawn_file_source, SOURCE_CHANNEL_CAPACITY};
 use keel::kubelet::status::manager::StatusManager;
@@ -128,7 +129,8 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         },
         recorder.clone(),
         run_options,
-    ));
+    )
+    .with_hook_runner(Arc::new(KubeletHooks::new(runtime.clone(), clock, node_ips.clone()))));
     manager.version().await.context("runtime version handshake")?;
 
     let (health_tx, health_rx) = watch::channel(RuntimeHealth {
