@@ -8,6 +8,7 @@ mod cri_backend;
 mod cri_cgroups;
 mod cri_lifecycle;
 mod node;
+mod probes;
 mod sim_lifecycle;
 mod sim_node;
 mod sim_scale;
