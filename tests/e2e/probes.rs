@@ -14,6 +14,21 @@ use crate::support::util::*;
 
 const T: Duration = Duration::from_secs(60);
 
+/// A node on a compressed clock. Disk-pressure thresholds are lowered: these tests are about
+/// probes, not about how full the build machine's disk happens to be.
+async fn start_node(scale: f64) -> (Node, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubelet-config.yaml");
+    std::fs::write(
+        &config,
+        "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\nevictionHard:\n  \
+         nodefs.available: \"1%\"\n  imagefs.available: \"1%\"\n  memory.available: \"1Mi\"\n",
+    )
+    .unwrap();
+    let n = Node::start(scale, &["--config", config.to_str().unwrap()]).await.unwrap();
+    (n, dir)
+}
+
 /// A pod bound to `node` with one container `main` running `script`; `container` and `spec`
 /// fields are merged in.
 fn pod(name: &str, node: &str, script: &str, container: Value, spec: Value) -> String {
@@ -84,7 +99,7 @@ async fn wait_event(n: &Node, pod: &str, reason: &str, pred: impl Fn(&str) -> bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_readiness_exec_probe_gates_ready() {
     let scale = 5.0;
-    let n = Node::start(scale, &[]).await.unwrap();
+    let (n, _cfg) = start_node(scale).await;
     let probe = exec_probe(
         &["cat", "/tmp/ready"],
         json!({"initialDelaySeconds": 15, "periodSeconds": 2}),
@@ -133,7 +148,7 @@ async fn sim_readiness_exec_probe_gates_ready() {
 /// one never does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_liveness_exec_probe_restarts_only_unhealthy_containers() {
-    let n = Node::start(10.0, &[]).await.unwrap();
+    let (n, _cfg) = start_node(10.0).await;
     let live = exec_probe(&["cat", "/tmp/health"], json!({"initialDelaySeconds": 15}));
     apply(
         &n.api,
@@ -183,7 +198,7 @@ async fn sim_liveness_exec_probe_restarts_only_unhealthy_containers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_startup_probe_gates_liveness_and_readiness() {
     let scale = 10.0;
-    let n = Node::start(scale, &[]).await.unwrap();
+    let (n, _cfg) = start_node(scale).await;
     let container = json!({
         "startupProbe": exec_probe(&["cat", "/tmp/started"], json!({"failureThreshold": 60})),
         // Would kill the container at once if it ran before startup succeeded.
@@ -281,7 +296,7 @@ async fn health_server(bad: Arc<AtomicBool>) -> u16 {
 /// container exactly while the endpoint fails; a TCP readiness probe follows a listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_http_and_tcp_probes_against_local_listeners() {
-    let n = Node::start(10.0, &[]).await.unwrap();
+    let (n, _cfg) = start_node(10.0).await;
     let bad = Arc::new(AtomicBool::new(true));
     let http_port = health_server(bad.clone()).await;
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -330,7 +345,7 @@ async fn sim_http_and_tcp_probes_against_local_listeners() {
 /// container gets SIGTERM; the order is visible in the container's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_hooks_run_in_order() {
-    let n = Node::start(10.0, &[]).await.unwrap();
+    let (n, _cfg) = start_node(10.0).await;
     let script = "until [ -f /tmp/poststart ]; do sleep 1; done; echo saw-poststart; \
                   trap 'echo got-term; exit 0' TERM; \
                   while true; do if [ -f /tmp/prestop ]; then echo saw-prestop; rm /tmp/prestop; fi; sleep 1; done";
@@ -375,7 +390,7 @@ async fn sim_hooks_run_in_order() {
 /// killed and started again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_failing_post_start_hook_kills_the_container() {
-    let n = Node::start(10.0, &[]).await.unwrap();
+    let (n, _cfg) = start_node(10.0).await;
     let lifecycle = json!({"postStart": {"exec": {"command": ["sh", "-c", "echo oops; exit 3"]}}});
     apply(
         &n.api,
@@ -402,7 +417,7 @@ async fn sim_failing_post_start_hook_kills_the_container() {
 /// pod status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_readiness_gate_holds_ready_until_its_condition_is_true() {
-    let n = Node::start(10.0, &[]).await.unwrap();
+    let (n, _cfg) = start_node(10.0).await;
     apply(
         &n.api,
         &pod(
