@@ -122,7 +122,12 @@ impl KubeletHooks {
                 }
             }
         }
-        if let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()) {
+        if let Some(ip) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty())
+        {
             return Ok(ip);
         }
         if host_network(pod) {
@@ -253,7 +258,8 @@ mod tests {
         }));
         let c = pod.spec.as_ref().unwrap().containers[0].clone();
         let handler: LifecycleHandler =
-            serde_json::from_value(serde_json::json!({"httpGet": {"path": "echo?msg=poststart", "port": port}})).unwrap();
+            serde_json::from_value(serde_json::json!({"httpGet": {"path": "echo?msg=poststart", "port": port}}))
+                .unwrap();
         hooks.run(&pod, &c, "sim://x", &handler).await.unwrap();
         let req = server.await.unwrap();
         assert!(req.starts_with("GET /echo?msg=poststart HTTP/1.1\r\n"), "{req}");
@@ -272,10 +278,9 @@ mod tests {
             "spec": {"containers": [{"name": "c", "image": "i"}]}
         }));
         let c = pod.spec.as_ref().unwrap().containers[0].clone();
-        let handler: LifecycleHandler = serde_json::from_value(
-            serde_json::json!({"httpGet": {"host": "127.0.0.1", "path": "/x", "port": port}}),
-        )
-        .unwrap();
+        let handler: LifecycleHandler =
+            serde_json::from_value(serde_json::json!({"httpGet": {"host": "127.0.0.1", "path": "/x", "port": port}}))
+                .unwrap();
         let err = hooks.run(&pod, &c, "sim://x", &handler).await.unwrap_err();
         assert_eq!(
             err,

@@ -25,7 +25,9 @@ async fn start_node(scale: f64) -> (Node, tempfile::TempDir) {
          nodefs.available: \"1%\"\n  imagefs.available: \"1%\"\n  memory.available: \"1Mi\"\n",
     )
     .unwrap();
-    let n = Node::start(scale, &["--config", config.to_str().unwrap()]).await.unwrap();
+    let n = Node::start(scale, &["--config", config.to_str().unwrap()])
+        .await
+        .unwrap();
     (n, dir)
 }
 
@@ -124,14 +126,21 @@ async fn sim_readiness_exec_probe_gates_ready() {
     let p = n.wait_pod("ready", "Ready", T, ready).await.unwrap();
     assert_eq!(cs(&p)["ready"], true);
     // Ready came no earlier than the initial delay after the start (second precision).
-    let started: jiff::Timestamp = cs(&p)["state"]["running"]["startedAt"].as_str().unwrap().parse().unwrap();
+    let started: jiff::Timestamp = cs(&p)["state"]["running"]["startedAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let became: jiff::Timestamp = condition(&p, "Ready").unwrap()["lastTransitionTime"]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
     let virtual_secs = (became.as_second() - started.as_second()) as f64 * scale;
-    assert!(virtual_secs >= 15.0 - scale, "ready {virtual_secs} virtual s after start");
+    assert!(
+        virtual_secs >= 15.0 - scale,
+        "ready {virtual_secs} virtual s after start"
+    );
     // The file goes away after 40 virtual seconds: not ready again, not restarted.
     let p = n.wait_pod("ready", "not Ready again", T, |p| !ready(p)).await.unwrap();
     assert_eq!(restarts(&p), 0);
@@ -239,7 +248,12 @@ async fn sim_startup_probe_gates_liveness_and_readiness() {
         .wait_pod("slow-start", "started", T, |p| cs(p)["started"] == true)
         .await
         .unwrap();
-    assert_eq!(restarts(&p), 0, "liveness ran before startup succeeded: {}", p["status"]);
+    assert_eq!(
+        restarts(&p),
+        0,
+        "liveness ran before startup succeeded: {}",
+        p["status"]
+    );
     let t0 = std::time::Instant::now();
     n.wait_pod("slow-start", "ready", T, ready).await.unwrap();
     // Well within the 30 s readiness period: the readiness probe ran as soon as it was started.
@@ -284,7 +298,9 @@ async fn health_server(bad: Arc<AtomicBool>) -> u16 {
                     "200 OK"
                 };
                 let _ = s
-                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").as_bytes())
+                    .write_all(
+                        format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").as_bytes(),
+                    )
                     .await;
             });
         }
@@ -332,7 +348,12 @@ async fn sim_http_and_tcp_probes_against_local_listeners() {
     let settled = restarts(&p);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let p = n.pod("net").await.unwrap();
-    assert_eq!(restarts(&p), settled, "restarted with a healthy endpoint: {}", p["status"]);
+    assert_eq!(
+        restarts(&p),
+        settled,
+        "restarted with a healthy endpoint: {}",
+        p["status"]
+    );
     // The listener goes away: not ready, and a TCP failure event names the address.
     drop(tcp);
     n.wait_pod("net", "not Ready", T, |p| !ready(p)).await.unwrap();
@@ -359,7 +380,10 @@ async fn sim_hooks_run_in_order() {
     )
     .await
     .unwrap();
-    let p = n.wait_pod("hooks", "Running", T, |p| phase(p) == "Running").await.unwrap();
+    let p = n
+        .wait_pod("hooks", "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap();
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
     let log = n
         .keel
@@ -374,7 +398,10 @@ async fn sim_hooks_run_in_order() {
     })
     .await
     .unwrap();
-    let out = n.api.kubectl(&["delete", "pod", "hooks", "-n", "default", "--wait=false"]).await;
+    let out = n
+        .api
+        .kubectl(&["delete", "pod", "hooks", "-n", "default", "--wait=false"])
+        .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = wait_for("got-term in the log", T, || async {
         std::fs::read_to_string(&log).ok().filter(|l| l.contains("got-term"))
@@ -394,7 +421,13 @@ async fn sim_failing_post_start_hook_kills_the_container() {
     let lifecycle = json!({"postStart": {"exec": {"command": ["sh", "-c", "echo oops; exit 3"]}}});
     apply(
         &n.api,
-        &pod("badhook", &n.name, "sleep 3600", json!({"lifecycle": lifecycle}), json!({})),
+        &pod(
+            "badhook",
+            &n.name,
+            "sleep 3600",
+            json!({"lifecycle": lifecycle}),
+            json!({}),
+        ),
     )
     .await
     .unwrap();
@@ -410,7 +443,9 @@ async fn sim_failing_post_start_hook_kills_the_container() {
     );
     assert!(msgs.contains(&want), "{msgs:?}\nwant {want}");
     wait_event(&n, "badhook", "Killing", |m| m == "FailedPostStartHook").await;
-    n.wait_pod("badhook", "restarted", T, |p| restarts(p) >= 1).await.unwrap();
+    n.wait_pod("badhook", "restarted", T, |p| restarts(p) >= 1)
+        .await
+        .unwrap();
 }
 
 /// Readiness gates: Ready waits for the gate's condition, which someone else writes into the

@@ -236,10 +236,12 @@ async fn get_once(
     let (host, port, is_tls) = host_port(uri)?;
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
-    let mut req = Request::get(path).body(Empty::<Bytes>::new()).map_err(|e| ProbeError::Url {
-        url: uri.to_string(),
-        message: e.to_string(),
-    })?;
+    let mut req = Request::get(path)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ProbeError::Url {
+            url: uri.to_string(),
+            message: e.to_string(),
+        })?;
     let h = req.headers_mut();
     for (name, value) in headers {
         let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| ProbeError::Header { name: name.clone() })?;
@@ -484,7 +486,9 @@ pub async fn exec_probe(
         timeout: timeout_secs,
     };
     // The runtime enforces the timeout; this guard only covers a runtime that does not.
-    let guard = clock.to_real(Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(1).max(1) + 10));
+    let guard = clock.to_real(Duration::from_secs(
+        u64::try_from(timeout_secs).unwrap_or(1).max(1) + 10,
+    ));
     match tokio::time::timeout(guard, runtime.exec_sync(req)).await {
         Err(_) => Ok((Verdict::Failure, timed_out)),
         Ok(Err(e)) if e.code == Code::DeadlineExceeded => Ok((Verdict::Failure, timed_out)),
@@ -521,11 +525,7 @@ pub async fn http_probe(
     timeout: Duration,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> (Verdict, String) {
-    let res = tokio::time::timeout(
-        timeout,
-        http_get(uri, headers, host_header, Redirects::SameHost, tls),
-    )
-    .await;
+    let res = tokio::time::timeout(timeout, http_get(uri, headers, host_header, Redirects::SameHost, tls)).await;
     match res {
         Ok(Ok(resp)) => http_verdict(&resp),
         Ok(Err(e)) => (Verdict::Failure, format!("Get {:?}: {e}", uri.to_string())),
@@ -584,7 +584,8 @@ pub async fn grpc_probe(host: &str, port: u16, service: &str, timeout: Duration)
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let path = http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check");
-        let codec: tonic_prost::ProstCodec<HealthCheckRequest, HealthCheckResponse> = tonic_prost::ProstCodec::default();
+        let codec: tonic_prost::ProstCodec<HealthCheckRequest, HealthCheckResponse> =
+            tonic_prost::ProstCodec::default();
         grpc.unary(
             tonic::Request::new(HealthCheckRequest {
                 service: service.to_string(),

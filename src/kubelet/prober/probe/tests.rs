@@ -179,7 +179,10 @@ async fn http_connection_refused_and_timeout() {
     });
     let (v, out) = http_probe(&url(sport, "/"), &h, None, Duration::from_millis(200), tls().as_ref()).await;
     assert_eq!(v, Verdict::Failure);
-    assert!(out.ends_with("context deadline exceeded (Client.Timeout exceeded while awaiting headers)"), "{out}");
+    assert!(
+        out.ends_with("context deadline exceeded (Client.Timeout exceeded while awaiting headers)"),
+        "{out}"
+    );
     keep.abort();
 }
 
@@ -263,7 +266,12 @@ async fn grpc_server() -> u16 {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                     let path = req.uri().path().to_string();
-                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
                     let msg = HealthCheckRequest::decode(body.get(5..).unwrap_or_default()).unwrap_or_default();
                     let mut trailers = http::HeaderMap::new();
                     let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = Vec::new();
@@ -271,7 +279,11 @@ async fn grpc_server() -> u16 {
                         trailers.insert("grpc-status", "12".parse().unwrap());
                         trailers.insert("grpc-message", "unknown service".parse().unwrap());
                     } else {
-                        let status = if msg.service.is_empty() || msg.service == "ok" { 1 } else { 2 };
+                        let status = if msg.service.is_empty() || msg.service == "ok" {
+                            1
+                        } else {
+                            2
+                        };
                         let payload = HealthCheckResponse { status }.encode_to_vec();
                         let mut framed = vec![0u8];
                         framed.extend_from_slice(&(payload.len() as u32).to_be_bytes());
@@ -299,7 +311,10 @@ async fn grpc_server() -> u16 {
 #[tokio::test]
 async fn grpc_health_check() {
     let port = grpc_server().await;
-    assert_eq!(grpc_probe("127.0.0.1", port, "", T).await, (Verdict::Success, String::new()));
+    assert_eq!(
+        grpc_probe("127.0.0.1", port, "", T).await,
+        (Verdict::Success, String::new())
+    );
     assert_eq!(grpc_probe("127.0.0.1", port, "ok", T).await.0, Verdict::Success);
     assert_eq!(
         grpc_probe("127.0.0.1", port, "db", T).await,
@@ -321,7 +336,9 @@ async fn grpc_health_check() {
     let (v, out) = grpc_probe("127.0.0.1", closed, "", Duration::from_secs(1)).await;
     assert_eq!(v, Verdict::Failure);
     assert!(
-        out.starts_with(&format!("timeout: failed to connect service \"127.0.0.1:{closed}\" within 1s")),
+        out.starts_with(&format!(
+            "timeout: failed to connect service \"127.0.0.1:{closed}\" within 1s"
+        )),
         "{out}"
     );
 }

@@ -182,12 +182,18 @@ async fn readiness_starts_failed_and_needs_success_threshold() {
     ));
     // Probes at 0, 10, 20: the third success publishes.
     secs(1).await;
-    assert_eq!(drain(&mut e.updates), vec![(ProbeType::Readiness, ProbeResult::Failure)]);
+    assert_eq!(
+        drain(&mut e.updates),
+        vec![(ProbeType::Readiness, ProbeResult::Failure)]
+    );
     assert_eq!(e.mgr.readiness(CID), Some(false));
     secs(10).await;
     assert!(drain(&mut e.updates).is_empty());
     secs(10).await;
-    assert_eq!(drain(&mut e.updates), vec![(ProbeType::Readiness, ProbeResult::Success)]);
+    assert_eq!(
+        drain(&mut e.updates),
+        vec![(ProbeType::Readiness, ProbeResult::Success)]
+    );
     assert_eq!(e.mgr.readiness(CID), Some(true));
     assert_eq!(e.runner.calls(ProbeType::Readiness), 3);
     // Failures: the default threshold is 3.
@@ -195,7 +201,10 @@ async fn readiness_starts_failed_and_needs_success_threshold() {
     secs(20).await;
     assert!(drain(&mut e.updates).is_empty());
     secs(10).await;
-    assert_eq!(drain(&mut e.updates), vec![(ProbeType::Readiness, ProbeResult::Failure)]);
+    assert_eq!(
+        drain(&mut e.updates),
+        vec![(ProbeType::Readiness, ProbeResult::Failure)]
+    );
     let events = e.events.0.lock().unwrap().clone();
     assert_eq!(events.len(), 3);
     assert_eq!(
@@ -295,16 +304,14 @@ async fn period_sets_the_cadence_and_a_trigger_probes_at_once() {
 async fn startup_gates_liveness_and_readiness() {
     let mut e = env(Some(Verdict::Success)).await;
     *e.statuses.0.lock().unwrap() = Some(running(CID, 100, false));
-    e.mgr.add_pod(
-        &pod(
-            serde_json::json!({
-                "startupProbe": probe(serde_json::json!({})),
-                "livenessProbe": probe(serde_json::json!({})),
-                "readinessProbe": probe(serde_json::json!({})),
-            }),
-            "Always",
-        ),
-    );
+    e.mgr.add_pod(&pod(
+        serde_json::json!({
+            "startupProbe": probe(serde_json::json!({})),
+            "livenessProbe": probe(serde_json::json!({})),
+            "readinessProbe": probe(serde_json::json!({})),
+        }),
+        "Always",
+    ));
     secs(25).await;
     assert_eq!(e.runner.calls(ProbeType::Startup), 3);
     assert_eq!(e.runner.calls(ProbeType::Liveness), 0);
@@ -350,16 +357,25 @@ async fn errors_are_retried_and_discarded() {
 async fn terminated_container_fails_and_stops_the_worker_under_restart_never() {
     let mut e = env(Some(Verdict::Success)).await;
     *e.statuses.0.lock().unwrap() = Some(terminated(CID));
-    e.mgr.add_pod(&pod(serde_json::json!({"readinessProbe": probe(serde_json::json!({}))}), "Never"));
+    e.mgr.add_pod(&pod(
+        serde_json::json!({"readinessProbe": probe(serde_json::json!({}))}),
+        "Never",
+    ));
     secs(1).await;
     assert!(e.mgr.worker_keys().is_empty());
     // Failure (initial and not running), then the result is dropped with the worker.
-    assert_eq!(drain(&mut e.updates), vec![(ProbeType::Readiness, ProbeResult::Failure)]);
+    assert_eq!(
+        drain(&mut e.updates),
+        vec![(ProbeType::Readiness, ProbeResult::Failure)]
+    );
     assert_eq!(e.mgr.result(ProbeType::Readiness, CID), None);
     assert_eq!(e.runner.calls(ProbeType::Readiness), 0);
 
     // Under Always the worker waits for the restart.
-    e.mgr.add_pod(&pod(serde_json::json!({"readinessProbe": probe(serde_json::json!({}))}), "Always"));
+    e.mgr.add_pod(&pod(
+        serde_json::json!({"readinessProbe": probe(serde_json::json!({}))}),
+        "Always",
+    ));
     secs(1).await;
     assert_eq!(e.mgr.worker_keys().len(), 1);
 }
@@ -368,7 +384,10 @@ async fn terminated_container_fails_and_stops_the_worker_under_restart_never() {
 async fn deleting_pod_sets_liveness_success_and_stops() {
     let mut e = env(Some(Verdict::Failure)).await;
     *e.statuses.0.lock().unwrap() = Some(running(CID, 100, true));
-    let mut p = pod(serde_json::json!({"livenessProbe": probe(serde_json::json!({}))}), "Always");
+    let mut p = pod(
+        serde_json::json!({"livenessProbe": probe(serde_json::json!({}))}),
+        "Always",
+    );
     p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
     e.mgr.add_pod(&p);
     secs(1).await;
@@ -414,7 +433,10 @@ async fn terminal_pod_and_removal_stop_workers() {
 #[tokio::test(start_paused = true)]
 async fn probes_without_status_wait() {
     let e = env(Some(Verdict::Success)).await;
-    e.mgr.add_pod(&pod(serde_json::json!({"readinessProbe": probe(serde_json::json!({}))}), "Always"));
+    e.mgr.add_pod(&pod(
+        serde_json::json!({"readinessProbe": probe(serde_json::json!({}))}),
+        "Always",
+    ));
     secs(30).await;
     assert_eq!(e.runner.calls(ProbeType::Readiness), 0);
     assert_eq!(e.mgr.worker_keys().len(), 1);
