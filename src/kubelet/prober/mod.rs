@@ -56,13 +56,28 @@ impl ProberManager {
     pub fn add_pod(&self, pod: &Pod) {
         let Some(spec) = pod.spec.as_ref() else { return };
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        // A container that terminated for good (restartPolicy Never) has nothing left to probe:
+        // its worker stopped after publishing Failure. Starting another would publish its
+        // initial result again and re-sync the pod, whose sync starts another: a busy loop.
+        let never = spec.restart_policy.as_deref() == Some("Never");
+        let status = self.shared.statuses.pod_status(&uid);
+        let finished = |name: &str| {
+            never
+                && status.as_ref().is_some_and(|s| {
+                    s.container_statuses
+                        .iter()
+                        .flatten()
+                        .find(|c| c.name == name)
+                        .is_some_and(|c| c.state.as_ref().is_some_and(|st| st.terminated.is_some()))
+                })
+        };
         let containers = spec.containers.iter().chain(
             spec.init_containers
                 .iter()
                 .flatten()
                 .filter(|c| is_restartable_init_container(c)),
         );
-        for c in containers {
+        for c in containers.filter(|c| !finished(&c.name)) {
             for (probe_type, probe) in [
                 (ProbeType::Readiness, &c.readiness_probe),
                 (ProbeType::Liveness, &c.liveness_probe),
