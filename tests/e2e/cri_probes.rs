@@ -214,7 +214,9 @@ async fn cri_post_start_and_pre_stop_hooks_run_in_order() {
         .join("main")
         .join("0.log");
     wait_for("saw-poststart", T, || async {
-        std::fs::read_to_string(&log).ok().filter(|l| l.contains("saw-poststart"))
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.contains("saw-poststart"))
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));

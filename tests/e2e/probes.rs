@@ -282,6 +282,75 @@ async fn sim_startup_probe_gates_liveness_and_readiness() {
     wait_event(&n, "never-starts", "Unhealthy", |m| m == "Startup probe failed: ").await;
 }
 
+/// §5.4 #27: a redirect to another host is not followed: the probe succeeds with a
+/// ProbeWarning naming the target, and the container is never restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_non_local_redirect_is_a_warning_not_a_failure() {
+    let (n, _cfg) = start_node(10.0).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = "<a href=\"http://0.0.0.0/\">Found</a>.";
+                let resp = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: http://0.0.0.0/\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    let container = json!({
+        "livenessProbe": {"httpGet": {"host": "127.0.0.1", "port": port, "path": "/redirect"},
+                          "periodSeconds": 1, "failureThreshold": 1},
+    });
+    apply(&n.api, &pod("redirect", &n.name, "sleep 3600", container, json!({})))
+        .await
+        .unwrap();
+    wait_event(&n, "redirect", "ProbeWarning", |m| {
+        m.starts_with("Liveness probe warning: Probe terminated redirects, Response body: ") && m.contains("0.0.0.0")
+    })
+    .await;
+    // Many probe periods later: never restarted, never unhealthy.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p = n.pod("redirect").await.unwrap();
+    assert_eq!(restarts(&p), 0, "{}", p["status"]);
+    assert!(messages(&events_about(&n.api, "redirect").await, "Unhealthy").is_empty());
+}
+
+/// A liveness kill uses the probe's own terminationGracePeriodSeconds: a container ignoring
+/// SIGTERM in a pod with a 300 s grace period is restarted after 2 s (the minimum), not 300 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_probe_level_grace_period_bounds_the_liveness_kill() {
+    let scale = 10.0;
+    let (n, _cfg) = start_node(scale).await;
+    let container = json!({"livenessProbe": exec_probe(&["false"], json!({"terminationGracePeriodSeconds": 1}))});
+    apply(
+        &n.api,
+        &pod(
+            "stubborn",
+            &n.name,
+            "trap '' TERM; sleep 3600",
+            container,
+            json!({"terminationGracePeriodSeconds": 300}),
+        ),
+    )
+    .await
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let p = n
+        .wait_pod("stubborn", "restarted", T, |p| restarts(p) >= 1)
+        .await
+        .unwrap();
+    // 300 virtual seconds would be 30 s here.
+    assert!(t0.elapsed() < Duration::from_secs(15), "took {:?}", t0.elapsed());
+    // SIGKILL after the grace period.
+    assert_eq!(cs(&p)["lastState"]["terminated"]["exitCode"], 137, "{}", p["status"]);
+}
+
 /// A local HTTP server on 127.0.0.1 answering 500 while `bad` is set, else 200.
 async fn health_server(bad: Arc<AtomicBool>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -356,7 +356,10 @@ async fn errors_are_retried_and_discarded() {
 #[tokio::test(start_paused = true)]
 async fn terminated_container_fails_and_stops_the_worker_under_restart_never() {
     let mut e = env(Some(Verdict::Success)).await;
-    let p = pod(serde_json::json!({"readinessProbe": probe(serde_json::json!({}))}), "Never");
+    let p = pod(
+        serde_json::json!({"readinessProbe": probe(serde_json::json!({}))}),
+        "Never",
+    );
     *e.statuses.0.lock().unwrap() = Some(running(CID, 100, true));
     e.mgr.add_pod(&p);
     secs(1).await;
@@ -371,7 +374,10 @@ async fn terminated_container_fails_and_stops_the_worker_under_restart_never() {
     secs(10).await;
     assert!(e.mgr.worker_keys().is_empty());
     // Failure (not running), then the result is dropped with the worker.
-    assert_eq!(drain(&mut e.updates), vec![(ProbeType::Readiness, ProbeResult::Failure)]);
+    assert_eq!(
+        drain(&mut e.updates),
+        vec![(ProbeType::Readiness, ProbeResult::Failure)]
+    );
     assert_eq!(e.mgr.result(ProbeType::Readiness, CID), None);
     // Later syncs do not start a worker for it again (which would re-publish and re-sync).
     e.mgr.add_pod(&p);
@@ -381,7 +387,10 @@ async fn terminated_container_fails_and_stops_the_worker_under_restart_never() {
     assert_eq!(e.runner.calls(ProbeType::Readiness), 1);
 
     // Under Always the worker waits for the restart.
-    e.mgr.add_pod(&pod(serde_json::json!({"readinessProbe": probe(serde_json::json!({}))}), "Always"));
+    e.mgr.add_pod(&pod(
+        serde_json::json!({"readinessProbe": probe(serde_json::json!({}))}),
+        "Always",
+    ));
     secs(1).await;
     assert_eq!(e.mgr.worker_keys().len(), 1);
 }
