@@ -342,3 +342,45 @@ async fn grpc_health_check() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn https_probe_skips_certificate_verification() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let Ok(mut tls) = acceptor.accept(s).await else {
+                continue;
+            };
+            let mut buf = vec![0u8; 4096];
+            let _ = tls.read(&mut buf).await;
+            let _ = tls
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecure")
+                .await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    let uri = format_url("https", "127.0.0.1", port, "/").unwrap();
+    let h = probe_headers(&HTTPGetAction::default()).0;
+    assert_eq!(
+        http_probe(&uri, &h, None, T, tls().as_ref()).await,
+        (Verdict::Success, "secure".into())
+    );
+    // Without a TLS configuration an HTTPS probe fails with a clear message.
+    let (v, out) = http_probe(&uri, &h, None, T, None).await;
+    assert_eq!(v, Verdict::Failure);
+    assert!(
+        out.ends_with("tls: no client configuration (see the log at startup)"),
+        "{out}"
+    );
+}
