@@ -482,6 +482,75 @@ async fn sim_hooks_run_in_order() {
     assert!(pos("saw-prestop") < pos("got-term"), "{text}");
 }
 
+/// §5.9 #49: HTTP postStart and preStop hooks reach a server (here on 127.0.0.1 from a
+/// hostNetwork pod) in order. The server cleans paths like Go's ServeMux (a 301 for `//echo`),
+/// which the kubelet's hook URL (`http://host:port/` + path) relies on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_http_hooks_reach_the_server_in_order() {
+    let (n, _cfg) = start_node(10.0).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let len = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..len]).into_owned();
+                let target = req.split(' ').nth(1).unwrap_or("").to_string();
+                let resp = if let Some(clean) = target.strip_prefix('/').filter(|t| t.starts_with('/')) {
+                    format!("HTTP/1.1 301 Moved Permanently\r\nLocation: {clean}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                } else {
+                    log.lock().unwrap().push(target);
+                    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                };
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    let lifecycle = json!({
+        "postStart": {"httpGet": {"host": "127.0.0.1", "port": port, "path": "/echo?msg=poststart"}},
+        "preStop": {"httpGet": {"host": "127.0.0.1", "port": port, "path": "/echo?msg=prestop"}},
+    });
+    apply(
+        &n.api,
+        &pod(
+            "httphooks",
+            &n.name,
+            "sleep 3600",
+            json!({"lifecycle": lifecycle}),
+            json!({"hostNetwork": true}),
+        ),
+    )
+    .await
+    .unwrap();
+    n.wait_pod("httphooks", "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap();
+    wait_for("the postStart request", T, || async {
+        (!seen.lock().unwrap().is_empty()).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen.lock().unwrap().clone(), vec!["/echo?msg=poststart".to_string()]);
+    let out = n
+        .api
+        .kubectl(&["delete", "pod", "httphooks", "-n", "default", "--wait=false"])
+        .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the preStop request", T, || async {
+        (seen.lock().unwrap().len() >= 2).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec!["/echo?msg=poststart".to_string(), "/echo?msg=prestop".to_string()]
+    );
+}
+
 /// A failing postStart hook: FailedPostStartHook with the kubelet's message, the container is
 /// killed and started again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

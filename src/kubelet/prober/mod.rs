@@ -60,7 +60,15 @@ impl ProberManager {
         // its worker stopped after publishing Failure. Starting another would publish its
         // initial result again and re-sync the pod, whose sync starts another: a busy loop.
         let never = spec.restart_policy.as_deref() == Some("Never");
-        let status = self.shared.statuses.pod_status(&uid);
+        let has_probes = |c: &k8s_openapi::api::core::v1::Container| {
+            c.readiness_probe.is_some() || c.liveness_probe.is_some() || c.startup_probe.is_some()
+        };
+        // Read (clone) the cached status only when it can matter.
+        let status = if never && spec.containers.iter().any(has_probes) {
+            self.shared.statuses.pod_status(&uid)
+        } else {
+            None
+        };
         let finished = |name: &str| {
             never
                 && status.as_ref().is_some_and(|s| {
