@@ -30,8 +30,14 @@ pub enum HookError {
         #[source]
         source: RuntimeError,
     },
-    #[error("{source}")]
+    #[error("Get {url:?}: {source}")]
     Http {
+        url: String,
+        #[source]
+        source: ProbeError,
+    },
+    #[error("{source}")]
+    Port {
         #[source]
         source: ProbeError,
     },
@@ -152,7 +158,7 @@ impl KubeletHooks {
         };
         let port = match &h.port {
             IntOrString::String(s) if s.is_empty() => 80,
-            p => resolve_port(p, container).map_err(|source| HookError::Http { source })?,
+            p => resolve_port(p, container).map_err(|source| HookError::Port { source })?,
         };
         // The kubelet joins "http://host:port/" and the path as written, so "/echo" is requested
         // as "//echo" (kubelet-behavior.md §2.9): kept, servers see what they see from the kubelet.
@@ -162,6 +168,7 @@ impl KubeletHooks {
             h.path.as_deref().unwrap_or("")
         );
         let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| HookError::Http {
+            url: url.clone(),
             source: ProbeError::Url {
                 url: url.clone(),
                 message: e.to_string(),
@@ -170,7 +177,10 @@ impl KubeletHooks {
         let headers = vec![("User-Agent".to_string(), HOOK_USER_AGENT.to_string())];
         let resp = http_get(&uri, &headers, None, Redirects::Any, self.tls.as_ref())
             .await
-            .map_err(|source| HookError::Http { source })?;
+            .map_err(|source| HookError::Http {
+                url: url.clone(),
+                source,
+            })?;
         tracing::debug!(url = %url, status = resp.status, body_len = resp.body.len().min(MAX_PROBE_OUTPUT), "lifecycle HTTP hook answered");
         Ok(())
     }
@@ -285,7 +295,7 @@ mod tests {
         assert_eq!(
             err,
             format!(
-                "HTTP lifecycle hook (/x) for Container \"c\" in Pod \"p_ns(u1)\" failed - error: dial tcp 127.0.0.1:{port}: connect: connection refused"
+                "HTTP lifecycle hook (/x) for Container \"c\" in Pod \"p_ns(u1)\" failed - error: Get \"http://127.0.0.1:{port}//x\": dial tcp 127.0.0.1:{port}: connect: connection refused"
             )
         );
     }
