@@ -456,3 +456,44 @@ async fn probes_without_status_wait() {
     assert_eq!(e.runner.calls(ProbeType::Readiness), 0);
     assert_eq!(e.mgr.worker_keys().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn sidecars_are_probed_and_regular_init_containers_are_not() {
+    let e = env(Some(Verdict::Success)).await;
+    let p: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "p", "namespace": "default", "uid": UID},
+        "spec": {
+            "initContainers": [
+                {"name": "sidecar", "image": "i", "restartPolicy": "Always", "readinessProbe": probe(serde_json::json!({}))},
+                {"name": "setup", "image": "i", "readinessProbe": probe(serde_json::json!({}))}
+            ],
+            "containers": [{"name": "c", "image": "i", "startupProbe": probe(serde_json::json!({}))}]
+        }
+    }))
+    .unwrap();
+    let mut st = running(CID, 100, false);
+    // The sidecar's status lives among the init container statuses.
+    let mut side = st.container_statuses.as_ref().unwrap()[0].clone();
+    side.name = "sidecar".into();
+    side.container_id = Some("sim://side".into());
+    side.started = Some(true);
+    st.init_container_statuses = Some(vec![side]);
+    *e.statuses.0.lock().unwrap() = Some(st);
+    e.mgr.add_pod(&p);
+    secs(1).await;
+    let keys: Vec<(String, ProbeType)> = e
+        .mgr
+        .worker_keys()
+        .into_iter()
+        .map(|k| (k.container, k.probe_type))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("c".to_string(), ProbeType::Startup),
+            ("sidecar".to_string(), ProbeType::Readiness)
+        ]
+    );
+    assert_eq!(e.runner.calls(ProbeType::Readiness), 1);
+    assert_eq!(e.mgr.readiness("sim://side"), Some(true));
+}
