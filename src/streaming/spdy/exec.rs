@@ -399,6 +399,7 @@ mod tests {
         c.data(stdin, b"ping\n", false).await;
         c.data(stdin, b"", true).await;
         c.drain(&mut t).await;
+        drop(c);
         server.await.unwrap();
 
         assert_eq!(t.replies, [error, stdin, stdout, stderr]);
@@ -438,6 +439,7 @@ mod tests {
         let error = c.open_and_wait(&[("streamtype", "error")], &mut t).await;
         let stdout = c.open_and_wait(&[("streamtype", "stdout")], &mut t).await;
         c.drain(&mut t).await;
+        drop(c);
         server.await.unwrap();
         assert_eq!(t.text(error), r#"{"metadata":{},"status":"Success"}"#);
         assert!(t.fin.contains(&stdout));
@@ -473,6 +475,7 @@ mod tests {
         assert!(!server.is_finished());
         c.data(stdin, b"", true).await;
         c.drain(&mut t).await;
+        drop(c);
         server.await.unwrap();
         assert_eq!(&got.lock().unwrap()[..], b"ab");
     }
@@ -499,6 +502,7 @@ mod tests {
         }
         c.data(stdin, b"x", true).await;
         c.drain(&mut t).await;
+        drop(c);
         server.await.unwrap();
         assert_eq!(
             *resizes.lock().unwrap(),
@@ -528,6 +532,7 @@ mod tests {
             let error = c.open_and_wait(&[("streamtype", "error")], &mut t).await;
             c.open_and_wait(&[("streamtype", "stdout")], &mut t).await;
             c.drain(&mut t).await;
+            drop(c);
             server.await.unwrap();
             assert_eq!(t.text(error), want, "{protocol} exit {code}");
             assert!(t.fin.contains(&error));
@@ -541,6 +546,7 @@ mod tests {
         c.open_and_wait(&[("streamtype", "error")], &mut t).await;
         let stdout = c.open_and_wait(&[("streamtype", "stdout")], &mut t).await;
         c.drain(&mut t).await;
+        drop(c);
         server.await.unwrap();
         assert!(t.fin.contains(&stdout));
     }
@@ -563,6 +569,7 @@ mod tests {
         assert_eq!(early.fin, [stdin]);
         c.data(stdin, b"hi", true).await;
         c.drain(&mut t).await;
+        drop(c);
         server.await.unwrap();
         assert_eq!(t.text(stdout), "out:hi");
         assert!(!t.data.contains_key(&error), "v1 never reports on the error stream");
@@ -578,6 +585,7 @@ mod tests {
         let error = c.open_and_wait(&[("streamtype", "error")], &mut t).await;
         let stdout = c.open_and_wait(&[("streamtype", "stdout")], &mut t).await;
         c.drain(&mut t).await;
+        drop(c);
         server.await.unwrap();
         let status: serde_json::Value = serde_json::from_slice(&t.data[&error]).unwrap();
         assert_eq!(status["reason"], "InternalError");
@@ -597,6 +605,7 @@ mod tests {
         c.open_and_wait(&[("streamtype", "error")], &mut t).await;
         c.open_and_wait(&[("streamtype", "stdout")], &mut t).await;
         c.drain(&mut t).await;
+        drop(c);
         server.await.unwrap();
         assert!(t.fin.contains(&odd));
         assert!(t.data.values().any(|d| d == br#"{"metadata":{},"status":"Success"}"#));

@@ -558,6 +558,33 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..5000 {
+            let len = rng.random_range(0..256);
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            if rng.random_bool(0.5) && bytes.len() >= 8 {
+                // Mostly-valid headers: control bit, version 3, a known type, a small length.
+                bytes[0] = 0x80;
+                bytes[1] = 3;
+                bytes[2] = 0;
+                bytes[3] = rng.random_range(0..12);
+                bytes[5] = 0;
+                bytes[6] = 0;
+            }
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(f)) = decode(&mut buf) {
+                // Whatever decodes re-encodes and decodes to the same frame.
+                let again = decode(&mut BytesMut::from(&f.to_bytes().unwrap()[..]))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(again, f);
+            }
+        }
+    }
+
+    #[test]
     fn oversize_payloads_are_refused_on_encode() {
         let big = Frame::Data {
             stream_id: 1,

@@ -402,6 +402,31 @@ mod tests {
     }
 
     #[test]
+    fn random_blocks_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let valid = hex::decode("78f9e3c6a7c26260606004a7b392a2d4c45c6851c29a0a0a6800000000ffff").unwrap();
+        for _ in 0..3000 {
+            let mut d = HeaderDecompressor::new();
+            // Either pure noise, or a valid first block with a few bytes flipped.
+            let block: Vec<u8> = if rng.random_bool(0.5) {
+                let len = rng.random_range(0..128);
+                (0..len).map(|_| rng.random()).collect()
+            } else {
+                let mut b = valid.clone();
+                for _ in 0..rng.random_range(1..4) {
+                    let i = rng.random_range(0..b.len());
+                    b[i] = rng.random();
+                }
+                b
+            };
+            let _ = d.decompress(&block);
+            let _ = d.decompress(&block);
+            let _ = Headers::from_raw(&block);
+        }
+    }
+
+    #[test]
     fn a_decompression_bomb_is_capped() {
         // 4 MiB of zeros compress to a few KiB; inflating must stop at MAX_BLOCK_LEN.
         let mut c = Compress::new(Compression::new(9), true);

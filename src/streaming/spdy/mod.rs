@@ -243,6 +243,144 @@ mod tests {
         assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
+    /// The whole path: an HTTP/1.1 upgrade served by hyper, the 101, then SPDY on the same
+    /// connection, for exec and for port-forward.
+    mod over_hyper {
+        use std::convert::Infallible;
+        use std::sync::{Arc, Mutex};
+
+        use futures::FutureExt;
+        use hyper_util::rt::TokioIo;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+        use super::super::testclient::{TestClient, Transcript};
+        use crate::genericruntime::streams::{BoxedIo, ProcessIo};
+        use crate::streaming::remotecommand::{DialFn, Kind, Outcome, RunFn, StreamOptions};
+
+        fn serve<F>(handler: F) -> DuplexStream
+        where
+            F: Fn(http::Request<hyper::body::Incoming>) -> axum::response::Response + Send + Sync + 'static,
+        {
+            let (client_io, server_io) = tokio::io::duplex(1 << 16);
+            let handler = Arc::new(handler);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let h = handler.clone();
+                    async move { Ok::<_, Infallible>(h(req)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(server_io), svc)
+                    .with_upgrades()
+                    .await;
+            });
+            client_io
+        }
+
+        /// Writes the request head and reads the response head byte by byte, so nothing of
+        /// the SPDY stream after it is consumed.
+        async fn upgrade(io: &mut DuplexStream, path: &str, protocols: &[&str]) -> String {
+            let mut head = format!(
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+            );
+            for p in protocols {
+                head.push_str(&format!("X-Stream-Protocol-Version: {p}\r\n"));
+            }
+            head.push_str("\r\n");
+            io.write_all(head.as_bytes()).await.unwrap();
+            let mut resp = Vec::new();
+            while !resp.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                assert_eq!(io.read(&mut b).await.unwrap(), 1, "EOF in response head: {resp:?}");
+                resp.push(b[0]);
+            }
+            String::from_utf8(resp).unwrap().to_ascii_lowercase()
+        }
+
+        #[tokio::test]
+        async fn exec_v4_through_an_upgrade() {
+            let run: Arc<Mutex<Option<RunFn>>> = Arc::new(Mutex::new(Some(Box::new(|io: ProcessIo| {
+                async move {
+                    io.stdout.unwrap().send("hi\n".into()).await.unwrap();
+                    Outcome::Exited(3)
+                }
+                .boxed()
+            }))));
+            let mut io = serve(move |req| {
+                let opts = StreamOptions {
+                    stdout: true,
+                    ..Default::default()
+                };
+                let run = run.lock().unwrap().take().unwrap();
+                super::super::serve_remotecommand(req, opts, Kind::Exec, run)
+            });
+            let head = upgrade(
+                &mut io,
+                "/exec/ns/pod/c?command=sh&output=1",
+                &["v4.channel.k8s.io", "v3.channel.k8s.io"],
+            )
+            .await;
+            assert!(head.starts_with("http/1.1 101 switching protocols\r\n"), "{head}");
+            assert!(head.contains("\r\nconnection: upgrade\r\n"));
+            assert!(head.contains("\r\nupgrade: spdy/3.1\r\n"));
+            assert!(head.contains("\r\nx-stream-protocol-version: v4.channel.k8s.io\r\n"));
+            let mut c = TestClient::new(io);
+            let mut t = Transcript::default();
+            let error = c.open_and_wait(&[("streamtype", "error")], &mut t).await;
+            let stdout = c.open_and_wait(&[("streamtype", "stdout")], &mut t).await;
+            c.drain(&mut t).await;
+            assert_eq!(t.text(stdout), "hi\n");
+            assert!(t
+                .text(error)
+                .contains(r#""causes":[{"reason":"ExitCode","message":"3"}]"#));
+        }
+
+        #[tokio::test]
+        async fn port_forward_through_an_upgrade() {
+            let dial: DialFn = Arc::new(|_port| {
+                async {
+                    let (ours, mut theirs) = tokio::io::duplex(64);
+                    tokio::spawn(async move {
+                        let _ = theirs.write_all(b"banner").await;
+                    });
+                    Ok(Box::new(ours) as BoxedIo)
+                }
+                .boxed()
+            });
+            let mut io = serve(move |req| super::super::serve_port_forward(req, dial.clone()));
+            let head = upgrade(&mut io, "/portForward/ns/pod", &["portforward.k8s.io"]).await;
+            assert!(head.starts_with("http/1.1 101"), "{head}");
+            assert!(head.contains("\r\nx-stream-protocol-version: portforward.k8s.io\r\n"));
+            let mut c = TestClient::new(io);
+            let mut t = Transcript::default();
+            let e = c
+                .open_and_wait(&[("streamtype", "error"), ("port", "80"), ("requestid", "0")], &mut t)
+                .await;
+            let d = c
+                .open_and_wait(&[("streamtype", "data"), ("port", "80"), ("requestid", "0")], &mut t)
+                .await;
+            while !t.fin.contains(&d) {
+                t.record(c.next().await.unwrap());
+            }
+            assert_eq!(t.text(d), "banner");
+            assert!(t.fin.contains(&e));
+        }
+
+        #[tokio::test]
+        async fn a_refused_negotiation_gets_no_upgrade() {
+            let mut io = serve(|req| {
+                super::super::serve_remotecommand(
+                    req,
+                    StreamOptions::default(),
+                    Kind::Attach,
+                    Box::new(|_| async { Outcome::Exited(0) }.boxed()),
+                )
+            });
+            let head = upgrade(&mut io, "/attach/ns/pod/c?output=1", &["v5.channel.k8s.io"]).await;
+            assert!(head.starts_with("http/1.1 403"), "{head}");
+            assert_eq!(head.matches("x-accepted-stream-protocol-versions:").count(), 4);
+        }
+    }
+
     #[test]
     fn the_101_carries_exactly_the_captured_headers() {
         let r = switching_protocols("v4.channel.k8s.io");

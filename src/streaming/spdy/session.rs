@@ -644,6 +644,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn garbage_input_ends_the_session_without_panicking() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5bd1);
+        for case in 0..300 {
+            let (client_io, server_io) = tokio::io::duplex(1 << 16);
+            let mut session = Session::new(server_io);
+            let mut c = TestClient::new(client_io);
+            // Half the cases start like a real client, so later garbage hits deeper states.
+            if case % 2 == 0 {
+                c.open(&[("streamtype", "stdin")], false).await;
+            }
+            let len = rng.random_range(1..512);
+            let mut junk: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            if case % 3 == 0 {
+                // A valid control header in front of random payloads.
+                junk.splice(
+                    0..0,
+                    [0x80, 3, 0, rng.random_range(1..10), 0, 0, 0, rng.random_range(0..64)],
+                );
+            }
+            c.send_raw(&junk).await;
+            drop(c);
+            // Whatever the bytes, the session ends (error or EOF) and accept stops.
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while let Some(s) = session.accept().await {
+                    drop(s);
+                }
+                session.closed().await;
+            })
+            .await
+            .unwrap();
+        }
+    }
+
+    #[tokio::test]
     async fn large_data_is_never_held_back_by_windows() {
         let (client_io, server_io) = tokio::io::duplex(1 << 16);
         let mut session = Session::new(server_io);
