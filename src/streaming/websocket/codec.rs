@@ -79,7 +79,11 @@ pub fn decode(codec: Codec, v5: bool, payload: Bytes) -> Result<Inbound, WsError
         Codec::Base64 => {
             let channel = first.wrapping_sub(b'0');
             // Go's decoder skips CR and LF inside the input; the base64 crate does not.
-            let body: Vec<u8> = payload[1..].iter().copied().filter(|b| *b != b'\r' && *b != b'\n').collect();
+            let body: Vec<u8> = payload[1..]
+                .iter()
+                .copied()
+                .filter(|b| *b != b'\r' && *b != b'\n')
+                .collect();
             match base64::engine::general_purpose::STANDARD.decode(&body) {
                 Ok(data) => Ok(Inbound::Data {
                     channel,
@@ -233,7 +237,10 @@ mod tests {
             decode(Codec::Base64, false, Bytes::from_static(b"0cGluZyE")).unwrap(),
             Inbound::Skip(_)
         ));
-        assert!(matches!(decode(Codec::Binary, true, Bytes::new()).unwrap(), Inbound::Skip(_)));
+        assert!(matches!(
+            decode(Codec::Binary, true, Bytes::new()).unwrap(),
+            Inbound::Skip(_)
+        ));
         // A lone channel character is an empty payload, not an error.
         assert_eq!(
             decode(Codec::Base64, false, Bytes::from_static(b"0")).unwrap(),
@@ -273,14 +280,8 @@ mod tests {
         assert_eq!(
             d.push(br#""Height":24}{"width":100,"height":30,"x":1} null"#).unwrap(),
             [
-                TermSize {
-                    width: 80,
-                    height: 24
-                },
-                TermSize {
-                    width: 100,
-                    height: 30
-                },
+                TermSize { width: 80, height: 24 },
+                TermSize { width: 100, height: 30 },
                 TermSize::default()
             ]
         );

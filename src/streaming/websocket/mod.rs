@@ -165,10 +165,20 @@ pub fn serve_port_forward<B>(mut req: Request<B>, ports: Vec<u16>, dial: DialFn)
     // TUNNEL: dispatch here once the SPDY port-forward session is on main.
     // Go checks the ports before the handshake (`NewV4Options`).
     if ports.is_empty() {
-        return refuse(StatusCode::BAD_REQUEST, &[], &WsError::Ports { source: QueryError::NoPorts });
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            &[],
+            &WsError::Ports {
+                source: QueryError::NoPorts,
+            },
+        );
     }
     if ports.len() > MAX_PORTS {
-        return refuse(StatusCode::BAD_REQUEST, &[], &WsError::TooManyPorts { count: ports.len() });
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            &[],
+            &WsError::TooManyPorts { count: ports.len() },
+        );
     }
     let accepted = match handshake(&req, &PORT_FORWARD_PROTOCOLS) {
         Ok(a) => a,
@@ -229,7 +239,10 @@ fn handshake<B>(req: &Request<B>, supported: &[&'static str]) -> Result<Accepted
         _ => return Err(refuse(StatusCode::BAD_REQUEST, &[], &WsError::MissingKey)),
     };
     if headers.get("sec-websocket-version").map(|v| v.as_bytes()) != Some(b"13") {
-        let version = (HeaderName::from_static("sec-websocket-version"), HeaderValue::from_static("13"));
+        let version = (
+            HeaderName::from_static("sec-websocket-version"),
+            HeaderValue::from_static("13"),
+        );
         return Err(refuse(StatusCode::BAD_REQUEST, &[version], &WsError::BadVersion));
     }
     let offered = offered_protocols(headers);

@@ -184,7 +184,10 @@ where
             use futures::StreamExt as _;
             while let Some(msg) = stream.next().await {
                 match msg {
-                    Ok(Message::Binary(b)) => our_wr.write_all(&b).await.map_err(|source| WsError::Tunnel { source })?,
+                    Ok(Message::Binary(b)) => our_wr
+                        .write_all(&b)
+                        .await
+                        .map_err(|source| WsError::Tunnel { source })?,
                     Ok(Message::Text(_)) => return Err(WsError::TunnelText),
                     Ok(Message::Close(_)) => break,
                     Ok(_) => {}
@@ -211,7 +214,11 @@ where
                 match our_rd.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => {
-                        if out_tx.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                        if out_tx
+                            .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
