@@ -144,7 +144,7 @@ pub fn is_port_forward_tunnel(headers: &HeaderMap) -> bool {
 pub fn serve_remotecommand<B>(mut req: Request<B>, opts: StreamOptions, kind: Kind, run: RunFn) -> Response {
     let accepted = match handshake(&req, &REMOTE_COMMAND_PROTOCOLS) {
         Ok(a) => a,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let protocol = accepted.protocol;
@@ -182,7 +182,7 @@ pub fn serve_port_forward<B>(mut req: Request<B>, ports: Vec<u16>, dial: DialFn)
     }
     let accepted = match handshake(&req, &PORT_FORWARD_PROTOCOLS) {
         Ok(a) => a,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let protocol = accepted.protocol;
@@ -226,24 +226,32 @@ fn choose_protocol(offered: &[String], supported: &[&'static str]) -> Option<&'s
 /// x/net/websocket's server handshake (`hybiServerHandshaker.ReadHandshake`) and wsstream's
 /// protocol choice, in Go's order: method (405), upgrade headers, key, version (400), protocol
 /// (403, empty body).
-fn handshake<B>(req: &Request<B>, supported: &[&'static str]) -> Result<Accepted, Response> {
+fn handshake<B>(req: &Request<B>, supported: &[&'static str]) -> Result<Accepted, Box<Response>> {
     let headers = req.headers();
     if req.method() != Method::GET {
-        return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, &[], &WsError::BadMethod));
+        return Err(Box::new(refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &[],
+            &WsError::BadMethod,
+        )));
     }
     if !is_websocket_upgrade(headers) {
-        return Err(refuse(StatusCode::BAD_REQUEST, &[], &WsError::NotWebSocket));
+        return Err(Box::new(refuse(StatusCode::BAD_REQUEST, &[], &WsError::NotWebSocket)));
     }
     let key = match headers.get("sec-websocket-key") {
         Some(k) if !k.is_empty() => k.as_bytes(),
-        _ => return Err(refuse(StatusCode::BAD_REQUEST, &[], &WsError::MissingKey)),
+        _ => return Err(Box::new(refuse(StatusCode::BAD_REQUEST, &[], &WsError::MissingKey))),
     };
     if headers.get("sec-websocket-version").map(|v| v.as_bytes()) != Some(b"13") {
         let version = (
             HeaderName::from_static("sec-websocket-version"),
             HeaderValue::from_static("13"),
         );
-        return Err(refuse(StatusCode::BAD_REQUEST, &[version], &WsError::BadVersion));
+        return Err(Box::new(refuse(
+            StatusCode::BAD_REQUEST,
+            &[version],
+            &WsError::BadVersion,
+        )));
     }
     let offered = offered_protocols(headers);
     let Some(protocol) = choose_protocol(&offered, supported) else {
@@ -254,12 +262,16 @@ fn handshake<B>(req: &Request<B>, supported: &[&'static str]) -> Result<Accepted
         debug!(error = %e, "websocket upgrade refused");
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::FORBIDDEN;
-        return Err(r);
+        return Err(Box::new(r));
     };
     let accept = tungstenite::handshake::derive_accept_key(key);
     let Ok(accept) = HeaderValue::from_str(&accept) else {
         // base64 is always a valid header value; kept as an answer rather than a panic.
-        return Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, &[], &WsError::MissingKey));
+        return Err(Box::new(refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &[],
+            &WsError::MissingKey,
+        )));
     };
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
