@@ -387,7 +387,9 @@ where
     use futures::StreamExt;
     loop {
         match stream.next().await {
-            None | Some(Ok(Message::Close(_))) => return Ok(None),
+            None => return Ok(None),
+            // Reading on sends tungstenite's Close reply, then ends with ConnectionClosed.
+            Some(Ok(Message::Close(_))) => continue,
             Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
             Some(Ok(Message::Text(t))) => return Ok(Some(t.into())),
             Some(Ok(_)) => continue,

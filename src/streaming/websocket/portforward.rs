@@ -189,7 +189,7 @@ where
                         .await
                         .map_err(|source| WsError::Tunnel { source })?,
                     Ok(Message::Text(_)) => return Err(WsError::TunnelText),
-                    Ok(Message::Close(_)) => break,
+                    // Reading on sends tungstenite's Close reply, then ends with ConnectionClosed.
                     Ok(_) => {}
                     Err(
                         tokio_tungstenite::tungstenite::Error::ConnectionClosed

@@ -465,8 +465,15 @@ async fn malformed_messages_are_skipped_and_pings_answered() {
     ws.send(Message::Text("0b2s=".into())).await.unwrap();
     assert_eq!(text(&next_data(&mut ws).await), "1b2s=");
     // No half-close before v5: closing the socket is the only end of stdin.
-    ws.close(None).await.unwrap();
-    let (_, _) = collect(&mut ws).await;
+    // The client closing first gets the Close reply (a clean end, not a reset).
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
+    let (_, close) = collect(&mut ws).await;
+    assert_eq!(close, Some(CloseCode::Normal));
     // The process ran to its end with stdin at EOF.
     tokio::time::timeout(WAIT, async {
         while seen.lock().unwrap().as_slice() != b"ok" {
