@@ -2,10 +2,12 @@
 //! stdin, 1 stdout, 2 stderr, 3 error, 4 resize, as Go's `remotecommand/websocket.go` sets them
 //! up (kubelet-api-protocols.md §3.7, §3.8).
 
+use std::pin::pin;
+
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -45,6 +47,15 @@ where
     let (stdout_tx, stdout_rx) = channel_if::<Bytes>(opts.stdout);
     let (stderr_tx, stderr_rx) = channel_if::<Bytes>(stderr_wanted);
     let (resize_tx, resize_rx) = channel_if::<TermSize>(opts.tty);
+    // The reader only records the latest size; `forward_resizes` delivers it when the process
+    // takes it. A process that never reads resizes thus cannot stall stdin (sizes in between
+    // are coalesced: only the last one matters to a terminal).
+    let (latest_tx, latest_rx) = if opts.tty {
+        let (tx, rx) = watch::channel(None);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let process_io = ProcessIo {
         stdin: stdin_rx,
         stdout: stdout_tx,
@@ -52,7 +63,7 @@ where
         resize: resize_rx,
     };
 
-    let reader = read_loop(stream, codec, protocol == V5, stdin_tx, resize_tx);
+    let reader = read_loop(stream, codec, protocol == V5, stdin_tx, latest_tx);
     let main = async move {
         // The empty message on the lowest writable channel tells the client it is connected.
         let connected = if opts.stdout {
@@ -65,11 +76,23 @@ where
         if out_tx.send(encode(codec, connected, &[])).await.is_err() {
             debug!("websocket client gone before the process started");
         }
-        let (outcome, (), ()) = tokio::join!(
-            run(process_io),
-            pump(stdout_rx, out_tx.clone(), codec, STDOUT),
-            pump(stderr_rx, out_tx.clone(), codec, STDERR),
-        );
+        let process = async {
+            tokio::join!(
+                run(process_io),
+                pump(stdout_rx, out_tx.clone(), codec, STDOUT),
+                pump(stderr_rx, out_tx.clone(), codec, STDERR),
+            )
+        };
+        let mut process = pin!(process);
+        let mut resizes = pin!(forward_resizes(latest_rx, resize_tx));
+        let mut resizes_done = false;
+        // The process's end ends the resizes (dropping their sender), not the other way round.
+        let (outcome, (), ()) = loop {
+            tokio::select! {
+                r = &mut process => break r,
+                () = &mut resizes, if !resizes_done => resizes_done = true,
+            }
+        };
         if let Outcome::Failed(e) = &outcome {
             warn!(error = %e, ?kind, "websocket remote command failed");
         }
@@ -79,6 +102,22 @@ where
         }
     };
     drive(sink, out_rx, reader, main).await;
+}
+
+/// Delivers the latest terminal size to the process, until the client's resizes end (the
+/// reader dropped its sender) or the process drops its receiver.
+async fn forward_resizes(latest: Option<watch::Receiver<Option<TermSize>>>, tx: Option<mpsc::Sender<TermSize>>) {
+    let (Some(mut latest), Some(tx)) = (latest, tx) else {
+        return;
+    };
+    while latest.changed().await.is_ok() {
+        let size = *latest.borrow_and_update();
+        if let Some(size) = size {
+            if tx.send(size).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 fn channel_if<T>(wanted: bool) -> (Option<mpsc::Sender<T>>, Option<mpsc::Receiver<T>>) {
@@ -105,14 +144,15 @@ async fn pump(rx: Option<mpsc::Receiver<Bytes>>, out: mpsc::Sender<Message>, cod
 }
 
 /// Reads the client's messages until it closes: stdin (awaiting room in the channel, which is
-/// the back-pressure towards the client), resizes, and v5's half-close. Keeps reading after
+/// the back-pressure towards the client), resizes (recorded in `resize`, never blocking), and
+/// v5's half-close. Keeps reading after
 /// stdin's EOF so pings keep being answered while the process runs.
 async fn read_loop<S>(
     mut stream: futures::stream::SplitStream<WebSocketStream<S>>,
     codec: Codec,
     v5: bool,
     mut stdin: Option<mpsc::Sender<Bytes>>,
-    mut resize: Option<mpsc::Sender<TermSize>>,
+    mut resize: Option<watch::Sender<Option<TermSize>>>,
 ) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -138,10 +178,8 @@ where
                 let Some(tx) = &resize else { continue };
                 match sizes.push(&data) {
                     Ok(new) => {
-                        for size in new {
-                            if tx.send(size).await.is_err() {
-                                break;
-                            }
+                        if let Some(last) = new.last() {
+                            tx.send_replace(Some(*last));
                         }
                     }
                     Err(e) => {
