@@ -11,6 +11,7 @@ use crate::kubelet::syncloop::Core;
 
 pub mod remotecommand;
 pub mod spdy;
+pub mod websocket;
 
 /// What the route handlers read: the kubelet's core (config, pods, runtime manager, cache,
 /// status manager).
