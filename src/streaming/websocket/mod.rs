@@ -162,7 +162,25 @@ pub fn serve_remotecommand<B>(mut req: Request<B>, opts: StreamOptions, kind: Ki
 /// channel pair per port of `ports` (the parsed `?port=`; empty is answered 400 as Go's
 /// "query parameter is required", so a caller may pass what `parse_ports` gave or nothing).
 pub fn serve_port_forward<B>(mut req: Request<B>, ports: Vec<u16>, dial: DialFn) -> Response {
-    // TUNNEL: dispatch here once the SPDY port-forward session is on main.
+    if is_port_forward_tunnel(req.headers()) {
+        let accepted = match handshake(&req, &[PORT_FORWARD_TUNNEL]) {
+            Ok(a) => a,
+            Err(refusal) => return *refusal,
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    tunnel_session(TokioIo::new(upgraded), move |io| {
+                        super::spdy::port_forward_session(io, dial)
+                    })
+                    .await
+                }
+                Err(source) => warn!(error = %WsError::Upgrade { source }, "websocket port-forward tunnel not started"),
+            }
+        });
+        return accepted.response;
+    }
     // Go checks the ports before the handshake (`NewV4Options`).
     if ports.is_empty() {
         return refuse(
