@@ -927,18 +927,16 @@ async fn tunnel_runs_a_spdy_port_forward_through_the_server() {
     .await;
     let mut echoed = Vec::new();
     loop {
-        match c.next().await {
-            Frame::Data {
-                stream_id: 3,
-                flags,
-                data,
-            } => {
-                echoed.extend_from_slice(&data);
-                if flags & FLAG_FIN != 0 {
-                    break;
-                }
+        if let Frame::Data {
+            stream_id: 3,
+            flags,
+            data,
+        } = c.next().await
+        {
+            echoed.extend_from_slice(&data);
+            if flags & FLAG_FIN != 0 {
+                break;
             }
-            _ => {}
         }
     }
     assert_eq!(echoed, b"pong8080");
