@@ -34,7 +34,7 @@ use super::remotecommand::{
     self, DialFn, Kind, QueryError, RunFn, StreamOptions, BASE64_V1, BASE64_V4, PORT_FORWARD_TUNNEL, V1, V4, V5,
 };
 
-pub use codec::{decode, encode, Codec, Inbound, ResizeDecoder, STREAM_CLOSE};
+pub use codec::{decode, encode, Codec, CodecError, Inbound, ResizeDecoder, STREAM_CLOSE};
 pub use exec::remotecommand_session;
 pub use portforward::{port_forward_session, tunnel_session};
 
@@ -93,19 +93,10 @@ pub enum WsError {
         #[source]
         source: tungstenite::Error,
     },
-    #[error("close signal of {len} bytes (must be 2)")]
-    BadCloseSignal { len: usize },
     #[error("close signal for channel {channel}, which does not exist")]
     CloseUnknownChannel { channel: u8 },
-    #[error("decoding a terminal size")]
-    Resize {
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("terminal size field {value} is not a 16-bit number")]
-    ResizeValue { value: String },
-    #[error("{len} bytes of resize data without a complete value")]
-    ResizeTooLong { len: usize },
+    #[error(transparent)]
+    Decode(#[from] CodecError),
     #[error("text message in the SPDY tunnel (only binary messages carry SPDY bytes)")]
     TunnelText,
     #[error("writing into the SPDY tunnel")]
