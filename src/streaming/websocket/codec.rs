@@ -5,9 +5,11 @@
 
 use base64::Engine as _;
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Message;
-
 use crate::genericruntime::streams::TermSize;
+
+// tungstenite's message, through the parent module: the fuzz crate, which compiles this file on
+// its own, supplies it from plain `tungstenite` (keel only depends on tokio-tungstenite).
+use super::Message;
 
 /// v5's close signal: `[STREAM_CLOSE, channel]` half-closes `channel` (KEP-4006 `StreamClose`).
 pub const STREAM_CLOSE: u8 = 255;
