@@ -3,9 +3,9 @@
 //! base64 in text for the base64 ones, and v5's `[255, channel]` close signal. Also the resize
 //! channel's stream of JSON terminal sizes.
 
+use crate::genericruntime::streams::TermSize;
 use base64::Engine as _;
 use bytes::Bytes;
-use crate::genericruntime::streams::TermSize;
 
 // tungstenite's message, through the parent module: the fuzz crate, which compiles this file on
 // its own, supplies it from plain `tungstenite` (keel only depends on tokio-tungstenite).

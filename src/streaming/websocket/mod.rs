@@ -402,10 +402,21 @@ where
             Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
             Some(Ok(Message::Text(t))) => return Ok(Some(t.into())),
             Some(Ok(_)) => continue,
-            Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => return Ok(None),
+            Some(Err(e)) if client_gone(&e) => return Ok(None),
             Some(Err(source)) => return Err(WsError::Receive { source }),
         }
     }
+}
+
+/// The client closed, or dropped the connection without a Close frame: the end of its
+/// messages, not a failure (Go's read loop does not log io.EOF either).
+fn client_gone(e: &tungstenite::Error) -> bool {
+    matches!(
+        e,
+        tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed
+            | tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)
+    )
 }
 
 /// Whether a protocol reports completion as a v4 JSON status.
