@@ -64,6 +64,8 @@ pub struct Core {
     /// When keel started: a pod's first sync waits for a relist newer than this, so a
     /// restarted keel sees what already runs before it decides anything.
     pub started: Instant,
+    /// When the sync loop last went round (`syncLoopMonitor`; `/healthz/syncloop` reads it).
+    last_sync_loop: Mutex<Option<Instant>>,
     pods: Mutex<PodManager>,
     reasons: ReasonCache,
     mirror: Option<MirrorClient>,
@@ -119,6 +121,7 @@ impl Core {
             health_rx: parts.health_rx,
             cgroups: parts.cgroups,
             started: parts.started,
+            last_sync_loop: Mutex::new(None),
             pods: Mutex::new(PodManager::new()),
             reasons: ReasonCache::new(),
             mirror,
@@ -128,6 +131,15 @@ impl Core {
 
     fn workers(&self) -> Option<&PodWorkers> {
         self.workers.get()
+    }
+
+    /// When the sync loop last went round; None before it started.
+    pub fn last_sync_loop(&self) -> Option<Instant> {
+        *lock(&self.last_sync_loop)
+    }
+
+    fn mark_sync_loop(&self) {
+        *lock(&self.last_sync_loop) = Some(Instant::now());
     }
 
     /// The pods this kubelet manages (for `/pods` and tests).
@@ -476,6 +488,7 @@ impl Kubelet {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
+            self.core.mark_sync_loop();
             tokio::select! {
                 Some(update) = sources.recv() => self.handle_source(update),
                 Some(ev) = pleg.recv() => self.handle_pleg(ev),

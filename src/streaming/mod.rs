@@ -9,7 +9,14 @@ use std::sync::Arc;
 
 use crate::kubelet::syncloop::Core;
 
+pub mod auth;
+pub mod exec;
+pub mod healthz;
+pub mod pods;
+pub mod proxy;
 pub mod remotecommand;
+pub mod server;
+pub mod tls;
 
 /// What the route handlers read: the kubelet's core (config, pods, runtime manager, cache,
 /// status manager).
