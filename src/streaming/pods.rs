@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tracing::warn;
 
 use super::AppState;
-use crate::genericruntime::{ContainerState, RunningPod};
+use crate::genericruntime::{cri, ContainerState, RunningPod};
 use crate::kubelet::mirror::is_static_pod;
 
 pub fn routes() -> Router<AppState> {
@@ -52,19 +52,40 @@ async fn running_pods(State(state): State<AppState>) -> Response {
             return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
         }
     };
-    // Images come from the relist cache (RunningPod has IDs and names only).
-    let pods: Vec<Pod> = running
+    // RunningPod has container IDs and names; the images come from the runtime's container
+    // list, as the kubelet's GetPods fills them.
+    let filter = cri::ContainerFilter {
+        state: Some(cri::ContainerStateValue {
+            state: cri::ContainerState::ContainerRunning as i32,
+        }),
+        ..Default::default()
+    };
+    let listed = match core
+        .manager
+        .runtime()
+        .list_containers(cri::ListContainersRequest { filter: Some(filter) })
+        .await
+    {
+        Ok(r) => r.containers,
+        Err(e) => {
+            warn!(error = %e, "listing containers for /runningpods");
+            return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+        }
+    };
+    let images: HashMap<&str, &str> = listed
         .iter()
-        .map(|rp| {
-            let status = core.cache.get(&rp.uid).status;
-            let images: HashMap<&str, &str> = status
-                .container_statuses
-                .iter()
-                .map(|c| (c.id.as_str(), c.image.as_str()))
-                .collect();
-            running_pod(rp, &images)
+        .filter_map(|c| {
+            // The image as the pod named it when the runtime kept it; else what it runs (an ID).
+            let spec = c.image.as_ref()?;
+            let image = if spec.user_specified_image.is_empty() {
+                &spec.image
+            } else {
+                &spec.user_specified_image
+            };
+            Some((c.id.as_str(), image.as_str()))
         })
         .collect();
+    let pods: Vec<Pod> = running.iter().map(|rp| running_pod(rp, &images)).collect();
     pod_list(&pods)
 }
 
