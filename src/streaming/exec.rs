@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use tracing::warn;
 
 use super::proxy;
-use super::remotecommand::{parse_exec_query, parse_ports, ExecQuery, Kind};
+use super::remotecommand::{parse_exec_query, parse_ports, ExecQuery, Kind, PORT_FORWARD_TUNNEL};
 use super::server::Connection;
 use super::AppState;
 use crate::genericruntime::{cri, Code, ContainerState, RunningPod, RuntimeError};
@@ -145,6 +145,14 @@ fn is_websocket(headers: &HeaderMap) -> bool {
             v.to_str()
                 .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")))
         })
+}
+
+/// A WebSocket upgrade offering the port-forward tunnel (`SPDY/3.1+portforward.k8s.io`).
+fn offers_tunnel(headers: &HeaderMap) -> bool {
+    headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|p| p.trim() == PORT_FORWARD_TUNNEL))
+    })
 }
 
 fn find_pod(state: &AppState, ns: &str, name: &str) -> Option<Pod> {
@@ -292,7 +300,8 @@ async fn remote_command(state: AppState, kind: Kind, t: Target, req: Request) ->
 async fn port_forward(state: AppState, ns: String, name: String, uid: Option<String>, req: Request) -> Response {
     // Ports in the query matter only to WebSocket clients (one channel pair per port); SPDY
     // names the port in each stream's headers.
-    let ports = if is_websocket(req.headers()) {
+    // The SPDY tunnel inside WebSocket takes its ports from the SPDY streams too.
+    let ports = if is_websocket(req.headers()) && !offers_tunnel(req.headers()) {
         match parse_ports(req.uri().query().unwrap_or("")) {
             Ok(p) => p,
             Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),

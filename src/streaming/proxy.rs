@@ -27,6 +27,9 @@ const MAX_ERROR_BODY_BYTES: usize = 1 << 20;
 const MAX_HEADERS: usize = 128;
 /// Dialing the runtime and reading its answer must finish within this.
 const BACKEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Go's server Read/WriteTimeout (4 h) stay on hijacked connections, capping every exec,
+/// attach and port-forward session; keel keeps that cap (a network deadline: real time).
+const MAX_SESSION: Duration = Duration::from_secs(4 * 3600);
 
 /// Proxying to the runtime's streaming server failed.
 #[derive(Debug, thiserror::Error)]
@@ -254,9 +257,10 @@ pub async fn proxy_upgrade(mut req: Request, url: &str, remote: Option<SocketAdd
                     return;
                 }
             }
-            match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
-                Ok((up, down)) => debug!(up, down, "stream proxy finished"),
-                Err(e) => debug!(error = %e, "stream proxy ended"),
+            match tokio::time::timeout(MAX_SESSION, tokio::io::copy_bidirectional(&mut client, &mut backend)).await {
+                Ok(Ok((up, down))) => debug!(up, down, "stream proxy finished"),
+                Ok(Err(e)) => debug!(error = %e, "stream proxy ended"),
+                Err(_) => debug!("stream proxy closed after the 4 h session limit"),
             }
         });
         return out;
