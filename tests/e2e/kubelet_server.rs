@@ -64,16 +64,12 @@ impl TestCa {
     }
 }
 
-/// One request over a fresh TLS connection (trusting the kubelet's own certificate):
-/// status and body.
-async fn https(
+/// A TLS connection to keel's server on 127.0.0.1, trusting the kubelet's own certificate.
+async fn tls_connect(
     port: u16,
     server_cert: &Path,
     client: Option<&ClientCert>,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Result<(u16, String)> {
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(server_cert)? {
         roots.add(c?)?;
@@ -87,10 +83,22 @@ async fn https(
     };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-    let mut tls = connector
+    connector
         .connect(ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
         .await
-        .context("TLS handshake")?;
+        .context("TLS handshake")
+}
+
+/// One request over a fresh TLS connection: status and body.
+async fn https(
+    port: u16,
+    server_cert: &Path,
+    client: Option<&ClientCert>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String)> {
+    let mut tls = tls_connect(port, server_cert, client).await?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -316,4 +324,135 @@ async fn bearer_tokens_are_reviewed_by_the_api_server() {
     .await
     .unwrap();
     assert_eq!(code, 401);
+}
+
+/// What a WebSocket remote command (`v4.channel.k8s.io`) produced: stdout, stderr and the
+/// status JSON of the error channel.
+#[derive(Debug, Default)]
+struct WsOutput {
+    stdout: String,
+    stderr: String,
+    status: String,
+}
+
+/// Runs `path` (an exec URL with its query) as a WebSocket client would, through keel's server.
+async fn ws_exec(port: u16, server_cert: &Path, path: &str) -> Result<WsOutput> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let tls = tls_connect(port, server_cert, None).await?;
+    let mut req = format!("wss://127.0.0.1:{port}{path}").into_client_request()?;
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "v4.channel.k8s.io".parse()?);
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls)
+        .await
+        .context("WebSocket handshake")?;
+    anyhow::ensure!(
+        resp.headers().get("sec-websocket-protocol").map(|v| v.as_bytes()) == Some(b"v4.channel.k8s.io"),
+        "negotiated {:?}",
+        resp.headers().get("sec-websocket-protocol")
+    );
+    let mut out = WsOutput::default();
+    let read = async {
+        while let Some(m) = ws.next().await {
+            let data = match m? {
+                Message::Binary(b) => b.to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let Some((ch, rest)) = data.split_first() else { continue };
+            let text = String::from_utf8_lossy(rest);
+            match ch {
+                1 => out.stdout.push_str(&text),
+                2 => out.stderr.push_str(&text),
+                3 => out.status.push_str(&text),
+                _ => {}
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .context("exec did not finish")??;
+    Ok(out)
+}
+
+/// keel on the containerd of scripts/containerd-env.sh as `Node::start_cri` starts it, with
+/// anonymous access and AlwaysAllow (this test is about the streaming proxy), and eviction
+/// thresholds low enough that a nearly full build disk does not evict the test pod.
+async fn start_cri_node() -> Result<crate::support::util::Node> {
+    let socket = std::env::var("KEEL_CRI_SOCKET")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .context("KEEL_CRI_SOCKET is not set: run the CRI e2e tests through scripts/test.sh")?;
+    let root = std::env::var("KEEL_TEST_CGROUP_ROOT")
+        .ok()
+        .filter(|r| r.starts_with('/'))
+        .unwrap_or_else(|| "/keel-test".to_string());
+    let api = TestApiServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let name = unique("node");
+    let config = dir.path().join("kubelet-config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncgroupRoot: {}/{name}\n\
+             evictionHard:\n  memory.available: 1Mi\n  nodefs.available: 1%\n  imagefs.available: 1%\n\
+             authentication:\n  anonymous:\n    enabled: true\nauthorization:\n  mode: AlwaysAllow\n",
+            root.trim_end_matches('/')
+        ),
+    )?;
+    let kubeconfig = api.kubeconfig_for(&format!("system:node:{name}"), &["system:nodes"]);
+    let opts = KeelOpts::new(&name, Some(kubeconfig), dir.path())
+        .arg("--runtime")
+        .arg(format!("unix://{socket}"))
+        .arg("--config")
+        .arg(config.to_string_lossy().into_owned());
+    let keel = Keel::start(opts).await?;
+    let node = crate::support::util::Node { api, keel, name, dir };
+    node.wait_ready().await?;
+    Ok(node)
+}
+
+/// exec on containerd: keel asks the runtime for a streaming URL and splices the client's
+/// WebSocket upgrade to containerd's streaming server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_exec_is_proxied_to_the_runtime_streaming_server() {
+    let _g = crate::cri_lifecycle::cri_lock().await;
+    let node = start_cri_node().await.unwrap();
+    let name = unique("exec");
+    crate::support::util::apply(
+        &node.api,
+        &crate::support::util::pod_yaml(&name, &node.name, "Never", "sleep 3600"),
+    )
+    .await
+    .unwrap();
+    node.wait_pod(&name, "Running", T, |p| crate::support::util::phase(p) == "Running")
+        .await
+        .unwrap();
+    let cert = node.dir.path().join("root/pki/kubelet.crt");
+    let out = ws_exec(
+        node.keel.port(),
+        &cert,
+        &format!(
+            "/exec/default/{name}/main?command=sh&command=-c&command=echo+out%3B+echo+err+%3E%262&output=1&error=1"
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", node.keel.log_tail(30)));
+    assert_eq!(out.stdout, "out\n", "{out:?}");
+    assert_eq!(out.stderr, "err\n", "{out:?}");
+    assert!(out.status.contains("Success"), "{out:?}");
+
+    let out = ws_exec(
+        node.keel.port(),
+        &cert,
+        &format!("/exec/default/{name}/main?command=sh&command=-c&command=exit+3&output=1"),
+    )
+    .await
+    .unwrap();
+    assert!(out.status.contains("NonZeroExitCode"), "{out:?}");
+
+    crate::cri_lifecycle::delete_all(&node).await;
 }
