@@ -16,7 +16,9 @@ pub mod pods;
 pub mod proxy;
 pub mod remotecommand;
 pub mod server;
+pub mod spdy;
 pub mod tls;
+pub mod websocket;
 
 /// What the route handlers read: the kubelet's core (config, pods, runtime manager, cache,
 /// status manager).
