@@ -14,9 +14,9 @@ use k8s_openapi::api::core::v1::Pod;
 use tracing::warn;
 
 use super::proxy;
-use super::remotecommand::{parse_exec_query, parse_ports, ExecQuery, Kind, PORT_FORWARD_TUNNEL};
+use super::remotecommand::{parse_exec_query, parse_ports, ExecQuery, Kind};
 use super::server::Connection;
-use super::AppState;
+use super::{websocket, AppState};
 use crate::genericruntime::{cri, Code, ContainerState, RunningPod, RuntimeError};
 use crate::kubelet::mirror::pod_full_name;
 
@@ -135,23 +135,6 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.get_all(header::CONNECTION).iter().any(|v| {
         v.to_str()
             .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
-    })
-}
-
-/// True for a WebSocket upgrade (`Upgrade: websocket`); anything else is treated as SPDY.
-fn is_websocket(headers: &HeaderMap) -> bool {
-    is_upgrade_request(headers)
-        && headers.get_all(header::UPGRADE).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")))
-        })
-}
-
-/// A WebSocket upgrade offering the port-forward tunnel (`SPDY/3.1+portforward.k8s.io`).
-fn offers_tunnel(headers: &HeaderMap) -> bool {
-    headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|p| p.trim() == PORT_FORWARD_TUNNEL))
     })
 }
 
@@ -301,7 +284,7 @@ async fn port_forward(state: AppState, ns: String, name: String, uid: Option<Str
     // Ports in the query matter only to WebSocket clients (one channel pair per port); SPDY
     // names the port in each stream's headers.
     // The SPDY tunnel inside WebSocket takes its ports from the SPDY streams too.
-    let ports = if is_websocket(req.headers()) && !offers_tunnel(req.headers()) {
+    let ports = if websocket::is_websocket_upgrade(req.headers()) && !websocket::is_port_forward_tunnel(req.headers()) {
         match parse_ports(req.uri().query().unwrap_or("")) {
             Ok(p) => p,
             Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
@@ -357,42 +340,60 @@ async fn port_forward(state: AppState, ns: String, name: String, uid: Option<Str
     }
 }
 
-/// In-process streams: keel terminates SPDY or WebSocket itself.
+/// In-process streams: keel terminates SPDY or WebSocket itself and the backend runs the
+/// process (or dials the port) on plain channels.
 mod local {
     use std::sync::Arc;
 
     use axum::extract::Request;
     use axum::response::Response;
-    use http::StatusCode;
+    use futures::FutureExt;
 
-    use super::text;
     use crate::genericruntime::streams::LocalStreams;
-    use crate::streaming::remotecommand::{Kind, StreamOptions};
+    use crate::streaming::remotecommand::{DialFn, Kind, Outcome, RunFn, StreamOptions};
+    use crate::streaming::{spdy, websocket};
 
     pub fn remote_command(
-        _req: Request,
-        _local: Arc<dyn LocalStreams>,
-        _kind: Kind,
-        _container_id: String,
-        _command: Vec<String>,
-        _options: StreamOptions,
+        req: Request,
+        local: Arc<dyn LocalStreams>,
+        kind: Kind,
+        container_id: String,
+        command: Vec<String>,
+        options: StreamOptions,
     ) -> Response {
-        text(
-            StatusCode::NOT_IMPLEMENTED,
-            "in-process streams need the SPDY and WebSocket servers",
-        )
+        let tty = options.tty;
+        let run: RunFn = Box::new(move |io| {
+            async move {
+                let r = match kind {
+                    Kind::Exec => local.exec(&container_id, command, tty, io).await,
+                    // Attach ends when the process exits or the client leaves: success either way.
+                    Kind::Attach => local.attach(&container_id, tty, io).await.map(|()| 0),
+                };
+                match r {
+                    Ok(code) => Outcome::Exited(code),
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
+            .boxed()
+        });
+        if websocket::is_websocket_upgrade(req.headers()) {
+            websocket::serve_remotecommand(req, options, kind, run)
+        } else {
+            spdy::serve_remotecommand(req, options, kind, run)
+        }
     }
 
-    pub fn port_forward(
-        _req: Request,
-        _local: Arc<dyn LocalStreams>,
-        _sandbox_id: String,
-        _ports: Vec<u16>,
-    ) -> Response {
-        text(
-            StatusCode::NOT_IMPLEMENTED,
-            "in-process streams need the SPDY and WebSocket servers",
-        )
+    pub fn port_forward(req: Request, local: Arc<dyn LocalStreams>, sandbox_id: String, ports: Vec<u16>) -> Response {
+        let dial: DialFn = Arc::new(move |port| {
+            let local = local.clone();
+            let sandbox_id = sandbox_id.clone();
+            async move { local.port_forward(&sandbox_id, port).await }.boxed()
+        });
+        if websocket::is_websocket_upgrade(req.headers()) {
+            websocket::serve_port_forward(req, ports, dial)
+        } else {
+            spdy::serve_port_forward(req, dial)
+        }
     }
 }
 
@@ -414,14 +415,6 @@ mod tests {
         assert!(is_upgrade_request(&headers(&[("connection", "keep-alive, upgrade")])));
         assert!(!is_upgrade_request(&headers(&[("connection", "keep-alive")])));
         assert!(!is_upgrade_request(&HeaderMap::new()));
-        assert!(is_websocket(&headers(&[
-            ("connection", "Upgrade"),
-            ("upgrade", "websocket")
-        ])));
-        assert!(!is_websocket(&headers(&[
-            ("connection", "Upgrade"),
-            ("upgrade", "SPDY/3.1")
-        ])));
     }
 
     #[test]
