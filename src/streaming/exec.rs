@@ -446,4 +446,117 @@ mod tests {
         assert_eq!(spec_tty(&pod, "e"), Some(true));
         assert_eq!(spec_tty(&pod, "zz"), None);
     }
+
+    /// A backend that serves streams itself: exec echoes its argv (and stdin, if any), then
+    /// exits 3; attach writes one line.
+    struct FakeLocal;
+
+    #[async_trait::async_trait]
+    impl crate::genericruntime::streams::LocalStreams for FakeLocal {
+        async fn exec(
+            &self,
+            container_id: &str,
+            cmd: Vec<String>,
+            _tty: bool,
+            mut io: crate::genericruntime::streams::ProcessIo,
+        ) -> Result<i32, RuntimeError> {
+            let out = io.stdout.take().unwrap();
+            out.send(format!("{container_id}:{}\n", cmd.join(" ")).into())
+                .await
+                .unwrap();
+            if let Some(mut stdin) = io.stdin.take() {
+                while let Some(b) = stdin.recv().await {
+                    out.send(b).await.unwrap();
+                }
+            }
+            Ok(3)
+        }
+
+        async fn attach(
+            &self,
+            container_id: &str,
+            _tty: bool,
+            mut io: crate::genericruntime::streams::ProcessIo,
+        ) -> Result<(), RuntimeError> {
+            let out = io.stdout.take().unwrap();
+            out.send(format!("attached to {container_id}\n").into()).await.unwrap();
+            Ok(())
+        }
+
+        async fn port_forward(
+            &self,
+            _sandbox_id: &str,
+            port: u16,
+        ) -> Result<crate::genericruntime::streams::BoxedIo, RuntimeError> {
+            Err(RuntimeError::new("PortForward", Code::NotFound, format!("port {port}")))
+        }
+    }
+
+    /// The in-process dispatch on a plain HTTP/1.1 server with upgrades.
+    async fn local_server(kind: Kind) -> std::net::SocketAddr {
+        use std::sync::Arc;
+        let app = Router::new().route(
+            "/run",
+            get(move |req: Request| async move {
+                let q = parse_exec_query(req.uri().query().unwrap_or(""), kind).unwrap();
+                local::remote_command(req, Arc::new(FakeLocal), kind, "cid".into(), q.command, q.options)
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                .with_upgrades()
+                .await;
+        });
+        addr
+    }
+
+    /// A v4 WebSocket client without stdin: (stdout, status JSON).
+    async fn ws_run(addr: std::net::SocketAddr, query: &str) -> (String, String) {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::Message;
+        let mut req = format!("ws://{addr}/run?{query}").into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("v4.channel.k8s.io"));
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let (mut stdout, mut status) = (String::new(), String::new());
+        let read = async {
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Binary(b) = m else { continue };
+                match b.split_first() {
+                    Some((1, rest)) => stdout.push_str(&String::from_utf8_lossy(rest)),
+                    Some((3, rest)) => {
+                        status.push_str(&String::from_utf8_lossy(rest));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .unwrap();
+        (stdout, status)
+    }
+
+    #[tokio::test]
+    async fn in_process_exec_and_attach_over_websocket() {
+        let addr = local_server(Kind::Exec).await;
+        let (out, status) = ws_run(addr, "command=echo&command=hi&output=1").await;
+        assert_eq!(out, "cid:echo hi\n");
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(v["reason"], "NonZeroExitCode");
+        assert_eq!(v["details"]["causes"][0]["message"], "3");
+
+        let addr = local_server(Kind::Attach).await;
+        let (out, status) = ws_run(addr, "output=1").await;
+        assert_eq!(out, "attached to cid\n");
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(v["status"], "Success");
+    }
 }
