@@ -162,7 +162,8 @@ impl AccessReviewer for KubeReviewer {
     }
 }
 
-/// A value cache with one TTL per entry.
+/// A value cache with one TTL per entry. TTLs run in real time even under `--time-scale`: they
+/// bound how stale the API server's answers may get, they are not kubelet periods.
 struct TtlCache<K, V> {
     entries: Mutex<HashMap<K, (Instant, V)>>,
 }
