@@ -170,7 +170,9 @@ async fn read_head(conn: &mut TcpStream) -> Result<Head, ProxyError> {
     }
 }
 
-/// The body of an error answer: Content-Length bytes, or up to EOF (bounded either way).
+/// The body of an error answer: Content-Length bytes, or up to EOF (bounded either way). Go's
+/// `http.Error` (the CRI streaming servers' refusals) always sets Content-Length; a chunked
+/// body would be passed on undecoded.
 async fn read_error_body(conn: &mut TcpStream, head: &mut Head) -> Result<Vec<u8>, ProxyError> {
     let length = head
         .headers
