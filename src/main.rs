@@ -23,6 +23,8 @@ use keel::kubelet::sources::{api::spawn_api_source, file::spawn_file_source, SOU
 use keel::kubelet::status::manager::StatusManager;
 use keel::kubelet::syncloop::{Core, DeferredSafety, Kubelet, KubeletParts};
 use keel::kubelet::{lease, node, nodeinfo, RuntimeHealth};
+use keel::streaming::server::KubeletServer;
+use keel::streaming::{healthz, AppState};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -197,6 +199,20 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         started,
     });
     safety.set(core.clone());
+
+    // The kubelet server and the localhost healthz port; failing to bind either is fatal.
+    let app_state = AppState { core: core.clone() };
+    let server = KubeletServer::bind(app_state.clone())
+        .await
+        .context("starting the kubelet server")?;
+    let healthz_listener = healthz::bind_plain(&cfg)
+        .await
+        .context("starting the healthz endpoint")?;
+    tokio::spawn(server.serve(shutdown.clone()));
+    if let Some(l) = healthz_listener {
+        tokio::spawn(healthz::serve_plain(l, app_state, shutdown.clone()));
+    }
+
     let kubelet = Kubelet::new(core, shutdown.clone());
 
     let (src_tx, src_rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);

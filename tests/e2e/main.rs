@@ -8,6 +8,7 @@ mod cri_backend;
 mod cri_cgroups;
 mod cri_lifecycle;
 mod cri_probes;
+mod kubelet_server;
 mod node;
 mod probes;
 mod sim_lifecycle;
