@@ -740,4 +740,4 @@ impl RuntimeManager {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

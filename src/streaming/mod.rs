@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::kubelet::syncloop::Core;
 
+pub mod logs;
 pub mod remotecommand;
 
 /// What the route handlers read: the kubelet's core (config, pods, runtime manager, cache,
