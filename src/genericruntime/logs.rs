@@ -546,18 +546,32 @@ async fn is_container_running<R: RuntimeService + ?Sized>(runtime: &R, id: &str)
     Ok(state == Some(cri::ContainerState::ContainerRunning as i32))
 }
 
+/// What a follower waits on: the container (through the runtime), the file at `path`, and the
+/// reader of the output.
+struct Follower<'a, R: ?Sized> {
+    runtime: &'a R,
+    id: &'a str,
+    clock: &'a Clock,
+    path: &'a Path,
+    out: &'a mpsc::Sender<LogChunk>,
+}
+
 /// `waitLogs`: returns at once if the container is not running; otherwise when the file grew
-/// past `offset`, the path names another file, or the forced re-check period is over.
+/// past `offset`, the path names another file than `current`, or the forced re-check period is
+/// over.
 async fn wait_logs<R: RuntimeService + ?Sized>(
-    runtime: &R,
-    id: &str,
-    clock: &Clock,
-    path: &Path,
+    f: &Follower<'_, R>,
     file: &tokio::fs::File,
     current: (u64, u64),
     offset: u64,
-    out: &mpsc::Sender<LogChunk>,
 ) -> Result<Wait, LogsError> {
+    let Follower {
+        runtime,
+        id,
+        clock,
+        path,
+        out,
+    } = *f;
     if !is_container_running(runtime, id).await? {
         return Ok(Wait::Exited);
     }
@@ -630,6 +644,14 @@ pub async fn read_logs<R: RuntimeService + ?Sized>(
     let mut next_file: Option<std::fs::File> = None;
     let mut writer = LogWriter::new(opts);
     let mut line = Vec::new();
+    let canonical = path.clone();
+    let follower = Follower {
+        runtime,
+        id: container_id,
+        clock,
+        path: &canonical,
+        out,
+    };
     loop {
         if stop || (limited && limited_num == 0) {
             return Ok(());
@@ -651,18 +673,7 @@ pub async fn read_logs<R: RuntimeService + ?Sized>(
                     return Ok(());
                 }
                 // An incomplete line stays in `line`: the next read appends the rest of it.
-                match wait_logs(
-                    runtime,
-                    container_id,
-                    clock,
-                    &path,
-                    reader.get_ref(),
-                    current,
-                    offset,
-                    out,
-                )
-                .await?
-                {
+                match wait_logs(&follower, reader.get_ref(), current, offset).await? {
                     Wait::Data => {}
                     Wait::Exited => found = false,
                     Wait::ClientGone => return Ok(()),
