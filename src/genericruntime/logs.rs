@@ -581,7 +581,7 @@ async fn wait_logs<R: RuntimeService + ?Sized>(
             return Ok(Wait::Data);
         }
         // A missing path (between rename and reopen) is not a new file yet.
-        if std::fs::metadata(path).is_ok_and(|m| identity(&m) != current) {
+        if tokio::fs::metadata(path).await.is_ok_and(|m| identity(&m) != current) {
             return Ok(Wait::Recreated);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -593,6 +593,22 @@ async fn wait_logs<R: RuntimeService + ?Sized>(
             _ = tokio::time::sleep_until(next) => {}
         }
     }
+}
+
+/// Opens `path` positioned at the start of its `tail`-th last line.
+fn open_at_tail(path: &Path, tail: i64) -> Result<(std::fs::File, u64), LogsError> {
+    let mut file = std::fs::File::open(path).map_err(|source| LogsError::OpenFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let tail_err = |source| LogsError::Tail {
+        tail,
+        path: path.to_path_buf(),
+        source,
+    };
+    let start = find_tail_line_start_index(&mut file, tail).map_err(tail_err)?;
+    file.seek(SeekFrom::Start(start)).map_err(tail_err)?;
+    Ok((file, start))
 }
 
 /// `ReadLogs`: reads the log at `path` (symlinks resolved) with `opts` and sends the output to
@@ -612,23 +628,14 @@ pub async fn read_logs<R: RuntimeService + ?Sized>(
             path: path.to_path_buf(),
             source,
         })?;
-    let open = |p: &Path| {
-        std::fs::File::open(p).map_err(|source| LogsError::OpenFile {
-            path: p.to_path_buf(),
-            source,
-        })
-    };
-    let mut file = open(&path)?;
-    let start = find_tail_line_start_index(&mut file, opts.tail).map_err(|source| LogsError::Tail {
-        tail: opts.tail,
-        path: path.clone(),
-        source,
-    })?;
-    file.seek(SeekFrom::Start(start)).map_err(|source| LogsError::Tail {
-        tail: opts.tail,
-        path: path.clone(),
-        source,
-    })?;
+    // Opening and the backwards tail search are blocking file I/O.
+    let (p, tail) = (path.clone(), opts.tail);
+    let (file, start) = tokio::task::spawn_blocking(move || open_at_tail(&p, tail))
+        .await
+        .map_err(|e| LogsError::OpenFile {
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
     let read_err = |source| LogsError::Read {
         path: path.clone(),
         source,
@@ -641,7 +648,7 @@ pub async fn read_logs<R: RuntimeService + ?Sized>(
     let mut format: Option<LogFormat> = None;
     let mut found = true;
     let mut stop = false;
-    let mut next_file: Option<std::fs::File> = None;
+    let mut next_file: Option<tokio::fs::File> = None;
     let mut writer = LogWriter::new(opts);
     let mut line = Vec::new();
     let canonical = path.clone();
@@ -663,8 +670,8 @@ pub async fn read_logs<R: RuntimeService + ?Sized>(
             if opts.follow {
                 if let Some(new) = next_file.take() {
                     // The old file is drained: continue with the one now at the path.
-                    current = identity(&new.metadata().map_err(read_err)?);
-                    reader = BufReader::new(tokio::fs::File::from_std(new));
+                    current = identity(&new.metadata().await.map_err(read_err)?);
+                    reader = BufReader::new(new);
                     offset = 0;
                     line.clear();
                     continue;
@@ -677,7 +684,7 @@ pub async fn read_logs<R: RuntimeService + ?Sized>(
                     Wait::Data => {}
                     Wait::Exited => found = false,
                     Wait::ClientGone => return Ok(()),
-                    Wait::Recreated => match std::fs::File::open(&path) {
+                    Wait::Recreated => match tokio::fs::File::open(&path).await {
                         Ok(f) => next_file = Some(f),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(source) => return Err(LogsError::OpenFile { path, source }),
