@@ -11,6 +11,8 @@ use crate::kubelet::syncloop::Core;
 
 pub mod logs;
 pub mod remotecommand;
+pub mod spdy;
+pub mod websocket;
 
 /// What the route handlers read: the kubelet's core (config, pods, runtime manager, cache,
 /// status manager).
