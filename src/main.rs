@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 use keel::backends::cri::CriRuntime;
 use keel::backends::sim::SimRuntime;
 use keel::clock::Clock;
+use keel::genericruntime::logrotate::{ContainerLogManager, LogRotatePolicy};
 use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
 use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
 use keel::kubelet::cgroups::{CgroupFs, PodCgroups, DEFAULT_CGROUP_MOUNT};
@@ -136,6 +137,14 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         .with_hook_runner(Arc::new(KubeletHooks::new(runtime.clone(), clock, node_ips.clone()))),
     );
     manager.version().await.context("runtime version handshake")?;
+    let log_manager = ContainerLogManager::new(
+        manager.clone(),
+        LogRotatePolicy {
+            max_size: cfg.container_log_max_size,
+            max_files: cfg.container_log_max_files,
+        },
+    );
+    tokio::spawn(log_manager.run(shutdown.clone()));
 
     let (health_tx, health_rx) = watch::channel(RuntimeHealth {
         runtime_version: format!("{}://{}", version.runtime_name, version.runtime_version),

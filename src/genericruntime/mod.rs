@@ -11,6 +11,8 @@ pub mod hooks;
 pub mod images;
 pub mod kill;
 pub mod labels;
+pub mod logrotate;
+pub mod logs;
 pub mod manager;
 pub mod podstatus;
 pub mod relist;

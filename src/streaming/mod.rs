@@ -14,6 +14,7 @@ pub mod exec;
 pub mod healthz;
 pub mod pods;
 pub mod proxy;
+pub mod logs;
 pub mod remotecommand;
 pub mod server;
 pub mod spdy;

@@ -9,6 +9,7 @@ mod cri_cgroups;
 mod cri_lifecycle;
 mod cri_probes;
 mod kubelet_server;
+mod logs;
 mod node;
 mod probes;
 mod sim_lifecycle;
