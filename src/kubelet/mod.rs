@@ -13,6 +13,7 @@ pub mod podmanager;
 pub mod resources;
 pub mod runopts;
 pub mod sources;
+pub mod stats;
 pub mod status;
 pub mod syncloop;
 pub mod workers;
