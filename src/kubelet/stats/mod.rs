@@ -8,6 +8,7 @@
 //! the kubelet takes container CPU/memory from cAdvisor, keel from the runtime (containerd
 //! reads the same cgroup files); pod volume stats are not reported (no volume manager yet).
 
+pub mod metrics;
 pub mod node;
 pub mod pods;
 pub mod types;
@@ -428,5 +429,208 @@ impl StatsProvider {
         let pid = pods::sandbox_pid(&resp.info)?;
         let text = std::fs::read_to_string(self.cfg.host.proc_dir.join(pid.to_string()).join("net/dev")).ok()?;
         Some(node::network_stats(node::parse_net_dev(&text), now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::sim::{SimConfig, SimRuntime};
+    use crate::clock::Clock;
+    use crate::genericruntime::RuntimeService;
+
+    const IMAGE: &str = "busybox:1.36";
+
+    async fn provider() -> (Arc<SimRuntime>, StatsProvider, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = SimRuntime::new(
+            SimConfig {
+                images: vec![IMAGE.into()],
+                ..Default::default()
+            },
+            Clock::real(),
+            dir.path().join("sim"),
+        )
+        .unwrap();
+        let p = StatsProvider::new(
+            sim.clone(),
+            ProviderConfig {
+                node_name: "node-a".into(),
+                root_dir: dir.path().join("root"),
+                pod_logs_dir: dir.path().join("pods"),
+                cgroups: None,
+                host: HostPaths::default(),
+            },
+        );
+        (sim, p, dir)
+    }
+
+    /// A pod with the named containers, each `(name, millicores, memory)`; returns the sandbox ID.
+    async fn pod(sim: &SimRuntime, dir: &std::path::Path, name: &str, containers: &[(&str, &str, &str)]) -> String {
+        let uid = format!("uid-{name}");
+        let config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: uid.clone(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            log_directory: dir
+                .join(format!("pods/default_{name}_{uid}"))
+                .to_string_lossy()
+                .into_owned(),
+            ..Default::default()
+        };
+        let sb = sim
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .pod_sandbox_id;
+        for (c, cpu, mem) in containers {
+            let id = sim
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: sb.clone(),
+                    config: Some(cri::ContainerConfig {
+                        metadata: Some(cri::ContainerMetadata {
+                            name: c.to_string(),
+                            attempt: 0,
+                        }),
+                        image: Some(cri::ImageSpec {
+                            image: IMAGE.into(),
+                            ..Default::default()
+                        }),
+                        command: vec!["sh".into(), "-c".into(), "echo hello; sleep infinity".into()],
+                        log_path: format!("{c}/0.log"),
+                        envs: vec![
+                            cri::KeyValue {
+                                key: "SIM_CPU_MILLICORES".into(),
+                                value: cpu.to_string(),
+                            },
+                            cri::KeyValue {
+                                key: "SIM_MEMORY".into(),
+                                value: mem.to_string(),
+                            },
+                        ],
+                        ..Default::default()
+                    }),
+                    sandbox_config: Some(config.clone()),
+                })
+                .await
+                .unwrap()
+                .container_id;
+            sim.start_container(cri::StartContainerRequest { container_id: id })
+                .await
+                .unwrap();
+        }
+        sb
+    }
+
+    #[tokio::test]
+    async fn no_pods_is_null_and_the_node_is_filled_in() {
+        let (_sim, p, _dir) = provider().await;
+        let s = p.summary(false).await.unwrap();
+        assert!(s.pods.is_none());
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["pods"].is_null());
+        assert_eq!(json["node"]["nodeName"], "node-a");
+        let n = &s.node;
+        assert!(n.start_time.is_some(), "boot time");
+        assert!(n.cpu.as_ref().unwrap().usage_core_nano_seconds.unwrap() > 0);
+        assert!(n.memory.as_ref().unwrap().working_set_bytes.unwrap() > 0);
+        assert!(n.fs.as_ref().unwrap().capacity_bytes.unwrap() > 0);
+        let image_fs = n.runtime.as_ref().unwrap().image_fs.as_ref().unwrap();
+        assert_eq!(image_fs.inodes_used, Some(1), "one configured image");
+        assert!(image_fs.capacity_bytes.unwrap() > 0);
+        assert!(n.rlimit.as_ref().unwrap().maxpid.unwrap() > 0);
+        assert!(n.system_containers.is_none(), "no cgroups on the sim");
+        // The second full summary has a CPU rate for the node.
+        let s = p.summary(false).await.unwrap();
+        assert!(s.node.cpu.unwrap().usage_nano_cores.is_some());
+    }
+
+    #[tokio::test]
+    async fn pods_from_the_sim_have_the_predicted_figures() {
+        let (sim, p, dir) = provider().await;
+        pod(
+            &sim,
+            dir.path(),
+            "web",
+            &[("nginx", "250", "64Mi"), ("side", "10", "1Mi")],
+        )
+        .await;
+        let sb_b = pod(&sim, dir.path(), "batch", &[("work", "1000", "128Mi")]).await;
+        // Wait for the log line so the log size is known.
+        let log = dir.path().join("pods/default_web_uid-web/nginx/0.log");
+        for _ in 0..200 {
+            if std::fs::metadata(&log).map(|m| m.len() > 0).unwrap_or(false) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let s = p.summary(false).await.unwrap();
+        let pods = s.pods.unwrap();
+        let names: Vec<&str> = pods.iter().map(|p| p.pod_ref.name.as_str()).collect();
+        assert_eq!(names, ["batch", "web"], "sorted by namespace/name");
+        let web = &pods[1];
+        assert_eq!(web.pod_ref.uid, "uid-web");
+        assert!(web.start_time.is_some());
+        let cs = web.containers.as_ref().unwrap();
+        assert_eq!(
+            cs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["nginx", "side"]
+        );
+        let nginx = &cs[0];
+        assert_eq!(nginx.cpu.as_ref().unwrap().usage_nano_cores, Some(250_000_000));
+        assert_eq!(nginx.memory.as_ref().unwrap().working_set_bytes, Some(64 << 20));
+        let logs = nginx.logs.as_ref().unwrap();
+        assert_eq!(logs.used_bytes, Some(std::fs::metadata(&log).unwrap().len()));
+        assert!(logs.used_bytes.unwrap() > 0);
+        assert!(logs.capacity_bytes.is_some());
+        assert_eq!(nginx.rootfs.as_ref().unwrap().used_bytes, Some(0));
+        // Pod figures come from ListPodSandboxStats: the sums of the containers.
+        assert_eq!(web.cpu.as_ref().unwrap().usage_nano_cores, Some(260_000_000));
+        assert_eq!(web.memory.as_ref().unwrap().working_set_bytes, Some(65 << 20));
+        assert_eq!(web.process_stats.as_ref().unwrap().process_count, Some(3));
+        assert_eq!(web.network.as_ref().unwrap().default.name, "eth0");
+        let eph = web.ephemeral_storage.as_ref().unwrap();
+        assert!(eph.used_bytes.unwrap() >= logs.used_bytes.unwrap());
+
+        // CPU/memory only: the reduced shape.
+        let only = p.summary(true).await.unwrap();
+        let json = serde_json::to_value(&only).unwrap();
+        let node = json["node"].as_object().unwrap();
+        let mut keys: Vec<&str> = node.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["cpu", "memory", "nodeName", "startTime"]);
+        let pod0 = json["pods"][0].as_object().unwrap();
+        let mut keys: Vec<&str> = pod0.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["containers", "cpu", "memory", "podRef", "startTime"]);
+        let c0 = json["pods"][0]["containers"][0].as_object().unwrap();
+        let mut keys: Vec<&str> = c0.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["cpu", "memory", "name", "startTime"]);
+
+        // A pod without running containers drops out.
+        sim.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sb_b })
+            .await
+            .unwrap();
+        let pods = p.summary(false).await.unwrap().pods.unwrap();
+        assert_eq!(pods.len(), 1);
+        assert_eq!(pods[0].pod_ref.name, "web");
+    }
+
+    #[tokio::test]
+    async fn a_runtime_error_is_reported() {
+        let (sim, p, _dir) = provider().await;
+        sim.set_config(SimConfig {
+            unavailable: true,
+            ..Default::default()
+        });
+        let e = p.summary(false).await.unwrap_err();
+        assert!(e.to_string().contains("ListPodSandbox"), "{e}");
     }
 }
