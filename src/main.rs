@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 use keel::backends::cri::CriRuntime;
 use keel::backends::sim::SimRuntime;
 use keel::clock::Clock;
+use keel::genericruntime::instrumented::InstrumentedRuntime;
 use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
 use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
 use keel::kubelet::cgroups::{CgroupFs, PodCgroups, DEFAULT_CGROUP_MOUNT};
@@ -101,7 +102,8 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
     };
     info!(node = %cfg.node_name, standalone = cfg.standalone, runtime = ?cfg.runtime, "starting keel {}", env!("CARGO_PKG_VERSION"));
 
-    let runtime = runtime_for(&cfg, clock).await?;
+    // Every runtime call is timed and counted for `/metrics` (the kubelet's instrumented service).
+    let runtime: Arc<dyn Runtime> = InstrumentedRuntime::new(runtime_for(&cfg, clock).await?);
     let node_ips = vec![nodeinfo::resolve_node_ip(cfg.node_ip)
         .context("choosing the node IP")?
         .to_string()];

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use crate::kubelet::syncloop::Core;
 
+pub mod metrics;
 pub mod remotecommand;
+pub mod stats;
 
 /// What the route handlers read: the kubelet's core (config, pods, runtime manager, cache,
 /// status manager).

@@ -23,7 +23,8 @@ use crate::kubelet::cgroups::DEFAULT_CGROUP_MOUNT;
 use crate::kubelet::syncloop::Core;
 use node::HostPaths;
 use pods::{CgroupReader, CpuRateCache};
-use types::{ContainerStats, FsStats, NodeStats, PodStats, RuntimeStats, Summary};
+pub use types::Summary;
+use types::{ContainerStats, FsStats, NodeStats, PodStats, RuntimeStats};
 
 /// The rate-cache key of the node.
 const NODE_KEY: &str = "node";
