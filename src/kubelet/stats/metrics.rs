@@ -146,7 +146,7 @@ impl KeelMetrics {
     }
 
     /// Records one API request.
-    pub fn rest_request(&self, method: &str, code: u16, host: &str) {
+    pub fn rest_request(&self, method: &str, code: &str, host: &str) {
         self.rest_client_requests
             .get_or_create(&RestLabels {
                 code: code.to_string(),
@@ -187,7 +187,7 @@ mod tests {
                 lifecycle: "sync".into(),
             })
             .set(2);
-        m.rest_request("PATCH", 200, "127.0.0.1:6443");
+        m.rest_request("PATCH", "200", "127.0.0.1:6443");
         let text = m.encode().unwrap();
         for want in [
             "# TYPE kubelet_runtime_operations_duration_seconds histogram",

@@ -11,6 +11,7 @@
 pub mod metrics;
 pub mod node;
 pub mod pods;
+pub mod restclient;
 pub mod types;
 
 use std::collections::{HashMap, HashSet};
