@@ -12,5 +12,4 @@ mod sim_lifecycle;
 mod sim_node;
 mod sim_scale;
 mod sources;
-mod stats;
 mod status;
