@@ -197,25 +197,29 @@ impl StatsProvider {
         Ok(Some(fs))
     }
 
-    async fn sandbox_stats(&self) -> Result<HashMap<String, cri::PodSandboxStats>, StatsError> {
+    /// The runtime's pod-level stats by sandbox ID; empty when it has none (pod figures then
+    /// come from the pod cgroup or the containers' sums).
+    async fn sandbox_stats(&self) -> HashMap<String, cri::PodSandboxStats> {
         if self.no_sandbox_stats.load(Ordering::Relaxed) {
-            return Ok(HashMap::new());
+            return HashMap::new();
         }
         match self.runtime.list_pod_sandbox_stats(Default::default()).await {
-            Ok(r) => Ok(r
+            Ok(r) => r
                 .stats
                 .into_iter()
                 .filter_map(|s| Some((s.attributes.as_ref()?.id.clone(), s)))
-                .collect()),
+                .collect(),
             Err(e) if e.code == Code::Unimplemented => {
                 tracing::debug!(error = %e, "runtime has no ListPodSandboxStats; reading pod cgroups");
                 self.no_sandbox_stats.store(true, Ordering::Relaxed);
-                Ok(HashMap::new())
+                HashMap::new()
             }
-            Err(e) => Err(StatsError::Runtime {
-                step: "ListPodSandboxStats",
-                source: e,
-            }),
+            // containerd fails the whole call when one sandbox's metrics cannot be read (one
+            // being torn down): this summary falls back for every pod instead of failing.
+            Err(e) => {
+                tracing::debug!(error = %e, "ListPodSandboxStats failed; reading pod cgroups");
+                HashMap::new()
+            }
         }
     }
 
@@ -253,7 +257,7 @@ impl StatsProvider {
             .await
             .map_err(rt("ListContainerStats"))?
             .stats;
-        let sandbox_stats = self.sandbox_stats().await?;
+        let sandbox_stats = self.sandbox_stats().await;
         // statvfs per writable-layer filesystem, once per summary.
         let mut fs_cache: HashMap<String, Option<FsStats>> = HashMap::new();
         let logs_fs = if full {
