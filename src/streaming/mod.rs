@@ -11,7 +11,9 @@ use crate::kubelet::syncloop::Core;
 
 pub mod metrics;
 pub mod remotecommand;
+pub mod spdy;
 pub mod stats;
+pub mod websocket;
 
 /// What the route handlers read: the kubelet's core (config, pods, runtime manager, cache,
 /// status manager).
