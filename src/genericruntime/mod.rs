@@ -9,6 +9,7 @@ pub mod gc;
 pub mod hash;
 pub mod hooks;
 pub mod images;
+pub mod instrumented;
 pub mod kill;
 pub mod labels;
 pub mod logrotate;
