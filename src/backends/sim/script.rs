@@ -229,6 +229,9 @@ pub trait Host: Send {
     async fn read_stdin(&mut self) -> Option<Bytes> {
         None
     }
+    /// Hands over the output produced so far, waiting while the reader is slow (a streaming
+    /// exec); a host that writes output at once has nothing to do.
+    async fn drain(&mut self) {}
     /// The terminal size as `(rows, cols)` when the process has a terminal (`stty size`).
     fn term_size(&self) -> Option<(u16, u16)> {
         None
@@ -1488,19 +1491,13 @@ impl<H: Host> Interp<H> {
                     "tee" => (Vec::new(), None),
                     _ => (operands.clone(), None),
                 };
+                if let Some(n) = (name == "head").then(|| byte_count_flag(args)).flatten() {
+                    self.head_bytes(n, &input, out, err, files).await;
+                    return Ok(());
+                }
                 let mut text = Vec::new();
                 if input.is_empty() {
-                    // Byte counts of stdin stream: nothing is kept.
-                    if let Some(n) = (name == "head").then(|| byte_count_flag(args)).flatten() {
-                        let mut left = n;
-                        while left > 0 {
-                            let Some(chunk) = self.next_input().await else { break };
-                            let take = chunk.len().min(left);
-                            self.emit(out, &chunk[..take], files);
-                            left -= take;
-                        }
-                        return Ok(());
-                    }
+                    // A byte count of stdin streams: nothing is kept.
                     if name == "wc" && flags == "c" {
                         let mut n = 0usize;
                         while let Some(chunk) = self.next_input().await {
@@ -1748,6 +1745,54 @@ impl<H: Host> Interp<H> {
         Ok(())
     }
 
+    /// `head -c N [FILE…]`: stdin (chunk by chunk as it arrives) or the files, `/dev/zero`
+    /// included (generated in chunks, each handed to the host before the next is made).
+    async fn head_bytes(
+        &mut self,
+        n: usize,
+        paths: &[String],
+        out: &Sink,
+        err: &Sink,
+        files: &mut BTreeMap<String, Vec<u8>>,
+    ) {
+        let mut left = n;
+        if paths.is_empty() {
+            while left > 0 {
+                let Some(chunk) = self.next_input().await else { break };
+                let take = chunk.len().min(left);
+                self.emit(out, &chunk[..take], files);
+                left -= take;
+            }
+            return;
+        }
+        for p in paths {
+            if left == 0 {
+                break;
+            }
+            if p == "/dev/zero" {
+                while left > 0 {
+                    let take = left.min(ZEROS.len());
+                    self.emit(out, &ZEROS[..take], files);
+                    left -= take;
+                    self.host.drain().await;
+                }
+                continue;
+            }
+            match self.host.read_file(p) {
+                Ok(data) => {
+                    let take = data.len().min(left);
+                    self.emit(out, &data[..take], files);
+                    left -= take;
+                }
+                Err(e) => {
+                    let msg = format!("head: {p}: {}\n", e.text());
+                    self.emit(err, msg.as_bytes(), files);
+                    self.status = 1;
+                }
+            }
+        }
+    }
+
     async fn sleep(&mut self, d: Duration) {
         self.now += d;
         self.host.wait_until(self.now).await;
@@ -1982,6 +2027,9 @@ fn split_flags(name: &str, args: &[String]) -> (String, Vec<String>) {
     }
     (flags, operands)
 }
+
+/// What `/dev/zero` reads as, one chunk at a time.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// head's byte count: `-c N` or `-cN`.
 fn byte_count_flag(args: &[String]) -> Option<usize> {
@@ -2345,6 +2393,24 @@ pub(crate) mod tests {
             ("echo DONE | tee /f >/dev/null; cat /f", exit(0), "DONE\n", 0),
             ("exit 4 | true; echo still", exit(0), "still\n", 0),
             ("echo a | cat; echo b", exit(0), "a\nb\n", 0),
+            // Hashes and byte counts (coreutils formats); stdin is consumed by the first reader.
+            (
+                "echo hello | md5sum",
+                exit(0),
+                "b1946ac92492d2347c6235b4d2611184  -\n",
+                0,
+            ),
+            (
+                "printf abc | sha256sum",
+                exit(0),
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  -\n",
+                0,
+            ),
+            ("printf abcdef | head -c 4; echo", exit(0), "abcd\n", 0),
+            ("head -c 3 /dev/zero | wc -c", exit(0), "3\n", 0),
+            ("printf abc | { cat; cat; }", exit(0), "abc", 0),
+            ("cat; echo none", exit(0), "none\n", 0),
+            ("stty size || echo no-tty", exit(0), "no-tty\n", 0),
             (
                 "echo \"[$(echo a; echo b)]\" $(printf 'x y\\n\\n')",
                 exit(0),

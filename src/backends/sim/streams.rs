@@ -193,6 +193,12 @@ impl StreamHost {
         loop {
             let stdin = self.stdin.as_mut()?;
             tokio::select! {
+                // A resize sent before the keystrokes applies to them.
+                biased;
+                size = next_resize(&mut self.resize) => match size {
+                    Some(s) => self.size = Some(s),
+                    None => self.resize = None,
+                },
                 chunk = stdin.recv() => match chunk {
                     Some(c) if c.is_empty() => {}
                     Some(c) => return Some(c),
@@ -200,10 +206,6 @@ impl StreamHost {
                         self.stdin = None;
                         return None;
                     }
-                },
-                size = next_resize(&mut self.resize) => match size {
-                    Some(s) => self.size = Some(s),
-                    None => self.resize = None,
                 },
             }
         }
@@ -270,6 +272,10 @@ impl Host for StreamHost {
             .unwrap_or(self.started)
             .strftime("%a %b %e %H:%M:%S UTC %Y")
             .to_string()
+    }
+
+    async fn drain(&mut self) {
+        self.flush().await;
     }
 
     async fn read_stdin(&mut self) -> Option<Bytes> {

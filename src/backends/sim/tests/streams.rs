@@ -34,13 +34,15 @@ impl Client {
             .unwrap();
     }
 
-    /// Reads stdout until `want` has appeared; everything read so far.
+    /// Reads stdout until `want` has appeared (failing after 10 s, auto-advanced when paused);
+    /// `seen` collects everything read.
     async fn stdout_until(&mut self, seen: &mut Vec<u8>, want: &str) {
         let rx = self.stdout.as_mut().unwrap();
         while !String::from_utf8_lossy(seen).contains(want) {
-            match rx.recv().await {
-                Some(chunk) => seen.extend_from_slice(&chunk),
-                None => panic!("stdout ended before {want:?}; got {:?}", String::from_utf8_lossy(seen)),
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(chunk)) => seen.extend_from_slice(&chunk),
+                Ok(None) => panic!("stdout ended before {want:?}; got {:?}", String::from_utf8_lossy(seen)),
+                Err(_) => panic!("no {want:?} on stdout; got {:?}", String::from_utf8_lossy(seen)),
             }
         }
     }
