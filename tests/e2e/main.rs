@@ -10,6 +10,7 @@ mod cri_lifecycle;
 mod cri_probes;
 mod kubelet_server;
 mod logs;
+mod cri_streaming;
 mod node;
 mod probes;
 mod sim_lifecycle;
