@@ -4,12 +4,14 @@
 
 mod admission;
 mod auth;
+mod authz;
 mod defaulting;
 mod discovery;
 mod errors;
 mod events;
 mod fieldvalidation;
 mod handlers;
+mod kubeletproxy;
 mod objects;
 mod patch;
 mod pki;
@@ -66,11 +68,14 @@ impl TestApiServer {
             .context("binding 127.0.0.1:0")?;
         let addr: SocketAddr = listener.local_addr().context("reading the bound address")?;
         std::fs::write(dir.path().join("ca.crt"), &pki.ca_pem).context("writing ca.crt")?;
+        let kubelet_tls = kubeletproxy::kubelet_connector(&pki).context("building the kubelet client")?;
         let (outages, _) = tokio::sync::watch::channel(0u64);
         let shared = Arc::new(Shared {
             store: Store::new(),
             pki,
             tokens: Tokens::default(),
+            grants: authz::Grants::default(),
+            kubelet_tls,
             available: AtomicBool::new(true),
             outages,
             shutdown: CancellationToken::new(),
@@ -127,6 +132,18 @@ impl TestApiServer {
             panic!("test apiserver: writing {}: {e}", path.display());
         }
         path
+    }
+
+    /// Lets `user` do `verb` (or `*`) on `resource/subresource` (subresource "" for the object
+    /// itself, `*` for all), in every namespace: a test's RBAC binding, e.g.
+    /// `grant("alice", "get", "nodes", "stats")`.
+    pub fn grant(&self, user: &str, verb: &str, resource: &str, subresource: &str) {
+        self.shared.grants.add(user, verb, resource, subresource);
+    }
+
+    /// CN of the client certificate the server presents to kubelets (in `system:masters`).
+    pub fn kubelet_client_user(&self) -> &'static str {
+        authz::KUBELET_CLIENT_USER
     }
 
     /// An admin kube client.
