@@ -4,6 +4,7 @@
 mod support;
 
 mod apiserver;
+mod apiserver_proxy;
 mod cri_backend;
 mod cri_cgroups;
 mod cri_lifecycle;

@@ -24,7 +24,15 @@ const NODES: &str = "system:nodes";
 const AUTHENTICATED: &str = "system:authenticated";
 
 /// Subresources of ordinary objects: open to every authenticated user (no object RBAC here).
-const OBJECT_SUBRESOURCES: &[&str] = &["", "status", "binding", "eviction", "token", "ephemeralcontainers", "finalize"];
+const OBJECT_SUBRESOURCES: &[&str] = &[
+    "",
+    "status",
+    "binding",
+    "eviction",
+    "token",
+    "ephemeralcontainers",
+    "finalize",
+];
 /// The kubelet API subresources of `system:kubelet-api-admin` (all verbs), with the 1.33
 /// fine-grained ones (`pods`, `healthz`, `configz`).
 const KUBELET_API_SUBRESOURCES: &[&str] = &["proxy", "metrics", "stats", "log", "pods", "healthz", "configz"];
@@ -291,7 +299,12 @@ mod tests {
         let proxy = |verb: &str| Attributes::resource(verb, "", "nodes", "proxy", "", "n1");
         let cases: Vec<(&str, &Vec<String>, Attributes, bool)> = vec![
             ("admin", &admin, proxy("create"), true),
-            ("admin", &admin, Attributes::resource("delete", "", "secrets", "", "x", "y"), true),
+            (
+                "admin",
+                &admin,
+                Attributes::resource("delete", "", "secrets", "", "x", "y"),
+                true,
+            ),
             (KUBELET_CLIENT_USER, &kubelet_client, proxy("create"), true),
             (KUBELET_CLIENT_USER, &kubelet_client, proxy("get"), true),
             (
@@ -306,14 +319,49 @@ mod tests {
                 Attributes::resource("create", "", "pods", "exec", "default", "p"),
                 false,
             ),
-            ("alice", &auth, Attributes::resource("get", "", "nodes", "stats", "", "n1"), true),
-            ("alice", &auth, Attributes::resource("create", "", "nodes", "stats", "", "n1"), false),
+            (
+                "alice",
+                &auth,
+                Attributes::resource("get", "", "nodes", "stats", "", "n1"),
+                true,
+            ),
+            (
+                "alice",
+                &auth,
+                Attributes::resource("create", "", "nodes", "stats", "", "n1"),
+                false,
+            ),
             ("alice", &auth, proxy("get"), false),
-            ("bob", &auth, Attributes::resource("get", "", "pods", "exec", "default", "p"), true),
-            ("bob", &auth, Attributes::resource("get", "", "pods", "attach", "default", "p"), false),
-            ("carol", &auth, Attributes::resource("get", "", "pods", "", "default", "p"), true),
-            ("carol", &auth, Attributes::resource("update", "", "pods", "status", "default", "p"), true),
-            ("carol", &auth, Attributes::resource("get", "", "pods", "log", "default", "p"), false),
+            (
+                "bob",
+                &auth,
+                Attributes::resource("get", "", "pods", "exec", "default", "p"),
+                true,
+            ),
+            (
+                "bob",
+                &auth,
+                Attributes::resource("get", "", "pods", "attach", "default", "p"),
+                false,
+            ),
+            (
+                "carol",
+                &auth,
+                Attributes::resource("get", "", "pods", "", "default", "p"),
+                true,
+            ),
+            (
+                "carol",
+                &auth,
+                Attributes::resource("update", "", "pods", "status", "default", "p"),
+                true,
+            ),
+            (
+                "carol",
+                &auth,
+                Attributes::resource("get", "", "pods", "log", "default", "p"),
+                false,
+            ),
             (
                 "carol",
                 &auth,

@@ -150,7 +150,10 @@ pub async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Reque
         ));
     }
     let token_user = || {
-        let auth = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let auth = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         bearer(auth).and_then(|t| shared.tokens.authenticate(t))
     };
     let Some(user) = cert_user.or_else(token_user) else {

@@ -26,11 +26,8 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -93,9 +90,8 @@ pub fn kubelet_connector(pki: &Pki) -> Result<TlsConnector, KubeletClientError> 
         source,
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(AnyServerCert {
-        algorithms: provider.signature_verification_algorithms,
-    });
+    // No --kubelet-certificate-authority: any kubelet serving certificate is accepted.
+    let verifier = super::super::rawhttp::AnyServerCert::new();
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(KubeletClientError::Tls)?
@@ -106,48 +102,6 @@ pub fn kubelet_connector(pki: &Pki) -> Result<TlsConnector, KubeletClientError> 
     // Upgrades (SPDY, WebSocket) are HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
-}
-
-/// Accepts any kubelet serving certificate (kube-apiserver without
-/// `--kubelet-certificate-authority`), while still checking the handshake signatures.
-#[derive(Debug)]
-struct AnyServerCert {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 /// A pod subresource served by the kubelet.
@@ -173,9 +127,16 @@ impl PodSub {
 /// A request the kubelet proxy serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    Pod { ns: String, name: String, sub: PodSub },
+    Pod {
+        ns: String,
+        name: String,
+        sub: PodSub,
+    },
     /// `rest` is what follows `/proxy` in the request path ("" or "/...").
-    Node { name: String, rest: String },
+    Node {
+        name: String,
+        rest: String,
+    },
 }
 
 /// Recognises the proxied paths.
@@ -378,9 +339,10 @@ fn query_bool(q: &[(String, String)], key: &str) -> bool {
 fn query_int(q: &[(String, String)], key: &str) -> Result<Option<i64>, ApiError> {
     match first(q, key) {
         None | Some("") => Ok(None),
-        Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
-            ApiError::bad_request(format!("strconv.ParseInt: parsing {v:?}: invalid syntax"))
-        }),
+        Some(v) => v
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("strconv.ParseInt: parsing {v:?}: invalid syntax"))),
     }
 }
 
@@ -431,7 +393,12 @@ fn pod_location(
     };
     match sub {
         PodSub::Exec | PodSub::Attach => {
-            for (opt, param) in [("stdin", "input"), ("stdout", "output"), ("stderr", "error"), ("tty", "tty")] {
+            for (opt, param) in [
+                ("stdin", "input"),
+                ("stdout", "output"),
+                ("stderr", "error"),
+                ("tty", "tty"),
+            ] {
                 if query_bool(query, opt) {
                     params.push((param, "1".into()));
                 }
@@ -467,7 +434,9 @@ fn pod_location(
         if sub == PodSub::Log {
             return Ok(None);
         }
-        return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
     }
     let (host, port) = node_address(shared, node)?;
     let path = match sub {
@@ -495,12 +464,13 @@ fn log_params(query: &[(String, String)], pod: &str) -> Result<Vec<(&'static str
         }
     }
     let since_seconds = query_int(query, "sinceSeconds")?;
-    let since_time = match first(query, "sinceTime") {
-        None | Some("") => None,
-        Some(t) => Some(t.parse::<jiff::Timestamp>().map_err(|e| {
-            ApiError::bad_request(format!("parsing time {t:?} as \"2006-01-02T15:04:05Z07:00\": {e}"))
-        })?),
-    };
+    let since_time =
+        match first(query, "sinceTime") {
+            None | Some("") => None,
+            Some(t) => Some(t.parse::<jiff::Timestamp>().map_err(|e| {
+                ApiError::bad_request(format!("parsing time {t:?} as \"2006-01-02T15:04:05Z07:00\": {e}"))
+            })?),
+        };
     let tail_lines = query_int(query, "tailLines")?;
     let limit_bytes = query_int(query, "limitBytes")?;
     let mut errs = Vec::new();
@@ -512,16 +482,22 @@ fn log_params(query: &[(String, String)], pod: &str) -> Result<Vec<(&'static str
         ));
     }
     if let Some(l) = limit_bytes.filter(|l| *l < 1) {
-        errs.push(FieldError::invalid("limitBytes", serde_json::json!(l), "must be greater than 0"));
+        errs.push(FieldError::invalid(
+            "limitBytes",
+            serde_json::json!(l),
+            "must be greater than 0",
+        ));
     }
     match (since_seconds, since_time) {
         (Some(_), Some(_)) => errs.push(FieldError::forbidden(
             "",
             "at most one of `sinceTime` or `sinceSeconds` may be specified",
         )),
-        (Some(s), None) if s < 1 => {
-            errs.push(FieldError::invalid("sinceSeconds", serde_json::json!(s), "must be greater than 0"))
-        }
+        (Some(s), None) if s < 1 => errs.push(FieldError::invalid(
+            "sinceSeconds",
+            serde_json::json!(s),
+            "must be greater than 0",
+        )),
         _ => {}
     }
     if !errs.is_empty() {
@@ -621,19 +597,36 @@ fn node_address(shared: &Shared, node: &str) -> Result<(String, u16), ApiError> 
     Ok((host, port))
 }
 
+/// Whether `host` is an address of this machine. Every node of a test cluster runs here, and
+/// test kubelets listen on loopback only (tests never listen on other interfaces), while a node
+/// reports a non-loopback InternalIP (the kubelet refuses loopback node IPs): the "cluster
+/// network" of the tests routes this machine's own addresses to 127.0.0.1, as a node-local
+/// tunnel (a Konnectivity agent) would reach its kubelet. Everything else is dialled as given.
+fn is_this_machine(host: &str) -> bool {
+    host.parse::<IpAddr>()
+        .ok()
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        // Binding proves the address is local without sending anything.
+        .is_some_and(|ip| std::net::UdpSocket::bind((ip, 0)).is_ok())
+}
+
 /// Opens a TLS connection to the kubelet and an HTTP/1.1 client on it (upgrades enabled).
-async fn connect(
-    shared: &Shared,
-    loc: &Location,
-) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, String> {
+async fn connect(shared: &Shared, loc: &Location) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, String> {
     let dial = async {
-        let tcp = TcpStream::connect((loc.host.as_str(), loc.port))
+        let dial_host = if is_this_machine(&loc.host) {
+            "127.0.0.1"
+        } else {
+            loc.host.as_str()
+        };
+        let tcp = TcpStream::connect((dial_host, loc.port))
             .await
             .map_err(|e| format!("dial tcp {}: connect: {e}", loc.authority()))?;
         let _ = tcp.set_nodelay(true);
         let server_name = match loc.host.parse::<IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
-            Err(_) => ServerName::try_from(loc.host.clone()).map_err(|e| format!("invalid host {:?}: {e}", loc.host))?,
+            Err(_) => {
+                ServerName::try_from(loc.host.clone()).map_err(|e| format!("invalid host {:?}: {e}", loc.host))?
+            }
         };
         let tls = shared
             .kubelet_tls
@@ -963,7 +956,11 @@ mod tests {
         );
         let e = log_params(&q("sinceSeconds=5&sinceTime=2024-01-02T03:04:05Z"), "p").unwrap_err();
         assert_eq!(e.code, 422);
-        assert!(e.message.contains("at most one of `sinceTime` or `sinceSeconds`"), "{}", e.message);
+        assert!(
+            e.message.contains("at most one of `sinceTime` or `sinceSeconds`"),
+            "{}",
+            e.message
+        );
         assert_eq!(log_params(&q("limitBytes=0"), "p").unwrap_err().code, 422);
         assert_eq!(log_params(&q("tailLines=x"), "p").unwrap_err().code, 400);
         assert_eq!(log_params(&q("sinceTime=yesterday"), "p").unwrap_err().code, 400);
@@ -975,7 +972,10 @@ mod tests {
         assert_eq!(validate_container("", &one, "p").unwrap(), "main");
         assert_eq!(validate_container("main", &one, "p").unwrap(), "main");
         let e = validate_container("other", &one, "p").unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (400, "container other is not valid for pod p"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (400, "container other is not valid for pod p")
+        );
         let two = json!({"spec": {"initContainers": [{"name": "init"}], "containers": [{"name": "a"}, {"name": "b"}]}});
         let e = validate_container("", &two, "p").unwrap_err();
         assert_eq!(
@@ -990,12 +990,24 @@ mod tests {
         let e = generic_response_error(404, "pod does not exist", "p");
         assert_eq!(
             (e.code, e.reason, e.message.as_str()),
-            (404, "NotFound", "the server could not find the requested resource ( pods/log p)")
+            (
+                404,
+                "NotFound",
+                "the server could not find the requested resource ( pods/log p)"
+            )
         );
-        let e = generic_response_error(400, "container \"c\" in pod \"p\" is waiting to start: ContainerCreating", "p");
+        let e = generic_response_error(
+            400,
+            "container \"c\" in pod \"p\" is waiting to start: ContainerCreating",
+            "p",
+        );
         assert_eq!((e.code, e.reason), (400, "BadRequest"));
         assert!(e.message.starts_with("container \"c\""));
-        let e = generic_response_error(403, "Forbidden (user=x, verb=get, resource=nodes, subresource=proxy)", "p");
+        let e = generic_response_error(
+            403,
+            "Forbidden (user=x, verb=get, resource=nodes, subresource=proxy)",
+            "p",
+        );
         assert_eq!(e.reason, "Forbidden");
         assert!(e.message.starts_with("Forbidden (user=x"));
     }

@@ -120,12 +120,32 @@ impl TestApiServer {
         }
     }
 
-    /// kubeconfig with a bearer token the server maps to `user`.
-    pub fn token_kubeconfig(&self, user: &str) -> PathBuf {
+    /// A client certificate and key (PEM) from the server's CA for `user` in `groups` (at most
+    /// 2), for clients that talk HTTPS themselves (to the server, or to a kubelet trusting this CA).
+    pub fn client_identity(&self, user: &str, groups: &[&str]) -> (String, String) {
+        match self.shared.pki.client_cert(user, groups) {
+            Ok(ck) => (ck.cert_pem, ck.key_pem),
+            Err(e) => panic!("test apiserver: issuing a client certificate for {user}: {e}"),
+        }
+    }
+
+    /// A bearer token the server maps to `user` (no groups but `system:authenticated`).
+    pub fn token_for(&self, user: &str) -> String {
         let token = format!("{}{}", objects::random_suffix(16), objects::random_suffix(16));
         self.shared
             .tokens
             .insert(token.clone(), UserInfo::new(user, "", Vec::new()), None);
+        token
+    }
+
+    /// The server's `host:port`.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// kubeconfig with a bearer token the server maps to `user`.
+    pub fn token_kubeconfig(&self, user: &str) -> PathBuf {
+        let token = self.token_for(user);
         let path = self.dir.path().join(format!("token-{}.kubeconfig", file_safe(user)));
         let user_yaml = format!("    token: {token}\n");
         if let Err(e) = std::fs::write(&path, self.kubeconfig_text(user, &user_yaml)) {
