@@ -329,6 +329,12 @@ async fn spdy_exec_goes_to_the_kubelet_path_and_splices_bytes() {
     assert_eq!(head.status, 101, "{head:?}");
     assert_eq!(head.header("x-stream-protocol-version"), Some("v4.channel.k8s.io"));
     assert_eq!(head.header("upgrade"), Some("SPDY/3.1"));
+    let up = s.upgrades();
+    assert_eq!(up.len(), 1);
+    assert_eq!(
+        (up[0].path.as_str(), up[0].upgrade.as_str(), up[0].protocol.as_str()),
+        ("/exec/default/p/c", "SPDY/3.1", "v4.channel.k8s.io")
+    );
     let seen = fk.last();
     assert_eq!(seen.method, "POST");
     assert_eq!(
@@ -373,6 +379,7 @@ async fn websocket_attach_and_portforward_pass_through_with_their_headers() {
     .unwrap();
     assert_eq!(head.status, 101, "{head:?}");
     assert_eq!(head.header("sec-websocket-protocol"), Some("v5.channel.k8s.io"));
+    assert_eq!(s.upgrades()[0].protocol, "v5.channel.k8s.io");
     let seen = fk.last();
     assert_eq!(seen.method, "GET");
     assert_eq!(seen.uri, "/attach/default/p/c?input=1&output=1&tty=1");

@@ -104,6 +104,16 @@ pub fn kubelet_connector(pki: &Pki) -> Result<TlsConnector, KubeletClientError> 
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
+/// One upgrade the proxy completed: the kubelet path, the requested `Upgrade` and the protocol
+/// the kubelet chose (`X-Stream-Protocol-Version` for SPDY, `Sec-WebSocket-Protocol` for
+/// WebSocket).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpgradeRecord {
+    pub path: String,
+    pub upgrade: String,
+    pub protocol: String,
+}
+
 /// A pod subresource served by the kubelet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PodSub {
@@ -701,6 +711,12 @@ async fn proxy_upgrade(
     let mut sender = connect(&shared, loc)
         .await
         .map_err(|e| ApiError::new(500, "", format!("error dialing backend: {e}")))?;
+    let upgrade_header = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let breq = backend_request(req, loc, true)?;
     let mut bresp = sender
         .send_request(breq)
@@ -725,6 +741,23 @@ async fn proxy_upgrade(
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *r.headers_mut() = bresp.headers().clone();
+    let h = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let protocol = match h("x-stream-protocol-version") {
+        p if p.is_empty() => h("sec-websocket-protocol"),
+        p => p,
+    };
+    let record = UpgradeRecord {
+        path: loc.path_and_query.split('?').next().unwrap_or("").to_string(),
+        upgrade: upgrade_header,
+        protocol,
+    };
+    shared.upgrades.lock().unwrap_or_else(|p| p.into_inner()).push(record);
     let backend_upgrade = hyper::upgrade::on(&mut bresp);
     let shutdown = shared.shutdown.clone();
     tokio::spawn(async move {

@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::auth::{Tokens, UserInfo};
+pub use self::kubeletproxy::UpgradeRecord;
 use self::objects::{new_uid, now_time};
 use self::pki::Pki;
 use self::server::Shared;
@@ -75,6 +76,7 @@ impl TestApiServer {
             pki,
             tokens: Tokens::default(),
             grants: authz::Grants::default(),
+            upgrades: std::sync::Mutex::new(Vec::new()),
             kubelet_tls,
             available: AtomicBool::new(true),
             outages,
@@ -190,6 +192,26 @@ impl TestApiServer {
     /// Forgets watch history: watches from any older resourceVersion get 410 Gone.
     pub fn compact(&self) {
         self.shared.store.lock().compact();
+    }
+
+    /// The upgrades the kubelet proxy completed (101 from the kubelet), oldest first.
+    pub fn upgrades(&self) -> Vec<UpgradeRecord> {
+        self.shared.upgrades.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A kubectl command (`bin`: a path or a name on PATH) with the admin kubeconfig and a
+    /// private HOME, stdio piped, killed when dropped: for tests that stream through it.
+    pub fn kubectl_command(&self, bin: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.arg("--kubeconfig")
+            .arg(&self.admin_kubeconfig)
+            .env("HOME", self.dir.path())
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
     }
 
     /// Runs kubectl (env KUBECTL or "kubectl") with the admin kubeconfig.

@@ -42,6 +42,8 @@ pub struct Shared {
     pub grants: Grants,
     /// TLS client towards kubelets (the apiserver's kubelet client certificate).
     pub kubelet_tls: tokio_rustls::TlsConnector,
+    /// Upgrades the kubelet proxy completed, for tests that check which protocol was used.
+    pub upgrades: std::sync::Mutex<Vec<super::kubeletproxy::UpgradeRecord>>,
     pub available: AtomicBool,
     /// Counts outages: open watches end when it changes.
     pub outages: tokio::sync::watch::Sender<u64>,
