@@ -14,3 +14,4 @@ mod sim_node;
 mod sim_scale;
 mod sources;
 mod status;
+mod streaming;
