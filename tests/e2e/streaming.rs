@@ -528,26 +528,36 @@ async fn malformed_stream_requests_get_clear_errors_and_keel_keeps_serving() {
     .unwrap();
     assert_eq!(head.status, 404);
 
-    // Garbage after the upgrade: keel drops that connection and keeps serving.
-    let mut c = conn().await;
-    let (head, _) = rawhttp::exchange(&mut c, upgrade(&exec, &["v4.channel.k8s.io"]).as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(head.status, 101, "{head:?}");
-    let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 97 + 13) as u8).collect();
-    let _ = c.write_all(&garbage).await;
-    let _ = c.flush().await;
-    let mut buf = [0u8; 4096];
-    let closed = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match c.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+    // Garbage after the upgrade: keel drops that connection and keeps serving. SPDY: a control
+    // frame of a type that does not exist; WebSocket: a frame with a reserved opcode.
+    let mut spdy_garbage = vec![0x80, 0x03, 0xff, 0xff, 0x00, 0x00, 0x00, 0x08];
+    spdy_garbage.extend((0..4096u32).map(|i| (i * 97 + 13) as u8));
+    let ws_exec = format!(
+        "GET {exec} HTTP/1.1\r\nHost: kubelet\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n"
+    );
+    let ws_garbage = vec![0x83, 0x80, 1, 2, 3, 4, 0x83, 0x80, 1, 2, 3, 4];
+    for (what, request, garbage) in [
+        ("SPDY", upgrade(&exec, &["v4.channel.k8s.io"]), spdy_garbage),
+        ("WebSocket", ws_exec, ws_garbage),
+    ] {
+        let mut c = conn().await;
+        let (head, _) = rawhttp::exchange(&mut c, request.as_bytes()).await.unwrap();
+        assert_eq!(head.status, 101, "{what}: {head:?}");
+        let _ = c.write_all(&garbage).await;
+        let _ = c.flush().await;
+        let mut buf = [0u8; 4096];
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
             }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "keel kept a connection that sent garbage open");
+        })
+        .await;
+        assert!(closed.is_ok(), "{what}: keel kept a connection that sent garbage open");
+    }
     let mut c = conn().await;
     let (head, _) = rawhttp::exchange(&mut c, b"GET /healthz HTTP/1.1\r\nHost: kubelet\r\n\r\n")
         .await
