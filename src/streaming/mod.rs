@@ -10,6 +10,8 @@ use std::sync::Arc;
 use crate::kubelet::syncloop::Core;
 
 pub mod remotecommand;
+pub mod spdy;
+pub mod websocket;
 
 /// What the route handlers read: the kubelet's core (config, pods, runtime manager, cache,
 /// status manager).
