@@ -13,6 +13,14 @@
 //! towards the kubelet. keel serves v5 itself on the sim backend; on containerd the runtime
 //! refuses v5 with 403 and kubectl falls back to SPDY, which is what a 1.29 cluster does.
 //!
+//! Errors are kube-apiserver's: a missing pod or node is a 404 Status, a pod on no node a 400
+//! (`pod X does not have a host assigned`; its log is an empty 204), a non-upgrade exec a 400
+//! (`Upgrade request required`). A kubelet that cannot be reached, or a node without a usable
+//! address, is a 500 Status with no reason (`error dialing backend: dial tcp …`): the
+//! upgrade-aware proxy hands plain errors to the REST responder, which makes them 500s, so the
+//! real server answers neither 502 nor 503 here. A kubelet's own error answer to an upgrade
+//! (403 with `X-Accepted-Stream-Protocol-Versions`, 400, 404 …) is passed back as it is.
+//!
 //! The apiserver authenticates to the kubelet with a client certificate from its CA (CN
 //! `kube-apiserver-kubelet-client`, O `system:masters`, as kubeadm issues it) and does not verify
 //! the kubelet's serving certificate (kube-apiserver without `--kubelet-certificate-authority`).
