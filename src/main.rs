@@ -17,6 +17,7 @@ use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
 use keel::kubelet::cgroups::{CgroupFs, PodCgroups, DEFAULT_CGROUP_MOUNT};
 use keel::kubelet::config::{self, Cli, Command, Config, RuntimeEndpoint};
 use keel::kubelet::events::Recorder;
+use keel::kubelet::hooks::KubeletHooks;
 use keel::kubelet::runopts::KubeletRunOptions;
 use keel::kubelet::sources::{api::spawn_api_source, file::spawn_file_source, SOURCE_CHANNEL_CAPACITY};
 use keel::kubelet::status::manager::StatusManager;
@@ -115,20 +116,23 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         .version(Default::default())
         .await
         .context("asking the runtime for its version")?;
-    let manager = Arc::new(RuntimeManager::new(
-        runtime.clone(),
-        ManagerConfig {
-            runtime_type: version.runtime_name.clone(),
-            pod_logs_dir: cfg.pod_logs_dir.clone(),
-            root_dir: cfg.root_dir.clone(),
-            cgroup_root: cfg.cgroup_root.clone(),
-            serialize_image_pulls: cfg.serialize_image_pulls,
-            node_name: cfg.node_name.clone(),
-            clock,
-        },
-        recorder.clone(),
-        run_options,
-    ));
+    let manager = Arc::new(
+        RuntimeManager::new(
+            runtime.clone(),
+            ManagerConfig {
+                runtime_type: version.runtime_name.clone(),
+                pod_logs_dir: cfg.pod_logs_dir.clone(),
+                root_dir: cfg.root_dir.clone(),
+                cgroup_root: cfg.cgroup_root.clone(),
+                serialize_image_pulls: cfg.serialize_image_pulls,
+                node_name: cfg.node_name.clone(),
+                clock,
+            },
+            recorder.clone(),
+            run_options,
+        )
+        .with_hook_runner(Arc::new(KubeletHooks::new(runtime.clone(), clock, node_ips.clone()))),
+    );
     manager.version().await.context("runtime version handshake")?;
 
     let (health_tx, health_rx) = watch::channel(RuntimeHealth {
