@@ -22,6 +22,9 @@ const KUBECTL_WS: &str = "kubectl";
 const ECHO_PORT: u16 = 8080;
 /// Bytes pushed through stdin and port-forward.
 const BIG: usize = 10 << 20;
+/// The terminal size of the TTY session.
+const TTY_ROWS: u16 = 33;
+const TTY_COLS: u16 = 111;
 /// Generous limit for one kubectl invocation on a loaded 2-core machine.
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -169,8 +172,10 @@ async fn kubectl_exec_spdy_and_websocket() {
 /// `kubectl exec -it POD -- sh` under `script`: the prompt, an echoed command and its output,
 /// the terminal size, `exit 3`.
 async fn tty_session(n: &Node, bin: &str, pod: &str) -> Result<()> {
+    // `script` gives kubectl a terminal of size 0x0 when its own stdin is no terminal: set one,
+    // so the size kubectl sends (and the container sees) is known.
     let line = format!(
-        "{bin} --kubeconfig {} exec -it {pod} -c main -- sh",
+        "stty rows {TTY_ROWS} cols {TTY_COLS} && {bin} --kubeconfig {} exec -it {pod} -c main -- sh",
         n.api.admin_kubeconfig().display()
     );
     let mut child = tokio::process::Command::new("script")
@@ -194,15 +199,9 @@ async fn tty_session(n: &Node, bin: &str, pod: &str) -> Result<()> {
     stdin.write_all(b"stty size\r").await?;
     wait_after(&mut stdout, &mut seen, mark, "# ").await?;
     // `stty size` prints "ROWS COLS" from the terminal size kubectl sent.
-    let size_line = seen[mark..]
-        .split(['\r', '\n'])
-        .find(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            w.len() == 2 && w.iter().all(|x| x.parse::<u32>().is_ok())
-        })
-        .map(str::to_string);
-    if size_line.is_none() {
-        bail!("no terminal size in {:?}", &seen[mark..]);
+    let size = format!("{TTY_ROWS} {TTY_COLS}");
+    if !seen[mark..].split(['\r', '\n']).any(|l| l.trim() == size) {
+        bail!("no terminal size {size:?} in {:?}", &seen[mark..]);
     }
     stdin.write_all(b"exit 3\r").await?;
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
