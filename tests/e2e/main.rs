@@ -4,6 +4,7 @@
 mod support;
 
 mod apiserver;
+mod apiserver_proxy;
 mod cri_backend;
 mod cri_cgroups;
 mod cri_lifecycle;
@@ -18,3 +19,4 @@ mod sim_node;
 mod sim_scale;
 mod sources;
 mod status;
+mod streaming;
