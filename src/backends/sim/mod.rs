@@ -47,13 +47,6 @@
 //! it); both make stop behaviour predictable from the manifest. Pipeline stages run one
 //! after another, so a stage that never ends never feeds the next one.
 //!
-//! # Stats (ListContainerStats, ListPodSandboxStats; see [`stats`])
-//! A running container burns `SIM_CPU_MILLICORES` (from its environment, default 1) per virtual
-//! second and holds `SIM_MEMORY` (a quantity like `64Mi`, default 1Mi) as working set, usage and
-//! RSS: `usageCoreNanoSeconds = millicores × 10⁶ × virtual seconds run`, `usageNanoCores =
-//! millicores × 10⁶`. Its writable layer is what its scripts wrote to unmounted paths. A sandbox
-//! sums its containers (CPU of exited ones too), counts running containers + 1 processes and has
-//! one `eth0` with zero traffic (none with hostNetwork).
 //! The same vocabulary also has `sha256sum`/`md5sum` (coreutils format `HEX  -`), `head -c N`
 //! and `stty size`; commands that read stdin (`cat`, `grep`, `wc`…) read the process's own
 //! stdin when they are not in a pipeline: nothing for an ExecSync or a container without
@@ -89,6 +82,14 @@
 //!   `failed to execute portforward in network namespace "/var/run/netns/cni-…": failed to
 //!   connect to localhost:PORT inside namespace "ID", IPv4: dial tcp4 127.0.0.1:PORT: connect:
 //!   connection refused IPv6 dial tcp6 [::1]:PORT: connect: connection refused `.
+//!
+//! # Stats (ListContainerStats, ListPodSandboxStats; see [`stats`])
+//! A running container burns `SIM_CPU_MILLICORES` (from its environment, default 1) per virtual
+//! second and holds `SIM_MEMORY` (a quantity like `64Mi`, default 1Mi) as working set, usage and
+//! RSS: `usageCoreNanoSeconds = millicores × 10⁶ × virtual seconds run`, `usageNanoCores =
+//! millicores × 10⁶`. Its writable layer is what its scripts wrote to unmounted paths. A sandbox
+//! sums its containers (CPU of exited ones too), counts running containers + 1 processes and has
+//! one `eth0` with zero traffic (none with hostNetwork).
 //!
 //! # Files
 //! `<state_dir>/journal.jsonl` (one JSON line per mutation, compacted on open and when it grows
