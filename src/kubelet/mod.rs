@@ -18,6 +18,7 @@ pub mod sources;
 pub mod stats;
 pub mod status;
 pub mod syncloop;
+pub mod volumes;
 pub mod workers;
 
 use std::time::Instant;
