@@ -25,6 +25,7 @@ use keel::kubelet::sources::{api::spawn_api_source, file::spawn_file_source, SOU
 use keel::kubelet::stats::restclient::RestMetricsLayer;
 use keel::kubelet::status::manager::StatusManager;
 use keel::kubelet::syncloop::{Core, DeferredSafety, Kubelet, KubeletParts};
+use keel::kubelet::volumes::VolumeManager;
 use keel::kubelet::{lease, node, nodeinfo, RuntimeHealth};
 use keel::streaming::server::KubeletServer;
 use keel::streaming::{healthz, AppState};
@@ -118,11 +119,16 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         .context("choosing the node IP")?
         .to_string()];
     let recorder = Recorder::new(client.clone(), cfg.node_name.clone(), clock);
-    let run_options = Arc::new(KubeletRunOptions::new(
+    let (node_tx, node_rx) = watch::channel(None);
+    let volumes = Arc::new(VolumeManager::new(
+        cfg.root_dir.clone(),
         client.clone(),
-        cfg.node_name.clone(),
-        node_ips.clone(),
+        Some(node_rx.clone()),
     ));
+    let run_options = Arc::new(
+        KubeletRunOptions::new(client.clone(), cfg.node_name.clone(), node_ips.clone())
+            .with_volumes(volumes.clone()),
+    );
     let version = runtime
         .version(Default::default())
         .await
@@ -158,7 +164,6 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         runtime_version: format!("{}://{}", version.runtime_name, version.runtime_version),
         ..Default::default()
     });
-    let (node_tx, node_rx) = watch::channel(None);
     let safety = Arc::new(DeferredSafety::default());
     let status = StatusManager::new(client.clone(), clock, safety.clone());
     tokio::spawn(status.clone().run(shutdown.clone()));
@@ -213,6 +218,7 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         node_ips,
         health_rx,
         cgroups,
+        volumes,
         started,
     });
     safety.set(core.clone());

@@ -1,9 +1,11 @@
 //! What the kubelet resolves for a container before the runtime creates it
-//! (`GenerateRunContainerOptions`): the environment (kubelet-behavior.md §4.9) and the hostname.
+//! (`GenerateRunContainerOptions`): the environment (kubelet-behavior.md §4.9), the volume
+//! mounts (§4.11, from the volume manager) and the hostname.
 //! `$(VAR)` references inside values are expanded by the runtime manager with the same rules
 //! as command and args.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVarSource, Pod, Secret};
@@ -11,12 +13,15 @@ use kube::api::Api;
 
 use crate::genericruntime::expand::expand;
 use crate::genericruntime::{ConfigError, RunContainerOptions, RunOptionsProvider};
+use crate::kubelet::volumes::VolumeManager;
 
 /// Resolves env from the pod, the node and (when there is an API server) ConfigMaps and Secrets.
 pub struct KubeletRunOptions {
     client: Option<kube::Client>,
     node_name: String,
     node_ips: Vec<String>,
+    /// Where the pod's volumes are; None = containers get no volume mounts.
+    volumes: Option<Arc<VolumeManager>>,
 }
 
 impl KubeletRunOptions {
@@ -25,7 +30,15 @@ impl KubeletRunOptions {
             client,
             node_name,
             node_ips,
+            volumes: None,
         }
+    }
+
+    /// Mount the pod's volumes (set up by `volumes`) into its containers.
+    #[must_use]
+    pub fn with_volumes(mut self, volumes: Arc<VolumeManager>) -> Self {
+        self.volumes = Some(volumes);
+        self
     }
 
     async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, ConfigError> {
@@ -215,9 +228,16 @@ impl RunOptionsProvider for KubeletRunOptions {
             };
             set(&mut env, e.name.clone(), value);
         }
+        // subPathExpr expands against the final environment; a bad mount is a config error.
+        let mounts = match &self.volumes {
+            Some(v) => v
+                .container_mounts(pod, container, &env)
+                .map_err(|e| ConfigError(e.to_string()))?,
+            None => Vec::new(),
+        };
         Ok(RunContainerOptions {
             envs: env,
-            mounts: Vec::new(),
+            mounts,
             hostname: pod_hostname(pod),
         })
     }

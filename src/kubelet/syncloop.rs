@@ -29,6 +29,7 @@ use super::sources::{Source, SourceUpdate};
 use super::status::generate::{generate_api_pod_status, GenerateInput};
 use super::status::manager::{PodDeletionSafety, StatusManager};
 use super::status::reasoncache::ReasonCache;
+use super::volumes::VolumeManager;
 use super::workers::{PodSyncer, PodWorkers, SyncError, SyncOutcome, UpdatePodOptions, UpdateType};
 use super::RuntimeHealth;
 use crate::clock::Clock;
@@ -64,6 +65,8 @@ pub struct Core {
     pub health_rx: watch::Receiver<RuntimeHealth>,
     /// Pod cgroups (a no-op manager on the simulated backend).
     pub cgroups: PodCgroups,
+    /// Pod volumes: set up before containers start, torn down after the pod terminated.
+    pub volumes: Arc<VolumeManager>,
     /// When keel started: a pod's first sync waits for a relist newer than this, so a
     /// restarted keel sees what already runs before it decides anything.
     pub started: Instant,
@@ -90,6 +93,7 @@ pub struct KubeletParts {
     pub node_ips: Vec<String>,
     pub health_rx: watch::Receiver<RuntimeHealth>,
     pub cgroups: PodCgroups,
+    pub volumes: Arc<VolumeManager>,
     pub started: Instant,
 }
 
@@ -133,6 +137,7 @@ impl Core {
             node_ips: parts.node_ips,
             health_rx: parts.health_rx,
             cgroups: parts.cgroups,
+            volumes: parts.volumes,
             started: parts.started,
             prober,
             last_sync_loop: Mutex::new(None),
@@ -319,6 +324,18 @@ impl PodSyncer for Core {
                 return Err(SyncError(format!("creating pod directory {}: {e}", dir.display())));
             }
         }
+        // Volumes before containers (`WaitForAttachAndMount`); every sync sets them up again, which
+        // refreshes configMap/secret/downwardAPI/projected contents of running pods.
+        if let Err(failures) = self.volumes.setup_pod(pod).await {
+            for msg in failures.event_messages() {
+                self.recorder
+                    .pod_event(pod, None, EventType::Warning, "FailedMount", msg);
+            }
+            return Err(SyncError(format!(
+                "unable to attach or mount volumes for pod {}: {failures}",
+                pod_full_name(pod)
+            )));
+        }
         // Ensure the pod is being probed (idempotent; refreshes the pod the workers see).
         self.prober.add_pod(pod);
         let secrets = self.pull_secrets(pod).await;
@@ -418,6 +435,11 @@ impl PodSyncer for Core {
         self.prober.remove_pod(&uid);
         let api = self.generate(pod, &runtime);
         self.status.set_pod_status(pod, api);
+        // Unmount and remove the volumes (`podVolumesExist` must be false before the API object
+        // can go); a failure retries the whole step.
+        if let Err(e) = self.volumes.teardown_pod(&uid).await {
+            return Err(SyncError(format!("tearing down volumes of {}: {e}", pod_full_name(pod))));
+        }
         // Destroy the pod cgroup; a failure (still busy) retries the whole step.
         if let Err(e) = self.cgroups.destroy_pod(&uid).await {
             return Err(SyncError(format!("destroying cgroup of {}: {e}", pod_full_name(pod))));
@@ -434,6 +456,9 @@ impl PodDeletionSafety for Core {
             return false;
         }
         if self.cgroups.exists(&uid) {
+            return false;
+        }
+        if self.volumes.pod_volumes_dir(&uid).exists() {
             return false;
         }
         let running = status
@@ -789,6 +814,10 @@ impl Kubelet {
             }
         }
         self.remove_orphaned_pod_cgroups(&known).await;
+        // Volumes of pods neither a source nor a pod worker knows (e.g. deleted while keel was
+        // down); a pod with a worker tears its own down when it terminates.
+        let is_active = |uid: &str| known.contains(uid) || self.workers().state(uid).is_some();
+        self.core.volumes.cleanup_orphans(&is_active).await;
         self.core.manager.backoff_gc();
     }
 

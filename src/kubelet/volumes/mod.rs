@@ -587,14 +587,15 @@ impl VolumeManager {
         std::fs::remove_dir_all(&dir).map_err(|source| VolumeError::Remove { path: dir, source })
     }
 
-    /// Tears down the volumes of pods keel no longer knows (housekeeping), skipping `active`.
-    pub async fn cleanup_orphans(&self, active: &BTreeSet<String>) {
+    /// Tears down the volumes of pods keel no longer knows (housekeeping): every pod directory
+    /// with volumes whose UID `is_active` does not claim.
+    pub async fn cleanup_orphans(&self, is_active: &(dyn Fn(&str) -> bool + Sync)) {
         self.tokens.cleanup();
         let pods = self.root_dir.join("pods");
         let Ok(rd) = std::fs::read_dir(&pods) else { return };
         for e in rd.flatten() {
             let uid = e.file_name().to_string_lossy().into_owned();
-            if active.contains(&uid) || !self.pod_volumes_dir(&uid).exists() {
+            if is_active(&uid) || !self.pod_volumes_dir(&uid).exists() {
                 continue;
             }
             if let Err(err) = self.teardown_pod(&uid).await {
