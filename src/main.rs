@@ -120,11 +120,10 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         .to_string()];
     let recorder = Recorder::new(client.clone(), cfg.node_name.clone(), clock);
     let (node_tx, node_rx) = watch::channel(None);
-    let volumes = Arc::new(VolumeManager::new(
-        cfg.root_dir.clone(),
-        client.clone(),
-        Some(node_rx.clone()),
-    ));
+    let volumes = Arc::new(
+        VolumeManager::new(cfg.root_dir.clone(), client.clone(), Some(node_rx.clone()))
+            .with_tmpfs(!matches!(cfg.runtime, RuntimeEndpoint::Sim)),
+    );
     let run_options = Arc::new(
         KubeletRunOptions::new(client.clone(), cfg.node_name.clone(), node_ips.clone())
             .with_volumes(volumes.clone()),

@@ -20,3 +20,4 @@ mod sim_scale;
 mod sources;
 mod status;
 mod streaming;
+mod volumes;

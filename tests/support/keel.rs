@@ -185,5 +185,22 @@ impl Drop for Keel {
         if let Some(c) = self.child.as_mut() {
             let _ = c.start_kill();
         }
+        // keel mounts tmpfs volumes under its root dir; a killed keel never tears them down.
+        unmount_under(&self.opts.dir);
+    }
+}
+
+/// Lazily unmounts every mount point under `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&p).status();
     }
 }

@@ -147,6 +147,9 @@ pub struct VolumeManager {
     client: Option<kube::Client>,
     node_rx: Option<watch::Receiver<Option<Node>>>,
     tokens: TokenManager,
+    /// Mount a tmpfs for memory-backed volumes. Off for the simulated backend (on purpose: its
+    /// containers are not real, the files are what matters, and a test run leaves no mounts).
+    tmpfs: bool,
 }
 
 /// The volume sources keel handles.
@@ -254,7 +257,15 @@ impl VolumeManager {
             client,
             node_rx,
             tokens,
+            tmpfs: true,
         }
+    }
+
+    /// Whether memory-backed volumes get a tmpfs (default) or stay plain directories.
+    #[must_use]
+    pub fn with_tmpfs(mut self, tmpfs: bool) -> Self {
+        self.tmpfs = tmpfs;
+        self
     }
 
     /// `<root>/pods/<uid>/volumes`.
@@ -330,7 +341,7 @@ impl VolumeManager {
             path: dir.clone(),
             source,
         })?;
-        if src.memory_backed() && !host::is_mount_point(&dir)? {
+        if self.tmpfs && src.memory_backed() && !host::is_mount_point(&dir)? {
             let limit = match &src {
                 Source::EmptyDir { size_limit, .. } => *size_limit,
                 _ => None,
