@@ -134,8 +134,8 @@ async fn volumes_files_modes_updates_and_teardown() {
         "app=\"vol\"",
         "tier=\"x y\"",
         &name,
-        "stdout F o",
-        "stdout F default",
+        "stdout P o\n",
+        "stdout P default\n",
         "token-present",
         "stdout F shared",
     ] {
