@@ -10,6 +10,7 @@ mod cri_cgroups;
 mod cri_lifecycle;
 mod cri_probes;
 mod cri_streaming;
+mod cri_volumes;
 mod kubelet_server;
 mod logs;
 mod node;
