@@ -125,8 +125,7 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
             .with_tmpfs(!matches!(cfg.runtime, RuntimeEndpoint::Sim)),
     );
     let run_options = Arc::new(
-        KubeletRunOptions::new(client.clone(), cfg.node_name.clone(), node_ips.clone())
-            .with_volumes(volumes.clone()),
+        KubeletRunOptions::new(client.clone(), cfg.node_name.clone(), node_ips.clone()).with_volumes(volumes.clone()),
     );
     let version = runtime
         .version(Default::default())

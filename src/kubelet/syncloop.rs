@@ -438,7 +438,10 @@ impl PodSyncer for Core {
         // Unmount and remove the volumes (`podVolumesExist` must be false before the API object
         // can go); a failure retries the whole step.
         if let Err(e) = self.volumes.teardown_pod(&uid).await {
-            return Err(SyncError(format!("tearing down volumes of {}: {e}", pod_full_name(pod))));
+            return Err(SyncError(format!(
+                "tearing down volumes of {}: {e}",
+                pod_full_name(pod)
+            )));
         }
         // Destroy the pod cgroup; a failure (still busy) retries the whole step.
         if let Err(e) = self.cgroups.destroy_pod(&uid).await {

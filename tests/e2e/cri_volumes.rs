@@ -41,7 +41,9 @@ async fn cri_volumes_seen_from_inside() {
     let secret = unique("sec");
     apply(
         &n.api,
-        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {cm}, namespace: default}}\ndata: {{key1: value-1}}\n"),
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {cm}, namespace: default}}\ndata: {{key1: value-1}}\n"
+        ),
     )
     .await
     .unwrap();
@@ -141,7 +143,10 @@ spec:
     assert_eq!(line("pw"), "hunter2");
     assert!(log.contains("stdout F cfg-read-only"), "{log}");
     assert_eq!(line("host"), "host-says-hi");
-    assert_eq!(std::fs::read_to_string(host.join("fromcontainer")).unwrap(), "from-pod\n");
+    assert_eq!(
+        std::fs::read_to_string(host.join("fromcontainer")).unwrap(),
+        "from-pod\n"
+    );
     assert_eq!(line("single"), "value-1");
     let id = line("id");
     assert!(id.starts_with("1000:3000") && id.contains("1234"), "{id}");
@@ -158,7 +163,9 @@ spec:
     // The update reaches the volume; the subPath mount keeps the old content (as in Kubernetes).
     apply(
         &n.api,
-        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {cm}, namespace: default}}\ndata: {{key1: value-2}}\n"),
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {cm}, namespace: default}}\ndata: {{key1: value-2}}\n"
+        ),
     )
     .await
     .unwrap();

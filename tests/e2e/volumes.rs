@@ -145,7 +145,10 @@ async fn volumes_files_modes_updates_and_teardown() {
     let cfg = volume_dir(&n, &uid, "kubernetes.io~configmap", "cfg");
     let data = std::fs::read_link(cfg.join("..data")).unwrap();
     assert!(data.to_string_lossy().starts_with("..20"), "{data:?}");
-    assert_eq!(std::fs::read_link(cfg.join("path")).unwrap(), PathBuf::from("..data/path"));
+    assert_eq!(
+        std::fs::read_link(cfg.join("path")).unwrap(),
+        PathBuf::from("..data/path")
+    );
     assert_eq!(mode(&cfg.join("path/to/k")), 0o400);
     let sec = volume_dir(&n, &uid, "kubernetes.io~secret", "sec");
     assert_eq!(mode(&sec.join("password")), 0o440);
@@ -240,7 +243,9 @@ spec:
     );
     apply(
         &n.api,
-        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {cm}, namespace: default}}\ndata: {{k: arrived}}\n"),
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {cm}, namespace: default}}\ndata: {{k: arrived}}\n"
+        ),
     )
     .await
     .unwrap();

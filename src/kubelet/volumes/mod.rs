@@ -67,7 +67,7 @@ pub enum VolumeError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error(transparent)]
     Payload(#[from] PayloadError),
@@ -383,7 +383,7 @@ impl VolumeManager {
                 kind: "configmap",
                 namespace: ns.into(),
                 name: name.into(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -401,7 +401,7 @@ impl VolumeManager {
                 kind: "secret",
                 namespace: ns.into(),
                 name: name.into(),
-                source,
+                source: Box::new(source),
             })
     }
 

@@ -28,7 +28,7 @@ pub enum TokenError {
     #[error("failed to fetch token: {source}")]
     Request {
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -150,7 +150,9 @@ impl TokenManager {
         let out = api
             .create_token_request(&key.service_account, &PostParams::default(), &tr)
             .await
-            .map_err(|source| TokenError::Request { source })?;
+            .map_err(|source| TokenError::Request {
+                source: Box::new(source),
+            })?;
         let Some(status) = out.status else {
             return Err(TokenError::NoStatus {
                 namespace: key.namespace.clone(),
