@@ -15,6 +15,7 @@ pub mod prober;
 pub mod resources;
 pub mod runopts;
 pub mod sources;
+pub mod stats;
 pub mod status;
 pub mod syncloop;
 pub mod workers;

@@ -143,7 +143,8 @@ impl Core {
         })
     }
 
-    fn workers(&self) -> Option<&PodWorkers> {
+    /// The pod workers, once the kubelet loop created them (for `/metrics`).
+    pub fn workers(&self) -> Option<&PodWorkers> {
         self.workers.get()
     }
 

@@ -14,10 +14,13 @@ pub mod exec;
 pub mod healthz;
 pub mod pods;
 pub mod proxy;
+pub mod logs;
+pub mod metrics;
 pub mod remotecommand;
 pub mod server;
 pub mod spdy;
 pub mod tls;
+pub mod stats;
 pub mod websocket;
 
 /// What the route handlers read: the kubelet's core (config, pods, runtime manager, cache,
