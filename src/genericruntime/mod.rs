@@ -12,6 +12,8 @@ pub mod images;
 pub mod instrumented;
 pub mod kill;
 pub mod labels;
+pub mod logrotate;
+pub mod logs;
 pub mod manager;
 pub mod podstatus;
 pub mod relist;

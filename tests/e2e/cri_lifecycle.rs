@@ -99,7 +99,7 @@ async fn runtime_leftovers(rt: &CriRuntime, name: &str) -> (usize, usize) {
 }
 
 /// Deletes every pod of the test's API server and waits until they are gone.
-async fn delete_all(n: &Node) {
+pub(crate) async fn delete_all(n: &Node) {
     let out = n
         .api
         .kubectl(&["delete", "pods", "--all", "-n", "default", "--wait=false"])
@@ -118,7 +118,7 @@ async fn delete_all(n: &Node) {
 /// every hierarchy, deepest first, once the test's pods are gone. keel removes each pod's cgroup
 /// when the pod terminates (tests/e2e/cri_cgroups.rs shows it); the node's own root is the
 /// test's to remove, and `containerd-env.sh down` sweeps whatever a failed test left.
-async fn remove_node_cgroups(node: &str) {
+pub async fn remove_node_cgroups(node: &str) {
     let root = std::env::var("KEEL_TEST_CGROUP_ROOT")
         .ok()
         .filter(|r| r.starts_with('/'))
