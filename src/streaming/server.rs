@@ -68,6 +68,8 @@ pub fn router(state: AppState, auth: Arc<Auth>) -> Router {
         .merge(healthz::routes())
         .merge(pods::routes())
         .merge(exec::routes())
+        .merge(super::stats::routes())
+        .merge(super::metrics::routes())
         .route_layer(middleware::from_fn_with_state(auth, auth::filter))
         .fallback(not_found)
         .with_state(state)
