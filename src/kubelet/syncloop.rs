@@ -22,15 +22,18 @@ use super::events::Recorder;
 use super::mirror::pod_full_name;
 use super::mirror::{self, MirrorClient};
 use super::podmanager::{PodManager, PodOp};
+use super::prober::probe::Prober;
+use super::prober::results::{ProbeResult, ProbeType, Update as ProbeUpdate};
+use super::prober::ProberManager;
 use super::sources::{Source, SourceUpdate};
-use super::status::generate::{generate_api_pod_status, GenerateInput, NoProbeResults};
+use super::status::generate::{generate_api_pod_status, GenerateInput};
 use super::status::manager::{PodDeletionSafety, StatusManager};
 use super::status::reasoncache::ReasonCache;
 use super::workers::{PodSyncer, PodWorkers, SyncError, SyncOutcome, UpdatePodOptions, UpdateType};
 use super::RuntimeHealth;
 use crate::clock::Clock;
 use crate::genericruntime::relist::{PlegEvent, PlegEventKind, PodCache};
-use crate::genericruntime::{EventSink, EventType, PodStatus, ProbeFailures, RunningPod, RuntimeManager};
+use crate::genericruntime::{EventSink, EventType, PodStatus, RunningPod, RuntimeManager};
 
 /// Housekeeping period (`housekeepingPeriod`).
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(2);
@@ -64,6 +67,10 @@ pub struct Core {
     /// When keel started: a pod's first sync waits for a relist newer than this, so a
     /// restarted keel sees what already runs before it decides anything.
     pub started: Instant,
+    /// Readiness, liveness and startup probes.
+    pub prober: Arc<ProberManager>,
+    /// When the sync loop last went round (`syncLoopMonitor`; `/healthz/syncloop` reads it).
+    last_sync_loop: Mutex<Option<Instant>>,
     pods: Mutex<PodManager>,
     reasons: ReasonCache,
     mirror: Option<MirrorClient>,
@@ -106,6 +113,14 @@ fn is_terminal(phase: &str) -> bool {
 impl Core {
     pub fn new(parts: KubeletParts) -> Arc<Self> {
         let mirror = parts.client.clone().map(MirrorClient::new);
+        let runtime: Arc<dyn crate::genericruntime::RuntimeService> = parts.manager.runtime().clone();
+        let prober = Arc::new(ProberManager::new(
+            Arc::new(Prober::new(runtime, parts.clock)),
+            parts.status.clone(),
+            parts.recorder.clone(),
+            parts.clock,
+            parts.started,
+        ));
         Arc::new(Self {
             cfg: parts.cfg,
             clock: parts.clock,
@@ -119,6 +134,8 @@ impl Core {
             health_rx: parts.health_rx,
             cgroups: parts.cgroups,
             started: parts.started,
+            prober,
+            last_sync_loop: Mutex::new(None),
             pods: Mutex::new(PodManager::new()),
             reasons: ReasonCache::new(),
             mirror,
@@ -126,8 +143,18 @@ impl Core {
         })
     }
 
-    fn workers(&self) -> Option<&PodWorkers> {
+    /// The pod workers, once the kubelet loop created them (for `/metrics`).
+    pub fn workers(&self) -> Option<&PodWorkers> {
         self.workers.get()
+    }
+
+    /// When the sync loop last went round; None before it started.
+    pub fn last_sync_loop(&self) -> Option<Instant> {
+        *lock(&self.last_sync_loop)
+    }
+
+    fn mark_sync_loop(&self) {
+        *lock(&self.last_sync_loop) = Some(Instant::now());
     }
 
     /// The pods this kubelet manages (for `/pods` and tests).
@@ -138,15 +165,17 @@ impl Core {
     fn generate(&self, pod: &Pod, runtime: &PodStatus) -> ApiPodStatus {
         let uid = uid_of(pod);
         let previous = self.status.get_pod_status(&uid).or_else(|| pod.status.clone());
-        generate_api_pod_status(&GenerateInput {
+        let status = generate_api_pod_status(&GenerateInput {
             pod,
             runtime,
             previous: previous.as_ref(),
             reasons: &self.reasons,
-            probes: &NoProbeResults,
+            probes: self.prober.as_ref(),
             node_ips: &self.node_ips,
             now: self.clock.now(),
-        })
+        });
+        self.prober.trigger_unready(&uid, &status);
+        status
     }
 
     /// The cached runtime status newer than `since` (or than keel's start for a first sync).
@@ -290,11 +319,11 @@ impl PodSyncer for Core {
                 return Err(SyncError(format!("creating pod directory {}: {e}", dir.display())));
             }
         }
+        // Ensure the pod is being probed (idempotent; refreshes the pod the workers see).
+        self.prober.add_pod(pod);
         let secrets = self.pull_secrets(pod).await;
-        let result = self
-            .manager
-            .sync_pod(pod, &runtime, &secrets, &ProbeFailures::default())
-            .await;
+        let probes = self.prober.probe_failures(&runtime);
+        let result = self.manager.sync_pod(pod, &runtime, &secrets, &probes).await;
         self.reasons.update(&uid, &result);
         if result.start_results().next().is_some() {
             // Show a new waiting reason (or its end) now rather than at the next sync.
@@ -327,6 +356,8 @@ impl PodSyncer for Core {
 
     async fn sync_terminating_pod(&self, pod: &Pod, grace: i64, since: Option<Instant>) -> Result<(), SyncError> {
         let uid = uid_of(pod);
+        // A terminating pod's containers are not restarted by their probes any more.
+        self.prober.stop_liveness_and_startup(&uid);
         let runtime = self.runtime_status(&uid, since).await?;
         let api = self.generate(pod, &runtime);
         self.status.set_pod_status(pod, api);
@@ -384,6 +415,7 @@ impl PodSyncer for Core {
             .get_pod_status(&uid, name, ns)
             .await
             .map_err(|e| SyncError(format!("reading status of {}: {e}", pod_full_name(pod))))?;
+        self.prober.remove_pod(&uid);
         let api = self.generate(pod, &runtime);
         self.status.set_pod_status(pod, api);
         // Destroy the pod cgroup; a failure (still busy) retries the whole step.
@@ -469,6 +501,7 @@ impl Kubelet {
         shutdown: CancellationToken,
     ) {
         let clock = self.core.clock;
+        let mut probe_updates = self.core.prober.take_updates();
         let mut housekeeping = tokio::time::interval(clock.to_real(HOUSEKEEPING_PERIOD));
         let mut runtime_tick = tokio::time::interval(clock.to_real(RUNTIME_STATUS_PERIOD));
         let mut gc_tick = tokio::time::interval(clock.to_real(CONTAINER_GC_PERIOD));
@@ -476,9 +509,11 @@ impl Kubelet {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
+            self.core.mark_sync_loop();
             tokio::select! {
                 Some(update) = sources.recv() => self.handle_source(update),
                 Some(ev) = pleg.recv() => self.handle_pleg(ev),
+                Some(u) = recv_probe_update(&mut probe_updates) => self.handle_probe_update(u),
                 _ = housekeeping.tick() => self.housekeeping().await,
                 _ = runtime_tick.tick() => self.update_runtime_up(&health_tx, pleg_last_relist()).await,
                 _ = gc_tick.tick() => self.spawn_gc(),
@@ -486,6 +521,30 @@ impl Kubelet {
             }
         }
         info!("kubelet loop stopped");
+    }
+
+    /// A changed probe result (`syncLoopIteration`'s three prober cases): readiness and startup
+    /// go into the cached status at once; the pod is re-synced (liveness: only on failure).
+    fn handle_probe_update(&self, u: ProbeUpdate) {
+        match u.probe {
+            ProbeType::Liveness if u.result != ProbeResult::Failure => return,
+            ProbeType::Liveness => {}
+            ProbeType::Readiness => {
+                self.core
+                    .status
+                    .set_container_readiness(&u.pod_uid, &u.container_id, u.result == ProbeResult::Success)
+            }
+            ProbeType::Startup => {
+                self.core
+                    .status
+                    .set_container_startup(&u.pod_uid, &u.container_id, u.result == ProbeResult::Success)
+            }
+        }
+        let pod = lock(&self.core.pods).get(&u.pod_uid).cloned();
+        if let Some(pod) = pod {
+            debug!(pod = %pod_full_name(&pod), probe = ?u.probe, result = ?u.result, "probe result changed; syncing");
+            self.dispatch(pod, UpdateType::Sync);
+        }
     }
 
     fn workers(&self) -> &PodWorkers {
@@ -705,6 +764,7 @@ impl Kubelet {
             Err(e) => debug!(error = %e, "listing runtime pods for housekeeping failed"),
         }
         let known: HashSet<String> = desired;
+        self.core.prober.cleanup_pods(&known);
         self.core
             .status
             .remove_orphaned_statuses(&|uid: &str| known.contains(uid));
@@ -838,5 +898,13 @@ impl Kubelet {
                 warn!(error = %e, "container garbage collection failed");
             }
         });
+    }
+}
+
+/// The next probe update, or never when there is no receiver.
+async fn recv_probe_update(rx: &mut Option<mpsc::Receiver<ProbeUpdate>>) -> Option<ProbeUpdate> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

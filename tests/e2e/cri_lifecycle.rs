@@ -118,7 +118,7 @@ pub(crate) async fn delete_all(n: &Node) {
 /// every hierarchy, deepest first, once the test's pods are gone. keel removes each pod's cgroup
 /// when the pod terminates (tests/e2e/cri_cgroups.rs shows it); the node's own root is the
 /// test's to remove, and `containerd-env.sh down` sweeps whatever a failed test left.
-async fn remove_node_cgroups(node: &str) {
+pub async fn remove_node_cgroups(node: &str) {
     let root = std::env::var("KEEL_TEST_CGROUP_ROOT")
         .ok()
         .filter(|r| r.starts_with('/'))

@@ -4,13 +4,19 @@
 mod support;
 
 mod apiserver;
+mod apiserver_proxy;
 mod cri_backend;
 mod cri_cgroups;
 mod cri_lifecycle;
+mod cri_probes;
+mod kubelet_server;
+mod logs;
 mod cri_streaming;
 mod node;
+mod probes;
 mod sim_lifecycle;
 mod sim_node;
 mod sim_scale;
 mod sources;
 mod status;
+mod streaming;

@@ -83,6 +83,14 @@
 //!   connect to localhost:PORT inside namespace "ID", IPv4: dial tcp4 127.0.0.1:PORT: connect:
 //!   connection refused IPv6 dial tcp6 [::1]:PORT: connect: connection refused `.
 //!
+//! # Stats (ListContainerStats, ListPodSandboxStats; see [`stats`])
+//! A running container burns `SIM_CPU_MILLICORES` (from its environment, default 1) per virtual
+//! second and holds `SIM_MEMORY` (a quantity like `64Mi`, default 1Mi) as working set, usage and
+//! RSS: `usageCoreNanoSeconds = millicores × 10⁶ × virtual seconds run`, `usageNanoCores =
+//! millicores × 10⁶`. Its writable layer is what its scripts wrote to unmounted paths. A sandbox
+//! sums its containers (CPU of exited ones too), counts running containers + 1 processes and has
+//! one `eth0` with zero traffic (none with hostNetwork).
+//!
 //! # Files
 //! `<state_dir>/journal.jsonl` (one JSON line per mutation, compacted on open and when it grows
 //! past four times the live objects) and `<state_dir>/alive` (the wall time, rewritten every
@@ -96,6 +104,7 @@ pub mod logs;
 pub mod runner;
 pub mod script;
 pub mod state;
+pub mod stats;
 pub mod streams;
 pub mod vfs;
 
@@ -1025,24 +1034,36 @@ impl RuntimeService for SimRuntime {
 
     async fn list_container_stats(
         &self,
-        _: cri::ListContainerStatsRequest,
+        req: cri::ListContainerStatsRequest,
     ) -> RtResult<cri::ListContainerStatsResponse> {
-        Err(RuntimeError::new(
-            "ListContainerStats",
-            Code::Unimplemented,
-            "not simulated yet",
-        ))
+        self.available("ListContainerStats")?;
+        let now = now_ns(&self.clock);
+        let mount = self
+            .state_dir
+            .join(stats::LAYER_MOUNT_DIR)
+            .to_string_lossy()
+            .into_owned();
+        let st = self.lock();
+        Ok(cri::ListContainerStatsResponse {
+            stats: stats::list_container_stats(&st, req.filter.as_ref(), &self.clock, now, &mount),
+        })
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: cri::ListPodSandboxStatsRequest,
+        req: cri::ListPodSandboxStatsRequest,
     ) -> RtResult<cri::ListPodSandboxStatsResponse> {
-        Err(RuntimeError::new(
-            "ListPodSandboxStats",
-            Code::Unimplemented,
-            "not simulated yet",
-        ))
+        self.available("ListPodSandboxStats")?;
+        let now = now_ns(&self.clock);
+        let mount = self
+            .state_dir
+            .join(stats::LAYER_MOUNT_DIR)
+            .to_string_lossy()
+            .into_owned();
+        let st = self.lock();
+        Ok(cri::ListPodSandboxStatsResponse {
+            stats: stats::list_pod_sandbox_stats(&st, req.filter.as_ref(), &self.clock, now, &mount),
+        })
     }
 }
 

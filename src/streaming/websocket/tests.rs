@@ -855,3 +855,96 @@ async fn random_client_bytes_neither_panic_nor_hang() {
         }
     }
 }
+
+/// A SPDY client inside WebSocket binary messages: frames out, frames back.
+struct TunnelClient {
+    ws: Client,
+    buf: bytes::BytesMut,
+    compressor: crate::streaming::spdy::headers::HeaderCompressor,
+}
+
+impl TunnelClient {
+    async fn send(&mut self, f: crate::streaming::spdy::frame::Frame) {
+        self.ws.send(Message::Binary(f.to_bytes().unwrap())).await.unwrap();
+    }
+
+    async fn open(&mut self, id: u32, headers: &[(&str, &str)]) {
+        let mut h = crate::streaming::spdy::headers::Headers::new();
+        for (n, v) in headers {
+            h.push(n, v);
+        }
+        let block = self.compressor.compress(&h).unwrap();
+        self.send(crate::streaming::spdy::frame::Frame::SynStream {
+            stream_id: id,
+            assoc_id: 0,
+            priority: 0,
+            slot: 0,
+            flags: 0,
+            block: block.into(),
+        })
+        .await;
+    }
+
+    /// The next SPDY frame, reassembled from however the server chunked its messages.
+    async fn next(&mut self) -> crate::streaming::spdy::frame::Frame {
+        loop {
+            if let Some(f) = crate::streaming::spdy::frame::decode(&mut self.buf).unwrap() {
+                return f;
+            }
+            let m = next_data(&mut self.ws).await;
+            self.buf.extend_from_slice(bin(&m));
+        }
+    }
+}
+
+#[tokio::test]
+async fn tunnel_runs_a_spdy_port_forward_through_the_server() {
+    use crate::streaming::spdy::frame::{Frame, FLAG_FIN};
+    // kubectl 1.31+ offers only the tunnel, and sends no `?port=`.
+    let ws = connect(
+        "/portForward/ns/pod",
+        Some(PORT_FORWARD_TUNNEL),
+        port_forward_handler(vec![]),
+    )
+    .await
+    .unwrap();
+    let mut c = TunnelClient {
+        ws,
+        buf: bytes::BytesMut::new(),
+        compressor: crate::streaming::spdy::headers::HeaderCompressor::new().unwrap(),
+    };
+    c.open(1, &[("streamtype", "error"), ("port", "8080"), ("requestid", "0")])
+        .await;
+    assert!(matches!(c.next().await, Frame::SynReply { stream_id: 1, .. }));
+    c.open(3, &[("streamtype", "data"), ("port", "8080"), ("requestid", "0")])
+        .await;
+    assert!(matches!(c.next().await, Frame::SynReply { stream_id: 3, .. }));
+    c.send(Frame::Data {
+        stream_id: 3,
+        flags: 0,
+        data: Bytes::from_static(b"ping!"),
+    })
+    .await;
+    let mut echoed = Vec::new();
+    loop {
+        if let Frame::Data {
+            stream_id: 3,
+            flags,
+            data,
+        } = c.next().await
+        {
+            echoed.extend_from_slice(&data);
+            if flags & FLAG_FIN != 0 {
+                break;
+            }
+        }
+    }
+    assert_eq!(echoed, b"pong8080");
+    c.send(Frame::GoAway {
+        last_good_stream_id: 0,
+        status: 0,
+    })
+    .await;
+    let (_, close) = collect(&mut c.ws).await;
+    assert_eq!(close, Some(CloseCode::Normal));
+}
