@@ -199,6 +199,11 @@ impl Node {
     /// (`KEEL_CRI_SOCKET`), at time scale 1 (containerd counts real seconds), with pod cgroups
     /// under `$KEEL_TEST_CGROUP_ROOT/<node name>` so parallel tests never share one.
     pub async fn start_cri(extra: &[&str]) -> Result<Node> {
+        Node::start_cri_with_config(extra, "").await
+    }
+
+    /// Same, with more KubeletConfiguration lines (top-level YAML) in keel's `--config` file.
+    pub async fn start_cri_with_config(extra: &[&str], more_config: &str) -> Result<Node> {
         let socket = match std::env::var("KEEL_CRI_SOCKET") {
             Ok(s) if !s.is_empty() => s,
             _ => bail!(
@@ -217,7 +222,7 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncgroupRoot: {}/{name}\n{}",
+                "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncgroupRoot: {}/{name}\n{}{more_config}",
                 root.trim_end_matches('/'),
                 kubelet_auth_config(&api)
             ),
