@@ -13,6 +13,7 @@ use keel::backends::cri::CriRuntime;
 use keel::backends::sim::SimRuntime;
 use keel::clock::Clock;
 use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
+use keel::genericruntime::sandbox::DnsSettings;
 use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
 use keel::kubelet::cgroups::{CgroupFs, PodCgroups, DEFAULT_CGROUP_MOUNT};
 use keel::kubelet::config::{self, Cli, Command, Config, RuntimeEndpoint};
@@ -107,11 +108,12 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         .context("choosing the node IP")?
         .to_string()];
     let recorder = Recorder::new(client.clone(), cfg.node_name.clone(), clock);
-    let run_options = Arc::new(KubeletRunOptions::new(
-        client.clone(),
-        cfg.node_name.clone(),
-        node_ips.clone(),
-    ));
+    let (node_tx, node_rx) = watch::channel(None);
+    let run_options = Arc::new(
+        KubeletRunOptions::new(client.clone(), cfg.node_name.clone(), node_ips.clone())
+            .with_pod_files(cfg.root_dir.clone(), cfg.cluster_domain.clone())
+            .with_node(node_rx.clone()),
+    );
     let version = runtime
         .version(Default::default())
         .await
@@ -131,7 +133,12 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
             recorder.clone(),
             run_options,
         )
-        .with_hook_runner(Arc::new(KubeletHooks::new(runtime.clone(), clock, node_ips.clone()))),
+        .with_hook_runner(Arc::new(KubeletHooks::new(runtime.clone(), clock, node_ips.clone())))
+        .with_dns(DnsSettings {
+            cluster_dns: cfg.cluster_dns.clone(),
+            cluster_domain: cfg.cluster_domain.clone(),
+            resolv_conf: cfg.resolv_conf.clone(),
+        }),
     );
     manager.version().await.context("runtime version handshake")?;
 
@@ -139,7 +146,6 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         runtime_version: format!("{}://{}", version.runtime_name, version.runtime_version),
         ..Default::default()
     });
-    let (node_tx, node_rx) = watch::channel(None);
     let safety = Arc::new(DeferredSafety::default());
     let status = StatusManager::new(client.clone(), clock, safety.clone());
     tokio::spawn(status.clone().run(shutdown.clone()));
