@@ -7,6 +7,7 @@ mod apiserver;
 mod cri_backend;
 mod cri_cgroups;
 mod cri_lifecycle;
+mod cri_podspec;
 mod cri_probes;
 mod node;
 mod probes;
