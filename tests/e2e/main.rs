@@ -13,6 +13,7 @@ mod node;
 mod probes;
 mod sim_lifecycle;
 mod sim_node;
+mod sim_podspec;
 mod sim_scale;
 mod sources;
 mod status;
