@@ -20,6 +20,7 @@ use keel::kubelet::config::{self, Cli, Command, Config, RuntimeEndpoint};
 use keel::kubelet::events::Recorder;
 use keel::kubelet::hooks::KubeletHooks;
 use keel::kubelet::runopts::KubeletRunOptions;
+use keel::kubelet::services::ServiceCache;
 use keel::kubelet::sources::{api::spawn_api_source, file::spawn_file_source, SOURCE_CHANNEL_CAPACITY};
 use keel::kubelet::status::manager::StatusManager;
 use keel::kubelet::syncloop::{Core, DeferredSafety, Kubelet, KubeletParts};
@@ -109,11 +110,13 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         .to_string()];
     let recorder = Recorder::new(client.clone(), cfg.node_name.clone(), clock);
     let (node_tx, node_rx) = watch::channel(None);
-    let run_options = Arc::new(
-        KubeletRunOptions::new(client.clone(), cfg.node_name.clone(), node_ips.clone())
-            .with_pod_files(cfg.root_dir.clone(), cfg.cluster_domain.clone())
-            .with_node(node_rx.clone()),
-    );
+    let mut run_options = KubeletRunOptions::new(client.clone(), cfg.node_name.clone(), node_ips.clone())
+        .with_pod_files(cfg.root_dir.clone(), cfg.cluster_domain.clone())
+        .with_node(node_rx.clone());
+    if let Some(c) = &client {
+        run_options = run_options.with_services(ServiceCache::start(c.clone(), shutdown.clone()));
+    }
+    let run_options = Arc::new(run_options);
     let version = runtime
         .version(Default::default())
         .await

@@ -16,7 +16,9 @@ use kube::api::Api;
 use tokio::sync::watch;
 
 use crate::genericruntime::cri;
+use crate::kubelet::mirror::is_static_pod;
 use crate::kubelet::resources::{parse_milli, parse_value};
+use crate::kubelet::services::{service_env, ServiceCache};
 
 use crate::genericruntime::expand::expand;
 use crate::genericruntime::{ConfigError, RunContainerOptions, RunOptionsProvider};
@@ -32,6 +34,8 @@ pub struct KubeletRunOptions {
     cluster_domain: String,
     /// The node as last registered: its allocatable is the default of unset limits.
     node: Option<watch::Receiver<Option<Node>>>,
+    /// Services for service environment variables (None: standalone, no services).
+    services: Option<ServiceCache>,
 }
 
 /// Where the host's own hosts file is (host-network pods start from it).
@@ -46,7 +50,31 @@ impl KubeletRunOptions {
             root_dir: None,
             cluster_domain: "cluster.local".into(),
             node: None,
+            services: None,
         }
+    }
+
+    /// The Service cache service environment variables come from.
+    #[must_use]
+    pub fn with_services(mut self, services: ServiceCache) -> Self {
+        self.services = Some(services);
+        self
+    }
+
+    /// The pod's service variables (§4.9 step 1).
+    fn service_env(&self, pod: &Pod) -> Result<Vec<(String, String)>, ConfigError> {
+        let Some(cache) = &self.services else { return Ok(vec![]) };
+        if !cache.has_synced() {
+            if is_static_pod(pod) {
+                return Ok(vec![]);
+            }
+            return Err(ConfigError(
+                "services have not yet been read at least once, cannot construct envvars".into(),
+            ));
+        }
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+        Ok(service_env(&cache.services(), ns, links))
     }
 
     /// Manage `<root>/pods/<uid>/etc-hosts` and mount it at /etc/hosts, naming pods in
@@ -384,6 +412,7 @@ impl RunOptionsProvider for KubeletRunOptions {
         pod_ips: &[String],
     ) -> Result<RunContainerOptions, ConfigError> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let services: BTreeMap<String, String> = self.service_env(pod)?.into_iter().collect();
         let mut env: Vec<(String, String)> = Vec::new();
         let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
             if let Some(e) = env.iter_mut().find(|(n, _)| *n == k) {
@@ -428,13 +457,22 @@ impl RunOptionsProvider for KubeletRunOptions {
                     None => continue,
                 },
                 (Some(v), None) => {
-                    // $(VAR) refers to variables defined earlier in the list.
+                    // $(VAR) refers to variables defined earlier in the list, then to the
+                    // service variables.
                     let lookup: BTreeMap<String, String> = env.iter().cloned().collect();
-                    expand(v, &|name: &str| lookup.get(name).cloned())
+                    expand(v, &|name: &str| {
+                        lookup.get(name).or_else(|| services.get(name)).cloned()
+                    })
                 }
                 (None, None) => String::new(),
             };
             set(&mut env, e.name.clone(), value);
+        }
+        // Service variables come last, where the container does not define the name itself.
+        for (k, v) in services {
+            if !env.iter().any(|(n, _)| *n == k) {
+                env.push((k, v));
+            }
         }
         let mounts = self.hosts_mount(pod, container, pod_ips)?.into_iter().collect();
         Ok(RunContainerOptions {

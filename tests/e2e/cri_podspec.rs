@@ -1,7 +1,7 @@
 //! Pod and container settings on a REAL containerd (scripts/containerd-env.sh, through
 //! scripts/test.sh), each observed from inside the container through its log: env with
 //! resourceFieldRef, the managed /etc/hosts with hostAliases, resolv.conf from clusterDNS, `id`
-//! with runAsUser/runAsGroup/supplementalGroups, a read-only root filesystem, capabilities,
+//! with runAsUser/runAsGroup/supplementalGroups, service variables, a read-only root filesystem, capabilities,
 //! runAsNonRoot refused, a memory limit ending in OOMKilled, and a sidecar that starts before the
 //! main container and outlives it on termination. Holds `cri_lifecycle::cri_lock()`.
 
@@ -141,6 +141,10 @@ async fn cri_pod_settings_seen_from_inside() {
     let nonroot = unique("cri-nonroot");
     let oom = unique("cri-oom");
 
+    // A Service in the pod's namespace: its variables reach the container (service links).
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "websvc", "namespace": "default"},
+                     "spec": {"clusterIP": "10.96.7.7", "ports": [{"name": "http", "port": 8080}]}});
+    apply(&n.api, &svc.to_string()).await.unwrap();
     let report = format!(
         "id; echo ---; cat /etc/hosts; echo ---; cat /etc/resolv.conf; echo ---; env | sort; \
                           echo ---; touch /probe-write 2>/dev/null && echo rootfs-writable || echo rootfs-readonly; \
@@ -241,9 +245,16 @@ async fn cri_pod_settings_seen_from_inside() {
         "CPU_REQUEST_M=250",
         &format!("GREETING=hi-{settings}-$(NOT)"),
         "HOSTNAME=web-0",
+        "WEBSVC_SERVICE_HOST=10.96.7.7",
+        "WEBSVC_SERVICE_PORT=8080",
+        "WEBSVC_SERVICE_PORT_HTTP=8080",
+        "WEBSVC_PORT=tcp://10.96.7.7:8080",
+        "WEBSVC_PORT_8080_TCP_ADDR=10.96.7.7",
     ] {
         assert!(env.lines().any(|l| l == want), "{want} missing from\n{env}");
     }
+    // The master service of the default namespace is always there.
+    assert!(env.lines().any(|l| l.starts_with("KUBERNETES_SERVICE_HOST=")), "{env}");
     assert!(rootfs.starts_with("rootfs-readonly"), "{rootfs}");
     let caps = output_with(&n, &p, "caps", "CAPS-END").await;
     // NET_ADMIN alone is bit 12.
