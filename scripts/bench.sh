@@ -50,6 +50,9 @@ REPORT=target/bench-report.txt
   echo "== hot paths (criterion)"
   cargo bench --bench hot_paths -- "${CRITERION_ARGS[@]}" 2>&1 | grep -E '^[a-z_]+/[a-z0-9_]+|time:' | sed -E 's/ +/ /g'
   echo
+  echo "== stats summary, 100 sim pods (criterion)"
+  cargo bench --bench stats -- "${CRITERION_ARGS[@]}" 2>&1 | grep -E '^[a-z_]+/[a-z0-9_]+|time:' | sed -E 's/ +/ /g'
+  echo
   echo "== end to end"
   cargo bench --bench e2e 2>&1 | grep -v -E '^\s*(Finished|Running|Compiling)'
 } | tee "$REPORT"

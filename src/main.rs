@@ -12,6 +12,8 @@ use tracing::{error, info, warn};
 use keel::backends::cri::CriRuntime;
 use keel::backends::sim::SimRuntime;
 use keel::clock::Clock;
+use keel::genericruntime::instrumented::InstrumentedRuntime;
+use keel::genericruntime::logrotate::{ContainerLogManager, LogRotatePolicy};
 use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
 use keel::genericruntime::sandbox::DnsSettings;
 use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
@@ -22,9 +24,12 @@ use keel::kubelet::hooks::KubeletHooks;
 use keel::kubelet::runopts::KubeletRunOptions;
 use keel::kubelet::services::ServiceCache;
 use keel::kubelet::sources::{api::spawn_api_source, file::spawn_file_source, SOURCE_CHANNEL_CAPACITY};
+use keel::kubelet::stats::restclient::RestMetricsLayer;
 use keel::kubelet::status::manager::StatusManager;
 use keel::kubelet::syncloop::{Core, DeferredSafety, Kubelet, KubeletParts};
 use keel::kubelet::{lease, node, nodeinfo, RuntimeHealth};
+use keel::streaming::server::KubeletServer;
+use keel::streaming::{healthz, AppState};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -64,7 +69,12 @@ async fn client_for(cfg: &Config) -> Result<kube::Client> {
     // renewal is not stuck in a long back-off when the API server comes back.
     let mut kc = kc;
     kc.default_retry = false;
-    kube::Client::try_from(kc).context("building the API client")
+    // Every request is counted in `rest_client_requests_total` (keel's `/metrics`).
+    let host = kc.cluster_url.authority().map(|a| a.to_string()).unwrap_or_default();
+    Ok(kube::client::ClientBuilder::try_from(kc)
+        .context("building the API client")?
+        .with_layer(&RestMetricsLayer::new(host))
+        .build())
 }
 
 async fn runtime_for(cfg: &Config, clock: Clock) -> Result<Arc<dyn Runtime>> {
@@ -104,7 +114,8 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
     };
     info!(node = %cfg.node_name, standalone = cfg.standalone, runtime = ?cfg.runtime, "starting keel {}", env!("CARGO_PKG_VERSION"));
 
-    let runtime = runtime_for(&cfg, clock).await?;
+    // Every runtime call is timed and counted for `/metrics` (the kubelet's instrumented service).
+    let runtime: Arc<dyn Runtime> = InstrumentedRuntime::new(runtime_for(&cfg, clock).await?);
     let node_ips = vec![nodeinfo::resolve_node_ip(cfg.node_ip)
         .context("choosing the node IP")?
         .to_string()];
@@ -144,6 +155,14 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         }),
     );
     manager.version().await.context("runtime version handshake")?;
+    let log_manager = ContainerLogManager::new(
+        manager.clone(),
+        LogRotatePolicy {
+            max_size: cfg.container_log_max_size,
+            max_files: cfg.container_log_max_files,
+        },
+    );
+    tokio::spawn(log_manager.run(shutdown.clone()));
 
     let (health_tx, health_rx) = watch::channel(RuntimeHealth {
         runtime_version: format!("{}://{}", version.runtime_name, version.runtime_version),
@@ -206,6 +225,20 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         started,
     });
     safety.set(core.clone());
+
+    // The kubelet server and the localhost healthz port; failing to bind either is fatal.
+    let app_state = AppState { core: core.clone() };
+    let server = KubeletServer::bind(app_state.clone())
+        .await
+        .context("starting the kubelet server")?;
+    let healthz_listener = healthz::bind_plain(&cfg)
+        .await
+        .context("starting the healthz endpoint")?;
+    tokio::spawn(server.serve(shutdown.clone()));
+    if let Some(l) = healthz_listener {
+        tokio::spawn(healthz::serve_plain(l, app_state, shutdown.clone()));
+    }
+
     let kubelet = Kubelet::new(core, shutdown.clone());
 
     let (src_tx, src_rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);

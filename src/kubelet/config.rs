@@ -32,7 +32,9 @@ pub struct Config {
     pub static_pod_path: Option<PathBuf>,
     pub address: IpAddr,
     pub port: u16,
+    /// Plain-HTTP `/healthz` port on `healthz_bind_address`; 0 disables it.
     pub healthz_port: u16,
+    pub healthz_bind_address: IpAddr,
     pub node_ip: Option<IpAddr>,
     pub node_labels: BTreeMap<String, String>,
     pub register_node: bool,
@@ -204,6 +206,30 @@ pub struct RunArgs {
     /// Port of the kubelet server.
     #[arg(long)]
     pub port: Option<u16>,
+    /// Port of the plain-HTTP healthz endpoint (0 disables it).
+    #[arg(long)]
+    pub healthz_port: Option<u16>,
+    /// Address of the plain-HTTP healthz endpoint.
+    #[arg(long)]
+    pub healthz_bind_address: Option<IpAddr>,
+    /// CA bundle that authenticates client certificates (`authentication.x509.clientCAFile`).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Allow anonymous requests to the kubelet server (`--anonymous-auth[=true|false]`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub anonymous_auth: Option<bool>,
+    /// Authenticate bearer tokens with TokenReview (`--authentication-token-webhook[=true|false]`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub authentication_token_webhook: Option<bool>,
+    /// `AlwaysAllow` or `Webhook` (SubjectAccessReview).
+    #[arg(long)]
+    pub authorization_mode: Option<String>,
+    /// Serving certificate (PEM, with intermediates after the leaf).
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
     /// Compressed clock: a virtual second lasts 1/N real seconds (back-offs, periods, grace).
     /// For test harnesses; 1 is real time.
     #[arg(long, default_value_t = 1.0)]
@@ -255,6 +281,7 @@ impl Config {
             address: IpAddr::from([0, 0, 0, 0]),
             port: 10250,
             healthz_port: 10248,
+            healthz_bind_address: IpAddr::from([127, 0, 0, 1]),
             node_ip: None,
             node_labels: BTreeMap::new(),
             register_node: true,
@@ -360,6 +387,30 @@ pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> 
     if let Some(p) = args.port {
         cfg.port = p;
     }
+    if let Some(p) = args.healthz_port {
+        cfg.healthz_port = p;
+    }
+    if let Some(a) = args.healthz_bind_address {
+        cfg.healthz_bind_address = a;
+    }
+    if let Some(p) = &args.client_ca_file {
+        cfg.authentication.x509_client_ca_file = Some(p.clone());
+    }
+    if let Some(b) = args.anonymous_auth {
+        cfg.authentication.anonymous_enabled = b;
+    }
+    if let Some(b) = args.authentication_token_webhook {
+        cfg.authentication.webhook_enabled = b;
+    }
+    if let Some(m) = &args.authorization_mode {
+        cfg.authorization.mode = parse_authorization_mode("--authorization-mode", m)?;
+    }
+    if let Some(p) = &args.tls_cert_file {
+        cfg.tls_cert_file = Some(p.clone());
+    }
+    if let Some(p) = &args.tls_private_key_file {
+        cfg.tls_private_key_file = Some(p.clone());
+    }
     if !(args.time_scale.is_finite() && args.time_scale >= 1.0) {
         return Err(ConfigError::invalid("--time-scale", "must be a number >= 1"));
     }
@@ -381,6 +432,18 @@ pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> 
         cfg.cluster_domain = d.trim_end_matches('.').to_string();
     }
     Ok(())
+}
+
+/// `AlwaysAllow` or `Webhook`.
+pub fn parse_authorization_mode(field: &str, mode: &str) -> Result<AuthorizationMode, ConfigError> {
+    match mode {
+        "AlwaysAllow" => Ok(AuthorizationMode::AlwaysAllow),
+        "Webhook" => Ok(AuthorizationMode::Webhook),
+        other => Err(ConfigError::invalid(
+            field,
+            format!("{other:?}: expected AlwaysAllow or Webhook"),
+        )),
+    }
 }
 
 /// `sim` or `unix:///path`.
@@ -565,6 +628,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "address",
     "port",
     "healthzPort",
+    "healthzBindAddress",
     "staticPodPath",
     "maxPods",
     "podsPerCore",
@@ -779,6 +843,11 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
     if let Some(p) = f.int("healthzPort", 0, 65535)? {
         cfg.healthz_port = p as u16;
     }
+    if let Some(a) = f.string("healthzBindAddress")? {
+        cfg.healthz_bind_address = a
+            .parse()
+            .map_err(|_| ConfigError::invalid("healthzBindAddress", format!("{a:?} is not an IP address")))?;
+    }
     if let Some(p) = f.path_buf("staticPodPath")? {
         cfg.static_pod_path = Some(p);
     }
@@ -846,16 +915,7 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
     }
     if let Some(authz) = f.sub("authorization")? {
         if let Some(mode) = authz.string("mode")? {
-            cfg.authorization.mode = match mode.as_str() {
-                "AlwaysAllow" => AuthorizationMode::AlwaysAllow,
-                "Webhook" => AuthorizationMode::Webhook,
-                other => {
-                    return Err(ConfigError::invalid(
-                        "authorization.mode",
-                        format!("{other:?}: expected AlwaysAllow or Webhook"),
-                    ))
-                }
-            };
+            cfg.authorization.mode = parse_authorization_mode("authorization.mode", &mode)?;
         }
         if let Some(wh) = authz.sub("webhook")? {
             if let Some(d) = wh.duration("cacheAuthorizedTTL")? {
@@ -1170,5 +1230,51 @@ clusterDNS: [10.96.0.10]
             field_of(parse_endpoint("--runtime", "tcp://x").unwrap_err()),
             "--runtime"
         );
+    }
+
+    #[test]
+    fn server_flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kubelet.yaml");
+        std::fs::write(&file, FULL).unwrap();
+        let cli = Cli::try_parse_from([
+            "keel",
+            "run",
+            "--config",
+            file.to_str().unwrap(),
+            "--node-name",
+            "n1",
+            "--healthz-port",
+            "0",
+            "--healthz-bind-address",
+            "::1",
+            "--client-ca-file",
+            "/ca.crt",
+            "--anonymous-auth=false",
+            "--authentication-token-webhook",
+            "--authorization-mode",
+            "Webhook",
+            "--tls-cert-file",
+            "/a.crt",
+            "--tls-private-key-file",
+            "/a.key",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command;
+        let c = load(&args).unwrap();
+        assert_eq!(c.healthz_port, 0);
+        assert_eq!(c.healthz_bind_address, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(c.authentication.x509_client_ca_file, Some(PathBuf::from("/ca.crt")));
+        assert!(!c.authentication.anonymous_enabled);
+        assert!(c.authentication.webhook_enabled);
+        assert_eq!(c.authorization.mode, AuthorizationMode::Webhook);
+        assert_eq!(c.tls_cert_file, Some(PathBuf::from("/a.crt")));
+        assert_eq!(c.tls_private_key_file, Some(PathBuf::from("/a.key")));
+
+        let d = Config::defaults("n".into());
+        assert_eq!(d.healthz_bind_address, "127.0.0.1".parse::<IpAddr>().unwrap());
+        let cli = Cli::try_parse_from(["keel", "run", "--node-name", "n", "--authorization-mode", "Bogus"]).unwrap();
+        let Command::Run(args) = cli.command;
+        assert!(load(&args).is_err());
     }
 }

@@ -16,6 +16,7 @@ pub mod resources;
 pub mod runopts;
 pub mod services;
 pub mod sources;
+pub mod stats;
 pub mod status;
 pub mod syncloop;
 pub mod workers;

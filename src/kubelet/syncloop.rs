@@ -69,6 +69,8 @@ pub struct Core {
     pub started: Instant,
     /// Readiness, liveness and startup probes.
     pub prober: Arc<ProberManager>,
+    /// When the sync loop last went round (`syncLoopMonitor`; `/healthz/syncloop` reads it).
+    last_sync_loop: Mutex<Option<Instant>>,
     pods: Mutex<PodManager>,
     reasons: ReasonCache,
     mirror: Option<MirrorClient>,
@@ -133,6 +135,7 @@ impl Core {
             cgroups: parts.cgroups,
             started: parts.started,
             prober,
+            last_sync_loop: Mutex::new(None),
             pods: Mutex::new(PodManager::new()),
             reasons: ReasonCache::new(),
             mirror,
@@ -140,8 +143,18 @@ impl Core {
         })
     }
 
-    fn workers(&self) -> Option<&PodWorkers> {
+    /// The pod workers, once the kubelet loop created them (for `/metrics`).
+    pub fn workers(&self) -> Option<&PodWorkers> {
         self.workers.get()
+    }
+
+    /// When the sync loop last went round; None before it started.
+    pub fn last_sync_loop(&self) -> Option<Instant> {
+        *lock(&self.last_sync_loop)
+    }
+
+    fn mark_sync_loop(&self) {
+        *lock(&self.last_sync_loop) = Some(Instant::now());
     }
 
     /// The pods this kubelet manages (for `/pods` and tests).
@@ -496,6 +509,7 @@ impl Kubelet {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
+            self.core.mark_sync_loop();
             tokio::select! {
                 Some(update) = sources.recv() => self.handle_source(update),
                 Some(ev) = pleg.recv() => self.handle_pleg(ev),

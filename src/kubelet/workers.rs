@@ -431,6 +431,7 @@ async fn run_worker(inner: Arc<Inner>, uid: String) {
                 let fut = inner
                     .syncer
                     .sync_pod(work.update_type, pod, work.mirror.as_ref(), last_sync, &work.cancel);
+                let fut = timed_sync(work.update_type, fut);
                 tokio::select! {
                     r = fut => r.map(|o| match o {
                         SyncOutcome::Done => Next::Resync(jitter(inner.resync)),
@@ -503,6 +504,20 @@ async fn run_worker(inner: Arc<Inner>, uid: String) {
         }
         drop(records);
     }
+}
+
+/// Runs one `sync_pod` and records its duration (`kubelet_pod_worker_duration_seconds`).
+async fn timed_sync<T>(update_type: UpdateType, fut: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = fut.await;
+    let op = match update_type {
+        UpdateType::Create => "create",
+        UpdateType::Update => "update",
+        UpdateType::Sync => "sync",
+        UpdateType::Kill => "kill",
+    };
+    crate::kubelet::stats::metrics::global().pod_worker_sync(op, started.elapsed());
+    out
 }
 
 fn is_runtime_only(inner: &Inner, uid: &str) -> bool {

@@ -9,8 +9,18 @@ use std::sync::Arc;
 
 use crate::kubelet::syncloop::Core;
 
+pub mod auth;
+pub mod exec;
+pub mod healthz;
+pub mod logs;
+pub mod metrics;
+pub mod pods;
+pub mod proxy;
 pub mod remotecommand;
+pub mod server;
 pub mod spdy;
+pub mod stats;
+pub mod tls;
 pub mod websocket;
 
 /// What the route handlers read: the kubelet's core (config, pods, runtime manager, cache,

@@ -823,14 +823,15 @@ async fn outage_gives_503_and_recovers() {
 }
 
 #[tokio::test]
-async fn proxy_subresources_are_unavailable_not_fatal() {
+async fn pod_log_on_a_missing_node_is_not_found_not_fatal() {
     let s = TestApiServer::start().await.unwrap();
     let pods: Api<Pod> = Api::namespaced(no_retry_client(&s).await, "default");
     pods.create(&PostParams::default(), &pod("l", Some("n1"), json!({})))
         .await
         .unwrap();
-    let (code, _) = api_code(pods.logs("l", &Default::default()).await.unwrap_err());
-    assert_eq!(code, 503);
+    // The pod's node has no Node object: the kubelet's address cannot be found.
+    let (code, reason) = api_code(pods.logs("l", &Default::default()).await.unwrap_err());
+    assert_eq!((code, reason.as_str()), (404, "NotFound"));
     let out = s.kubectl(&["version", "-o", "json"]).await;
     let v: Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(v["serverVersion"]["gitVersion"], "v1.33.0");

@@ -99,7 +99,7 @@ async fn runtime_leftovers(rt: &CriRuntime, name: &str) -> (usize, usize) {
 }
 
 /// Deletes every pod of the test's API server and waits until they are gone.
-async fn delete_all(n: &Node) {
+pub(crate) async fn delete_all(n: &Node) {
     let out = n
         .api
         .kubectl(&["delete", "pods", "--all", "-n", "default", "--wait=false"])

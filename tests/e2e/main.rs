@@ -4,11 +4,16 @@
 mod support;
 
 mod apiserver;
+mod apiserver_proxy;
 mod cri_backend;
 mod cri_cgroups;
 mod cri_lifecycle;
 mod cri_podspec;
 mod cri_probes;
+mod cri_stats;
+mod cri_streaming;
+mod kubelet_server;
+mod logs;
 mod node;
 mod probes;
 mod sim_lifecycle;
@@ -16,4 +21,6 @@ mod sim_node;
 mod sim_podspec;
 mod sim_scale;
 mod sources;
+mod stats;
 mod status;
+mod streaming;

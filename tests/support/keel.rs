@@ -17,7 +17,19 @@ pub struct KeelOpts {
     pub dir: PathBuf,
     /// Compressed clock (`--time-scale`).
     pub time_scale: f64,
+    /// Kubelet server port (`--port`, on 127.0.0.1) and plain healthz port (`--healthz-port`):
+    /// free ports picked per keel so parallel tests never collide on 10250/10248.
+    pub port: u16,
+    pub healthz_port: u16,
     pub extra_args: Vec<String>,
+}
+
+/// A port nobody listens on right now (bind 127.0.0.1:0, read it, release it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 impl KeelOpts {
@@ -27,6 +39,8 @@ impl KeelOpts {
             kubeconfig,
             dir: dir.to_path_buf(),
             time_scale: 1.0,
+            port: free_port(),
+            healthz_port: free_port(),
             extra_args: Vec::new(),
         }
     }
@@ -50,6 +64,18 @@ pub struct Keel {
 }
 
 impl Keel {
+    /// The kubelet server's port (HTTPS on 127.0.0.1).
+    #[allow(dead_code)] // not every test binary talks to the server
+    pub fn port(&self) -> u16 {
+        self.opts.port
+    }
+
+    /// The plain-HTTP healthz port on 127.0.0.1.
+    #[allow(dead_code)]
+    pub fn healthz_port(&self) -> u16 {
+        self.opts.healthz_port
+    }
+
     pub fn pod_logs_dir(&self) -> PathBuf {
         self.opts.dir.join("pods")
     }
@@ -79,7 +105,13 @@ impl Keel {
             .arg("--pod-logs-dir")
             .arg(o.dir.join("pods"))
             .arg("--time-scale")
-            .arg(o.time_scale.to_string());
+            .arg(o.time_scale.to_string())
+            .arg("--address")
+            .arg("127.0.0.1")
+            .arg("--port")
+            .arg(o.port.to_string())
+            .arg("--healthz-port")
+            .arg(o.healthz_port.to_string());
         match &o.kubeconfig {
             Some(k) => {
                 cmd.arg("--kubeconfig").arg(k);

@@ -2,4 +2,5 @@
 
 pub mod apiserver;
 pub mod keel;
+pub mod rawhttp;
 pub mod util;

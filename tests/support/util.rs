@@ -149,15 +149,43 @@ pub struct Node {
     pub dir: tempfile::TempDir,
 }
 
+/// The KubeletConfiguration lines that secure keel's server as kubeadm does: client
+/// certificates from the API server's CA (`x509.clientCAFile`), bearer tokens checked by
+/// TokenReview (`webhook.enabled`), no anonymous access, and every request authorized by
+/// SubjectAccessReview (`mode: Webhook`).
+pub fn kubelet_auth_config(api: &TestApiServer) -> String {
+    format!(
+        "authentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  x509:\n    clientCAFile: {}\nauthorization:\n  mode: Webhook\n",
+        api.dir().join("ca.crt").display()
+    )
+}
+
 impl Node {
     /// Starts a server and keel (`time_scale` compresses keel's clock) and waits until the Node
-    /// is Ready.
+    /// is Ready. keel's server authenticates and authorizes through the API server
+    /// ([`kubelet_auth_config`]).
     pub async fn start(time_scale: f64, extra: &[&str]) -> Result<Node> {
+        Node::start_with_config(time_scale, extra, "").await
+    }
+
+    /// Same, with more KubeletConfiguration lines (top-level YAML) in keel's `--config` file.
+    pub async fn start_with_config(time_scale: f64, extra: &[&str], config: &str) -> Result<Node> {
         let api = TestApiServer::start().await?;
         let dir = tempfile::tempdir()?;
         let name = unique("node");
+        let config_file = dir.path().join("kubelet-config.yaml");
+        std::fs::write(
+            &config_file,
+            format!(
+                "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\n{}{config}",
+                kubelet_auth_config(&api)
+            ),
+        )?;
         let kubeconfig = api.kubeconfig_for(&format!("system:node:{name}"), &["system:nodes"]);
-        let mut opts = super::keel::KeelOpts::new(&name, Some(kubeconfig), dir.path()).time_scale(time_scale);
+        let mut opts = super::keel::KeelOpts::new(&name, Some(kubeconfig), dir.path())
+            .time_scale(time_scale)
+            .arg("--config")
+            .arg(config_file.to_string_lossy().into_owned());
         for a in extra {
             opts = opts.arg(*a);
         }
@@ -189,8 +217,9 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncgroupRoot: {}/{name}\n",
-                root.trim_end_matches('/')
+                "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncgroupRoot: {}/{name}\n{}",
+                root.trim_end_matches('/'),
+                kubelet_auth_config(&api)
             ),
         )?;
         let kubeconfig = api.kubeconfig_for(&format!("system:node:{name}"), &["system:nodes"]);

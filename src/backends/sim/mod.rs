@@ -47,6 +47,50 @@
 //! it); both make stop behaviour predictable from the manifest. Pipeline stages run one
 //! after another, so a stage that never ends never feeds the next one.
 //!
+//! The same vocabulary also has `sha256sum`/`md5sum` (coreutils format `HEX  -`), `head -c N`
+//! and `stty size`; commands that read stdin (`cat`, `grep`, `wc`…) read the process's own
+//! stdin when they are not in a pipeline: nothing for an ExecSync or a container without
+//! `stdin: true`.
+//!
+//! # Streams (exec, attach, port-forward: [`streams`])
+//! [`SimRuntime::local_streams`] serves them in process; state checks and messages are
+//! containerd's (`failed to find container "ID" in store: not found`, `container is in
+//! CONTAINER_EXITED state`).
+//! - **exec** runs the command with the vocabulary above, stdin from the client, output sent as
+//!   produced (whenever the command waits for input or sleeps). `cat`, `sha256sum`, `md5sum`,
+//!   `wc -c` and `head -c N` process stdin chunk by chunk as it arrives; other commands read it
+//!   to EOF when they read it. A command running until stopped ends with 137 when the
+//!   container stops. `sh` without `-c` (no TTY) runs stdin as its script.
+//! - **exec with a TTY** of `sh`/`bash`/`ash`/`dash` (no `-c`) is an interactive line shell:
+//!   prompt `# `, typed input echoed (CR → `\r\n`; backspace, Ctrl-U, Ctrl-C edit or drop the
+//!   line), each line run with the vocabulary (variables persist between lines), `exit [N]`
+//!   ends with N, Ctrl-D on an empty line with 0, the client closing stdin with the last status.
+//!   Other TTY commands run as without one, with output through the terminal (`\n` → `\r\n`,
+//!   stderr merged into stdout) and input echoed, CR read as NL, Ctrl-D as EOF. The terminal
+//!   size from resize events is `stty size` (`ROWS COLS`) and `$COLUMNS`/`$LINES` (set before
+//!   each line; for a command, from the first resize, awaited up to 200 ms); `TERM=xterm`.
+//! - **attach** streams what the main process writes from now on (stdout/stderr apart; one
+//!   stream through the terminal for a TTY container) until the container exits. A client
+//!   that falls more than 1024 chunks behind loses the oldest (the container never waits for
+//!   it). With `stdin: true` the client's stdin is the main process's stdin (a container
+//!   command `cat` echoes it to its log and to attached clients); with `stdin_once` the first
+//!   attach closing its stdin closes the container's (cat then exits 0). Difference on
+//!   purpose: a TTY container's input is not echoed.
+//! - **port-forward** connects to an in-process echo server (bytes back as received, EOF after
+//!   the client's EOF) on every TCP `containerPort` of the pod (the sandbox config's port
+//!   mappings) while the sandbox is ready; any other port fails like containerd:
+//!   `failed to execute portforward in network namespace "/var/run/netns/cni-…": failed to
+//!   connect to localhost:PORT inside namespace "ID", IPv4: dial tcp4 127.0.0.1:PORT: connect:
+//!   connection refused IPv6 dial tcp6 [::1]:PORT: connect: connection refused `.
+//!
+//! # Stats (ListContainerStats, ListPodSandboxStats; see [`stats`])
+//! A running container burns `SIM_CPU_MILLICORES` (from its environment, default 1) per virtual
+//! second and holds `SIM_MEMORY` (a quantity like `64Mi`, default 1Mi) as working set, usage and
+//! RSS: `usageCoreNanoSeconds = millicores × 10⁶ × virtual seconds run`, `usageNanoCores =
+//! millicores × 10⁶`. Its writable layer is what its scripts wrote to unmounted paths. A sandbox
+//! sums its containers (CPU of exited ones too), counts running containers + 1 processes and has
+//! one `eth0` with zero traffic (none with hostNetwork).
+//!
 //! # Files
 //! `<state_dir>/journal.jsonl` (one JSON line per mutation, compacted on open and when it grows
 //! past four times the live objects) and `<state_dir>/alive` (the wall time, rewritten every
@@ -60,6 +104,8 @@ pub mod logs;
 pub mod runner;
 pub mod script;
 pub mod state;
+pub mod stats;
+pub mod streams;
 pub mod vfs;
 
 use std::path::{Path, PathBuf};
@@ -72,6 +118,7 @@ pub use config::SimConfig;
 
 use crate::clock::Clock;
 use crate::genericruntime::seam::{cri, Code, ImageService, Result as RtResult, RuntimeError, RuntimeService};
+use crate::genericruntime::streams::LocalStreams;
 use images::ImageRecord;
 use journal::{Journal, Record};
 use runner::{Exit, Launch, RunHandle, Signal};
@@ -335,6 +382,7 @@ impl SimRuntime {
             alive_until: self.alive_until,
             vfs: Arc::new(Mutex::new(vfs::Vfs::new(&rec.config.mounts))),
             clock: self.clock,
+            stdin: rec.config.stdin,
         }
     }
 
@@ -967,8 +1015,7 @@ impl RuntimeService for SimRuntime {
     }
 
     // The simulated runtime has no streaming server: the kubelet server serves its streams in
-    // process (`local_streams`, once the simulated processes speak streams), as a runtime
-    // without URL streaming would.
+    // process (`local_streams`, see `streams.rs`).
     async fn exec(&self, _: cri::ExecRequest) -> RtResult<cri::ExecResponse> {
         Err(no_streaming_url("Exec"))
     }
@@ -981,26 +1028,42 @@ impl RuntimeService for SimRuntime {
         Err(no_streaming_url("PortForward"))
     }
 
+    fn local_streams(&self) -> Option<Arc<dyn LocalStreams>> {
+        self.me.upgrade().map(|rt| rt as Arc<dyn LocalStreams>)
+    }
+
     async fn list_container_stats(
         &self,
-        _: cri::ListContainerStatsRequest,
+        req: cri::ListContainerStatsRequest,
     ) -> RtResult<cri::ListContainerStatsResponse> {
-        Err(RuntimeError::new(
-            "ListContainerStats",
-            Code::Unimplemented,
-            "not simulated yet",
-        ))
+        self.available("ListContainerStats")?;
+        let now = now_ns(&self.clock);
+        let mount = self
+            .state_dir
+            .join(stats::LAYER_MOUNT_DIR)
+            .to_string_lossy()
+            .into_owned();
+        let st = self.lock();
+        Ok(cri::ListContainerStatsResponse {
+            stats: stats::list_container_stats(&st, req.filter.as_ref(), &self.clock, now, &mount),
+        })
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: cri::ListPodSandboxStatsRequest,
+        req: cri::ListPodSandboxStatsRequest,
     ) -> RtResult<cri::ListPodSandboxStatsResponse> {
-        Err(RuntimeError::new(
-            "ListPodSandboxStats",
-            Code::Unimplemented,
-            "not simulated yet",
-        ))
+        self.available("ListPodSandboxStats")?;
+        let now = now_ns(&self.clock);
+        let mount = self
+            .state_dir
+            .join(stats::LAYER_MOUNT_DIR)
+            .to_string_lossy()
+            .into_owned();
+        let st = self.lock();
+        Ok(cri::ListPodSandboxStatsResponse {
+            stats: stats::list_pod_sandbox_stats(&st, req.filter.as_ref(), &self.clock, now, &mount),
+        })
     }
 }
 

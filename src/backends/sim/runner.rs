@@ -12,8 +12,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use jiff::Timestamp;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
 use super::logs;
@@ -23,6 +24,13 @@ use crate::clock::Clock;
 
 /// Pending signals per container; StopContainer waits for the exit anyway, so a few suffice.
 pub const SIGNAL_BUFFER: usize = 4;
+
+/// Output chunks buffered for attached clients; a client further behind loses the oldest
+/// (attach never slows the container down).
+pub const ATTACH_BUFFER: usize = 1024;
+
+/// Chunks in flight towards a container's stdin (as a pipe's buffer).
+pub const STDIN_BUFFER: usize = 16;
 
 /// Exit codes of signal deaths.
 pub const EXIT_SIGKILL: i32 = 137;
@@ -76,6 +84,11 @@ pub struct RunHandle {
     pub exited: watch::Receiver<bool>,
     pub vfs: Arc<Mutex<Vfs>>,
     pub env: Arc<Vec<(String, String)>>,
+    /// What the main process writes from now on, for attach.
+    pub output: broadcast::Sender<(Stream, Bytes)>,
+    /// The writing end of the main process's stdin (containers with `stdin: true`); taken
+    /// (closing stdin) when a `stdin_once` container's first attach ends its input.
+    pub stdin: Option<Arc<Mutex<Option<mpsc::Sender<Bytes>>>>>,
 }
 
 /// Everything a runner needs, gathered under the runtime lock.
@@ -94,6 +107,8 @@ pub struct Launch {
     pub alive_until: Option<Timestamp>,
     pub vfs: Arc<Mutex<Vfs>>,
     pub clock: Clock,
+    /// The container has an stdin (`stdin: true`): the main process reads what attach delivers.
+    pub stdin: bool,
 }
 
 fn add(ts: Timestamp, d: Duration) -> Timestamp {
@@ -117,6 +132,8 @@ struct RunHost {
     alive_until: Option<Timestamp>,
     vfs: Arc<Mutex<Vfs>>,
     trap: Arc<Mutex<Trap>>,
+    attach: broadcast::Sender<(Stream, Bytes)>,
+    stdin: Option<mpsc::Receiver<Bytes>>,
 }
 
 impl RunHost {
@@ -142,15 +159,23 @@ impl Host for RunHost {
     }
 
     fn output(&mut self, at: Duration, seq: u64, stream: Stream, data: &[u8]) {
-        let Some(path) = &self.log_path else { return };
         // Offsets map to wall time deterministically; `seq` nanoseconds keep lines ordered.
         let ts = add(self.wall(at), Duration::from_nanos(seq));
         if self.last_logged.is_some_and(|last| ts <= last) {
             return;
         }
+        if self.attach.receiver_count() > 0 {
+            // No receiver left is not an error: attach is optional.
+            let _ = self.attach.send((stream, Bytes::copy_from_slice(data)));
+        }
+        let Some(path) = &self.log_path else { return };
         if let Err(e) = logs::append(path, &logs::format_lines(ts, stream, data)) {
             tracing::warn!(path = %path.display(), error = %e, "sim: writing container log failed");
         }
+    }
+
+    async fn read_stdin(&mut self) -> Option<Bytes> {
+        self.stdin.as_mut()?.recv().await
     }
 
     fn read_file(&mut self, path: &str) -> Result<Vec<u8>, FsError> {
@@ -201,13 +226,22 @@ pub struct Runner {
 pub fn prepare(l: Launch) -> (RunHandle, Runner) {
     let (sig_tx, sig_rx) = mpsc::channel(SIGNAL_BUFFER);
     let (exit_tx, exit_rx) = watch::channel(false);
+    let (output, _) = broadcast::channel(ATTACH_BUFFER);
+    let (stdin_tx, stdin_rx) = if l.stdin {
+        let (tx, rx) = mpsc::channel(STDIN_BUFFER);
+        (Some(Arc::new(Mutex::new(Some(tx)))), Some(rx))
+    } else {
+        (None, None)
+    };
     let handle = RunHandle {
         signals: sig_tx,
         exited: exit_rx,
         vfs: l.vfs.clone(),
         env: l.env.clone(),
+        output: output.clone(),
+        stdin: stdin_tx,
     };
-    let fut = Box::pin(run(l, sig_rx));
+    let fut = Box::pin(run(l, sig_rx, output, stdin_rx));
     (handle, Runner { fut, exited: exit_tx })
 }
 
@@ -235,10 +269,16 @@ impl Runner {
     }
 }
 
-async fn run(l: Launch, mut signals: mpsc::Receiver<Signal>) -> Exit {
+async fn run(
+    l: Launch,
+    mut signals: mpsc::Receiver<Signal>,
+    output: broadcast::Sender<(Stream, Bytes)>,
+    stdin: Option<mpsc::Receiver<Bytes>>,
+) -> Exit {
     let base = Instant::now();
     let trap = Arc::new(Mutex::new(Trap::Default));
-    let make_host = |last_logged| RunHost {
+    // Trap handlers get no stdin: only the main process reads the container's.
+    let make_host = |last_logged, stdin| RunHost {
         clock: l.clock,
         started: l.started,
         base,
@@ -248,9 +288,11 @@ async fn run(l: Launch, mut signals: mpsc::Receiver<Signal>) -> Exit {
         alive_until: l.alive_until,
         vfs: l.vfs.clone(),
         trap: trap.clone(),
+        attach: output.clone(),
+        stdin,
     };
     let mut interp = Interp::new(
-        make_host(l.last_logged),
+        make_host(l.last_logged, stdin),
         l.env.iter().cloned(),
         Mode::Container,
         Duration::ZERO,
@@ -288,7 +330,7 @@ async fn run(l: Launch, mut signals: mpsc::Receiver<Signal>) -> Exit {
                         Trap::Ignore => {}
                         Trap::Handler(handler) => {
                             let at = offset_now();
-                            let mut h = Interp::new(make_host(None), l.env.iter().cloned(), Mode::Container, at, HANDLER_SEQ_BASE);
+                            let mut h = Interp::new(make_host(None, None), l.env.iter().cloned(), Mode::Container, at, HANDLER_SEQ_BASE);
                             let kill = kill_at.unwrap_or(deadline);
                             let handled = h.run(&handler);
                             tokio::pin!(handled);

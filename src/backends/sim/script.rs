@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::future::BoxFuture;
 
 /// Why a script could not be parsed (the container then counts as an unrecognized command).
@@ -222,6 +223,19 @@ pub trait Host: Send {
     fn set_trap(&mut self, trap: Trap);
     /// Wall-clock text for `date` at offset `at`.
     fn date(&self, at: Duration) -> String;
+    /// The next chunk of the process's own stdin (an attached client, an exec's client), as it
+    /// arrives; `None` at EOF. The default is no stdin at all (`/dev/null`), what a container
+    /// without `stdin: true` and an ExecSync have.
+    async fn read_stdin(&mut self) -> Option<Bytes> {
+        None
+    }
+    /// Hands over the output produced so far, waiting while the reader is slow (a streaming
+    /// exec); a host that writes output at once has nothing to do.
+    async fn drain(&mut self) {}
+    /// The terminal size as `(rows, cols)` when the process has a terminal (`stty size`).
+    fn term_size(&self) -> Option<(u16, u16)> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -254,6 +268,11 @@ pub fn program(argv: &[String]) -> Node {
             .collect(),
         redirs: Vec::new(),
     })
+}
+
+/// A shell started without a script (`sh`, `bash -i`…): it reads commands from its stdin.
+pub fn is_bare_shell(argv: &[String]) -> bool {
+    argv.first().is_some_and(|a| is_shell(a)) && argv[1..].iter().all(|a| a.starts_with('-') && !a.contains('c'))
 }
 
 fn is_shell(arg0: &str) -> bool {
@@ -967,7 +986,8 @@ pub struct Interp<H: Host> {
     now: Duration,
     seq: u64,
     mode: Mode,
-    /// Input of the current pipeline stage (None: no stdin, as in a container without one).
+    /// Input of the current pipeline stage, consumed by the first reader (None: the host's
+    /// own stdin, see [`Host::read_stdin`]).
     stdin: Option<Vec<u8>>,
     /// While a pipeline stage runs, its stdout goes here instead of the container's stdout.
     capture: Option<Vec<u8>>,
@@ -1013,6 +1033,45 @@ impl<H: Host> Interp<H> {
             Err(Flow::Exit { code, oom }) => Outcome::Exit { code, oom },
             Err(Flow::Forever) => Outcome::Forever,
         }
+    }
+
+    /// Runs one command line of an interactive shell: `None` when the shell goes on, the
+    /// outcome when the line ended the shell (`exit`, or a command that runs until stopped).
+    pub async fn run_line(&mut self, node: &Node) -> Option<Outcome> {
+        match self.exec(node).await {
+            Ok(()) => None,
+            Err(Flow::Exit { code, oom }) => Some(Outcome::Exit { code, oom }),
+            Err(Flow::Forever) => Some(Outcome::Forever),
+        }
+    }
+
+    /// Sets a shell variable (what an interactive shell does with `LINES`/`COLUMNS` on resize).
+    pub fn set_var(&mut self, name: &str, value: String) {
+        self.vars.insert(name.to_string(), value);
+    }
+
+    /// Status of the last command (`$?`).
+    pub fn status(&self) -> i32 {
+        self.status
+    }
+
+    /// The next chunk of this command's stdin: the pipeline stage's input (all of it, once), or
+    /// the host's stdin as it arrives.
+    async fn next_input(&mut self) -> Option<Bytes> {
+        match &mut self.stdin {
+            Some(buf) if buf.is_empty() => None,
+            Some(buf) => Some(Bytes::from(std::mem::take(buf))),
+            None => self.host.read_stdin().await,
+        }
+    }
+
+    /// All of this command's stdin, up to EOF.
+    async fn all_input(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        while let Some(chunk) = self.next_input().await {
+            all.extend_from_slice(&chunk);
+        }
+        all
     }
 
     fn exec<'a>(&'a mut self, node: &'a Node) -> BoxFuture<'a, Result<(), Flow>> {
@@ -1401,14 +1460,17 @@ impl<H: Host> Interp<H> {
             },
             "cat" => {
                 let files_given: Vec<&String> = args.iter().filter(|a| !a.starts_with('-') || *a == "-").collect();
+                // stdin is copied chunk by chunk as it arrives (a streaming exec's `cat`).
                 if files_given.is_empty() {
-                    let input = self.stdin.take().unwrap_or_default();
-                    self.emit(out, &input, files);
+                    while let Some(chunk) = self.next_input().await {
+                        self.emit(out, &chunk, files);
+                    }
                 }
                 for a in files_given {
                     if a == "-" {
-                        let input = self.stdin.take().unwrap_or_default();
-                        self.emit(out, &input, files);
+                        while let Some(chunk) = self.next_input().await {
+                            self.emit(out, &chunk, files);
+                        }
                         continue;
                     }
                     match self.host.read_file(a) {
@@ -1429,9 +1491,23 @@ impl<H: Host> Interp<H> {
                     "tee" => (Vec::new(), None),
                     _ => (operands.clone(), None),
                 };
+                if let Some(n) = (name == "head").then(|| byte_count_flag(args)).flatten() {
+                    self.head_bytes(n, &input, out, err, files).await;
+                    return Ok(());
+                }
                 let mut text = Vec::new();
                 if input.is_empty() {
-                    text = self.stdin.take().unwrap_or_default();
+                    // A byte count of stdin streams: nothing is kept.
+                    if name == "wc" && flags == "c" {
+                        let mut n = 0usize;
+                        while let Some(chunk) = self.next_input().await {
+                            n += chunk.len();
+                        }
+                        let line = format!("{n}\n");
+                        self.emit(out, line.as_bytes(), files);
+                        return Ok(());
+                    }
+                    text = self.all_input().await;
                 } else {
                     for f in &input {
                         match self.host.read_file(f) {
@@ -1519,6 +1595,45 @@ impl<H: Host> Interp<H> {
                     }
                 }
             }
+            "sha256sum" | "md5sum" => {
+                let paths: Vec<&String> = args.iter().filter(|a| !a.starts_with('-') || *a == "-").collect();
+                let mut text = String::new();
+                if paths.is_empty() || paths.iter().any(|p| *p == "-") {
+                    // Hashed chunk by chunk as stdin arrives.
+                    let mut h = Digest::new(name);
+                    while let Some(chunk) = self.next_input().await {
+                        h.update(&chunk);
+                    }
+                    text.push_str(&format!("{}  -\n", h.hex()));
+                }
+                for p in paths.into_iter().filter(|p| *p != "-") {
+                    match self.host.read_file(p) {
+                        Ok(data) => {
+                            let mut h = Digest::new(name);
+                            h.update(&data);
+                            text.push_str(&format!("{}  {p}\n", h.hex()));
+                        }
+                        Err(e) => {
+                            let msg = format!("{name}: {p}: {}\n", e.text());
+                            self.emit(err, msg.as_bytes(), files);
+                            self.status = 1;
+                        }
+                    }
+                }
+                self.emit(out, text.as_bytes(), files);
+            }
+            "stty" => match (args.first().map(String::as_str), self.host.term_size()) {
+                (_, None) => {
+                    self.emit(err, b"stty: standard input: Not a tty\n", files);
+                    self.status = 1;
+                }
+                (Some("size"), Some((rows, cols))) => {
+                    let line = format!("{rows} {cols}\n");
+                    self.emit(out, line.as_bytes(), files);
+                }
+                // Mode changes (`stty raw -echo`…) are accepted and change nothing.
+                _ => {}
+            },
             "touch" => {
                 for a in args.iter().filter(|a| !a.starts_with('-')) {
                     if let Err(e) = self.host.write_file(self.now, a, b"", true) {
@@ -1628,6 +1743,54 @@ impl<H: Host> Interp<H> {
             _ => return self.unrecognized(&argv.join(" "), "unknown command"),
         }
         Ok(())
+    }
+
+    /// `head -c N [FILE…]`: stdin (chunk by chunk as it arrives) or the files, `/dev/zero`
+    /// included (generated in chunks, each handed to the host before the next is made).
+    async fn head_bytes(
+        &mut self,
+        n: usize,
+        paths: &[String],
+        out: &Sink,
+        err: &Sink,
+        files: &mut BTreeMap<String, Vec<u8>>,
+    ) {
+        let mut left = n;
+        if paths.is_empty() {
+            while left > 0 {
+                let Some(chunk) = self.next_input().await else { break };
+                let take = chunk.len().min(left);
+                self.emit(out, &chunk[..take], files);
+                left -= take;
+            }
+            return;
+        }
+        for p in paths {
+            if left == 0 {
+                break;
+            }
+            if p == "/dev/zero" {
+                while left > 0 {
+                    let take = left.min(ZEROS.len());
+                    self.emit(out, &ZEROS[..take], files);
+                    left -= take;
+                    self.host.drain().await;
+                }
+                continue;
+            }
+            match self.host.read_file(p) {
+                Ok(data) => {
+                    let take = data.len().min(left);
+                    self.emit(out, &data[..take], files);
+                    left -= take;
+                }
+                Err(e) => {
+                    let msg = format!("head: {p}: {}\n", e.text());
+                    self.emit(err, msg.as_bytes(), files);
+                    self.status = 1;
+                }
+            }
+        }
     }
 
     async fn sleep(&mut self, d: Duration) {
@@ -1863,6 +2026,53 @@ fn split_flags(name: &str, args: &[String]) -> (String, Vec<String>) {
         i += 1;
     }
     (flags, operands)
+}
+
+/// What `/dev/zero` reads as, one chunk at a time.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// head's byte count: `-c N` or `-cN`.
+fn byte_count_flag(args: &[String]) -> Option<usize> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "-c" {
+            return it.next().and_then(|n| n.parse().ok());
+        }
+        if let Some(n) = a.strip_prefix("-c") {
+            return n.parse().ok();
+        }
+    }
+    None
+}
+
+/// An incremental `sha256sum` / `md5sum`.
+enum Digest {
+    Sha256(ring::digest::Context),
+    Md5(md5::Md5),
+}
+
+impl Digest {
+    fn new(name: &str) -> Digest {
+        if name == "md5sum" {
+            Digest::Md5(<md5::Md5 as md5::Digest>::new())
+        } else {
+            Digest::Sha256(ring::digest::Context::new(&ring::digest::SHA256))
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Digest::Sha256(c) => c.update(data),
+            Digest::Md5(m) => md5::Digest::update(m, data),
+        }
+    }
+
+    fn hex(self) -> String {
+        match self {
+            Digest::Sha256(c) => hex::encode(c.finish().as_ref()),
+            Digest::Md5(m) => hex::encode(md5::Digest::finalize(m)),
+        }
+    }
 }
 
 /// head/tail line count: `-n N`, `-nN` or `-N`.
@@ -2183,6 +2393,24 @@ pub(crate) mod tests {
             ("echo DONE | tee /f >/dev/null; cat /f", exit(0), "DONE\n", 0),
             ("exit 4 | true; echo still", exit(0), "still\n", 0),
             ("echo a | cat; echo b", exit(0), "a\nb\n", 0),
+            // Hashes and byte counts (coreutils formats); stdin is consumed by the first reader.
+            (
+                "echo hello | md5sum",
+                exit(0),
+                "b1946ac92492d2347c6235b4d2611184  -\n",
+                0,
+            ),
+            (
+                "printf abc | sha256sum",
+                exit(0),
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  -\n",
+                0,
+            ),
+            ("printf abcdef | head -c 4; echo", exit(0), "abcd\n", 0),
+            ("head -c 3 /dev/zero | wc -c", exit(0), "3\n", 0),
+            ("printf abc | { cat; cat; }", exit(0), "abc", 0),
+            ("cat; echo none", exit(0), "none\n", 0),
+            ("stty size || echo no-tty", exit(0), "no-tty\n", 0),
             (
                 "echo \"[$(echo a; echo b)]\" $(printf 'x y\\n\\n')",
                 exit(0),

@@ -1248,3 +1248,5 @@ async fn concurrent_starts_stops_and_removals_settle() {
         .items
         .is_empty());
 }
+
+mod streams;

@@ -48,6 +48,12 @@ fn io_err(e: std::io::Error) -> FsError {
 }
 
 impl Vfs {
+    /// Bytes and files written to private (unmounted) paths: the container's writable layer.
+    pub fn private_usage(&self) -> (u64, u64) {
+        let bytes = self.files.values().map(|f| f.len() as u64).sum();
+        (bytes, self.files.len() as u64)
+    }
+
     pub fn new(mounts: &[cri::Mount]) -> Self {
         let mut mounts: Vec<MountPoint> = mounts
             .iter()

@@ -635,6 +635,27 @@ mod tests {
         assert!(!*ran.lock().unwrap());
     }
 
+    #[tokio::test]
+    async fn a_client_that_goes_away_closes_the_process_output() {
+        // An attach-like process: runs until its output has nobody to go to.
+        let run: RunFn = Box::new(|io: ProcessIo| {
+            async move {
+                io.stdout.unwrap().closed().await;
+                Outcome::Exited(0)
+            }
+            .boxed()
+        });
+        let (mut c, server) = start(V4, opts(false, true, false, false), run).await;
+        let mut t = Transcript::default();
+        c.open_and_wait(&[("streamtype", "error")], &mut t).await;
+        c.open_and_wait(&[("streamtype", "stdout")], &mut t).await;
+        drop(c);
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     #[test]
     fn resize_parsing_keeps_partial_values() {
         let (s, used, ok) = parse_sizes(b" {\"Width\":1,\"Height\":2}\n{\"Width\":3");

@@ -10,14 +10,15 @@
 //! Go's per-stream head-of-line behaviour too.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, rst, Frame, FrameError, FLAG_FIN};
@@ -37,6 +38,11 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// not read yet; Go's server likewise waits for its streams to go away before closing.
 /// A wire timeout, not a kubelet period, so it is not scaled by the virtual clock.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// A connection with no frame in either direction for this long is closed: the kubelet's
+/// default `streamingConnectionIdleTimeout` (4 h). Clients ping every 5 s, so only a vanished
+/// peer gets here. A wire timeout, not scaled by the virtual clock.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 60 * 60);
 
 /// Why a session or a stream operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +83,22 @@ enum Out {
 struct Shared {
     /// Highest client stream id seen (GOAWAY's last-good-stream-id).
     last_stream_id: AtomicU32,
-    /// Cancelled when the connection is gone (read end, read or write error).
+    /// Cancelled when the connection is gone (read end, read or write error, idle timeout).
     closed: CancellationToken,
+    start: Instant,
+    /// Milliseconds after `start` of the last frame read or written.
+    last_activity_ms: AtomicU64,
+}
+
+impl Shared {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_deadline(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed)) + IDLE_TIMEOUT
+    }
 }
 
 /// A stream the client opened.
@@ -169,6 +189,7 @@ pub struct Session {
     shared: Arc<Shared>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
+    watchdog: JoinHandle<()>,
 }
 
 impl Session {
@@ -183,15 +204,23 @@ impl Session {
         let shared = Arc::new(Shared {
             last_stream_id: AtomicU32::new(0),
             closed: CancellationToken::new(),
+            start: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
         });
         let writer = tokio::spawn(write_loop(wr, out_rx, shared.clone()));
         let reader = tokio::spawn(read_loop(rd, out_tx.clone(), accept_tx, shared.clone()));
+        let watchdog = tokio::spawn(idle_watchdog(
+            shared.clone(),
+            reader.abort_handle(),
+            writer.abort_handle(),
+        ));
         Self {
             out: out_tx,
             accept: accept_rx,
             shared,
             reader,
             writer,
+            watchdog,
         }
     }
 
@@ -234,6 +263,25 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.reader.abort();
         self.writer.abort();
+        self.watchdog.abort();
+    }
+}
+
+/// Closes the connection once nothing has been read or written for `IDLE_TIMEOUT`: every
+/// stream is cancelled and dropping both halves closes the socket.
+async fn idle_watchdog(shared: Arc<Shared>, reader: AbortHandle, writer: AbortHandle) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(shared.idle_deadline()) => {}
+            _ = shared.closed.cancelled() => return,
+        }
+        if Instant::now() >= shared.idle_deadline() {
+            tracing::info!(idle = ?IDLE_TIMEOUT, "closing an idle streaming connection");
+            shared.closed.cancel();
+            reader.abort();
+            writer.abort();
+            return;
+        }
     }
 }
 
@@ -273,6 +321,7 @@ where
         wr.write_all(&buf).await.map_err(SessionError::Write)?;
         buf.clear();
         wr.flush().await.map_err(SessionError::Write)?;
+        shared.touch();
         if shutdown {
             break;
         }
@@ -364,6 +413,7 @@ where
             }
             Err(e) => break Err(SessionError::Decode(e)),
         };
+        shared.touch();
         if let Err(e) = reader.handle(frame).await {
             break Err(e);
         }
@@ -676,6 +726,28 @@ mod tests {
             .await
             .unwrap();
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let mut session = Session::new(server_io);
+        let mut c = TestClient::new(client_io);
+        c.open(&[("streamtype", "stdout")], false).await;
+        let s = session.accept().await.unwrap();
+        let began = Instant::now();
+        // Activity (a ping each hour) keeps it open past the timeout...
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            let p = c.ping().await;
+            assert_eq!(c.next().await, Some(Frame::Ping { id: p }));
+        }
+        assert!(!s.writer.is_cancelled());
+        // ...and silence closes it, cancelling the streams.
+        s.writer.cancelled().await;
+        assert!(began.elapsed() >= Duration::from_secs(5 * 3600) + IDLE_TIMEOUT);
+        assert_eq!(c.next().await, None);
+        assert!(session.accept().await.is_none());
     }
 
     #[tokio::test]

@@ -3,13 +3,13 @@
 //! base64 in text for the base64 ones, and v5's `[255, channel]` close signal. Also the resize
 //! channel's stream of JSON terminal sizes.
 
+use crate::genericruntime::streams::TermSize;
 use base64::Engine as _;
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::genericruntime::streams::TermSize;
-
-use super::WsError;
+// tungstenite's message, through the parent module: the fuzz crate, which compiles this file on
+// its own, supplies it from plain `tungstenite` (keel only depends on tokio-tungstenite).
+use super::Message;
 
 /// v5's close signal: `[STREAM_CLOSE, channel]` half-closes `channel` (KEP-4006 `StreamClose`).
 pub const STREAM_CLOSE: u8 = 255;
@@ -17,6 +17,23 @@ pub const STREAM_CLOSE: u8 = 255;
 /// Largest resize JSON kept while waiting for the rest of a value: a terminal size is ~30
 /// bytes, so more than this is a client sending garbage.
 const MAX_RESIZE_BUFFER: usize = 4096;
+
+/// A client message or resize value that cannot be decoded. (This file depends on nothing else
+/// of the websocket module, so the fuzz crate compiles it on its own.)
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("close signal of {len} bytes (must be 2)")]
+    BadCloseSignal { len: usize },
+    #[error("decoding a terminal size")]
+    Resize {
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("terminal size field {value} is not a 16-bit number")]
+    ResizeValue { value: String },
+    #[error("{len} bytes of resize data without a complete value")]
+    ResizeTooLong { len: usize },
+}
 
 /// How a negotiated protocol frames its channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,14 +78,14 @@ pub fn encode(codec: Codec, channel: u8, data: &[u8]) -> Message {
 /// Decodes one client message's payload. `v5` enables the close signal (binary v5 only: in the
 /// other protocols byte 255 is just an unknown channel). Text and binary frames are treated alike,
 /// as Go's `websocket.Message.Receive` into `[]byte` does; the codec comes from the protocol.
-pub fn decode(codec: Codec, v5: bool, payload: Bytes) -> Result<Inbound, WsError> {
+pub fn decode(codec: Codec, v5: bool, payload: Bytes) -> Result<Inbound, CodecError> {
     let Some(&first) = payload.first() else {
         return Ok(Inbound::Skip("empty message"));
     };
     match codec {
         Codec::Binary if v5 && first == STREAM_CLOSE => {
             if payload.len() != 2 {
-                return Err(WsError::BadCloseSignal { len: payload.len() });
+                return Err(CodecError::BadCloseSignal { len: payload.len() });
             }
             Ok(Inbound::Close { channel: payload[1] })
         }
@@ -106,7 +123,7 @@ pub struct ResizeDecoder {
 impl ResizeDecoder {
     /// Adds bytes and returns the sizes completed by them. An error means the stream is
     /// unusable (Go stops reading resizes then).
-    pub fn push(&mut self, data: &[u8]) -> Result<Vec<TermSize>, WsError> {
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<TermSize>, CodecError> {
         self.buf.extend_from_slice(data);
         let mut sizes = Vec::new();
         let mut consumed = 0;
@@ -122,12 +139,12 @@ impl ResizeDecoder {
                     sizes.push(term_size(&v)?);
                 }
                 Some(Err(e)) if e.is_eof() => break,
-                Some(Err(e)) => return Err(WsError::Resize { source: e }),
+                Some(Err(e)) => return Err(CodecError::Resize { source: e }),
             }
         }
         self.buf.drain(..consumed);
         if self.buf.len() > MAX_RESIZE_BUFFER {
-            return Err(WsError::ResizeTooLong { len: self.buf.len() });
+            return Err(CodecError::ResizeTooLong { len: self.buf.len() });
         }
         Ok(sizes)
     }
@@ -135,13 +152,13 @@ impl ResizeDecoder {
 
 /// Go decodes into `TerminalSize{Width, Height uint16}`: keys match case-insensitively, unknown
 /// keys are ignored, missing ones stay 0, `null` leaves the zero value, anything else fails.
-fn term_size(v: &serde_json::Value) -> Result<TermSize, WsError> {
+fn term_size(v: &serde_json::Value) -> Result<TermSize, CodecError> {
     let mut size = TermSize::default();
     let obj = match v {
         serde_json::Value::Null => return Ok(size),
         serde_json::Value::Object(o) => o,
         other => {
-            return Err(WsError::ResizeValue {
+            return Err(CodecError::ResizeValue {
                 value: other.to_string(),
             })
         }
@@ -160,7 +177,7 @@ fn term_size(v: &serde_json::Value) -> Result<TermSize, WsError> {
         *field = val
             .as_u64()
             .and_then(|n| u16::try_from(n).ok())
-            .ok_or_else(|| WsError::ResizeValue { value: val.to_string() })?;
+            .ok_or_else(|| CodecError::ResizeValue { value: val.to_string() })?;
     }
     Ok(size)
 }
@@ -260,7 +277,7 @@ mod tests {
         for bad in [&[255][..], &[255, 0, 0][..]] {
             assert!(matches!(
                 decode(Codec::Binary, true, Bytes::copy_from_slice(bad)),
-                Err(WsError::BadCloseSignal { .. })
+                Err(CodecError::BadCloseSignal { .. })
             ));
         }
         // Pre-v5: 255 is an (unknown) channel number.
@@ -292,7 +309,7 @@ mod tests {
         unterminated.resize(MAX_RESIZE_BUFFER + 16, b'a');
         assert!(matches!(
             ResizeDecoder::default().push(&unterminated),
-            Err(WsError::ResizeTooLong { .. })
+            Err(CodecError::ResizeTooLong { .. })
         ));
     }
 }

@@ -34,7 +34,7 @@ use super::remotecommand::{
     self, DialFn, Kind, QueryError, RunFn, StreamOptions, BASE64_V1, BASE64_V4, PORT_FORWARD_TUNNEL, V1, V4, V5,
 };
 
-pub use codec::{decode, encode, Codec, Inbound, ResizeDecoder, STREAM_CLOSE};
+pub use codec::{decode, encode, Codec, CodecError, Inbound, ResizeDecoder, STREAM_CLOSE};
 pub use exec::remotecommand_session;
 pub use portforward::{port_forward_session, tunnel_session};
 
@@ -93,19 +93,10 @@ pub enum WsError {
         #[source]
         source: tungstenite::Error,
     },
-    #[error("close signal of {len} bytes (must be 2)")]
-    BadCloseSignal { len: usize },
     #[error("close signal for channel {channel}, which does not exist")]
     CloseUnknownChannel { channel: u8 },
-    #[error("decoding a terminal size")]
-    Resize {
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("terminal size field {value} is not a 16-bit number")]
-    ResizeValue { value: String },
-    #[error("{len} bytes of resize data without a complete value")]
-    ResizeTooLong { len: usize },
+    #[error(transparent)]
+    Decode(#[from] CodecError),
     #[error("text message in the SPDY tunnel (only binary messages carry SPDY bytes)")]
     TunnelText,
     #[error("writing into the SPDY tunnel")]
@@ -162,7 +153,25 @@ pub fn serve_remotecommand<B>(mut req: Request<B>, opts: StreamOptions, kind: Ki
 /// channel pair per port of `ports` (the parsed `?port=`; empty is answered 400 as Go's
 /// "query parameter is required", so a caller may pass what `parse_ports` gave or nothing).
 pub fn serve_port_forward<B>(mut req: Request<B>, ports: Vec<u16>, dial: DialFn) -> Response {
-    // TUNNEL: dispatch here once the SPDY port-forward session is on main.
+    if is_port_forward_tunnel(req.headers()) {
+        let accepted = match handshake(&req, &[PORT_FORWARD_TUNNEL]) {
+            Ok(a) => a,
+            Err(refusal) => return *refusal,
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    tunnel_session(TokioIo::new(upgraded), move |io| {
+                        super::spdy::port_forward_session(io, dial)
+                    })
+                    .await
+                }
+                Err(source) => warn!(error = %WsError::Upgrade { source }, "websocket port-forward tunnel not started"),
+            }
+        });
+        return accepted.response;
+    }
     // Go checks the ports before the handshake (`NewV4Options`).
     if ports.is_empty() {
         return refuse(
@@ -393,10 +402,21 @@ where
             Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
             Some(Ok(Message::Text(t))) => return Ok(Some(t.into())),
             Some(Ok(_)) => continue,
-            Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => return Ok(None),
+            Some(Err(e)) if client_gone(&e) => return Ok(None),
             Some(Err(source)) => return Err(WsError::Receive { source }),
         }
     }
+}
+
+/// The client closed, or dropped the connection without a Close frame: the end of its
+/// messages, not a failure (Go's read loop does not log io.EOF either).
+fn client_gone(e: &tungstenite::Error) -> bool {
+    matches!(
+        e,
+        tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed
+            | tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)
+    )
 }
 
 /// Whether a protocol reports completion as a v4 JSON status.

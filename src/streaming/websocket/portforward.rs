@@ -19,7 +19,7 @@ use crate::genericruntime::streams::{BoxedIo, STREAM_CHANNEL_CAPACITY};
 use crate::streaming::remotecommand::DialFn;
 
 use super::codec::{decode, encode, Codec, Inbound};
-use super::{codec_for, drive, next_payload, ws_config, WsError, OUTBOUND_CAPACITY};
+use super::{client_gone, codec_for, drive, next_payload, ws_config, WsError, OUTBOUND_CAPACITY};
 
 /// Bytes read from a forwarded connection per message.
 const FORWARD_CHUNK: usize = 32 * 1024;
@@ -191,10 +191,7 @@ where
                     Ok(Message::Text(_)) => return Err(WsError::TunnelText),
                     // Reading on sends tungstenite's Close reply, then ends with ConnectionClosed.
                     Ok(_) => {}
-                    Err(
-                        tokio_tungstenite::tungstenite::Error::ConnectionClosed
-                        | tokio_tungstenite::tungstenite::Error::AlreadyClosed,
-                    ) => break,
+                    Err(e) if client_gone(&e) => break,
                     Err(source) => return Err(WsError::Receive { source }),
                 }
             }

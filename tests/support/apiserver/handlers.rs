@@ -14,11 +14,13 @@ use serde_json::{json, Map, Value};
 
 use super::admission;
 use super::auth::{bearer, UserInfo};
+use super::authz::{self, Attributes};
 use super::defaulting;
 use super::discovery;
 use super::errors::{ApiError, FieldError};
 use super::events;
 use super::fieldvalidation;
+use super::kubeletproxy;
 use super::objects::{format_time, meta, meta_mut, meta_str, name, new_uid, now_time, parse_time, random_suffix};
 use super::patch::{self, PatchType};
 use super::protobuf;
@@ -92,7 +94,7 @@ pub fn json_response(code: u16, body: &Value) -> Response<Body> {
     r
 }
 
-fn status_response(e: &ApiError) -> Response<Body> {
+pub(super) fn status_response(e: &ApiError) -> Response<Body> {
     json_response(e.code, &e.to_status())
 }
 
@@ -107,7 +109,7 @@ fn success_status(code: u16, details: Option<Value>) -> Value {
     s
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -147,6 +149,20 @@ pub async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Reque
             "the server is currently unable to handle the request",
         ));
     }
+    let token_user = || {
+        let auth = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        bearer(auth).and_then(|t| shared.tokens.authenticate(t))
+    };
+    let Some(user) = cert_user.or_else(token_user) else {
+        return status_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
+    };
+    // The kubelet-facing subresources stream (and upgrade): they never buffer the body.
+    if let Some(target) = kubeletproxy::target(req.uri().path()) {
+        return kubeletproxy::serve(shared, user, req, target).await;
+    }
     let (parts, body) = req.into_parts();
     let header = |h: http::header::HeaderName| {
         parts
@@ -155,13 +171,6 @@ pub async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Reque
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string()
-    };
-    let token_user = || {
-        let auth = header(http::header::AUTHORIZATION);
-        bearer(Some(&auth)).and_then(|t| shared.tokens.authenticate(t))
-    };
-    let Some(user) = cert_user.or_else(token_user) else {
-        return status_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
     };
     let body = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
         Ok(b) => b,
@@ -280,6 +289,18 @@ fn resource_request(
         sub: tail.get(1).map(|s| s.to_string()),
     };
     let watch = watch_path || matches!(r.q("watch"), Some("true") | Some("1"));
+    let attrs = Attributes::resource(
+        request_verb(&r.method, t.name.is_some(), watch),
+        group,
+        plural,
+        t.sub.as_deref().unwrap_or(""),
+        ns_of(&t),
+        t.name.as_deref().unwrap_or(""),
+    );
+    let decision = authz::authorize(&r.user.name, &r.user.groups, &attrs, &shared.grants);
+    if !decision.allowed {
+        return Err(authz::forbidden(&r.user.name, &attrs, &decision.reason));
+    }
     if let Some(sub) = t.sub.clone() {
         if !res.subresources.iter().any(|(s, _, _)| *s == sub) {
             return Err(ApiError::page_not_found());
@@ -311,6 +332,21 @@ fn resource_request(
         (&Method::DELETE, Some(n)) => delete(shared, &t, n, r),
         (&Method::DELETE, None) => delete_collection(shared, &t, r),
         _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+/// The verb kube-apiserver's RequestInfo derives for a resource request.
+fn request_verb(method: &Method, named: bool, watch: bool) -> &'static str {
+    match *method {
+        Method::GET | Method::HEAD if watch => "watch",
+        Method::GET | Method::HEAD if named => "get",
+        Method::GET | Method::HEAD => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "",
     }
 }
 
@@ -1434,19 +1470,68 @@ fn token_request(shared: &Arc<Shared>, t: &Target, n: &str, r: &Req) -> Result<R
     Ok(json_response(201, &out))
 }
 
-/// Reviews: who am I, may I (always yes), token reviews.
+/// Reviews: who am I, may I (for myself, or for another user: the webhook authorizer's
+/// question), token reviews (the webhook authenticator's).
 fn review(shared: &Arc<Shared>, res: &Resource, r: &Req) -> Result<Response<Body>, ApiError> {
     let mut body = r.json_body()?;
+    let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
     let status = match res.kind {
         "SelfSubjectReview" => json!({"userInfo": r.user.to_json()}),
         "TokenReview" => {
-            let token = body.pointer("/spec/token").and_then(Value::as_str).unwrap_or("");
+            let token = spec.get("token").and_then(Value::as_str).unwrap_or("");
+            if token.is_empty() {
+                // The real message names the (empty) namespace of the cluster-scoped review.
+                return Err(ApiError::bad_request("token is required for TokenReview in "));
+            }
             match shared.tokens.authenticate(token) {
                 Some(u) => json!({"authenticated": true, "user": u.to_json(), "audiences": [API_AUDIENCE]}),
-                None => json!({"authenticated": false, "error": "invalid bearer token"}),
+                None => json!({"user": {}, "error": "invalid bearer token"}),
             }
         }
-        _ => json!({"allowed": true, "reason": "the test apiserver allows every authenticated user"}),
+        "SubjectAccessReview" | "SelfSubjectAccessReview" => {
+            let Some(attrs) = Attributes::from_review_spec(&spec) else {
+                return Err(ApiError::invalid(
+                    res.kind,
+                    res.group,
+                    "",
+                    vec![FieldError::invalid(
+                        "spec.resourceAttributes",
+                        json!(spec.get("resourceAttributes")),
+                        "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                    )],
+                ));
+            };
+            let (user, groups) = if res.kind == "SelfSubjectAccessReview" {
+                (r.user.name.clone(), r.user.groups.clone())
+            } else {
+                let user = spec.get("user").and_then(Value::as_str).unwrap_or("").to_string();
+                let groups: Vec<String> = spec
+                    .get("groups")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default();
+                if user.is_empty() && groups.is_empty() {
+                    return Err(ApiError::invalid(
+                        res.kind,
+                        res.group,
+                        "",
+                        vec![FieldError::invalid(
+                            "spec.user",
+                            json!(""),
+                            "at least one of user or group must be specified",
+                        )],
+                    ));
+                }
+                (user, groups)
+            };
+            let d = authz::authorize(&user, &groups, &attrs, &shared.grants);
+            let mut st = json!({"allowed": d.allowed});
+            if !d.reason.is_empty() {
+                st["reason"] = json!(d.reason);
+            }
+            st
+        }
+        _ => return Err(ApiError::method_not_allowed()),
     };
     let obj = body.as_object_mut().map(std::mem::take).unwrap_or_else(Map::new);
     let mut out = Value::Object(obj);

@@ -4,12 +4,14 @@
 
 mod admission;
 mod auth;
+mod authz;
 mod defaulting;
 mod discovery;
 mod errors;
 mod events;
 mod fieldvalidation;
 mod handlers;
+mod kubeletproxy;
 mod objects;
 mod patch;
 mod pki;
@@ -34,6 +36,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::auth::{Tokens, UserInfo};
+pub use self::kubeletproxy::UpgradeRecord;
 use self::objects::{new_uid, now_time};
 use self::pki::Pki;
 use self::server::Shared;
@@ -66,11 +69,15 @@ impl TestApiServer {
             .context("binding 127.0.0.1:0")?;
         let addr: SocketAddr = listener.local_addr().context("reading the bound address")?;
         std::fs::write(dir.path().join("ca.crt"), &pki.ca_pem).context("writing ca.crt")?;
+        let kubelet_tls = kubeletproxy::kubelet_connector(&pki).context("building the kubelet client")?;
         let (outages, _) = tokio::sync::watch::channel(0u64);
         let shared = Arc::new(Shared {
             store: Store::new(),
             pki,
             tokens: Tokens::default(),
+            grants: authz::Grants::default(),
+            upgrades: std::sync::Mutex::new(Vec::new()),
+            kubelet_tls,
             available: AtomicBool::new(true),
             outages,
             shutdown: CancellationToken::new(),
@@ -115,18 +122,50 @@ impl TestApiServer {
         }
     }
 
-    /// kubeconfig with a bearer token the server maps to `user`.
-    pub fn token_kubeconfig(&self, user: &str) -> PathBuf {
+    /// A client certificate and key (PEM) from the server's CA for `user` in `groups` (at most
+    /// 2), for clients that talk HTTPS themselves (to the server, or to a kubelet trusting this CA).
+    pub fn client_identity(&self, user: &str, groups: &[&str]) -> (String, String) {
+        match self.shared.pki.client_cert(user, groups) {
+            Ok(ck) => (ck.cert_pem, ck.key_pem),
+            Err(e) => panic!("test apiserver: issuing a client certificate for {user}: {e}"),
+        }
+    }
+
+    /// A bearer token the server maps to `user` (no groups but `system:authenticated`).
+    pub fn token_for(&self, user: &str) -> String {
         let token = format!("{}{}", objects::random_suffix(16), objects::random_suffix(16));
         self.shared
             .tokens
             .insert(token.clone(), UserInfo::new(user, "", Vec::new()), None);
+        token
+    }
+
+    /// The server's `host:port`.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// kubeconfig with a bearer token the server maps to `user`.
+    pub fn token_kubeconfig(&self, user: &str) -> PathBuf {
+        let token = self.token_for(user);
         let path = self.dir.path().join(format!("token-{}.kubeconfig", file_safe(user)));
         let user_yaml = format!("    token: {token}\n");
         if let Err(e) = std::fs::write(&path, self.kubeconfig_text(user, &user_yaml)) {
             panic!("test apiserver: writing {}: {e}", path.display());
         }
         path
+    }
+
+    /// Lets `user` do `verb` (or `*`) on `resource/subresource` (subresource "" for the object
+    /// itself, `*` for all), in every namespace: a test's RBAC binding, e.g.
+    /// `grant("alice", "get", "nodes", "stats")`.
+    pub fn grant(&self, user: &str, verb: &str, resource: &str, subresource: &str) {
+        self.shared.grants.add(user, verb, resource, subresource);
+    }
+
+    /// CN of the client certificate the server presents to kubelets (in `system:masters`).
+    pub fn kubelet_client_user(&self) -> &'static str {
+        authz::KUBELET_CLIENT_USER
     }
 
     /// An admin kube client.
@@ -153,6 +192,26 @@ impl TestApiServer {
     /// Forgets watch history: watches from any older resourceVersion get 410 Gone.
     pub fn compact(&self) {
         self.shared.store.lock().compact();
+    }
+
+    /// The upgrades the kubelet proxy completed (101 from the kubelet), oldest first.
+    pub fn upgrades(&self) -> Vec<UpgradeRecord> {
+        self.shared.upgrades.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A kubectl command (`bin`: a path or a name on PATH) with the admin kubeconfig and a
+    /// private HOME, stdio piped, killed when dropped: for tests that stream through it.
+    pub fn kubectl_command(&self, bin: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.arg("--kubeconfig")
+            .arg(&self.admin_kubeconfig)
+            .env("HOME", self.dir.path())
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
     }
 
     /// Runs kubectl (env KUBECTL or "kubectl") with the admin kubeconfig.

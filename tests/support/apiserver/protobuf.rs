@@ -117,6 +117,33 @@ const TOKEN_REQUEST: &[Field] = &[
     f(2, "spec", Ty::Msg(TOKEN_REQUEST_SPEC)),
 ];
 const METADATA_ONLY: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META))];
+// authorization.k8s.io/v1 (`kubectl auth can-i` sends a SelfSubjectAccessReview).
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    f(1, "namespace", Ty::Str),
+    f(2, "verb", Ty::Str),
+    f(3, "group", Ty::Str),
+    f(4, "version", Ty::Str),
+    f(5, "resource", Ty::Str),
+    f(6, "subresource", Ty::Str),
+    f(7, "name", Ty::Str),
+];
+const NON_RESOURCE_ATTRIBUTES: &[Field] = &[f(1, "path", Ty::Str), f(2, "verb", Ty::Str)];
+const ACCESS_REVIEW_SPEC: &[Field] = &[
+    f(1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)),
+    f(2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES)),
+    f(3, "user", Ty::Str),
+    rep(4, "groups", Ty::Str),
+    f(6, "uid", Ty::Str),
+];
+const ACCESS_REVIEW: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "spec", Ty::Msg(ACCESS_REVIEW_SPEC)),
+];
+const TOKEN_REVIEW_SPEC: &[Field] = &[f(1, "token", Ty::Str), rep(2, "audiences", Ty::Str)];
+const TOKEN_REVIEW: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "spec", Ty::Msg(TOKEN_REVIEW_SPEC)),
+];
 const TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
 const UNKNOWN: &[Field] = &[f(1, "typeMeta", Ty::Msg(TYPE_META)), f(2, "raw", Ty::Bytes)];
 
@@ -258,7 +285,9 @@ pub fn decode_body(body: &[u8]) -> Result<Value, ProtobufError> {
         "Namespace" => NAMESPACE,
         "ServiceAccount" => SERVICE_ACCOUNT,
         "TokenRequest" => TOKEN_REQUEST,
-        "SelfSubjectReview" | "SelfSubjectAccessReview" => METADATA_ONLY,
+        "SelfSubjectReview" => METADATA_ONLY,
+        "SelfSubjectAccessReview" | "SubjectAccessReview" => ACCESS_REVIEW,
+        "TokenReview" => TOKEN_REVIEW,
         other => return Err(ProtobufError::UnsupportedKind(other.to_string())),
     };
     let mut obj = decode(&raw, schema)?;

@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{user_from_cert, Tokens, UserInfo};
+use super::authz::Grants;
 use super::handlers;
 use super::pki::Pki;
 use super::store::Store;
@@ -37,6 +38,12 @@ pub struct Shared {
     pub store: Store,
     pub pki: Pki,
     pub tokens: Tokens,
+    /// What tests granted beyond the default policy.
+    pub grants: Grants,
+    /// TLS client towards kubelets (the apiserver's kubelet client certificate).
+    pub kubelet_tls: tokio_rustls::TlsConnector,
+    /// Upgrades the kubelet proxy completed, for tests that check which protocol was used.
+    pub upgrades: std::sync::Mutex<Vec<super::kubeletproxy::UpgradeRecord>>,
     pub available: AtomicBool,
     /// Counts outages: open watches end when it changes.
     pub outages: tokio::sync::watch::Sender<u64>,
@@ -122,7 +129,9 @@ async fn serve_connection(shared: Arc<Shared>, acceptor: TlsAcceptor, tcp: tokio
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
-        .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+        // exec, attach, port-forward and nodes/proxy upgrades are spliced to the kubelet.
+        .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "test apiserver: connection ended with an error");
     }
