@@ -15,12 +15,14 @@ use keel::clock::Clock;
 use keel::genericruntime::instrumented::InstrumentedRuntime;
 use keel::genericruntime::logrotate::{ContainerLogManager, LogRotatePolicy};
 use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
+use keel::genericruntime::sandbox::DnsSettings;
 use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
 use keel::kubelet::cgroups::{CgroupFs, PodCgroups, DEFAULT_CGROUP_MOUNT};
 use keel::kubelet::config::{self, Cli, Command, Config, RuntimeEndpoint};
 use keel::kubelet::events::Recorder;
 use keel::kubelet::hooks::KubeletHooks;
 use keel::kubelet::runopts::KubeletRunOptions;
+use keel::kubelet::services::ServiceCache;
 use keel::kubelet::sources::{api::spawn_api_source, file::spawn_file_source, SOURCE_CHANNEL_CAPACITY};
 use keel::kubelet::stats::restclient::RestMetricsLayer;
 use keel::kubelet::status::manager::StatusManager;
@@ -118,11 +120,14 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         .context("choosing the node IP")?
         .to_string()];
     let recorder = Recorder::new(client.clone(), cfg.node_name.clone(), clock);
-    let run_options = Arc::new(KubeletRunOptions::new(
-        client.clone(),
-        cfg.node_name.clone(),
-        node_ips.clone(),
-    ));
+    let (node_tx, node_rx) = watch::channel(None);
+    let mut run_options = KubeletRunOptions::new(client.clone(), cfg.node_name.clone(), node_ips.clone())
+        .with_pod_files(cfg.root_dir.clone(), cfg.cluster_domain.clone())
+        .with_node(node_rx.clone());
+    if let Some(c) = &client {
+        run_options = run_options.with_services(ServiceCache::start(c.clone(), shutdown.clone()));
+    }
+    let run_options = Arc::new(run_options);
     let version = runtime
         .version(Default::default())
         .await
@@ -142,7 +147,12 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
             recorder.clone(),
             run_options,
         )
-        .with_hook_runner(Arc::new(KubeletHooks::new(runtime.clone(), clock, node_ips.clone()))),
+        .with_hook_runner(Arc::new(KubeletHooks::new(runtime.clone(), clock, node_ips.clone())))
+        .with_dns(DnsSettings {
+            cluster_dns: cfg.cluster_dns.clone(),
+            cluster_domain: cfg.cluster_domain.clone(),
+            resolv_conf: cfg.resolv_conf.clone(),
+        }),
     );
     manager.version().await.context("runtime version handshake")?;
     let log_manager = ContainerLogManager::new(
@@ -158,7 +168,6 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         runtime_version: format!("{}://{}", version.runtime_name, version.runtime_version),
         ..Default::default()
     });
-    let (node_tx, node_rx) = watch::channel(None);
     let safety = Arc::new(DeferredSafety::default());
     let status = StatusManager::new(client.clone(), clock, safety.clone());
     tokio::spawn(status.clone().run(shutdown.clone()));
