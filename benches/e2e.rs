@@ -3,10 +3,17 @@
 //! is set (scripts/bench.sh brings one up):
 //! - pod create → Ready observed through a kube watch: 1 pod (repeated), and 20 pods at once;
 //! - keel's resident memory (VmRSS) idle, with 20 pods, and with 1,000 pods (sim only);
-//! - keel's CPU time (utime + stime) over 60 s with 20 idle pods, per minute.
+//! - keel's CPU time (utime + stime) over 60 s with 20 idle pods, per minute;
+//! - streaming through keel's kubelet server (the test API server's kubelet proxy in front, as
+//!   kube-apiserver): exec round trip (`true`) and stdout throughput (`head -c N /dev/zero`)
+//!   over SPDY (kubectl 1.27, a process per exec) and WebSocket (kube-rs in this process:
+//!   v5.channel.k8s.io on the sim, v4 on containerd, whose streaming server has no v5; and the
+//!   current kubectl, which falls back to SPDY on containerd).
 //!
 //! Environment: `KEEL_BENCH_SINGLE_RUNS` (default 10), `KEEL_BENCH_CPU_SECS` (default 60),
-//! `KEEL_BENCH_MANY_PODS` (default 1000; 0 skips), `KEEL_BENCH_BACKENDS` (`sim,cri`).
+//! `KEEL_BENCH_MANY_PODS` (default 1000; 0 skips), `KEEL_BENCH_BACKENDS` (`sim,cri`),
+//! `KEEL_BENCH_PARTS` (`pods,streaming`), `KEEL_BENCH_EXEC_RUNS` (default 20),
+//! `KEEL_BENCH_STREAM_MIB` (default 64).
 // The shared test support is compiled whole (and with its unit tests); most is unused here.
 #![allow(dead_code, unused)]
 
@@ -19,8 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, AttachParams, DeleteParams, ListParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use support::util::{unique, Node};
@@ -35,6 +43,13 @@ const CREATE_CONCURRENCY: usize = 32;
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Settling time before a memory reading.
 const SETTLE: Duration = Duration::from_secs(5);
+
+/// kubectl that speaks SPDY only.
+const KUBECTL_SPDY: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+/// The current kubectl (WebSocket v5 first, SPDY when the server refuses it).
+const KUBECTL_WS: &str = "kubectl";
+/// Read buffer of the throughput readers.
+const READ_BUF: usize = 256 * 1024;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -204,6 +219,159 @@ async fn delete_all(api: &Api<Pod>, run: &str) -> Result<()> {
     bail!("benchmark pods not deleted within 120 s")
 }
 
+fn kubectl(node: &Node, bin: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.arg("--kubeconfig")
+        .arg(node.api.admin_kubeconfig())
+        .env("HOME", node.dir.path())
+        .env_remove("KUBECONFIG")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs a command, reading its stdout to the end: (bytes read, wall time from spawn).
+async fn timed_read(mut cmd: tokio::process::Command) -> Result<(usize, Duration)> {
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().context("spawning kubectl")?;
+    let mut out = child.stdout.take().context("kubectl stdout")?;
+    let mut buf = vec![0u8; READ_BUF];
+    let mut total = 0;
+    loop {
+        let n = out.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    let done = child.wait_with_output().await?;
+    if !done.status.success() {
+        bail!("kubectl failed: {}", String::from_utf8_lossy(&done.stderr));
+    }
+    Ok((total, t0.elapsed()))
+}
+
+/// One exec through kube-rs (WebSocket), its stdout read to the end: (bytes, wall time).
+async fn ws_exec(api: &Api<Pod>, pod: &str, cmd: &[&str]) -> Result<(usize, Duration)> {
+    let t0 = Instant::now();
+    let ap = AttachParams::default()
+        .container("main")
+        .stdin(false)
+        .stdout(true)
+        .stderr(false)
+        .max_stdout_buf_size(READ_BUF);
+    let mut p = api.exec(pod, cmd.to_vec(), &ap).await?;
+    let status = p.take_status().context("no status channel")?;
+    let mut out = p.stdout().context("no stdout")?;
+    let mut buf = vec![0u8; READ_BUF];
+    let mut total = 0;
+    loop {
+        let n = out.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    let st = status.await;
+    p.join().await?;
+    if let Some(st) = st.filter(|s| s.status.as_deref() != Some("Success")) {
+        bail!("exec failed: {st:?}");
+    }
+    Ok((total, t0.elapsed()))
+}
+
+fn throughput(bytes: usize, took: Duration) -> String {
+    format!(
+        "{:.0} MiB/s ({} MiB in {:.2} s)",
+        bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64(),
+        bytes >> 20,
+        took.as_secs_f64()
+    )
+}
+
+/// Exec round trips and stdout throughput through keel's server, on a running pod.
+async fn bench_streaming(
+    backend: &str,
+    node: &Node,
+    api: &Api<Pod>,
+    ready: &mut watch::Receiver<HashMap<String, Instant>>,
+    run: &str,
+    push: &mut dyn FnMut(&str, String),
+) -> Result<()> {
+    let name = format!("stream-{run}");
+    api.create(&PostParams::default(), &pod_manifest(&name, &node.name, run)?)
+        .await?;
+    wait_ready(ready, std::slice::from_ref(&name), READY_TIMEOUT).await?;
+    let runs = env_usize("KEEL_BENCH_EXEC_RUNS", 20);
+    let mib = env_usize("KEEL_BENCH_STREAM_MIB", 64);
+    let size = (mib << 20).to_string();
+    let ws_label = if backend == "sim" {
+        "WebSocket v5"
+    } else {
+        "WebSocket v4"
+    };
+    let kubectl_ws_label = if backend == "sim" {
+        "current kubectl, WebSocket v5"
+    } else {
+        "current kubectl, WS refused → SPDY"
+    };
+
+    // Warm-up (kubectl discovery cache, connections).
+    timed_read(kubectl(
+        node,
+        KUBECTL_SPDY,
+        &["exec", &name, "-c", "main", "--", "true"],
+    ))
+    .await?;
+    ws_exec(api, &name, &["true"]).await?;
+
+    let mut spdy = Vec::new();
+    let mut ws = Vec::new();
+    let mut kws = Vec::new();
+    for _ in 0..runs {
+        spdy.push(
+            timed_read(kubectl(
+                node,
+                KUBECTL_SPDY,
+                &["exec", &name, "-c", "main", "--", "true"],
+            ))
+            .await?
+            .1,
+        );
+        ws.push(ws_exec(api, &name, &["true"]).await?.1);
+        kws.push(
+            timed_read(kubectl(node, KUBECTL_WS, &["exec", &name, "-c", "main", "--", "true"]))
+                .await?
+                .1,
+        );
+    }
+    push("exec round trip, SPDY (kubectl 1.27 process)", latency_summary(spdy));
+    push(&format!("exec round trip, {ws_label} (kube-rs)"), latency_summary(ws));
+    push(&format!("exec round trip, {kubectl_ws_label}"), latency_summary(kws));
+
+    let cmd = ["head", "-c", size.as_str(), "/dev/zero"];
+    let mut args = vec!["exec", name.as_str(), "-c", "main", "--"];
+    args.extend_from_slice(&cmd);
+    let (bytes, took) = timed_read(kubectl(node, KUBECTL_SPDY, &args)).await?;
+    push("exec stdout throughput, SPDY (kubectl 1.27)", throughput(bytes, took));
+    let (bytes, took) = ws_exec(api, &name, &cmd).await?;
+    push(
+        &format!("exec stdout throughput, {ws_label} (kube-rs)"),
+        throughput(bytes, took),
+    );
+    let (bytes, took) = timed_read(kubectl(node, KUBECTL_WS, &args)).await?;
+    push(
+        &format!("exec stdout throughput, {kubectl_ws_label}"),
+        throughput(bytes, took),
+    );
+
+    api.delete(&name, &DeleteParams::default()).await?;
+    Ok(())
+}
+
 async fn bench_backend(backend: &str, extra: &[&str], many: usize, rows: &mut Vec<Row>) -> Result<()> {
     let mut push = |metric: &str, value: String| {
         println!("  {backend:<11} {metric:<44} {value}");
@@ -224,6 +392,16 @@ async fn bench_backend(backend: &str, extra: &[&str], many: usize, rows: &mut Ve
 
     tokio::time::sleep(SETTLE).await;
     push("RSS idle (node registered, 0 pods)", mib(rss_kib(pid)?));
+
+    let parts = std::env::var("KEEL_BENCH_PARTS").unwrap_or_else(|_| "pods,streaming".into());
+    let part = |p: &str| parts.split(',').any(|x| x == p);
+    if part("streaming") {
+        bench_streaming(backend, &node, &api, &mut ready, &run, &mut push).await?;
+    }
+    if !part("pods") {
+        delete_all(&api, &run).await?;
+        return Ok(());
+    }
 
     // 1 pod at a time.
     let runs = env_usize("KEEL_BENCH_SINGLE_RUNS", 10);

@@ -15,12 +15,14 @@ use keel::clock::Clock;
 use keel::genericruntime::instrumented::InstrumentedRuntime;
 use keel::genericruntime::logrotate::{ContainerLogManager, LogRotatePolicy};
 use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
+use keel::genericruntime::sandbox::DnsSettings;
 use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
 use keel::kubelet::cgroups::{CgroupFs, PodCgroups, DEFAULT_CGROUP_MOUNT};
 use keel::kubelet::config::{self, Cli, Command, Config, RuntimeEndpoint};
 use keel::kubelet::events::Recorder;
 use keel::kubelet::hooks::KubeletHooks;
 use keel::kubelet::runopts::KubeletRunOptions;
+use keel::kubelet::services::ServiceCache;
 use keel::kubelet::sources::{api::spawn_api_source, file::spawn_file_source, SOURCE_CHANNEL_CAPACITY};
 use keel::kubelet::stats::restclient::RestMetricsLayer;
 use keel::kubelet::status::manager::StatusManager;
@@ -124,9 +126,14 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         VolumeManager::new(cfg.root_dir.clone(), client.clone(), Some(node_rx.clone()))
             .with_tmpfs(!matches!(cfg.runtime, RuntimeEndpoint::Sim)),
     );
-    let run_options = Arc::new(
-        KubeletRunOptions::new(client.clone(), cfg.node_name.clone(), node_ips.clone()).with_volumes(volumes.clone()),
-    );
+    let mut run_options = KubeletRunOptions::new(client.clone(), cfg.node_name.clone(), node_ips.clone())
+        .with_pod_files(cfg.root_dir.clone(), cfg.cluster_domain.clone())
+        .with_node(node_rx.clone())
+        .with_volumes(volumes.clone());
+    if let Some(c) = &client {
+        run_options = run_options.with_services(ServiceCache::start(c.clone(), shutdown.clone()));
+    }
+    let run_options = Arc::new(run_options);
     let version = runtime
         .version(Default::default())
         .await
@@ -146,7 +153,12 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
             recorder.clone(),
             run_options,
         )
-        .with_hook_runner(Arc::new(KubeletHooks::new(runtime.clone(), clock, node_ips.clone()))),
+        .with_hook_runner(Arc::new(KubeletHooks::new(runtime.clone(), clock, node_ips.clone())))
+        .with_dns(DnsSettings {
+            cluster_dns: cfg.cluster_dns.clone(),
+            cluster_domain: cfg.cluster_domain.clone(),
+            resolv_conf: cfg.resolv_conf.clone(),
+        }),
     );
     manager.version().await.context("runtime version handshake")?;
     let log_manager = ContainerLogManager::new(

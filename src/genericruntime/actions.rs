@@ -1,8 +1,11 @@
 //! `computePodActions` (§1.5) and the init-container decisions (§1.6): from the pod spec and what
 //! the runtime reports, decide what SyncPod must kill, create and start. Pure logic.
 //!
-//! Sidecars (init containers with `restartPolicy: Always`) are treated as ordinary init containers
-//! here; their own semantics (started in order, kept running, restarted) come with a later task.
+//! Pods with sidecars (init containers with `restartPolicy: Always`) take the Kubernetes 1.29+
+//! path (`computeInitContainerActions`): several init containers may be started in one sync (a
+//! sidecar counts as initialized once running, or once its startup probe succeeded), sidecars are
+//! restarted whenever they exit, and main containers start only after all of them. Pods without
+//! sidecars keep the §1.6 path (`findNextInitContainerToRun`), which gives the same decisions there.
 
 use std::collections::BTreeMap;
 
@@ -56,8 +59,8 @@ pub struct PodActions {
     pub sandbox_id: String,
     /// Attempt number of the sandbox to create.
     pub attempt: u32,
-    /// Index into `spec.initContainers` of the init container to start next.
-    pub next_init_container_to_start: Option<usize>,
+    /// Indexes into `spec.initContainers` to start, in spec order (at most one without sidecars).
+    pub init_containers_to_start: Vec<usize>,
     /// Indexes into `spec.containers`.
     pub containers_to_start: Vec<usize>,
     /// Container ID → what to kill.
@@ -213,13 +216,28 @@ pub fn compute_pod_actions(pod: &Pod, status: &PodStatus, probes: &ProbeFailures
             .filter(|(_, c)| !(on_failure && container_succeeded(c, status)))
             .map(|(i, _)| i)
             .collect();
-        if to_start.is_empty() && find_next_init_container_to_run(pod, status).2 {
+        let initialized = || {
+            if has_restartable_init_container(pod) {
+                // Any regular container created at some point means initialization finished.
+                containers(pod).iter().any(|c| {
+                    status.find_container_status(&c.name).is_some_and(|s| {
+                        matches!(
+                            s.state,
+                            ContainerState::Created | ContainerState::Running | ContainerState::Exited
+                        )
+                    })
+                })
+            } else {
+                find_next_init_container_to_run(pod, status).2
+            }
+        };
+        if to_start.is_empty() && initialized() {
             changes.create_sandbox = false;
             return changes;
         }
         if !init_containers(pod).is_empty() {
             // A new sandbox runs every init container again from the first.
-            changes.next_init_container_to_start = Some(0);
+            changes.init_containers_to_start = vec![0];
             return changes;
         }
         changes.containers_to_start = to_start;
@@ -235,28 +253,13 @@ pub fn compute_pod_actions(pod: &Pod, status: &PodStatus, probes: &ProbeFailures
         }
     }
 
-    let (init_last, next, done) = find_next_init_container_to_run(pod, status);
-    if !done {
-        if let Some(next) = next {
-            let init_failed = init_last.is_some_and(is_init_container_failed);
-            if init_failed && !should_restart_on_failure(pod) {
-                changes.kill_pod = true;
-            } else {
-                if let Some(last) = init_last.filter(|s| s.state == ContainerState::Unknown) {
-                    let spec = &init_containers(pod)[next];
-                    changes.containers_to_kill.insert(
-                        last.id.clone(),
-                        ContainerToKill {
-                            name: spec.name.clone(),
-                            container: spec.clone(),
-                            message: "Init container is in \"unknown\" state, try killing it before restart".into(),
-                            reason: KillReason::Unknown,
-                        },
-                    );
-                }
-                changes.next_init_container_to_start = Some(next);
-            }
+    if has_restartable_init_container(pod) {
+        let initialized = compute_init_container_actions(pod, status, probes, &mut changes);
+        if changes.kill_pod || !initialized {
+            // Initialization failed or is in progress: regular containers are not inspected.
+            return changes;
         }
+    } else if legacy_init_actions(pod, status, &mut changes) {
         return changes;
     }
 
@@ -320,8 +323,199 @@ pub fn compute_pod_actions(pod: &Pod, status: &PodStatus, probes: &ProbeFailures
 
     if keep_count == 0 && changes.containers_to_start.is_empty() {
         changes.kill_pod = true;
+        // Sidecars alone must not keep a finished pod alive.
+        changes.init_containers_to_start.clear();
     }
     changes
+}
+
+/// Step C.2 for pods without sidecars (§1.6): true while initializing (regular containers are
+/// then not inspected).
+fn legacy_init_actions(pod: &Pod, status: &PodStatus, changes: &mut PodActions) -> bool {
+    let (init_last, next, done) = find_next_init_container_to_run(pod, status);
+    if done {
+        return false;
+    }
+    if let Some(next) = next {
+        let init_failed = init_last.is_some_and(is_init_container_failed);
+        if init_failed && !should_restart_on_failure(pod) {
+            changes.kill_pod = true;
+        } else {
+            if let Some(last) = init_last.filter(|s| s.state == ContainerState::Unknown) {
+                let spec = &init_containers(pod)[next];
+                changes.containers_to_kill.insert(
+                    last.id.clone(),
+                    ContainerToKill {
+                        name: spec.name.clone(),
+                        container: spec.clone(),
+                        message: "Init container is in \"unknown\" state, try killing it before restart".into(),
+                        reason: KillReason::Unknown,
+                    },
+                );
+            }
+            changes.init_containers_to_start = vec![next];
+        }
+    }
+    true
+}
+
+/// A sidecar: an init container with `restartPolicy: Always` (`IsRestartableInitContainer`).
+pub fn is_restartable_init_container(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// Whether the pod has at least one sidecar (`HasRestartableInitContainer`).
+pub fn has_restartable_init_container(pod: &Pod) -> bool {
+    init_containers(pod).iter().any(is_restartable_init_container)
+}
+
+fn kill_info(c: &Container, message: String, reason: KillReason) -> ContainerToKill {
+    ContainerToKill {
+        name: c.name.clone(),
+        container: c.clone(),
+        message,
+        reason,
+    }
+}
+
+/// `computeInitContainerActions` (Kubernetes 1.29+, sidecar-aware): fills
+/// `init_containers_to_start` (spec order), `containers_to_kill` and `kill_pod`; returns whether
+/// the pod has initialized (regular containers may run).
+pub fn compute_init_container_actions(
+    pod: &Pod,
+    status: &PodStatus,
+    probes: &ProbeFailures,
+    changes: &mut PodActions,
+) -> bool {
+    let inits = init_containers(pod);
+    if inits.is_empty() {
+        return true;
+    }
+    // A created or running regular container means initialization finished at some point
+    // (exited ones may belong to a previous sandbox, so they do not count).
+    let mut pod_has_initialized = containers(pod).iter().any(|c| {
+        status
+            .find_container_status(&c.name)
+            .is_some_and(|s| matches!(s.state, ContainerState::Created | ContainerState::Running))
+    });
+    let mut previously_initialized = pod_has_initialized;
+    let restart_on_failure = should_restart_on_failure(pod);
+    let mut to_start: Vec<usize> = Vec::new();
+
+    // From last to first: completed init containers may have been removed, so the last one
+    // with a status tells how far initialization got.
+    for (i, c) in inits.iter().enumerate().rev() {
+        let sidecar = is_restartable_init_container(c);
+        let Some(s) = status.find_container_status(&c.name) else {
+            if previously_initialized && sidecar {
+                to_start.push(i);
+            }
+            continue;
+        };
+        if previously_initialized && !sidecar {
+            // After initialization only sidecars are kept running.
+            continue;
+        }
+        match s.state {
+            // Created but never started: the runtime likely failed to start it; start anew.
+            ContainerState::Created => to_start.push(i),
+            ContainerState::Running => 'running: {
+                if !sidecar {
+                    // A regular init container: wait for it to finish.
+                    break 'running;
+                }
+                if c.startup_probe.is_some() {
+                    if probe_failed(&probes.startup, s) {
+                        changes.containers_to_kill.insert(
+                            s.id.clone(),
+                            kill_info(
+                                c,
+                                format!("Init container {} failed startup probe", c.name),
+                                KillReason::StartupProbe,
+                            ),
+                        );
+                        to_start.push(i);
+                        break 'running;
+                    }
+                    if !probe_failed(&probes.startup_succeeded, s) {
+                        // Not started yet as far as its startup probe knows: wait.
+                        break 'running;
+                    }
+                }
+                if i == inits.len() - 1 {
+                    pod_has_initialized = true;
+                } else if !previously_initialized {
+                    // Initialized for the first time: start the next one.
+                    to_start.push(i + 1);
+                }
+                if hash_container(c) != s.hash {
+                    changes.containers_to_kill.insert(
+                        s.id.clone(),
+                        kill_info(
+                            c,
+                            format!("Init container {} definition changed", c.name),
+                            KillReason::None,
+                        ),
+                    );
+                    to_start.push(i);
+                    break 'running;
+                }
+                // Liveness does not gate the next init container, but a failure restarts it.
+                if c.liveness_probe.is_some() && probe_failed(&probes.liveness, s) {
+                    changes.containers_to_kill.insert(
+                        s.id.clone(),
+                        kill_info(
+                            c,
+                            format!("Init container {} failed liveness probe", c.name),
+                            KillReason::LivenessProbe,
+                        ),
+                    );
+                    to_start.push(i);
+                }
+            }
+            ContainerState::Exited => {
+                if sidecar {
+                    to_start.push(i);
+                } else if is_init_container_failed(s) {
+                    if !restart_on_failure {
+                        changes.kill_pod = true;
+                        changes.init_containers_to_start.clear();
+                        return false;
+                    }
+                    to_start.push(i);
+                } else if i == inits.len() - 1 {
+                    pod_has_initialized = true;
+                } else {
+                    to_start.push(i + 1);
+                }
+            }
+            ContainerState::Unknown => {
+                if !sidecar && !restart_on_failure {
+                    changes.kill_pod = true;
+                    changes.init_containers_to_start.clear();
+                    return false;
+                }
+                changes.containers_to_kill.insert(
+                    s.id.clone(),
+                    kill_info(
+                        c,
+                        "Init container is in \"unknown\" state, try killing it before restart".into(),
+                        KillReason::Unknown,
+                    ),
+                );
+                to_start.push(i);
+            }
+        }
+        // Everything before this init container has been initialized.
+        previously_initialized = true;
+    }
+    if !previously_initialized {
+        // No init container has started yet: start the first.
+        to_start.push(0);
+    }
+    to_start.reverse();
+    changes.init_containers_to_start = to_start;
+    pod_has_initialized
 }
 
 #[cfg(test)]
@@ -443,7 +637,7 @@ pub(crate) mod tests {
             a.create_sandbox,
             a.sandbox_id.clone(),
             a.attempt,
-            a.next_init_container_to_start,
+            a.init_containers_to_start.first().copied(),
             a.containers_to_start.clone(),
             a.containers_to_kill
                 .iter()
@@ -669,6 +863,326 @@ pub(crate) mod tests {
             cs("initid3", "init3", ContainerState::Exited, h),
         ];
         (pod, status)
+    }
+
+    /// `makeBasePodAndStatusWithRestartableInitContainers`: three sidecars with startup probes
+    /// (all running, started) and three running regular containers.
+    fn base_with_sidecars() -> (Pod, PodStatus, ProbeFailures) {
+        let (mut pod, mut status) = base_pod_and_status();
+        let probe: k8s_openapi::api::core::v1::Probe = serde_json::from_value(serde_json::json!({
+            "exec": {"command": ["true"]}
+        }))
+        .unwrap();
+        let sidecar = |name: &str| Container {
+            restart_policy: Some("Always".into()),
+            startup_probe: Some(probe.clone()),
+            ..container(name, "bar-image")
+        };
+        pod.spec.as_mut().unwrap().init_containers = Some(vec![
+            sidecar("restartable-init-1"),
+            sidecar("restartable-init-2"),
+            sidecar("restartable-init-3"),
+        ]);
+        let mut probes = ProbeFailures::default();
+        let mut inits: Vec<ContainerStatus> = init_containers(&pod)
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let id = format!("initid{}", i + 1);
+                probes.startup_succeeded.insert(id.clone(), ());
+                cs(&id, &c.name, ContainerState::Running, hash_container(c))
+            })
+            .collect();
+        inits.append(&mut status.container_statuses);
+        status.container_statuses = inits;
+        (pod, status, probes)
+    }
+
+    /// Port of `TestComputePodActionsWithRestartableInitContainers`.
+    #[test]
+    fn compute_pod_actions_with_sidecars_table() {
+        type Mutate = fn(&mut Pod, &mut PodStatus, &mut ProbeFailures);
+        /// (desc, mutate, kill_pod, create_sandbox, init to start, containers to start, killed IDs)
+        type Row = (
+            &'static str,
+            Mutate,
+            bool,
+            bool,
+            &'static [usize],
+            &'static [usize],
+            &'static [&'static str],
+        );
+        fn drop_status(s: &mut PodStatus, name: &str) {
+            s.container_statuses.retain(|c| c.name != name);
+        }
+        fn state(s: &mut PodStatus, name: &str, st: ContainerState) {
+            for c in s.container_statuses.iter_mut().filter(|c| c.name == name) {
+                c.state = st;
+            }
+        }
+        fn no_mains(s: &mut PodStatus) {
+            for n in ["foo1", "foo2", "foo3"] {
+                drop_status(s, n);
+            }
+        }
+        let rows: &[Row] = &[
+            (
+                "initialization completed; start all containers",
+                |_, s, _| no_mains(s),
+                false,
+                false,
+                &[],
+                &[0, 1, 2],
+                &[],
+            ),
+            (
+                "no init containers have been started; start the first one",
+                |_, s, _| s.container_statuses.clear(),
+                false,
+                false,
+                &[0],
+                &[],
+                &[],
+            ),
+            (
+                "an init container is in the created state; start it",
+                |_, s, _| {
+                    s.container_statuses.retain(|c| c.name == "restartable-init-1");
+                    state(s, "restartable-init-1", ContainerState::Created);
+                },
+                false,
+                false,
+                &[0],
+                &[],
+                &[],
+            ),
+            (
+                "restartable init container has started; start the next",
+                |_, s, _| {
+                    s.container_statuses.retain(|c| c.name == "restartable-init-1");
+                },
+                false,
+                false,
+                &[1],
+                &[],
+                &[],
+            ),
+            (
+                "startupProbe has not been run; do nothing",
+                |_, s, p| {
+                    s.container_statuses.retain(|c| c.name == "restartable-init-1");
+                    p.startup_succeeded.clear();
+                },
+                false,
+                false,
+                &[],
+                &[],
+                &[],
+            ),
+            (
+                "startupProbe failed; restart it",
+                |_, s, p| {
+                    s.container_statuses.retain(|c| c.name == "restartable-init-1");
+                    p.startup_succeeded.clear();
+                    p.startup.insert("initid1".into(), ());
+                },
+                false,
+                false,
+                &[0],
+                &[],
+                &["initid1"],
+            ),
+            (
+                "livenessProbe failed; restart it and start the next",
+                |pod, s, p| {
+                    s.container_statuses.retain(|c| c.name == "restartable-init-1");
+                    let probe = pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0]
+                        .startup_probe
+                        .clone();
+                    pod.spec.as_mut().unwrap().init_containers.as_mut().unwrap()[0].liveness_probe = probe;
+                    // The hash covers the spec: keep it current so only the probe decides.
+                    s.container_statuses[0].hash = hash_container(&init_containers(pod)[0]);
+                    p.liveness.insert("initid1".into(), ());
+                },
+                false,
+                false,
+                &[0, 1],
+                &[],
+                &["initid1"],
+            ),
+            (
+                "restartable init container has exited; restart it",
+                |_, s, _| {
+                    s.container_statuses.retain(|c| c.name == "restartable-init-1");
+                    state(s, "restartable-init-1", ContainerState::Exited);
+                },
+                false,
+                false,
+                &[0],
+                &[],
+                &[],
+            ),
+            (
+                "a sidecar exited after initialization; restart it, keep the others",
+                |_, s, _| {
+                    state(s, "restartable-init-2", ContainerState::Exited);
+                },
+                false,
+                false,
+                &[1],
+                &[],
+                &[],
+            ),
+            (
+                "restart a sidecar even when the pod's restartPolicy is Never",
+                |p, s, _| {
+                    set_policy(p, "Never");
+                    state(s, "restartable-init-3", ContainerState::Exited);
+                },
+                false,
+                false,
+                &[2],
+                &[],
+                &[],
+            ),
+            (
+                "some init statuses are missing but the last one is running; restart them and the mains",
+                |_, s, _| {
+                    drop_status(s, "restartable-init-1");
+                    drop_status(s, "restartable-init-2");
+                    no_mains(s);
+                },
+                false,
+                false,
+                &[0, 1],
+                &[0, 1, 2],
+                &[],
+            ),
+            (
+                "restartable init container in unknown state; kill and restart it",
+                |_, s, _| {
+                    state(s, "restartable-init-2", ContainerState::Unknown);
+                },
+                false,
+                false,
+                &[1],
+                &[],
+                &["initid2"],
+            ),
+            (
+                "sidecar definition changed; kill and restart it",
+                |_, s, _| {
+                    s.container_statuses[0].hash = 1;
+                },
+                false,
+                false,
+                &[0],
+                &[],
+                &["initid1"],
+            ),
+            (
+                "all regular containers finished under Never; kill the pod, sidecars are not restarted",
+                |p, s, _| {
+                    set_policy(p, "Never");
+                    for n in ["foo1", "foo2", "foo3"] {
+                        state(s, n, ContainerState::Exited);
+                    }
+                    state(s, "restartable-init-1", ContainerState::Exited);
+                },
+                true,
+                false,
+                &[],
+                &[],
+                &[],
+            ),
+            (
+                "sandbox not ready; kill the pod and start the first init container",
+                |_, s, _| not_ready(s),
+                true,
+                true,
+                &[0],
+                &[],
+                &[],
+            ),
+            (
+                "sandbox not ready, Never, init statuses present; do not recreate",
+                |p, s, _| {
+                    set_policy(p, "Never");
+                    not_ready(s);
+                },
+                true,
+                false,
+                &[],
+                &[],
+                &[],
+            ),
+        ];
+        for (desc, mutate, kill_pod, create_sandbox, init, start, killed) in rows {
+            let (mut pod, mut status, mut probes) = base_with_sidecars();
+            mutate(&mut pod, &mut status, &mut probes);
+            let a = compute_pod_actions(&pod, &status, &probes);
+            assert_eq!(a.kill_pod, *kill_pod, "{desc}: kill_pod");
+            assert_eq!(a.create_sandbox, *create_sandbox, "{desc}: create_sandbox");
+            assert_eq!(a.init_containers_to_start, *init, "{desc}: init to start");
+            assert_eq!(a.containers_to_start, *start, "{desc}: containers to start");
+            let ids: Vec<&str> = a.containers_to_kill.keys().map(String::as_str).collect();
+            assert_eq!(ids, *killed, "{desc}: killed");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn termination_ordering_stops_sidecars_after_mains_in_reverse() {
+        let (pod, _, _) = base_with_sidecars();
+        let running: [&'static str; 6] = [
+            "foo1",
+            "foo2",
+            "foo3",
+            "restartable-init-1",
+            "restartable-init-2",
+            "restartable-init-3",
+        ];
+        let o = std::sync::Arc::new(super::super::kill::TerminationOrdering::new(&pod, &running));
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (i, &name) in running.iter().enumerate().rev() {
+            let (o, order) = (o.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                o.wait_for_turn(name, std::time::Duration::from_secs(30)).await;
+                // Mains take a while to stop, in different times.
+                tokio::time::sleep(std::time::Duration::from_millis(10 * (i as u64 + 1))).await;
+                order.lock().unwrap().push(name.to_string());
+                o.container_terminated(name);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(
+            order,
+            [
+                "foo1",
+                "foo2",
+                "foo3",
+                "restartable-init-3",
+                "restartable-init-2",
+                "restartable-init-1"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn termination_ordering_gives_up_after_the_limit() {
+        let (pod, _, _) = base_with_sidecars();
+        let o = super::super::kill::TerminationOrdering::new(&pod, &["foo1", "restartable-init-1"]);
+        let start = tokio::time::Instant::now();
+        // foo1 never terminates: the sidecar waits exactly its remaining grace.
+        o.wait_for_turn("restartable-init-1", std::time::Duration::from_secs(5))
+            .await;
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(5));
+        // A main container never waits.
+        o.wait_for_turn("foo1", std::time::Duration::from_secs(5)).await;
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(5));
     }
 
     #[test]
@@ -975,7 +1489,12 @@ pub(crate) mod tests {
             mutate(&mut pod, &mut status);
             let a = compute_pod_actions(&pod, &status, &ProbeFailures::default());
             assert_eq!(
-                (a.kill_pod, a.create_sandbox, a.attempt, a.next_init_container_to_start),
+                (
+                    a.kill_pod,
+                    a.create_sandbox,
+                    a.attempt,
+                    a.init_containers_to_start.first().copied()
+                ),
                 (*kill, *create, *attempt, *next),
                 "{desc}"
             );

@@ -2,17 +2,20 @@
 //! `killContainersWithSyncResult` (running containers in parallel) and `killPodWithSyncResult`
 //! (then StopPodSandbox for every sandbox), plus container removal used by pruning and GC.
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use super::actions::KillReason;
+use super::actions::{has_restartable_init_container, is_restartable_init_container, KillReason};
 use super::labels::restore_specs_from_labels;
 use super::manager::RuntimeManager;
 use super::seam::cri;
 use super::types::{ContainerState, EventType, PodStatus, PodSyncResult, SyncAction, SyncErrorKind, SyncResult};
-use super::util::{container_field_path, find_container, format_pod};
+use super::util::{container_field_path, containers, find_container, format_pod, init_containers};
 
 /// The kubelet's floor on the stop timeout (non-override path).
 pub const MINIMUM_GRACE_PERIOD_SECONDS: i64 = 2;
@@ -34,6 +37,63 @@ pub fn kill_grace_period(pod: &Pod, container: &Container, reason: KillReason) -
         _ => None,
     };
     probe.and_then(|p| p.termination_grace_period_seconds).unwrap_or(t)
+}
+
+/// The kubelet's `terminationOrdering`: main containers stop right away; each sidecar waits for
+/// every main container and for the sidecar after it (so sidecars stop in reverse order).
+pub struct TerminationOrdering {
+    terminated: HashMap<String, watch::Sender<bool>>,
+    prereqs: HashMap<String, Vec<String>>,
+}
+
+impl TerminationOrdering {
+    /// Orders the kill of `running` (container names) for `pod`.
+    pub fn new(pod: &Pod, running: &[&str]) -> Self {
+        let mut terminated = HashMap::new();
+        let mut prereqs: HashMap<String, Vec<String>> = HashMap::new();
+        // Containers not running are already done: nothing waits for them.
+        let mut channel = |name: &str| {
+            let (tx, _) = watch::channel(!running.contains(&name));
+            terminated.insert(name.to_string(), tx);
+        };
+        let mains: Vec<String> = containers(pod).iter().map(|c| c.name.clone()).collect();
+        for m in &mains {
+            channel(m);
+        }
+        let mut later_sidecar: Option<String> = None;
+        for ic in init_containers(pod).iter().rev() {
+            channel(&ic.name);
+            if is_restartable_init_container(ic) {
+                let mut p = mains.clone();
+                p.extend(later_sidecar.take());
+                prereqs.insert(ic.name.clone(), p);
+                later_sidecar = Some(ic.name.clone());
+            }
+        }
+        Self { terminated, prereqs }
+    }
+
+    /// Waits (at most `limit`) until every container `name` must outlive has terminated.
+    pub async fn wait_for_turn(&self, name: &str, limit: Duration) {
+        let Some(prereqs) = self.prereqs.get(name) else { return };
+        let waits = prereqs.iter().filter_map(|p| self.terminated.get(p)).map(|tx| {
+            let mut rx = tx.subscribe();
+            async move {
+                // The sender lives as long as `self`; an error only means it is gone.
+                let _ = rx.wait_for(|done| *done).await;
+            }
+        });
+        if tokio::time::timeout(limit, join_all(waits)).await.is_err() {
+            tracing::debug!(container = name, "grace period ran out waiting for termination order");
+        }
+    }
+
+    /// Records that `name` has terminated.
+    pub fn container_terminated(&self, name: &str) {
+        if let Some(tx) = self.terminated.get(name) {
+            tx.send_replace(true);
+        }
+    }
 }
 
 impl RuntimeManager {
@@ -97,6 +157,55 @@ impl RuntimeManager {
         reason: KillReason,
         grace_override: Option<i64>,
     ) -> Result<(), KillError> {
+        self.kill_container_ordered(pod, container_id, name, message, reason, grace_override, None)
+            .await
+    }
+
+    /// `killContainer` with an optional termination ordering (pods with sidecars).
+    #[allow(clippy::too_many_arguments)]
+    async fn kill_container_ordered(
+        &self,
+        pod: Option<&Pod>,
+        container_id: &str,
+        name: &str,
+        message: &str,
+        reason: KillReason,
+        grace_override: Option<i64>,
+        ordering: Option<&TerminationOrdering>,
+    ) -> Result<(), KillError> {
+        let start = self.cfg.clock.instant();
+        let result = self
+            .kill_container_inner(
+                pod,
+                container_id,
+                name,
+                message,
+                reason,
+                grace_override,
+                ordering,
+                start,
+            )
+            .await;
+        // Marked even when the stop failed (the kubelet marks only on success) so a runtime
+        // error on one container does not hold the sidecars for their whole grace period.
+        if let Some(o) = ordering {
+            o.container_terminated(name);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn kill_container_inner(
+        &self,
+        pod: Option<&Pod>,
+        container_id: &str,
+        name: &str,
+        message: &str,
+        reason: KillReason,
+        grace_override: Option<i64>,
+        ordering: Option<&TerminationOrdering>,
+        start: tokio::time::Instant,
+    ) -> Result<(), KillError> {
         let (pod, spec) = match pod {
             Some(p) => match find_container(p, name).cloned().or_else(|| ephemeral_as_container(p, name)) {
                 Some(c) => (p.clone(), c),
@@ -130,6 +239,15 @@ impl RuntimeManager {
         if grace > 0 && spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()).is_some() {
             grace -= self.execute_pre_stop_hook(&pod, &spec, container_id, grace).await;
         }
+        if let Some(o) = ordering.filter(|_| grace > 0) {
+            // Wait for this container's turn (sidecars after the main containers and after the
+            // sidecars that follow them) within what is left of the grace period.
+            let elapsed = self.cfg.clock.to_virtual(start.elapsed()).as_secs() as i64;
+            let remaining = u64::try_from(grace - elapsed).unwrap_or(0);
+            o.wait_for_turn(name, self.cfg.clock.to_real(Duration::from_secs(remaining)))
+                .await;
+            grace -= self.cfg.clock.to_virtual(start.elapsed()).as_secs() as i64;
+        }
         grace = grace.max(MINIMUM_GRACE_PERIOD_SECONDS);
         // An override replaces the computed value entirely (no floor, no preStop deduction).
         if let Some(o) = grace_override {
@@ -162,9 +280,14 @@ impl RuntimeManager {
             .iter()
             .filter(|c| c.state == ContainerState::Running)
             .collect();
+        let ordering = pod.filter(|p| has_restartable_init_container(p)).map(|p| {
+            let names: Vec<&str> = running.iter().map(|c| c.name.as_str()).collect();
+            TerminationOrdering::new(p, &names)
+        });
+        let ordering = ordering.as_ref();
         let kills = running.iter().map(|c| async move {
             let r = self
-                .kill_container(pod, &c.id, &c.name, "", KillReason::None, grace_override)
+                .kill_container_ordered(pod, &c.id, &c.name, "", KillReason::None, grace_override, ordering)
                 .await;
             SyncResult {
                 action: SyncAction::KillContainer,

@@ -9,7 +9,7 @@
 
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 
-use super::actions::compute_pod_actions;
+use super::actions::{compute_pod_actions, is_restartable_init_container};
 use super::backoff::{crash_loop_key, crash_loop_message};
 use super::hash::hash_container;
 use super::kill::ephemeral_as_container;
@@ -139,7 +139,7 @@ impl RuntimeManager {
     ) -> PodSyncResult {
         let mut result = PodSyncResult::default();
         let actions = compute_pod_actions(pod, status, probes);
-        tracing::debug!(pod = %format_pod(pod), ?actions.kill_pod, ?actions.create_sandbox, start = ?actions.containers_to_start, init = ?actions.next_init_container_to_start, "computed pod actions");
+        tracing::debug!(pod = %format_pod(pod), ?actions.kill_pod, ?actions.create_sandbox, start = ?actions.containers_to_start, init = ?actions.init_containers_to_start, "computed pod actions");
 
         // 1. A sandbox being replaced.
         if actions.create_sandbox && !actions.sandbox_id.is_empty() {
@@ -284,7 +284,7 @@ impl RuntimeManager {
                 .await;
             }
         }
-        if let Some(i) = actions.next_init_container_to_start {
+        for &i in &actions.init_containers_to_start {
             if let Some(c) = init_containers(pod).get(i) {
                 if !self
                     .start_one(
@@ -299,6 +299,10 @@ impl RuntimeManager {
                     )
                     .await
                 {
+                    // A sidecar that failed to start does not block the ones after it.
+                    if is_restartable_init_container(c) {
+                        continue;
+                    }
                     return result;
                 }
             }

@@ -261,4 +261,7 @@ pub struct ProbeFailures {
     pub liveness: BTreeMap<String, ()>,
     /// Container IDs whose startup probe reports Failure.
     pub startup: BTreeMap<String, ()>,
+    /// Container IDs whose startup probe reports Success (a sidecar with a startup probe counts
+    /// as initialized only then).
+    pub startup_succeeded: BTreeMap<String, ()>,
 }

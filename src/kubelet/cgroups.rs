@@ -19,7 +19,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use tracing::debug;
 
-use super::resources::parse_value;
+use super::resources::{container_request_milli, parse_milli, parse_value, qos_class};
 use crate::clock::Clock;
 
 /// Where cgroup hierarchies are mounted on Linux.
@@ -201,6 +201,7 @@ impl PodCgroups {
             return Err(CgroupError::InvalidRoot(format!("pod uid {uid:?}")));
         };
         let limit = pod_memory_limit(pod);
+        let cpu = pod_cpu_config(pod);
         for h in self.fs.create_hierarchies() {
             let dir = h.join(&rel);
             std::fs::create_dir_all(&dir).map_err(|source| CgroupError::Create {
@@ -209,6 +210,9 @@ impl PodCgroups {
             })?;
             if let (Some(bytes), Some(file)) = (limit, self.fs.memory_limit_file(&dir)) {
                 std::fs::write(&file, bytes.to_string()).map_err(|source| CgroupError::Write { path: file, source })?;
+            }
+            for (file, value) in cpu_files(&dir, cpu) {
+                std::fs::write(&file, value).map_err(|source| CgroupError::Write { path: file, source })?;
             }
         }
         Ok(())
@@ -306,6 +310,99 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
             }
         }
     }
+}
+
+/// `MinShares` / `MaxShares` and the CFS period the kubelet uses.
+const MIN_SHARES: u64 = 2;
+const MAX_SHARES: u64 = 262_144;
+const CFS_PERIOD_US: i64 = 100_000;
+const MIN_QUOTA_US: i64 = 1_000;
+
+/// The pod cgroup's cpu settings (`ResourceConfigForPod`): shares from the cpu requests (the
+/// minimum for BestEffort), and a CFS quota only when every container has a cpu limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodCpu {
+    pub shares: u64,
+    pub quota_us: Option<i64>,
+}
+
+/// `MilliCPUToShares`.
+pub fn milli_cpu_to_shares(milli: i128) -> u64 {
+    if milli <= 0 {
+        return MIN_SHARES;
+    }
+    let shares = u64::try_from(milli * 1024 / 1000).unwrap_or(MAX_SHARES);
+    shares.clamp(MIN_SHARES, MAX_SHARES)
+}
+
+/// `MilliCPUToQuota` for the default period.
+pub fn milli_cpu_to_quota(milli: i128) -> i64 {
+    let quota = i64::try_from(milli * i128::from(CFS_PERIOD_US) / 1000).unwrap_or(i64::MAX);
+    quota.max(MIN_QUOTA_US)
+}
+
+/// The pod's cpu requests/limits (max of the app sum and the largest init container) and QoS
+/// decide its cpu settings.
+pub fn pod_cpu_config(pod: &Pod) -> PodCpu {
+    let Some(spec) = pod.spec.as_ref() else {
+        return PodCpu {
+            shares: MIN_SHARES,
+            quota_us: None,
+        };
+    };
+    if qos_class(spec) == "BestEffort" {
+        return PodCpu {
+            shares: MIN_SHARES,
+            quota_us: None,
+        };
+    }
+    let inits = spec.init_containers.iter().flatten();
+    let requests = spec
+        .containers
+        .iter()
+        .map(|c| container_request_milli(c, "cpu"))
+        .sum::<i128>()
+        .max(
+            inits
+                .clone()
+                .map(|c| container_request_milli(c, "cpu"))
+                .max()
+                .unwrap_or(0),
+        );
+    let limit = |c: &k8s_openapi::api::core::v1::Container| -> Option<i128> {
+        let q = c.resources.as_ref()?.limits.as_ref()?.get("cpu")?;
+        parse_milli(&q.0).ok()
+    };
+    let app: Option<i128> = spec.containers.iter().map(limit).sum();
+    let init: Option<Vec<i128>> = inits.map(limit).collect();
+    let limits = app.zip(init).map(|(a, i)| a.max(i.into_iter().max().unwrap_or(0)));
+    PodCpu {
+        shares: milli_cpu_to_shares(requests),
+        quota_us: limits.filter(|l| *l > 0).map(milli_cpu_to_quota),
+    }
+}
+
+/// The cpu control files of a hierarchy's cgroup and what to write (v1 `cpu.shares` and
+/// `cpu.cfs_*`, v2 `cpu.weight` and `cpu.max`); none where the cpu controller is absent.
+fn cpu_files(dir: &Path, cpu: PodCpu) -> Vec<(PathBuf, String)> {
+    if dir.join("cpu.shares").is_file() {
+        let mut out = vec![(dir.join("cpu.shares"), cpu.shares.to_string())];
+        if let Some(q) = cpu.quota_us {
+            out.push((dir.join("cpu.cfs_period_us"), CFS_PERIOD_US.to_string()));
+            out.push((dir.join("cpu.cfs_quota_us"), q.to_string()));
+        }
+        return out;
+    }
+    if dir.join("cpu.weight").is_file() {
+        // The kubelet's CpuSharesToCpuWeight.
+        let weight = 1 + ((cpu.shares - MIN_SHARES) * 9999) / (MAX_SHARES - MIN_SHARES);
+        let max = match cpu.quota_us {
+            Some(q) => format!("{q} {CFS_PERIOD_US}"),
+            None => format!("max {CFS_PERIOD_US}"),
+        };
+        return vec![(dir.join("cpu.weight"), weight.to_string()), (dir.join("cpu.max"), max)];
+    }
+    Vec::new()
 }
 
 /// The pod cgroup's memory limit in bytes (`ResourceConfigForPod`): set only when every
@@ -446,6 +543,82 @@ mod tests {
         c.ensure(&pod("u1", &[Some("64Mi"), Some("1Gi")])).unwrap();
         let v = std::fs::read_to_string(m.path().join("memory/podu1/memory.limit_in_bytes")).unwrap();
         assert_eq!(v, (64i128 * 1024 * 1024 + 1024 * 1024 * 1024).to_string());
+    }
+
+    fn cpu_pod(cpu: &[(Option<&str>, Option<&str>)]) -> Pod {
+        let mut p = pod("u", &[]);
+        p.spec.as_mut().unwrap().containers = cpu
+            .iter()
+            .enumerate()
+            .map(|(i, (req, lim))| Container {
+                name: format!("c{i}"),
+                resources: Some(ResourceRequirements {
+                    requests: req.map(|r| [("cpu".to_string(), Quantity(r.into()))].into()),
+                    limits: lim.map(|l| [("cpu".to_string(), Quantity(l.into()))].into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        p
+    }
+
+    /// `TestResourceConfigForPod` (cpu part) and `TestMilliCPUToQuota`/`TestMilliCPUToShares`.
+    #[test]
+    fn pod_cpu_by_qos_class() {
+        assert_eq!(milli_cpu_to_shares(0), 2);
+        assert_eq!(milli_cpu_to_shares(1), 2);
+        assert_eq!(milli_cpu_to_shares(100), 102);
+        assert_eq!(milli_cpu_to_shares(1000), 1024);
+        assert_eq!(milli_cpu_to_shares(500_000), 262_144);
+        assert_eq!(milli_cpu_to_quota(5), 1000);
+        assert_eq!(milli_cpu_to_quota(250), 25_000);
+        // BestEffort: minimum shares, no quota.
+        assert_eq!(
+            pod_cpu_config(&cpu_pod(&[(None, None)])),
+            PodCpu {
+                shares: 2,
+                quota_us: None
+            }
+        );
+        // Burstable without limits: shares only.
+        assert_eq!(
+            pod_cpu_config(&cpu_pod(&[(Some("100m"), None), (Some("200m"), None)])),
+            PodCpu {
+                shares: 307,
+                quota_us: None
+            }
+        );
+        // Burstable where one container has no cpu limit: no quota.
+        assert_eq!(
+            pod_cpu_config(&cpu_pod(&[(Some("100m"), Some("200m")), (Some("100m"), None)])).quota_us,
+            None
+        );
+        // Guaranteed (the limit defaults the request): shares and quota.
+        assert_eq!(
+            pod_cpu_config(&cpu_pod(&[(None, Some("200m")), (None, Some("300m"))])),
+            PodCpu {
+                shares: 512,
+                quota_us: Some(50_000)
+            }
+        );
+    }
+
+    #[test]
+    fn cpu_files_for_v1_and_v2() {
+        let d = tempfile::tempdir().unwrap();
+        let cpu = PodCpu {
+            shares: 512,
+            quota_us: Some(50_000),
+        };
+        assert!(cpu_files(d.path(), cpu).is_empty());
+        std::fs::write(d.path().join("cpu.weight"), "100").unwrap();
+        let v2 = cpu_files(d.path(), cpu);
+        assert_eq!(v2[0].1, "20");
+        assert_eq!(v2[1].1, "50000 100000");
+        std::fs::write(d.path().join("cpu.shares"), "1024").unwrap();
+        let v1: Vec<String> = cpu_files(d.path(), cpu).into_iter().map(|(_, v)| v).collect();
+        assert_eq!(v1, ["512", "100000", "50000"]);
     }
 
     #[test]

@@ -59,6 +59,12 @@ pub struct Config {
     pub container_log_max_files: u32,
     pub image_pull_progress_deadline: Duration,
     pub serialize_image_pulls: bool,
+    /// Cluster DNS servers for ClusterFirst pods (`clusterDNS`); empty = host resolv.conf.
+    pub cluster_dns: Vec<String>,
+    /// Cluster domain (`clusterDomain`) for the ClusterFirst search path and pod FQDNs.
+    pub cluster_domain: String,
+    /// The host resolver config Default pods inherit (`resolvConf`).
+    pub resolv_conf: PathBuf,
     /// Time scale of keel's clock (see `crate::clock`); 1 = real time.
     pub time_scale: f64,
     /// Simulated backend settings file (`--sim-config`), if any.
@@ -234,6 +240,12 @@ pub struct RunArgs {
     /// Parent cgroup of the pod cgroups (`cgroupRoot`), e.g. `/keel`.
     #[arg(long)]
     pub cgroup_root: Option<String>,
+    /// Cluster DNS server IPs, comma-separated (`clusterDNS`).
+    #[arg(long, value_delimiter = ',')]
+    pub cluster_dns: Option<Vec<String>>,
+    /// Cluster domain (`clusterDomain`).
+    #[arg(long)]
+    pub cluster_domain: Option<String>,
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `keel=debug`).
     #[arg(short = 'v', long)]
     pub log_level: Option<String>,
@@ -301,6 +313,9 @@ impl Config {
             container_log_max_files: 5,
             image_pull_progress_deadline: Duration::from_secs(60),
             serialize_image_pulls: true,
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".to_string(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
             time_scale: 1.0,
             sim_config: None,
         }
@@ -408,6 +423,13 @@ pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> 
             return Err(ConfigError::invalid("--cgroup-root", "must be an absolute cgroup path"));
         }
         cfg.cgroup_root = if r.is_empty() { "/".to_string() } else { r.clone() };
+    }
+    if let Some(d) = &args.cluster_dns {
+        check_cluster_dns("--cluster-dns", d)?;
+        cfg.cluster_dns = d.clone();
+    }
+    if let Some(d) = &args.cluster_domain {
+        cfg.cluster_domain = d.trim_end_matches('.').to_string();
     }
     Ok(())
 }
@@ -628,7 +650,18 @@ const KNOWN_FIELDS: &[&str] = &[
     "containerLogMaxFiles",
     "imagePullProgressDeadline",
     "serializeImagePulls",
+    "clusterDNS",
+    "clusterDomain",
+    "resolvConf",
 ];
+
+/// Every clusterDNS entry must be an IP address.
+fn check_cluster_dns(field: &str, servers: &[String]) -> Result<(), ConfigError> {
+    match servers.iter().find(|s| s.parse::<std::net::IpAddr>().is_err()) {
+        Some(bad) => Err(ConfigError::invalid(field, format!("{bad:?} is not an IP address"))),
+        None => Ok(()),
+    }
+}
 
 /// Typed access to one mapping of the file, with errors naming the full field path.
 struct Fields<'a> {
@@ -918,6 +951,18 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
     if let Some(b) = f.bool("serializeImagePulls")? {
         cfg.serialize_image_pulls = b;
     }
+    if let Some(v) = f.get("clusterDNS") {
+        let servers: Vec<String> =
+            serde_json::from_value(v.clone()).map_err(|e| ConfigError::invalid("clusterDNS", e.to_string()))?;
+        check_cluster_dns("clusterDNS", &servers)?;
+        cfg.cluster_dns = servers;
+    }
+    if let Some(d) = f.string("clusterDomain")? {
+        cfg.cluster_domain = d.trim_end_matches('.').to_string();
+    }
+    if let Some(p) = f.path_buf("resolvConf")? {
+        cfg.resolv_conf = p;
+    }
 
     let mut ignored: Vec<String> = map
         .keys()
@@ -1031,7 +1076,8 @@ clusterDNS: [10.96.0.10]
         assert_eq!(c.container_log_max_files, 3);
         assert_eq!(c.image_pull_progress_deadline, Duration::from_secs(120));
         assert!(!c.serialize_image_pulls);
-        assert_eq!(ignored, vec!["cgroupDriver".to_string(), "clusterDNS".to_string()]);
+        assert_eq!(ignored, vec!["cgroupDriver".to_string()]);
+        assert_eq!(c.cluster_dns, vec!["10.96.0.10".to_string()]);
     }
 
     #[test]

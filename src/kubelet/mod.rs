@@ -14,6 +14,7 @@ pub mod podmanager;
 pub mod prober;
 pub mod resources;
 pub mod runopts;
+pub mod services;
 pub mod sources;
 pub mod stats;
 pub mod status;

@@ -1,15 +1,25 @@
 //! What the kubelet resolves for a container before the runtime creates it
-//! (`GenerateRunContainerOptions`): the environment (kubelet-behavior.md §4.9), the volume
-//! mounts (§4.11, from the volume manager) and the hostname.
+//! (`GenerateRunContainerOptions`): the environment (kubelet-behavior.md §4.9), the hostname,
+//! the volume mounts (from the volume manager) and the managed /etc/hosts file (§4.11).
 //! `$(VAR)` references inside values are expanded by the runtime manager with the same rules
 //! as command and args.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVarSource, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, EnvVarSource, HostAlias, Node, Pod, ResourceFieldSelector, Secret,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::Api;
+use tokio::sync::watch;
+
+use crate::genericruntime::cri;
+use crate::kubelet::mirror::is_static_pod;
+use crate::kubelet::resources::{parse_milli, parse_value};
+use crate::kubelet::services::{service_env, ServiceCache};
 
 use crate::genericruntime::expand::expand;
 use crate::genericruntime::{ConfigError, RunContainerOptions, RunOptionsProvider};
@@ -20,9 +30,20 @@ pub struct KubeletRunOptions {
     client: Option<kube::Client>,
     node_name: String,
     node_ips: Vec<String>,
+    /// keel's root dir: pod files (`pods/<uid>/etc-hosts`) live under it; None = no managed
+    /// /etc/hosts.
+    root_dir: Option<PathBuf>,
+    cluster_domain: String,
+    /// The node as last registered: its allocatable is the default of unset limits.
+    node: Option<watch::Receiver<Option<Node>>>,
+    /// Services for service environment variables (None: standalone, no services).
+    services: Option<ServiceCache>,
     /// Where the pod's volumes are; None = containers get no volume mounts.
     volumes: Option<Arc<VolumeManager>>,
 }
+
+/// Where the host's own hosts file is (host-network pods start from it).
+const NODE_HOSTS_FILE: &str = "/etc/hosts";
 
 impl KubeletRunOptions {
     pub fn new(client: Option<kube::Client>, node_name: String, node_ips: Vec<String>) -> Self {
@@ -30,7 +51,11 @@ impl KubeletRunOptions {
             client,
             node_name,
             node_ips,
+            root_dir: None,
+            cluster_domain: "cluster.local".into(),
+            node: None,
             volumes: None,
+            services: None,
         }
     }
 
@@ -39,6 +64,174 @@ impl KubeletRunOptions {
     pub fn with_volumes(mut self, volumes: Arc<VolumeManager>) -> Self {
         self.volumes = Some(volumes);
         self
+    }
+
+    /// The Service cache service environment variables come from.
+    #[must_use]
+    pub fn with_services(mut self, services: ServiceCache) -> Self {
+        self.services = Some(services);
+        self
+    }
+
+    /// The pod's service variables (§4.9 step 1).
+    fn service_env(&self, pod: &Pod) -> Result<Vec<(String, String)>, ConfigError> {
+        let Some(cache) = &self.services else { return Ok(vec![]) };
+        if !cache.has_synced() {
+            if is_static_pod(pod) {
+                return Ok(vec![]);
+            }
+            return Err(ConfigError(
+                "services have not yet been read at least once, cannot construct envvars".into(),
+            ));
+        }
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+        Ok(service_env(&cache.services(), ns, links))
+    }
+
+    /// Manage `<root>/pods/<uid>/etc-hosts` and mount it at /etc/hosts, naming pods in
+    /// `cluster_domain`.
+    #[must_use]
+    pub fn with_pod_files(mut self, root_dir: PathBuf, cluster_domain: String) -> Self {
+        self.root_dir = Some(root_dir);
+        self.cluster_domain = cluster_domain;
+        self
+    }
+
+    /// The node object (for its allocatable resources).
+    #[must_use]
+    pub fn with_node(mut self, node: watch::Receiver<Option<Node>>) -> Self {
+        self.node = Some(node);
+        self
+    }
+
+    fn node_allocatable(&self) -> BTreeMap<String, Quantity> {
+        self.node
+            .as_ref()
+            .and_then(|rx| {
+                rx.borrow()
+                    .as_ref()
+                    .and_then(|n| n.status.as_ref()?.allocatable.clone())
+            })
+            .unwrap_or_default()
+    }
+
+    /// `containerResourceRuntimeValue` on the pod with limits defaulted to node allocatable
+    /// (`defaultPodLimitsForDownwardAPI`).
+    fn resource_field(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        fs: &ResourceFieldSelector,
+    ) -> Result<String, ConfigError> {
+        let target = match fs.container_name.as_deref().filter(|n| !n.is_empty()) {
+            None => container,
+            Some(name) => pod
+                .spec
+                .iter()
+                .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+                .find(|c| c.name == name)
+                .ok_or_else(|| ConfigError(format!("container {name} not found")))?,
+        };
+        let (kind, resource) = fs
+            .resource
+            .split_once('.')
+            .ok_or_else(|| ConfigError(format!("unsupported container resource : {}", fs.resource)))?;
+        let res = target.resources.as_ref();
+        let mut value = match kind {
+            "limits" => res
+                .and_then(|r| r.limits.as_ref())
+                .and_then(|m| m.get(resource))
+                .cloned(),
+            "requests" => res
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|m| m.get(resource))
+                .cloned(),
+            _ => return Err(ConfigError(format!("unsupported container resource : {}", fs.resource))),
+        };
+        let defaultable = matches!(resource, "cpu" | "memory" | "ephemeral-storage");
+        if !defaultable && !resource.starts_with("hugepages-") {
+            return Err(ConfigError(format!("unsupported container resource : {}", fs.resource)));
+        }
+        if value.is_none() && kind == "limits" && defaultable {
+            value = self.node_allocatable().get(resource).cloned();
+        }
+        let quantity = value.map(|q| q.0).unwrap_or_else(|| "0".into());
+        let divisor = fs.divisor.as_ref().map(|d| d.0.as_str()).unwrap_or("1");
+        let bad = |q: &str| ConfigError(format!("invalid quantity {q:?} in resourceFieldRef {}", fs.resource));
+        // cpu is computed in millicores, everything else in whole units; always rounded up.
+        let (v, d) = if resource == "cpu" {
+            (
+                parse_milli(&quantity).map_err(|_| bad(&quantity))?,
+                parse_milli(divisor).map_err(|_| bad(divisor))?,
+            )
+        } else {
+            (
+                parse_value(&quantity).map_err(|_| bad(&quantity))?,
+                parse_value(divisor).map_err(|_| bad(divisor))?,
+            )
+        };
+        if d <= 0 {
+            return Err(bad(divisor));
+        }
+        Ok(div_ceil(v, d).to_string())
+    }
+
+    /// Writes the pod's hosts file (`ensureHostsFile`) and returns its mount, when the kubelet
+    /// would mount one: the pod has IPs and no volume mount targets /etc/hosts.
+    fn hosts_mount(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        pod_ips: &[String],
+    ) -> Result<Option<cri::Mount>, ConfigError> {
+        let Some(root) = &self.root_dir else { return Ok(None) };
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        let ips: &[String] = if host_network && pod_ips.is_empty() {
+            &self.node_ips
+        } else {
+            pod_ips
+        };
+        if ips.is_empty()
+            || container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == NODE_HOSTS_FILE)
+        {
+            return Ok(None);
+        }
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        if uid.is_empty() {
+            return Ok(None);
+        }
+        let spec = pod.spec.as_ref();
+        let aliases = spec.and_then(|s| s.host_aliases.clone()).unwrap_or_default();
+        let content = if host_network {
+            let node = std::fs::read_to_string(NODE_HOSTS_FILE)
+                .map_err(|e| ConfigError(format!("failed to read {NODE_HOSTS_FILE}: {e}")))?;
+            node_hosts_file_content(&node, &aliases)
+        } else {
+            let host = pod_hostname(pod);
+            let domain = spec
+                .and_then(|s| s.subdomain.as_deref())
+                .filter(|d| !d.is_empty())
+                .map(|sub| {
+                    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+                    format!("{sub}.{ns}.svc.{}", self.cluster_domain)
+                });
+            managed_hosts_file_content(ips, &host, domain.as_deref(), &aliases)
+        };
+        let path = root.join("pods").join(uid).join("etc-hosts");
+        write_hosts_file(&path, &content)
+            .map_err(|e| ConfigError(format!("failed to write hosts file {}: {e}", path.display())))?;
+        Ok(Some(cri::Mount {
+            container_path: NODE_HOSTS_FILE.into(),
+            host_path: path.to_string_lossy().into_owned(),
+            readonly: false,
+            selinux_relabel: true,
+            ..Default::default()
+        }))
     }
 
     async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, ConfigError> {
@@ -89,6 +282,7 @@ impl KubeletRunOptions {
     async fn value_from(
         &self,
         pod: &Pod,
+        container: &Container,
         src: &EnvVarSource,
         pod_ips: &[String],
     ) -> Result<Option<String>, ConfigError> {
@@ -143,13 +337,67 @@ impl KubeletRunOptions {
                 ))),
             };
         }
-        if src.resource_field_ref.is_some() {
-            return Err(ConfigError(
-                "resourceFieldRef environment variables are not supported yet".into(),
-            ));
+        if let Some(fs) = &src.resource_field_ref {
+            return self.resource_field(pod, container, fs).map(Some);
         }
         Ok(None)
     }
+}
+
+fn div_ceil(v: i128, d: i128) -> i128 {
+    let q = v / d;
+    if v % d != 0 && (v > 0) == (d > 0) {
+        q + 1
+    } else {
+        q
+    }
+}
+
+fn write_hosts_file(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, content)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+}
+
+fn host_aliases_entries(aliases: &[HostAlias]) -> String {
+    if aliases.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n# Entries added by HostAliases.\n");
+    for a in aliases {
+        out.push_str(&format!(
+            "{}\t{}\n",
+            a.ip,
+            a.hostnames.clone().unwrap_or_default().join("\t")
+        ));
+    }
+    out
+}
+
+/// `managedHostsFileContent`: the hosts file of a pod with its own network.
+pub fn managed_hosts_file_content(ips: &[String], host: &str, domain: Option<&str>, aliases: &[HostAlias]) -> String {
+    let mut out = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    for ip in ips {
+        match domain {
+            Some(d) => out.push_str(&format!("{ip}\t{host}.{d}\t{host}\n")),
+            None => out.push_str(&format!("{ip}\t{host}\n")),
+        }
+    }
+    out.push_str(&host_aliases_entries(aliases));
+    out
+}
+
+/// `nodeHostsFileContent`: a host-network pod sees the node's hosts file.
+pub fn node_hosts_file_content(node_hosts: &str, aliases: &[HostAlias]) -> String {
+    let mut out = String::from("# Kubernetes-managed hosts file (host network).\n");
+    out.push_str(node_hosts);
+    out.push_str(&host_aliases_entries(aliases));
+    out
 }
 
 /// The pod's hostname: `spec.hostname` or the pod name, at most 63 characters, without a
@@ -176,6 +424,7 @@ impl RunOptionsProvider for KubeletRunOptions {
         pod_ips: &[String],
     ) -> Result<RunContainerOptions, ConfigError> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let services: BTreeMap<String, String> = self.service_env(pod)?.into_iter().collect();
         let mut env: Vec<(String, String)> = Vec::new();
         let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
             if let Some(e) = env.iter_mut().find(|(n, _)| *n == k) {
@@ -215,26 +464,37 @@ impl RunOptionsProvider for KubeletRunOptions {
         }
         for e in container.env.iter().flatten() {
             let value = match (&e.value, &e.value_from) {
-                (_, Some(src)) => match self.value_from(pod, src, pod_ips).await? {
+                (_, Some(src)) => match self.value_from(pod, container, src, pod_ips).await? {
                     Some(v) => v,
                     None => continue,
                 },
                 (Some(v), None) => {
-                    // $(VAR) refers to variables defined earlier in the list.
+                    // $(VAR) refers to variables defined earlier in the list, then to the
+                    // service variables.
                     let lookup: BTreeMap<String, String> = env.iter().cloned().collect();
-                    expand(v, &|name: &str| lookup.get(name).cloned())
+                    expand(v, &|name: &str| {
+                        lookup.get(name).or_else(|| services.get(name)).cloned()
+                    })
                 }
                 (None, None) => String::new(),
             };
             set(&mut env, e.name.clone(), value);
         }
-        // subPathExpr expands against the final environment; a bad mount is a config error.
-        let mounts = match &self.volumes {
+        // Service variables come last, where the container does not define the name itself.
+        for (k, v) in services {
+            if !env.iter().any(|(n, _)| *n == k) {
+                env.push((k, v));
+            }
+        }
+        // Volume mounts (subPathExpr expands against the final environment; a bad mount is a
+        // config error), then /etc/hosts.
+        let mut mounts = match &self.volumes {
             Some(v) => v
                 .container_mounts(pod, container, &env)
                 .map_err(|e| ConfigError(e.to_string()))?,
             None => Vec::new(),
         };
+        mounts.extend(self.hosts_mount(pod, container, pod_ips)?);
         Ok(RunContainerOptions {
             envs: env,
             mounts,
@@ -336,6 +596,133 @@ mod tests {
         let r = KubeletRunOptions::new(None, "n1".into(), vec![]);
         let e = r.run_container_options(&pod(), &c, &[]).await.unwrap_err();
         assert_eq!(e.0, "unsupported fieldPath: spec.nope");
+    }
+
+    fn resource_env(name: &str, resource: &str, divisor: Option<&str>) -> EnvVar {
+        EnvVar {
+            name: name.into(),
+            value_from: Some(EnvVarSource {
+                resource_field_ref: Some(ResourceFieldSelector {
+                    resource: resource.into(),
+                    divisor: divisor.map(|d| Quantity(d.into())),
+                    container_name: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Port of the kubelet's resourceFieldRef cases (`TestMakeEnvironmentVariables` downward API
+    /// resources): ceil(quantity / divisor), cpu in millicores, unset limits = node allocatable.
+    #[tokio::test]
+    async fn resource_field_refs_with_divisors_and_allocatable_defaults() {
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "resources": {"requests": {"cpu": "250m", "memory": "32Mi"}, "limits": {"cpu": "1250m"}},
+            "env": []
+        }))
+        .unwrap();
+        let c = Container {
+            env: Some(vec![
+                resource_env("CPU_REQ", "requests.cpu", None),
+                resource_env("CPU_REQ_M", "requests.cpu", Some("1m")),
+                resource_env("CPU_LIM", "limits.cpu", None),
+                resource_env("MEM_REQ", "requests.memory", None),
+                resource_env("MEM_REQ_MI", "requests.memory", Some("1Mi")),
+                resource_env("MEM_LIM", "limits.memory", Some("1Mi")),
+                resource_env("EPH_LIM", "limits.ephemeral-storage", Some("1Gi")),
+                resource_env("EPH_REQ", "requests.ephemeral-storage", None),
+            ]),
+            ..c
+        };
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "ephemeral-storage": "10Gi"}}
+        }))
+        .unwrap();
+        let (_tx, rx) = watch::channel(Some(node));
+        let r = KubeletRunOptions::new(None, "n1".into(), vec![]).with_node(rx);
+        let o = r.run_container_options(&pod(), &c, &[]).await.unwrap();
+        let get = |k: &str| o.envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(get("CPU_REQ"), "1");
+        assert_eq!(get("CPU_REQ_M"), "250");
+        assert_eq!(get("CPU_LIM"), "2");
+        assert_eq!(get("MEM_REQ"), "33554432");
+        assert_eq!(get("MEM_REQ_MI"), "32");
+        assert_eq!(get("MEM_LIM"), "8192");
+        assert_eq!(get("EPH_LIM"), "10");
+        assert_eq!(get("EPH_REQ"), "0");
+
+        let bad = Container {
+            env: Some(vec![resource_env("X", "limits.gpu", None)]),
+            ..Default::default()
+        };
+        let e = r.run_container_options(&pod(), &bad, &[]).await.unwrap_err();
+        assert_eq!(e.0, "unsupported container resource : limits.gpu");
+    }
+
+    #[test]
+    fn managed_hosts_file_matches_the_kubelet() {
+        let aliases = vec![
+            HostAlias {
+                ip: "123.45.67.89".into(),
+                hostnames: Some(vec!["foo".into(), "bar".into(), "baz".into()]),
+            },
+            HostAlias {
+                ip: "456.78.90.123".into(),
+                hostnames: Some(vec!["park".into(), "doo".into(), "boo".into()]),
+            },
+        ];
+        // `TestManagedHostsFileContent` ("hosts test file with host aliases" and with domain).
+        assert_eq!(
+            managed_hosts_file_content(&["203.0.113.1".into()], "podFoo", None, &aliases),
+            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n203.0.113.1\tpodFoo\n\n# Entries added by HostAliases.\n123.45.67.89\tfoo\tbar\tbaz\n456.78.90.123\tpark\tdoo\tboo\n"
+        );
+        assert_eq!(
+            managed_hosts_file_content(&["203.0.113.1".into(), "fd00::6".into()], "podFoo", Some("domainFoo"), &[]),
+            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n203.0.113.1\tpodFoo.domainFoo\tpodFoo\nfd00::6\tpodFoo.domainFoo\tpodFoo\n"
+        );
+        assert_eq!(
+            node_hosts_file_content("127.0.0.1\tlocalhost\n", &aliases[..1]),
+            "# Kubernetes-managed hosts file (host network).\n127.0.0.1\tlocalhost\n\n# Entries added by HostAliases.\n123.45.67.89\tfoo\tbar\tbaz\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn hosts_file_is_written_and_mounted_unless_a_volume_takes_etc_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pod();
+        p.spec.as_mut().unwrap().subdomain = Some("sub".into());
+        let r = KubeletRunOptions::new(None, "n1".into(), vec![]).with_pod_files(dir.path().into(), "cl.local".into());
+        let c = Container {
+            name: "c".into(),
+            ..Default::default()
+        };
+        // No pod IP yet: no mount.
+        assert!(r.run_container_options(&p, &c, &[]).await.unwrap().mounts.is_empty());
+        let o = r
+            .run_container_options(&p, &c, &["10.1.2.3".to_string()])
+            .await
+            .unwrap();
+        let path = dir.path().join("pods/u-1/etc-hosts");
+        assert_eq!(o.mounts.len(), 1);
+        assert_eq!(o.mounts[0].container_path, "/etc/hosts");
+        assert_eq!(o.mounts[0].host_path, path.to_string_lossy());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("10.1.2.3\tweb.sub.ns1.svc.cl.local\tweb\n"), "{text}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c", "volumeMounts": [{"name": "v", "mountPath": "/etc/hosts"}]
+        }))
+        .unwrap();
+        assert!(r
+            .run_container_options(&p, &c, &["10.1.2.3".to_string()])
+            .await
+            .unwrap()
+            .mounts
+            .is_empty());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::{self, Auth, AuthError, PeerCertificates};
 use super::tls::{self, TlsError};
-use super::{exec, healthz, pods, AppState};
+use super::{exec, healthz, logs, metrics, pods, stats, AppState};
 
 /// Go's `MaxHeaderBytes` (1 MiB): hyper's read buffer bounds the request head.
 const MAX_HEADER_BYTES: usize = 1 << 20;
@@ -68,6 +68,9 @@ pub fn router(state: AppState, auth: Arc<Auth>) -> Router {
         .merge(healthz::routes())
         .merge(pods::routes())
         .merge(exec::routes())
+        .merge(logs::routes())
+        .merge(stats::routes())
+        .merge(metrics::routes())
         .route_layer(middleware::from_fn_with_state(auth, auth::filter))
         .fallback(not_found)
         .with_state(state)

@@ -30,7 +30,8 @@ async fn cri_stats_summary_and_resource_metrics() -> Result<()> {
     let node = Node::start_cri(&[]).await?;
     let pod = unique("crist");
     // Some CPU first (a busy shell loop), a log line, then idle until stopped.
-    let script = "trap 'exit 0' TERM; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo counted $i; sleep 3600 & wait";
+    let script =
+        "trap 'exit 0' TERM; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo counted $i; sleep 3600 & wait";
     let manifest = format!(
         r#"apiVersion: v1
 kind: Pod
@@ -57,7 +58,10 @@ spec:
     // Wait for the log line: the busy loop is over and logs have a size.
     let s: Value = wait_for("pod with logs in the summary", Duration::from_secs(60), || async {
         let s: Value = serde_json::from_str(&raw(&node.api, &path).await.ok()?).ok()?;
-        let p = s["pods"].as_array()?.iter().find(|p| p["podRef"]["name"] == pod.as_str())?;
+        let p = s["pods"]
+            .as_array()?
+            .iter()
+            .find(|p| p["podRef"]["name"] == pod.as_str())?;
         let c = p["containers"].as_array()?.iter().find(|c| c["name"] == "main")?;
         (c["logs"]["usedBytes"].as_u64()? > 0).then(|| s.clone())
     })
@@ -75,7 +79,10 @@ spec:
     ensure!(c["rootfs"]["usedBytes"].is_u64(), "writable layer {c}");
     ensure!(u(&c["rootfs"]["capacityBytes"]) > 0, "rootfs capacity {c}");
     ensure!(u(&c["logs"]["usedBytes"]) >= "counted 20000\n".len() as u64, "logs {c}");
-    ensure!(u(&p["cpu"]["usageCoreNanoSeconds"]) >= u(&c["cpu"]["usageCoreNanoSeconds"]), "pod cpu {p}");
+    ensure!(
+        u(&p["cpu"]["usageCoreNanoSeconds"]) >= u(&c["cpu"]["usageCoreNanoSeconds"]),
+        "pod cpu {p}"
+    );
     ensure!(u(&p["memory"]["workingSetBytes"]) > 0, "pod memory {p}");
     ensure!(u(&p["process_stats"]["process_count"]) >= 2, "pause, sh, sleep: {p}");
     let net = &p["network"];
@@ -83,7 +90,11 @@ spec:
     ensure!(net["rxBytes"].is_u64() && net["txBytes"].is_u64(), "pod network {net}");
     // The cgroup root (keel's kubepods) as the `pods` system container.
     let sys = s["node"]["systemContainers"].as_array().context("systemContainers")?;
-    ensure!(sys.iter().any(|c| c["name"] == "pods" && c["memory"]["workingSetBytes"].as_u64() > Some(0)), "{sys:?}");
+    ensure!(
+        sys.iter()
+            .any(|c| c["name"] == "pods" && c["memory"]["workingSetBytes"].as_u64() > Some(0)),
+        "{sys:?}"
+    );
 
     // A second full summary has the CPU rate of the container.
     let s2: Value = serde_json::from_str(&raw(&node.api, &path).await?)?;
@@ -94,16 +105,32 @@ spec:
         .context("pod in the second summary")?;
     ensure!(c2["cpu"]["usageNanoCores"].is_u64(), "rate after two samples: {c2}");
 
-    let text = raw(&node.api, &format!("/api/v1/nodes/{}/proxy/metrics/resource", node.name)).await?;
+    let text = raw(
+        &node.api,
+        &format!("/api/v1/nodes/{}/proxy/metrics/resource", node.name),
+    )
+    .await?;
     let series = format!(r#"container_cpu_usage_seconds_total{{container="main",namespace="default",pod="{pod}"}} "#);
-    let line = text.lines().find(|l| l.starts_with(&series)).with_context(|| text.clone())?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&series))
+        .with_context(|| text.clone())?;
     let cpu: f64 = line[series.len()..].split(' ').next().unwrap_or("").parse()?;
     ensure!(cpu > 0.0, "{line}");
     ensure!(text.contains("\nresource_scrape_error 0\n"), "{text}");
 
-    let out = node.api.kubectl(&["delete", "pod", &pod, "-n", "default", "--wait=false"]).await;
-    ensure!(out.status.success(), "kubectl delete: {}", String::from_utf8_lossy(&out.stderr));
-    wait_for("pod deleted", Duration::from_secs(60), || async { node.pod(&pod).await.is_none().then_some(()) })
-        .await?;
+    let out = node
+        .api
+        .kubectl(&["delete", "pod", &pod, "-n", "default", "--wait=false"])
+        .await;
+    ensure!(
+        out.status.success(),
+        "kubectl delete: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("pod deleted", Duration::from_secs(60), || async {
+        node.pod(&pod).await.is_none().then_some(())
+    })
+    .await?;
     Ok(())
 }

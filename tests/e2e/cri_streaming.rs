@@ -28,6 +28,12 @@ const BIG: usize = 10 << 20;
 /// One kubectl invocation on a loaded 2-core machine.
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(120);
 const T: Duration = Duration::from_secs(90);
+/// The terminal size the TTY session sets.
+const TTY_ROWS: u16 = 33;
+const TTY_COLS: u16 = 111;
+/// Thresholds the shared test machines cannot trip (their disks are often nearly full):
+/// admission must not reject the test pod for DiskPressure.
+const NO_EVICTION: &str = "evictionHard:\n  memory.available: \"1Ki\"\n  nodefs.available: \"0%\"\n  imagefs.available: \"0%\"\n  nodefs.inodesFree: \"0%\"\n";
 
 fn kubectl(n: &Node, bin: &str) -> Command {
     let mut cmd = Command::new(bin);
@@ -105,7 +111,8 @@ async fn wait_after(out: &mut ChildStdout, seen: &mut String, from: usize, needl
 /// echoed command and its output, the terminal size, `exit 3`.
 async fn tty_session(n: &Node, bin: &str, pod: &str) -> Result<()> {
     let line = format!(
-        "{bin} --kubeconfig {} exec -it {pod} -c main -- sh",
+        // `script` gives the pty the size of its own stdin, a pipe here: set one.
+        "stty rows {TTY_ROWS} cols {TTY_COLS} && {bin} --kubeconfig {} exec -it {pod} -c main -- sh",
         n.api.admin_kubeconfig().display()
     );
     let mut child: Child = Command::new("script")
@@ -128,12 +135,10 @@ async fn tty_session(n: &Node, bin: &str, pod: &str) -> Result<()> {
     let mark = seen.len();
     stdin.write_all(b"stty size\r").await?;
     wait_after(&mut stdout, &mut seen, mark, "# ").await?;
-    let size = seen[mark..].split(['\r', '\n']).find(|l| {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        w.len() == 2 && w.iter().all(|x| x.parse::<u32>().is_ok_and(|v| v > 0))
-    });
-    if size.is_none() {
-        bail!("no terminal size in {:?}", &seen[mark..]);
+    // kubectl sent the terminal size; busybox's `stty size` reads it back.
+    let want = format!("{TTY_ROWS} {TTY_COLS}");
+    if !seen[mark..].split(['\r', '\n']).any(|l| l.trim() == want) {
+        bail!("no terminal size {want:?} in {:?}", &seen[mark..]);
     }
     stdin.write_all(b"exit 3\r").await?;
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
@@ -198,7 +203,7 @@ async fn port_forward_roundtrip(n: &Node, bin: &str, pod: &str) -> Result<()> {
 #[tokio::test]
 async fn cri_kubectl_exec_logs_and_port_forward() {
     let _lock = cri_lock().await;
-    let n = Node::start_cri(&[]).await.unwrap();
+    let n = Node::start_cri_with_config(&[], NO_EVICTION).await.unwrap();
     let pod = unique("stream");
     let manifest = format!(
         r#"apiVersion: v1

@@ -266,6 +266,23 @@ async fn x509_clients_reach_the_routes_and_others_get_401() {
         assert_eq!((code, body.as_str()), (want_code, want_body), "{path}");
     }
 
+    // exec on the simulated runtime: keel serves the WebSocket protocol itself.
+    let out = ws_exec(
+        port,
+        &cert,
+        Some(&me),
+        &format!("{ns_pod}/app?command=sh&command=-c&command=echo+out%3B+echo+err+%3E%262%3B+exit+7&output=1&error=1"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", keel.log_tail(30)));
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("out\n", "err\n"),
+        "{out:?}"
+    );
+    let status: Value = serde_json::from_str(&out.status).unwrap();
+    assert_eq!(status["details"]["causes"][0]["message"], "7", "{out:?}");
+
     // The plain healthz port answers without TLS or credentials (ping only, as the kubelet's).
     assert_eq!(
         http_plain(keel.healthz_port(), "/healthz").await.unwrap(),
@@ -336,12 +353,12 @@ struct WsOutput {
 }
 
 /// Runs `path` (an exec URL with its query) as a WebSocket client would, through keel's server.
-async fn ws_exec(port: u16, server_cert: &Path, path: &str) -> Result<WsOutput> {
+async fn ws_exec(port: u16, server_cert: &Path, client: Option<&ClientCert>, path: &str) -> Result<WsOutput> {
     use futures::StreamExt;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message;
 
-    let tls = tls_connect(port, server_cert, None).await?;
+    let tls = tls_connect(port, server_cert, client).await?;
     let mut req = format!("wss://127.0.0.1:{port}{path}").into_client_request()?;
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", "v4.channel.k8s.io".parse()?);
@@ -435,6 +452,7 @@ async fn cri_exec_is_proxied_to_the_runtime_streaming_server() {
     let out = ws_exec(
         node.keel.port(),
         &cert,
+        None,
         &format!(
             "/exec/default/{name}/main?command=sh&command=-c&command=echo+out%3B+echo+err+%3E%262&output=1&error=1"
         ),
@@ -448,6 +466,7 @@ async fn cri_exec_is_proxied_to_the_runtime_streaming_server() {
     let out = ws_exec(
         node.keel.port(),
         &cert,
+        None,
         &format!("/exec/default/{name}/main?command=sh&command=-c&command=exit+3&output=1"),
     )
     .await

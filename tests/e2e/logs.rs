@@ -275,3 +275,38 @@ async fn rotated_logs_stay_within_max_files_and_follow_reads_across_them() {
         "a gap or repeat across rotations: {nums:?}"
     );
 }
+
+/// The same reads on a REAL containerd (scripts/containerd-env.sh, through scripts/test.sh):
+/// containerd writes the CRI log file and keel reads the path its ContainerStatus reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_kubectl_logs() {
+    let _lock = super::cri_lifecycle::cri_lock().await;
+    let n = Node::start_cri(&[]).await.unwrap();
+    let pod = unique("crilogs");
+    apply(
+        &n.api,
+        // containerd copies stdout and stderr separately: a pause keeps their file order fixed.
+        &pod_manifest(
+            &pod,
+            &n.name,
+            "Never",
+            "echo one; sleep 1; echo two >&2; sleep 1; echo three",
+        ),
+    )
+    .await
+    .unwrap();
+    n.wait_pod(&pod, "Running", T, |p| phase(p) == "Running" || phase(p) == "Succeeded")
+        .await
+        .unwrap();
+    // Follow until the container exits: every line, both streams, in order.
+    assert_eq!(logs_ok(&n, &[&pod, "-f"]).await, "one\ntwo\nthree\n");
+    n.wait_pod(&pod, "Succeeded", T, |p| phase(p) == "Succeeded")
+        .await
+        .unwrap();
+    assert_eq!(logs_ok(&n, &[&pod, "--tail=2"]).await, "two\nthree\n");
+    assert_eq!(logs_ok(&n, &[&pod, "--limit-bytes=5"]).await, "one\nt");
+    let stamped = logs_ok(&n, &[&pod, "--timestamps"]).await;
+    let lines: Vec<&str> = stamped.lines().map(strip_timestamp).collect();
+    assert_eq!(lines, vec!["one", "two", "three"]);
+    super::cri_lifecycle::delete_all(&n).await;
+}

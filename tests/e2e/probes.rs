@@ -18,16 +18,13 @@ const T: Duration = Duration::from_secs(60);
 /// probes, not about how full the build machine's disk happens to be.
 async fn start_node(scale: f64) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kubelet-config.yaml");
-    std::fs::write(
-        &config,
-        "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\nevictionHard:\n  \
-         nodefs.available: \"1%\"\n  imagefs.available: \"1%\"\n  memory.available: \"1Mi\"\n",
+    let n = Node::start_with_config(
+        scale,
+        &[],
+        "evictionHard:\n  nodefs.available: \"1%\"\n  imagefs.available: \"1%\"\n  memory.available: \"1Mi\"\n",
     )
+    .await
     .unwrap();
-    let n = Node::start(scale, &["--config", config.to_str().unwrap()])
-        .await
-        .unwrap();
     (n, dir)
 }
 
@@ -437,7 +434,7 @@ async fn sim_http_and_tcp_probes_against_local_listeners() {
 async fn sim_hooks_run_in_order() {
     let (n, _cfg) = start_node(10.0).await;
     let script = "until [ -f /tmp/poststart ]; do sleep 1; done; echo saw-poststart; \
-                  trap 'echo got-term; exit 0' TERM; \
+                  trap 'echo got-term; sleep 30; exit 0' TERM; \
                   while true; do if [ -f /tmp/prestop ]; then echo saw-prestop; rm /tmp/prestop; fi; sleep 1; done";
     let lifecycle = json!({
         "postStart": {"exec": {"command": ["sh", "-c", "echo poststart > /tmp/poststart"]}},
@@ -445,7 +442,15 @@ async fn sim_hooks_run_in_order() {
     });
     apply(
         &n.api,
-        &pod("hooks", &n.name, script, json!({"lifecycle": lifecycle}), json!({})),
+        // A long grace period and a slow exit keep the log file (removed with the container)
+        // around long enough for the poll below to see got-term.
+        &pod(
+            "hooks",
+            &n.name,
+            script,
+            json!({"lifecycle": lifecycle}),
+            json!({"terminationGracePeriodSeconds": 60}),
+        ),
     )
     .await
     .unwrap();

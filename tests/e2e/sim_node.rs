@@ -55,7 +55,8 @@ async fn node_registers_ready_with_host_facts_and_its_lease_renews() {
     ] {
         assert!(info[k].as_str().is_some_and(|v| !v.is_empty()), "nodeInfo.{k}: {info}");
     }
-    assert_eq!(st["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+    // The port keel serves on (tests pass a free one; the default is 10250).
+    assert_eq!(st["daemonEndpoints"]["kubeletEndpoint"]["Port"], n.keel.port());
     let addrs: Vec<&str> = st["addresses"]
         .as_array()
         .unwrap()

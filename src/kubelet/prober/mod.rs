@@ -145,8 +145,14 @@ impl ProberManager {
             if self.shared.results.get(ProbeType::Liveness, &cid) == Some(ProbeResult::Failure) {
                 f.liveness.insert(cid.clone(), ());
             }
-            if self.shared.results.get(ProbeType::Startup, &cid) == Some(ProbeResult::Failure) {
-                f.startup.insert(cid, ());
+            match self.shared.results.get(ProbeType::Startup, &cid) {
+                Some(ProbeResult::Failure) => {
+                    f.startup.insert(cid, ());
+                }
+                Some(ProbeResult::Success) => {
+                    f.startup_succeeded.insert(cid, ());
+                }
+                _ => {}
             }
         }
         f

@@ -131,7 +131,7 @@ impl StatsProvider {
     pub async fn summary(&self, only_cpu_and_memory: bool) -> Result<Summary, StatsError> {
         let update = !only_cpu_and_memory;
         let now = jiff::Timestamp::now();
-        let host = self.cfg.host.sample(now)?;
+        let host = self.cfg.host.sample(now, !only_cpu_and_memory)?;
         let mut node = NodeStats {
             node_name: self.cfg.node_name.clone(),
             start_time: host.boot_time,

@@ -181,14 +181,23 @@ pub struct HostSample {
 
 impl HostPaths {
     /// Reads the host files. `/proc/stat` and `/proc/meminfo` are required; the rest is
-    /// best-effort (missing figures are left out, as cAdvisor does).
-    pub fn sample(&self, now: jiff::Timestamp) -> Result<HostSample, StatsError> {
+    /// best-effort (missing figures are left out, as cAdvisor does). `full: false` reads only
+    /// what the CPU/memory-only summary shows.
+    pub fn sample(&self, now: jiff::Timestamp, full: bool) -> Result<HostSample, StatsError> {
         let stat = self.read("stat")?;
         let meminfo = self.read("meminfo")?;
-        let vmstat = self.read("vmstat").ok();
+        let vmstat = full.then(|| self.read("vmstat").ok()).flatten();
         let cpu_ns = parse_proc_stat_cpu(&stat);
         let boot_time = parse_btime(&stat).and_then(|s| jiff::Timestamp::from_second(s).ok());
         let memory = memory_from_meminfo(&meminfo, vmstat.as_deref(), now);
+        if !full {
+            return Ok(HostSample {
+                cpu_ns,
+                boot_time,
+                memory,
+                ..Default::default()
+            });
+        }
         // The host's network namespace: keel's own (it runs in the host netns like the kubelet).
         let interfaces = self.read("net/dev").map(|s| parse_net_dev(&s)).unwrap_or_default();
         let maxpid = self.read("sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok());
@@ -282,7 +291,10 @@ mod tests {
         let host = HostPaths {
             proc_dir: d.path().to_path_buf(),
         };
-        let s = host.sample(jiff::Timestamp::UNIX_EPOCH).unwrap();
+        let s = host.sample(jiff::Timestamp::UNIX_EPOCH, true).unwrap();
+        let small = host.sample(jiff::Timestamp::UNIX_EPOCH, false).unwrap();
+        assert_eq!(small.cpu_ns, s.cpu_ns);
+        assert!(small.interfaces.is_empty() && small.rlimit.is_none());
         assert_eq!(s.cpu_ns, Some(1_610_000_000));
         assert_eq!(s.boot_time.unwrap().as_second(), 1_714_550_400);
         let r = s.rlimit.unwrap();
@@ -290,7 +302,7 @@ mod tests {
         assert_eq!(s.interfaces.len(), 2);
         // A missing required file is an error naming it.
         std::fs::remove_file(d.path().join("meminfo")).unwrap();
-        let e = host.sample(jiff::Timestamp::UNIX_EPOCH).unwrap_err();
+        let e = host.sample(jiff::Timestamp::UNIX_EPOCH, true).unwrap_err();
         assert!(e.to_string().contains("meminfo"), "{e}");
     }
 

@@ -948,3 +948,107 @@ async fn tunnel_runs_a_spdy_port_forward_through_the_server() {
     let (_, close) = collect(&mut c.ws).await;
     assert_eq!(close, Some(CloseCode::Normal));
 }
+
+/// A kube-rs client whose every request gets a fresh in-memory connection to a server running
+/// `handler`: kube's own WebSocket client (v5/v4 offer, close signal, status parsing) is an
+/// independent implementation to check the server against.
+fn kube_client<F>(handler: F) -> kube::Client
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Response + Send + Sync + 'static,
+{
+    let handler = Arc::new(handler);
+    let svc = tower::service_fn(move |req: Request<kube::client::Body>| {
+        let handler = handler.clone();
+        async move {
+            let (client_io, server_io) = duplex(1 << 16);
+            spawn_server(server_io, move |r| handler(r));
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io)).await?;
+            tokio::spawn(conn.with_upgrades());
+            send.send_request(req).await
+        }
+    });
+    kube::Client::new(svc, "ns")
+}
+
+#[tokio::test]
+async fn kube_rs_exec_speaks_v5_with_the_server() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, AttachParams};
+
+    // kube speaks the apiserver's query (`stdin=true&stdout=true`); the apiserver translates it
+    // to the kubelet's (`input=1&output=1`), so the handler takes the options as given.
+    let handler = move |req: Request<hyper::body::Incoming>| {
+        let query = req.uri().query().unwrap_or("").to_string();
+        assert!(query.contains("command=cat") && query.contains("stdin=true"), "{query}");
+        let run = echo_until_eof(7, Arc::new(Mutex::new(Vec::new())));
+        serve_remotecommand(req, opts(true, true, false, false), Kind::Exec, run)
+    };
+    let pods: Api<Pod> = Api::namespaced(kube_client(handler), "ns");
+    let ap = AttachParams::default().stdin(true).stdout(true).stderr(false);
+    let mut p = tokio::time::timeout(WAIT, pods.exec("pod", ["cat"], &ap))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut stdin = p.stdin().unwrap();
+    let mut stdout = p.stdout().unwrap();
+    let status = p.take_status().unwrap();
+    stdin.write_all(b"hello from kube-rs").await.unwrap();
+    // Shutting stdin makes kube send the v5 close signal: cat sees EOF and exits 7.
+    stdin.shutdown().await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, stdout.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, "hello from kube-rs");
+    let status = tokio::time::timeout(WAIT, status).await.unwrap().unwrap();
+    assert_eq!(status.status.as_deref(), Some("Failure"));
+    assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
+    let causes = status.details.unwrap().causes.unwrap();
+    assert_eq!(causes[0].reason.as_deref(), Some("ExitCode"));
+    assert_eq!(causes[0].message.as_deref(), Some("7"));
+    tokio::time::timeout(WAIT, p.join()).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn kube_rs_port_forward_with_the_server() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::Api;
+
+    let handler = move |req: Request<hyper::body::Incoming>| {
+        // The apiserver turns kube's `ports=8080,9090` into the kubelet's `port=8080,9090`.
+        let query = req.uri().query().unwrap_or("").to_string();
+        assert!(query.contains("ports=8080"), "{query}");
+        // Pods that echo until EOF: kube closes the WebSocket itself once every local stream is
+        // closed. (When the server closes first, as the Go kubelet also does once the pod side
+        // ends, kube-rs answers with a second Close and reports SendAfterClosing: its quirk.)
+        let dial: DialFn = Arc::new(|_port: u16| {
+            Box::pin(async move {
+                let (ours, pod) = duplex(1024);
+                tokio::spawn(async move {
+                    let (mut rd, mut wr) = tokio::io::split(pod);
+                    let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                    let _ = wr.shutdown().await;
+                });
+                Ok(Box::new(ours) as BoxedIo)
+            })
+        });
+        serve_port_forward(req, vec![8080, 9090], dial)
+    };
+    let pods: Api<Pod> = Api::namespaced(kube_client(handler), "ns");
+    let mut pf = tokio::time::timeout(WAIT, pods.portforward("pod", &[8080, 9090]))
+        .await
+        .unwrap()
+        .unwrap();
+    for port in [9090u16, 8080] {
+        let mut s = pf.take_stream(port).unwrap();
+        s.write_all(b"ping!").await.unwrap();
+        let mut got = vec![0u8; 5];
+        tokio::time::timeout(WAIT, s.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"ping!", "echoed on port {port}");
+    }
+    tokio::time::timeout(WAIT, pf.join()).await.unwrap().unwrap();
+}

@@ -1,0 +1,334 @@
+//! Pod and container settings on a REAL containerd (scripts/containerd-env.sh, through
+//! scripts/test.sh), each observed from inside the container through its log: env with
+//! resourceFieldRef, the managed /etc/hosts with hostAliases, resolv.conf from clusterDNS, `id`
+//! with runAsUser/runAsGroup/supplementalGroups, service variables, a read-only root filesystem, capabilities,
+//! runAsNonRoot refused, a memory limit ending in OOMKilled, and a sidecar that starts before the
+//! main container and outlives it on termination. Holds `cri_lifecycle::cri_lock()`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::cri_lifecycle::{cri_lock, remove_node_cgroups};
+use crate::support::apiserver::TestApiServer;
+use crate::support::keel::{Keel, KeelOpts};
+use crate::support::util::*;
+
+const T: Duration = Duration::from_secs(90);
+/// PID 1 is a shell: it needs a trap to end on SIGTERM.
+const POLITE_LOOP: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
+
+/// keel on containerd with clusterDNS/clusterDomain set (and disk-pressure thresholds lowered:
+/// these tests are not about the build machine's disk).
+async fn start_node() -> Node {
+    let socket = std::env::var("KEEL_CRI_SOCKET")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .expect("KEEL_CRI_SOCKET is not set: run the CRI e2e tests through scripts/test.sh");
+    let root = std::env::var("KEEL_TEST_CGROUP_ROOT")
+        .ok()
+        .filter(|r| r.starts_with('/'))
+        .unwrap_or_else(|| "/keel-test".to_string());
+    let api = TestApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("node");
+    let config = dir.path().join("kubelet-config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncgroupRoot: {}/{name}\n\
+             clusterDNS: [10.96.0.10]\nclusterDomain: cluster.test\n\
+             evictionHard:\n  nodefs.available: \"1%\"\n  imagefs.available: \"1%\"\n  memory.available: \"1Mi\"\n",
+            root.trim_end_matches('/')
+        ),
+    )
+    .unwrap();
+    let kubeconfig = api.kubeconfig_for(&format!("system:node:{name}"), &["system:nodes"]);
+    let opts = KeelOpts::new(&name, Some(kubeconfig), dir.path())
+        .arg("--runtime")
+        .arg(format!("unix://{socket}"))
+        .arg("--config")
+        .arg(config.to_string_lossy().into_owned());
+    let keel = Keel::start(opts).await.unwrap();
+    let node = Node { api, keel, name, dir };
+    node.wait_ready().await.unwrap();
+    node
+}
+
+fn container(name: &str, script: &str, extra: Value) -> Value {
+    let mut c = json!({"name": name, "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent",
+                       "command": ["sh", "-c", script]});
+    if let (Value::Object(a), Value::Object(b)) = (&mut c, extra) {
+        a.extend(b);
+    }
+    c
+}
+
+fn pod(name: &str, node: &str, spec: Value) -> String {
+    let mut s = json!({"nodeName": node, "restartPolicy": "Always", "terminationGracePeriodSeconds": 10});
+    if let (Value::Object(a), Value::Object(b)) = (&mut s, spec) {
+        a.extend(b);
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}, "spec": s})
+        .to_string()
+}
+
+/// The CRI log file of a container's first instance.
+fn log_path(n: &Node, p: &Value, container: &str) -> std::path::PathBuf {
+    let name = p["metadata"]["name"].as_str().unwrap();
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    n.keel
+        .pod_logs_dir()
+        .join(format!("default_{name}_{uid}"))
+        .join(container)
+        .join("0.log")
+}
+
+/// The container's output (CRI log lines without timestamp/stream/tag) once it contains `marker`.
+async fn output_with(n: &Node, p: &Value, container: &str, marker: &str) -> String {
+    let path = log_path(n, p, container);
+    wait_for(&format!("{marker:?} in {}", path.display()), T, || async {
+        let text = std::fs::read_to_string(&path).ok()?;
+        text.contains(marker).then(|| {
+            text.lines()
+                .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", std::fs::read_to_string(&path), n.keel.log_tail(40)))
+}
+
+/// The CRI timestamp of the first log line containing `marker`.
+fn stamp_of(n: &Node, p: &Value, container: &str, marker: &str) -> jiff::Timestamp {
+    let path = log_path(n, p, container);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("{marker:?} not in {text}"));
+    line.split(' ').next().unwrap().parse().unwrap()
+}
+
+async fn delete_all(n: &Node) {
+    let out = n
+        .api
+        .kubectl(&["delete", "pods", "--all", "-n", "default", "--wait=false"])
+        .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("all pods gone", T, || async {
+        let l = get_json(&n.api, &["pods", "-n", "default"]).await?;
+        l["items"].as_array()?.is_empty().then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
+    remove_node_cgroups(&n.name).await;
+}
+
+fn status_of<'a>(p: &'a Value, list: &str, name: &str) -> &'a Value {
+    p["status"][list]
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_pod_settings_seen_from_inside() {
+    let _g = cri_lock().await;
+    let n = start_node().await;
+    let settings = unique("cri-settings");
+    let nonroot = unique("cri-nonroot");
+    let oom = unique("cri-oom");
+
+    // A Service in the pod's namespace: its variables reach the container (service links).
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "websvc", "namespace": "default"},
+                     "spec": {"clusterIP": "10.96.7.7", "ports": [{"name": "http", "port": 8080}]}});
+    apply(&n.api, &svc.to_string()).await.unwrap();
+    let report = format!(
+        "id; echo ---; cat /etc/hosts; echo ---; cat /etc/resolv.conf; echo ---; env | sort; \
+                          echo ---; touch /probe-write 2>/dev/null && echo rootfs-writable || echo rootfs-readonly; \
+                          echo REPORT-END; {POLITE_LOOP}"
+    );
+    let caps = format!("grep CapEff /proc/self/status; echo CAPS-END; {POLITE_LOOP}");
+    let env = json!([
+        {"name": "MEM_LIMIT_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+        {"name": "CPU_REQUEST", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu"}}},
+        {"name": "CPU_REQUEST_M", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "GREETING", "value": "hi-$(POD_NAME)-$$(NOT)"},
+    ]);
+    apply(
+        &n.api,
+        &pod(
+            &settings,
+            &n.name,
+            json!({
+                "hostname": "web-0", "subdomain": "websvc",
+                "hostAliases": [{"ip": "10.1.2.3", "hostnames": ["alias-a", "alias-b"]}],
+                "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "supplementalGroups": [4000]},
+                "containers": [
+                    container("report", &report, json!({
+                        "env": env,
+                        "resources": {"requests": {"cpu": "250m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}},
+                        "securityContext": {"readOnlyRootFilesystem": true},
+                    })),
+                    container("caps", &caps, json!({
+                        "securityContext": {"runAsUser": 0, "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}},
+                    })),
+                ],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    apply(
+        &n.api,
+        &pod(
+            &nonroot,
+            &n.name,
+            json!({"containers": [container("c", POLITE_LOOP, json!({"securityContext": {"runAsNonRoot": true}}))]}),
+        ),
+    )
+    .await
+    .unwrap();
+    // dd's 64 MiB buffer does not fit a 16 MiB limit (dd is PID 1: its death ends the container).
+    apply(
+        &n.api,
+        &pod(
+            &oom,
+            &n.name,
+            json!({"restartPolicy": "Never", "containers": [container(
+                "hog", "exec dd if=/dev/zero of=/dev/null bs=64M count=1",
+                json!({"resources": {"limits": {"memory": "16Mi", "cpu": "200m"}}}))]}),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let p = n
+        .wait_pod(&settings, "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap();
+    let pod_ip = p["status"]["podIP"].as_str().unwrap().to_string();
+    let out = output_with(&n, &p, "report", "REPORT-END").await;
+    let mut parts = out.split("---\n");
+    let (id, hosts, resolv, env, rootfs) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    assert!(id.starts_with("uid=1000 gid=3000 groups=3000,4000"), "{id}");
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"),
+        "{hosts}"
+    );
+    assert!(
+        hosts.contains(&format!("{pod_ip}\tweb-0.websvc.default.svc.cluster.test\tweb-0\n")),
+        "{hosts}"
+    );
+    assert!(
+        hosts.contains("\n# Entries added by HostAliases.\n10.1.2.3\talias-a\talias-b"),
+        "{hosts}"
+    );
+    assert!(
+        resolv.contains("search default.svc.cluster.test svc.cluster.test cluster.test"),
+        "{resolv}"
+    );
+    assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
+    assert!(resolv.contains("options ndots:5"), "{resolv}");
+    for want in [
+        "MEM_LIMIT_MI=64",
+        "CPU_REQUEST=1",
+        "CPU_REQUEST_M=250",
+        &format!("GREETING=hi-{settings}-$(NOT)"),
+        "HOSTNAME=web-0",
+        "WEBSVC_SERVICE_HOST=10.96.7.7",
+        "WEBSVC_SERVICE_PORT=8080",
+        "WEBSVC_SERVICE_PORT_HTTP=8080",
+        "WEBSVC_PORT=tcp://10.96.7.7:8080",
+        "WEBSVC_PORT_8080_TCP_ADDR=10.96.7.7",
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} missing from\n{env}");
+    }
+    // The master service of the default namespace is always there.
+    assert!(env.lines().any(|l| l.starts_with("KUBERNETES_SERVICE_HOST=")), "{env}");
+    assert!(rootfs.starts_with("rootfs-readonly"), "{rootfs}");
+    let caps = output_with(&n, &p, "caps", "CAPS-END").await;
+    // NET_ADMIN alone is bit 12.
+    assert!(caps.contains("CapEff:\t0000000000001000"), "{caps}");
+
+    let p = n
+        .wait_pod(&nonroot, "CreateContainerConfigError", T, |p| {
+            status_of(p, "containerStatuses", "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&p, "containerStatuses", "c")["state"]["waiting"]["message"],
+        format!(
+            "container has runAsNonRoot and image will run as root (pod: \"{nonroot}_default({})\", container: c)",
+            p["metadata"]["uid"].as_str().unwrap()
+        )
+    );
+
+    let p = n.wait_pod(&oom, "Failed", T, |p| phase(p) == "Failed").await.unwrap();
+    let term = &status_of(&p, "containerStatuses", "hog")["state"]["terminated"];
+    assert_eq!(term["reason"], "OOMKilled", "{}", p["status"]);
+    assert_eq!(term["exitCode"], 137, "{}", p["status"]);
+    assert!(!n.keel.logs().contains("panicked"));
+    delete_all(&n).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_sidecar_starts_first_and_outlives_the_main_container() {
+    let _g = cri_lock().await;
+    let n = start_node().await;
+    let name = unique("cri-sidecar");
+    let side = "echo side-start; trap 'echo side-term; exit 0' TERM; while true; do sleep 0.2; done";
+    // The main container takes a second to exit after SIGTERM: the sidecar must see its SIGTERM
+    // only after that.
+    let main = "echo main-start; trap 'echo main-term; sleep 1; echo main-exit; exit 0' TERM; \
+                while true; do sleep 0.2; done";
+    let mut side_c = container("side", side, json!({}));
+    side_c["restartPolicy"] = json!("Always");
+    apply(
+        &n.api,
+        &pod(
+            &name,
+            &n.name,
+            json!({"initContainers": [side_c], "containers": [container("main", main, json!({}))]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = n
+        .wait_pod(&name, "Running with both", T, |p| {
+            phase(p) == "Running"
+                && status_of(p, "containerStatuses", "main")["state"]["running"].is_object()
+                && status_of(p, "initContainerStatuses", "side")["state"]["running"].is_object()
+        })
+        .await
+        .unwrap();
+    output_with(&n, &p, "side", "side-start").await;
+    output_with(&n, &p, "main", "main-start").await;
+    assert!(stamp_of(&n, &p, "side", "side-start") <= stamp_of(&n, &p, "main", "main-start"));
+    assert_eq!(status_of(&p, "initContainerStatuses", "side")["started"], true);
+
+    let out = n
+        .api
+        .kubectl(&["delete", "pod", &name, "-n", "default", "--wait=false"])
+        .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    output_with(&n, &p, "main", "main-exit").await;
+    output_with(&n, &p, "side", "side-term").await;
+    let main_exit = stamp_of(&n, &p, "main", "main-exit");
+    let side_term = stamp_of(&n, &p, "side", "side-term");
+    assert!(
+        side_term > main_exit,
+        "sidecar got SIGTERM at {side_term}, before the main container exited at {main_exit}"
+    );
+    delete_all(&n).await;
+}
