@@ -18,7 +18,6 @@ use tokio::sync::watch;
 
 use crate::genericruntime::cri;
 use crate::kubelet::mirror::is_static_pod;
-use crate::kubelet::resources::{parse_milli, parse_value};
 use crate::kubelet::services::{service_env, ServiceCache};
 
 use crate::genericruntime::expand::expand;
@@ -117,64 +116,21 @@ impl KubeletRunOptions {
     }
 
     /// `containerResourceRuntimeValue` on the pod with limits defaulted to node allocatable
-    /// (`defaultPodLimitsForDownwardAPI`).
+    /// (`defaultPodLimitsForDownwardAPI`); an env var's selector means its own container when
+    /// `containerName` is empty. The rules are the downward API volume's.
     fn resource_field(
         &self,
         pod: &Pod,
         container: &Container,
         fs: &ResourceFieldSelector,
     ) -> Result<String, ConfigError> {
-        let target = match fs.container_name.as_deref().filter(|n| !n.is_empty()) {
-            None => container,
-            Some(name) => pod
-                .spec
-                .iter()
-                .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
-                .find(|c| c.name == name)
-                .ok_or_else(|| ConfigError(format!("container {name} not found")))?,
-        };
-        let (kind, resource) = fs
-            .resource
-            .split_once('.')
-            .ok_or_else(|| ConfigError(format!("unsupported container resource : {}", fs.resource)))?;
-        let res = target.resources.as_ref();
-        let mut value = match kind {
-            "limits" => res
-                .and_then(|r| r.limits.as_ref())
-                .and_then(|m| m.get(resource))
-                .cloned(),
-            "requests" => res
-                .and_then(|r| r.requests.as_ref())
-                .and_then(|m| m.get(resource))
-                .cloned(),
-            _ => return Err(ConfigError(format!("unsupported container resource : {}", fs.resource))),
-        };
-        let defaultable = matches!(resource, "cpu" | "memory" | "ephemeral-storage");
-        if !defaultable && !resource.starts_with("hugepages-") {
-            return Err(ConfigError(format!("unsupported container resource : {}", fs.resource)));
+        use crate::kubelet::volumes::payload;
+        let allocatable = self.node_allocatable();
+        match fs.container_name.as_deref().filter(|n| !n.is_empty()) {
+            None => payload::container_resource_value(container, fs, &allocatable),
+            Some(_) => payload::resource_value(pod, fs, &allocatable),
         }
-        if value.is_none() && kind == "limits" && defaultable {
-            value = self.node_allocatable().get(resource).cloned();
-        }
-        let quantity = value.map(|q| q.0).unwrap_or_else(|| "0".into());
-        let divisor = fs.divisor.as_ref().map(|d| d.0.as_str()).unwrap_or("1");
-        let bad = |q: &str| ConfigError(format!("invalid quantity {q:?} in resourceFieldRef {}", fs.resource));
-        // cpu is computed in millicores, everything else in whole units; always rounded up.
-        let (v, d) = if resource == "cpu" {
-            (
-                parse_milli(&quantity).map_err(|_| bad(&quantity))?,
-                parse_milli(divisor).map_err(|_| bad(divisor))?,
-            )
-        } else {
-            (
-                parse_value(&quantity).map_err(|_| bad(&quantity))?,
-                parse_value(divisor).map_err(|_| bad(divisor))?,
-            )
-        };
-        if d <= 0 {
-            return Err(bad(divisor));
-        }
-        Ok(div_ceil(v, d).to_string())
+        .map_err(|e| ConfigError(e.to_string()))
     }
 
     /// Writes the pod's hosts file (`ensureHostsFile`) and returns its mount, when the kubelet
@@ -341,15 +297,6 @@ impl KubeletRunOptions {
             return self.resource_field(pod, container, fs).map(Some);
         }
         Ok(None)
-    }
-}
-
-fn div_ceil(v: i128, d: i128) -> i128 {
-    let q = v / d;
-    if v % d != 0 && (v > 0) == (d > 0) {
-        q + 1
-    } else {
-        q
     }
 }
 

@@ -51,10 +51,14 @@ spec:
       limits: {{memory: 100Mi}}
   - name: side
     image: busybox:1.36
-    command: ["sh", "-c", "echo hello from side; sleep infinity"]
+    command: ["sh", "-c", "echo hello from side; echo 0123456789 > /scratch/data; sleep infinity"]
     env:
     - {{name: SIM_CPU_MILLICORES, value: "50"}}
     - {{name: SIM_MEMORY, value: 16Mi}}
+    volumeMounts:
+    - {{name: scratch, mountPath: /scratch}}
+  volumes:
+  - {{name: scratch, emptyDir: {{}}}}
 "#,
         node = n.name
     );
@@ -132,6 +136,18 @@ async fn stats_summary_through_the_api_server_proxy() {
     );
     assert_eq!(app["logs"]["usedBytes"], 0);
     assert!(p["ephemeral-storage"]["usedBytes"].as_u64().is_some());
+    // Volumes: the emptyDir holds one file the container wrote (its dir and the file); the
+    // service-account token volume the API server's admission added is listed too.
+    let scratch = find(&p["volume"], "name", "scratch");
+    assert_eq!(scratch["inodesUsed"], 2, "{scratch}");
+    assert!(scratch["usedBytes"].as_u64().unwrap() > 0, "{scratch}");
+    assert!(scratch["capacityBytes"].as_u64().unwrap() > 0, "{scratch}");
+    let vols = p["volume"].as_array().unwrap();
+    assert!(
+        vols.iter()
+            .any(|v| v["name"].as_str().unwrap().starts_with("kube-api-access-")),
+        "{vols:?}"
+    );
 
     // The reduced summary metrics-server 0.3-0.5 read.
     let only: Value =

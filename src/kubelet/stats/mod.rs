@@ -6,7 +6,7 @@
 //! a pod is listed when it has a running container; its newest sandbox (every READY one) gives
 //! podRef and startTime; a container's startTime is its creation time. Differences on purpose:
 //! the kubelet takes container CPU/memory from cAdvisor, keel from the runtime (containerd
-//! reads the same cgroup files); pod volume stats are not reported (no volume manager yet).
+//! reads the same cgroup files); pod volumes are measured under the pod's volume directory.
 
 pub mod metrics;
 pub mod node;
@@ -346,6 +346,10 @@ impl StatsProvider {
             if full {
                 ps.network = self.pod_network(&sandbox_id, linux, now).await;
                 ps.ephemeral_storage = Some(pods::ephemeral_storage(&containers, now));
+                ps.volume = pods::volume_stats(
+                    &self.cfg.root_dir.join("pods").join(&ps.pod_ref.uid).join("volumes"),
+                    now,
+                );
                 let procs = linux
                     .and_then(|l| l.process.as_ref())
                     .and_then(|p| p.process_count.as_ref())

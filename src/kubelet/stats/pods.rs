@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::types::{ContainerStats, CpuStats, FsStats, MemoryStats, PodReference, PodStats};
+use super::types::{ContainerStats, CpuStats, FsStats, MemoryStats, PodReference, PodStats, VolumeStats};
 use crate::genericruntime::cri;
 use crate::kubelet::cgroups::PodCgroups;
 
@@ -384,6 +384,60 @@ pub fn sum_containers(containers: &[ContainerStats], now: jiff::Timestamp) -> (C
     (cpu, mem)
 }
 
+/// The pod's volumes under `<root>/pods/<uid>/volumes/<plugin>/<name>` (`MetricsDu` for the
+/// used bytes and inodes, statfs of the volume's filesystem for capacity and availability, as
+/// the kubelet's emptyDir, configMap, secret, downwardAPI and projected plugins report them;
+/// hostPath volumes live elsewhere and, as in the kubelet, have no stats). None without volumes.
+pub fn volume_stats(volumes_dir: &Path, now: jiff::Timestamp) -> Option<Vec<VolumeStats>> {
+    let mut out = Vec::new();
+    for plugin in std::fs::read_dir(volumes_dir).ok()?.flatten() {
+        let Ok(entries) = std::fs::read_dir(plugin.path()) else {
+            continue;
+        };
+        for vol in entries.flatten() {
+            let path = vol.path();
+            let Ok(mut fs) = super::node::fs_stats(&path, now) else {
+                continue;
+            };
+            let (bytes, inodes) = disk_usage(&path);
+            fs.used_bytes = Some(bytes);
+            fs.inodes_used = Some(inodes);
+            out.push(VolumeStats {
+                fs,
+                name: Some(vol.file_name().to_string_lossy().into_owned()),
+                pvc_ref: None,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    (!out.is_empty()).then_some(out)
+}
+
+/// `du`-style usage of a tree: allocated bytes and inodes, symlinks not followed, each inode
+/// counted once (the atomic writer's files are reached through `..data`).
+fn disk_usage(root: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = HashSet::new();
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if !seen.insert((md.dev(), md.ino())) {
+            continue;
+        }
+        bytes = bytes.saturating_add(md.blocks().saturating_mul(512));
+        inodes += 1;
+        if md.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    (bytes, inodes)
+}
+
 /// The pod's `ephemeral-storage`: its containers' writable layers and logs.
 pub fn ephemeral_storage(containers: &[ContainerStats], now: jiff::Timestamp) -> FsStats {
     let mut used = 0u64;
@@ -643,6 +697,29 @@ mod tests {
         .collect();
         ids.sort();
         assert_eq!(ids, ["a-2", "b-3", "c-1"]);
+    }
+
+    #[test]
+    fn volume_stats_walk_each_volume_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cm = dir.path().join("kubernetes.io~configmap").join("cfg");
+        let data = cm.join("..2026_11_22");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("key"), vec![b'x'; 10_000]).unwrap();
+        std::os::unix::fs::symlink("..2026_11_22", cm.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/key", cm.join("key")).unwrap();
+        let ed = dir.path().join("kubernetes.io~empty-dir").join("scratch");
+        std::fs::create_dir_all(&ed).unwrap();
+        let now = jiff::Timestamp::now();
+        let v = volume_stats(dir.path(), now).unwrap();
+        let names: Vec<_> = v.iter().map(|s| s.name.as_deref().unwrap()).collect();
+        assert_eq!(names, ["cfg", "scratch"]);
+        // cfg: its dir, the data dir, the file and two symlinks; the file's 10 kB in blocks.
+        assert_eq!(v[0].fs.inodes_used, Some(5));
+        assert!(v[0].fs.used_bytes.unwrap() >= 10_000, "{:?}", v[0]);
+        assert_eq!(v[1].fs.inodes_used, Some(1));
+        assert!(v[0].fs.capacity_bytes.unwrap() > 0);
+        assert!(volume_stats(&dir.path().join("none"), now).is_none());
     }
 
     #[test]

@@ -232,6 +232,15 @@ pub fn resource_value(
 ) -> Result<String, PayloadError> {
     let name = sel.container_name.as_deref().unwrap_or_default();
     let container = find_container(pod, name).ok_or_else(|| PayloadError::ContainerNotFound { name: name.into() })?;
+    container_resource_value(container, sel, allocatable)
+}
+
+/// The value of `sel.resource` for `container` (the downward API's rules, shared with env vars).
+pub fn container_resource_value(
+    container: &Container,
+    sel: &ResourceFieldSelector,
+    allocatable: &BTreeMap<String, Quantity>,
+) -> Result<String, PayloadError> {
     let unsupported = || PayloadError::UnsupportedResource {
         resource: sel.resource.clone(),
     };
