@@ -3,56 +3,28 @@
 //! resourceFieldRef, the managed /etc/hosts with hostAliases, resolv.conf from clusterDNS, `id`
 //! with runAsUser/runAsGroup/supplementalGroups, service variables, a read-only root filesystem, capabilities,
 //! runAsNonRoot refused, a memory limit ending in OOMKilled, and a sidecar that starts before the
-//! main container and outlives it on termination. Holds `cri_lifecycle::cri_lock()`.
+//! main container and outlives it on termination, and a missing Secret holding a pod until it is
+//! created. Holds `cri_lifecycle::cri_lock()`.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::cri_lifecycle::{cri_lock, remove_node_cgroups};
-use crate::support::apiserver::TestApiServer;
-use crate::support::keel::{Keel, KeelOpts};
 use crate::support::util::*;
 
 const T: Duration = Duration::from_secs(90);
 /// PID 1 is a shell: it needs a trap to end on SIGTERM.
 const POLITE_LOOP: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
 
-/// keel on containerd with clusterDNS/clusterDomain set (and disk-pressure thresholds lowered:
-/// these tests are not about the build machine's disk).
+/// keel on containerd with clusterDNS/clusterDomain set and no disk-pressure evictions.
 async fn start_node() -> Node {
-    let socket = std::env::var("KEEL_CRI_SOCKET")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .expect("KEEL_CRI_SOCKET is not set: run the CRI e2e tests through scripts/test.sh");
-    let root = std::env::var("KEEL_TEST_CGROUP_ROOT")
-        .ok()
-        .filter(|r| r.starts_with('/'))
-        .unwrap_or_else(|| "/keel-test".to_string());
-    let api = TestApiServer::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let name = unique("node");
-    let config = dir.path().join("kubelet-config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncgroupRoot: {}/{name}\n\
-             clusterDNS: [10.96.0.10]\nclusterDomain: cluster.test\n\
-             evictionHard:\n  nodefs.available: \"1%\"\n  imagefs.available: \"1%\"\n  memory.available: \"1Mi\"\n",
-            root.trim_end_matches('/')
-        ),
+    Node::start_cri_with_config(
+        &[],
+        &format!("clusterDNS: [10.96.0.10]\nclusterDomain: cluster.test\n{NO_EVICTION}"),
     )
-    .unwrap();
-    let kubeconfig = api.kubeconfig_for(&format!("system:node:{name}"), &["system:nodes"]);
-    let opts = KeelOpts::new(&name, Some(kubeconfig), dir.path())
-        .arg("--runtime")
-        .arg(format!("unix://{socket}"))
-        .arg("--config")
-        .arg(config.to_string_lossy().into_owned());
-    let keel = Keel::start(opts).await.unwrap();
-    let node = Node { api, keel, name, dir };
-    node.wait_ready().await.unwrap();
-    node
+    .await
+    .unwrap()
 }
 
 fn container(name: &str, script: &str, extra: Value) -> Value {
@@ -330,5 +302,54 @@ async fn cri_sidecar_starts_first_and_outlives_the_main_container() {
         side_term > main_exit,
         "sidecar got SIGTERM at {side_term}, before the main container exited at {main_exit}"
     );
+    delete_all(&n).await;
+}
+
+/// A container whose env needs a Secret that does not exist yet waits in
+/// CreateContainerConfigError with the kubelet's message, and starts by itself on containerd
+/// once the Secret is created: the value is what the container sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_missing_secret_blocks_then_releases_the_pod() {
+    let _g = cri_lock().await;
+    let n = start_node().await;
+    let name = unique("cri-needs-secret");
+    let secret = unique("later");
+    let env = json!({"env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}]});
+    let script = format!("echo token=$TOKEN; {POLITE_LOOP}");
+    apply(
+        &n.api,
+        &pod(&name, &n.name, json!({"containers": [container("main", &script, env)]})),
+    )
+    .await
+    .unwrap();
+    let p = n
+        .wait_pod(&name, "CreateContainerConfigError", T, |p| {
+            status_of(p, "containerStatuses", "main")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&p, "containerStatuses", "main")["state"]["waiting"]["message"],
+        format!("secret \"{secret}\" not found")
+    );
+    let out = n
+        .api
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            &secret,
+            "-n",
+            "default",
+            "--from-literal=token=s3cr3t",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p = n
+        .wait_pod(&name, "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
+    let text = output_with(&n, &p, "main", "token=").await;
+    assert!(text.lines().any(|l| l == "token=s3cr3t"), "{text}");
     delete_all(&n).await;
 }

@@ -8,48 +8,15 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::cri_lifecycle::{cri_lock, remove_node_cgroups};
-use crate::support::apiserver::TestApiServer;
-use crate::support::keel::{Keel, KeelOpts};
 use crate::support::util::*;
 
 const T: Duration = Duration::from_secs(90);
 /// PID 1 is a shell: it needs a trap to end on SIGTERM.
 const POLITE_LOOP: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
 
-/// keel on containerd (as `Node::start_cri`), with the disk-pressure thresholds lowered: these
-/// tests are about probes, not about how full the build machine's disk happens to be.
+/// keel on containerd (as `Node::start_cri`) that never reports disk pressure.
 async fn start_cri_node() -> Node {
-    let socket = std::env::var("KEEL_CRI_SOCKET")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .expect("KEEL_CRI_SOCKET is not set: run the CRI e2e tests through scripts/test.sh");
-    let root = std::env::var("KEEL_TEST_CGROUP_ROOT")
-        .ok()
-        .filter(|r| r.starts_with('/'))
-        .unwrap_or_else(|| "/keel-test".to_string());
-    let api = TestApiServer::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let name = unique("node");
-    let config = dir.path().join("kubelet-config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncgroupRoot: {}/{name}\n\
-             evictionHard:\n  nodefs.available: \"1%\"\n  imagefs.available: \"1%\"\n  memory.available: \"1Mi\"\n",
-            root.trim_end_matches('/')
-        ),
-    )
-    .unwrap();
-    let kubeconfig = api.kubeconfig_for(&format!("system:node:{name}"), &["system:nodes"]);
-    let opts = KeelOpts::new(&name, Some(kubeconfig), dir.path())
-        .arg("--runtime")
-        .arg(format!("unix://{socket}"))
-        .arg("--config")
-        .arg(config.to_string_lossy().into_owned());
-    let keel = Keel::start(opts).await.unwrap();
-    let node = Node { api, keel, name, dir };
-    node.wait_ready().await.unwrap();
-    node
+    Node::start_cri_with_config(&[], NO_EVICTION).await.unwrap()
 }
 
 fn pod(name: &str, node: &str, script: &str, container: Value) -> String {

@@ -31,9 +31,6 @@ const T: Duration = Duration::from_secs(90);
 /// The terminal size the TTY session sets.
 const TTY_ROWS: u16 = 33;
 const TTY_COLS: u16 = 111;
-/// Thresholds the shared test machines cannot trip (their disks are often nearly full):
-/// admission must not reject the test pod for DiskPressure.
-const NO_EVICTION: &str = "evictionHard:\n  memory.available: \"1Ki\"\n  nodefs.available: \"0%\"\n  imagefs.available: \"0%\"\n  nodefs.inodesFree: \"0%\"\n";
 
 fn kubectl(n: &Node, bin: &str) -> Command {
     let mut cmd = Command::new(bin);

@@ -10,12 +10,9 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use crate::support::util::{apply, phase, unique, Node};
+use crate::support::util::{apply, phase, unique, Node, NO_EVICTION};
 
 const T: Duration = Duration::from_secs(60);
-
-/// Admission must not reject test pods for DiskPressure on the shared machines' full disks.
-const NO_EVICTION: &str = "evictionHard:\n  memory.available: \"1Ki\"\n  nodefs.available: \"0%\"\n  imagefs.available: \"0%\"\n  nodefs.inodesFree: \"0%\"\n";
 
 fn pod_manifest(name: &str, node: &str, policy: &str, script: &str) -> String {
     format!(

@@ -18,13 +18,7 @@ const T: Duration = Duration::from_secs(60);
 /// probes, not about how full the build machine's disk happens to be.
 async fn start_node(scale: f64) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let n = Node::start_with_config(
-        scale,
-        &[],
-        "evictionHard:\n  nodefs.available: \"1%\"\n  imagefs.available: \"1%\"\n  memory.available: \"1Mi\"\n",
-    )
-    .await
-    .unwrap();
+    let n = Node::start_with_config(scale, &[], NO_EVICTION).await.unwrap();
     (n, dir)
 }
 

@@ -41,7 +41,7 @@ spec:
   terminationGracePeriodSeconds: 5
   initContainers:
   - {{name: side-a, image: busybox:1.36, restartPolicy: Always, command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]}}
-  - {{name: setup, image: busybox:1.36, command: [sh, -c, "echo setup; sleep 1"]}}
+  - {{name: setup, image: busybox:1.36, command: [sh, -c, "echo setup; sleep 5"]}}
   - {{name: side-flaky, image: busybox:1.36, restartPolicy: Always, command: [sh, -c, "sleep 1; exit 3"]}}
   containers:
   - {{name: main, image: busybox:1.36, command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]}}

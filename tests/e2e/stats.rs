@@ -11,10 +11,8 @@ use anyhow::{bail, Result};
 use serde_json::Value;
 
 use crate::support::apiserver::TestApiServer;
-use crate::support::util::{apply, phase, unique, wait_for, Node};
+use crate::support::util::{apply, phase, unique, wait_for, Node, NO_EVICTION};
 
-/// Thresholds the shared test machines cannot trip (their disks are often above 90 % full).
-const NO_EVICTION: &str = "evictionHard:\n  memory.available: \"1Ki\"\n  nodefs.available: \"0%\"\n  imagefs.available: \"0%\"\n  nodefs.inodesFree: \"0%\"\n";
 const MI: u64 = 1024 * 1024;
 
 /// `kubectl get --raw PATH`: the body, or the failure with kubectl's stderr.

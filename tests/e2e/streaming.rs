@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::apiserver::TestApiServer;
 use crate::support::rawhttp;
-use crate::support::util::{apply, get_json, phase, unique, Node};
+use crate::support::util::{apply, get_json, phase, unique, Node, NO_EVICTION};
 
 /// kubectl that speaks SPDY only (exec, attach, port-forward).
 const KUBECTL_SPDY: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
@@ -27,10 +27,6 @@ const TTY_ROWS: u16 = 33;
 const TTY_COLS: u16 = 111;
 /// Generous limit for one kubectl invocation on a loaded 2-core machine.
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Thresholds the shared test machines cannot trip (their disks are often above 90 % full):
-/// admission must not reject the test pods for DiskPressure.
-const NO_EVICTION: &str = "evictionHard:\n  memory.available: \"1Ki\"\n  nodefs.available: \"0%\"\n  imagefs.available: \"0%\"\n  nodefs.inodesFree: \"0%\"\n";
 
 /// A node with one running pod: `main` (sleeps; exec target, echo port 8080), `ticker` (prints
 /// `tick N` every second; attach target) and `echoer` (`cat` with stdin open; attach -i target).
@@ -195,6 +191,10 @@ async fn tty_session(n: &Node, bin: &str, pod: &str) -> Result<()> {
     let mark = seen.len();
     stdin.write_all(b"echo hello-$((40+2))\r").await?;
     wait_after(&mut stdout, &mut seen, mark, "hello-42").await?;
+    // The next prompt may come in a later read: wait for it, so that the prompt awaited below
+    // is the one after `stty size`.
+    let at = mark + seen[mark..].find("hello-42").unwrap_or(0);
+    wait_after(&mut stdout, &mut seen, at, "# ").await?;
     let mark = seen.len();
     stdin.write_all(b"stty size\r").await?;
     wait_after(&mut stdout, &mut seen, mark, "# ").await?;

@@ -160,6 +160,10 @@ pub fn kubelet_auth_config(api: &TestApiServer) -> String {
     )
 }
 
+/// `evictionHard` thresholds low enough that a test node never reports disk or memory pressure
+/// on a shared build machine whose disk happens to be nearly full (KubeletConfiguration lines).
+pub const NO_EVICTION: &str = "evictionHard:\n  memory.available: \"1Ki\"\n  nodefs.available: \"0%\"\n  imagefs.available: \"0%\"\n  nodefs.inodesFree: \"0%\"\n";
+
 impl Node {
     /// Starts a server and keel (`time_scale` compresses keel's clock) and waits until the Node
     /// is Ready. keel's server authenticates and authorizes through the API server
