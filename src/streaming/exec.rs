@@ -42,60 +42,42 @@ struct Target {
     container: String,
 }
 
-async fn exec3(
-    State(s): State<AppState>,
-    Path((ns, pod, container)): Path<(String, String, String)>,
-    req: Request,
-) -> Response {
-    let t = Target {
-        ns,
-        pod,
-        uid: None,
-        container,
-    };
-    remote_command(s, Kind::Exec, t, req).await
+impl From<(String, String, String)> for Target {
+    fn from((ns, pod, container): (String, String, String)) -> Self {
+        Target {
+            ns,
+            pod,
+            uid: None,
+            container,
+        }
+    }
 }
 
-async fn exec4(
-    State(s): State<AppState>,
-    Path((ns, pod, uid, container)): Path<(String, String, String, String)>,
-    req: Request,
-) -> Response {
-    let t = Target {
-        ns,
-        pod,
-        uid: Some(uid),
-        container,
-    };
-    remote_command(s, Kind::Exec, t, req).await
+impl From<(String, String, String, String)> for Target {
+    fn from((ns, pod, uid, container): (String, String, String, String)) -> Self {
+        Target {
+            ns,
+            pod,
+            uid: Some(uid),
+            container,
+        }
+    }
 }
 
-async fn attach3(
-    State(s): State<AppState>,
-    Path((ns, pod, container)): Path<(String, String, String)>,
-    req: Request,
-) -> Response {
-    let t = Target {
-        ns,
-        pod,
-        uid: None,
-        container,
-    };
-    remote_command(s, Kind::Attach, t, req).await
+async fn exec3(State(s): State<AppState>, Path(p): Path<(String, String, String)>, req: Request) -> Response {
+    remote_command(s, Kind::Exec, p.into(), req).await
 }
 
-async fn attach4(
-    State(s): State<AppState>,
-    Path((ns, pod, uid, container)): Path<(String, String, String, String)>,
-    req: Request,
-) -> Response {
-    let t = Target {
-        ns,
-        pod,
-        uid: Some(uid),
-        container,
-    };
-    remote_command(s, Kind::Attach, t, req).await
+async fn exec4(State(s): State<AppState>, Path(p): Path<(String, String, String, String)>, req: Request) -> Response {
+    remote_command(s, Kind::Exec, p.into(), req).await
+}
+
+async fn attach3(State(s): State<AppState>, Path(p): Path<(String, String, String)>, req: Request) -> Response {
+    remote_command(s, Kind::Attach, p.into(), req).await
+}
+
+async fn attach4(State(s): State<AppState>, Path(p): Path<(String, String, String, String)>, req: Request) -> Response {
+    remote_command(s, Kind::Attach, p.into(), req).await
 }
 
 async fn port_forward2(State(s): State<AppState>, Path((ns, pod)): Path<(String, String)>, req: Request) -> Response {
