@@ -4,8 +4,8 @@
 //!
 //! Pure: the caller passes the pod, the active pods and the latest Node. A rejection carries the
 //! kubelet's reason and message; the caller sets `{phase: Failed, reason, message: "Pod " +
-//! message}` and emits a Warning event. Sysctl, resource-manager and shutdown handlers belong to
-//! parts keel does not have.
+//! message}` and emits a Warning event. The sysctl handler is [`crate::kubelet::sysctl`];
+//! resource-manager and shutdown handlers belong to parts keel does not have.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::kubelet::resources::{parse_milli, pod_request_milli, qos_class};
+use crate::kubelet::sysctl::{self, Allowlist};
 
 /// Why a pod was not admitted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,9 +44,13 @@ const ANNOTATION_MIRROR: &str = "kubernetes.io/config.mirror";
 const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
 const TAINT_MEMORY_PRESSURE: &str = "node.kubernetes.io/memory-pressure";
 
-/// Runs the admit handlers in the kubelet's order; the first rejection wins.
-pub fn admit(pod: &Pod, active: &[&Pod], node: &Node) -> Result<(), Rejection> {
+/// Runs the admit handlers in the kubelet's order; the first rejection wins. `sysctls` is the
+/// node's allowlist (safe set plus `allowedUnsafeSysctls`).
+pub fn admit(pod: &Pod, active: &[&Pod], node: &Node, sysctls: &Allowlist) -> Result<(), Rejection> {
     admit_eviction(pod, node)?;
+    sysctls
+        .admit(pod)
+        .map_err(|message| Rejection::new(sysctl::FORBIDDEN_REASON, message))?;
     admit_predicates(pod, active, node)
 }
 
@@ -370,6 +375,29 @@ fn admit_predicates(pod: &Pod, active: &[&Pod], node: &Node) -> Result<(), Rejec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The handlers with the safe sysctls only.
+    fn admit(pod: &Pod, active: &[&Pod], node: &Node) -> Result<(), Rejection> {
+        super::admit(pod, active, node, &Allowlist::for_node::<&str>(&[]).unwrap())
+    }
+
+    #[test]
+    fn unsafe_sysctls_are_refused_before_the_predicates() {
+        let mut p = pod_req(&[&[("cpu", "100")]]);
+        p.spec.as_mut().unwrap().security_context = Some(k8s_openapi::api::core::v1::PodSecurityContext {
+            sysctls: Some(vec![k8s_openapi::api::core::v1::Sysctl {
+                name: "kernel.msgmax".into(),
+                value: "1".into(),
+            }]),
+            ..Default::default()
+        });
+        let n = std_node();
+        let want = reject("SysctlForbidden", "forbidden sysctl: \"kernel.msgmax\" not allowlisted");
+        assert_eq!(admit(&p, &[], &n), want);
+        let allowed = Allowlist::for_node(&["kernel.msg*"]).unwrap();
+        // Allowed: the next handler decides (the pod asks for more cpu than the node has).
+        assert_eq!(super::admit(&p, &[], &n, &allowed).unwrap_err().reason, "OutOfcpu");
+    }
     use k8s_openapi::api::core::v1::{
         Affinity, Container, ContainerPort, NodeAffinity, NodeCondition, NodeSelector, NodeStatus, PodOS, PodSpec,
         ResourceRequirements,

@@ -41,6 +41,8 @@ pub struct Config {
     pub register_with_taints: Vec<Taint>,
     pub max_pods: i64,
     pub pods_per_core: i64,
+    /// `allowedUnsafeSysctls`: names or `prefix*` globs admitted beyond the safe set.
+    pub allowed_unsafe_sysctls: Vec<String>,
     pub sync_frequency: Duration,
     pub node_status_update_frequency: Duration,
     pub node_status_report_frequency: Duration,
@@ -288,6 +290,7 @@ impl Config {
             register_with_taints: Vec::new(),
             max_pods: 110,
             pods_per_core: 0,
+            allowed_unsafe_sysctls: Vec::new(),
             sync_frequency: Duration::from_secs(60),
             node_status_update_frequency: Duration::from_secs(10),
             node_status_report_frequency: Duration::from_secs(300),
@@ -632,6 +635,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "staticPodPath",
     "maxPods",
     "podsPerCore",
+    "allowedUnsafeSysctls",
     "syncFrequency",
     "nodeStatusUpdateFrequency",
     "nodeStatusReportFrequency",
@@ -857,6 +861,16 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
     if let Some(v) = f.int("podsPerCore", 0, i64::from(i32::MAX))? {
         cfg.pods_per_core = v;
     }
+    if let Some(v) = f.get("allowedUnsafeSysctls") {
+        let field = || f.path("allowedUnsafeSysctls");
+        let list: Vec<String> = v
+            .as_array()
+            .and_then(|l| l.iter().map(|s| s.as_str().map(String::from)).collect())
+            .ok_or_else(|| ConfigError::invalid(&field(), format!("expected a list of strings, got {v}")))?;
+        // The kubelet refuses to start with a pattern it cannot allow.
+        crate::kubelet::sysctl::Allowlist::new(&list).map_err(|e| ConfigError::invalid(&field(), e.to_string()))?;
+        cfg.allowed_unsafe_sysctls = list;
+    }
     if let Some(d) = f.duration("syncFrequency")? {
         cfg.sync_frequency = d;
     }
@@ -997,6 +1011,7 @@ healthzPort: 11248
 staticPodPath: /etc/kubernetes/manifests
 maxPods: 50
 podsPerCore: 10
+allowedUnsafeSysctls: ["kernel.msg*", "net.core.somaxconn"]
 syncFrequency: 30s
 nodeStatusUpdateFrequency: 5s
 nodeStatusReportFrequency: 1m0s
@@ -1046,6 +1061,13 @@ clusterDNS: [10.96.0.10]
         assert_eq!(c.static_pod_path, Some(PathBuf::from("/etc/kubernetes/manifests")));
         assert_eq!(c.max_pods, 50);
         assert_eq!(c.pods_per_core, 10);
+        assert_eq!(c.allowed_unsafe_sysctls, ["kernel.msg*", "net.core.somaxconn"]);
+        let bad =
+            "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\nallowedUnsafeSysctls: [\"vm.*\"]\n";
+        assert_eq!(
+            apply(bad).unwrap_err().to_string(),
+            "invalid value for allowedUnsafeSysctls: the sysctls \"vm.*\" are not known to be namespaced"
+        );
         assert_eq!(c.sync_frequency, Duration::from_secs(30));
         assert_eq!(c.node_status_update_frequency, Duration::from_secs(5));
         assert_eq!(c.node_status_report_frequency, Duration::from_secs(60));

@@ -19,6 +19,7 @@ pub mod sources;
 pub mod stats;
 pub mod status;
 pub mod syncloop;
+pub mod sysctl;
 pub mod volumes;
 pub mod workers;
 

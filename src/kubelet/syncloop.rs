@@ -709,7 +709,10 @@ impl Kubelet {
                         .is_some_and(|s| is_terminal(phase_of(s)) && p.metadata.deletion_timestamp.is_none())
             })
             .collect();
-        admission::admit(pod, &active, &node)
+        // Validated when the configuration was read; the safe set depends only on the kernel.
+        let sysctls =
+            crate::kubelet::sysctl::Allowlist::for_node(&self.core.cfg.allowed_unsafe_sysctls).unwrap_or_default();
+        admission::admit(pod, &active, &node, &sysctls)
     }
 
     fn dispatch(&self, pod: Pod, update_type: UpdateType) {

@@ -200,7 +200,9 @@ async fn sim_startup_probe_gates_liveness_and_readiness() {
     let scale = 10.0;
     let (n, _cfg) = start_node(scale).await;
     let container = json!({
-        "startupProbe": exec_probe(&["cat", "/tmp/started"], json!({"failureThreshold": 60})),
+        // Every 4 s: a failure a second would spend the pod's event budget (client-go's spam
+        // filter, 25 events per object) before the liveness Killing event below.
+        "startupProbe": exec_probe(&["cat", "/tmp/started"], json!({"periodSeconds": 4, "failureThreshold": 15})),
         // Would kill the container at once if it ran before startup succeeded.
         "livenessProbe": exec_probe(&["cat", "/tmp/health"], json!({})),
         "readinessProbe": exec_probe(&["true"], json!({"periodSeconds": 30})),
@@ -414,10 +416,22 @@ async fn sim_http_and_tcp_probes_against_local_listeners() {
         "restarted with a healthy endpoint: {}",
         p["status"]
     );
-    // The listener goes away: not ready, and a TCP failure event names the address.
+    // The listener goes away: not ready, and a TCP failure event names the address. The event
+    // is looked for on a fresh pod probing the same port: "net" has spent its event budget
+    // (client-go's spam filter: 25 events per object, then one per 5 minutes).
     drop(tcp);
     n.wait_pod("net", "not Ready", T, |p| !ready(p)).await.unwrap();
-    let msgs = wait_event(&n, "net", "Unhealthy", |m| m.starts_with("Readiness probe failed: ")).await;
+    let readiness = json!({
+        "readinessProbe": {"tcpSocket": {"host": "127.0.0.1", "port": tcp_port}, "periodSeconds": 1,
+                           "failureThreshold": 1},
+    });
+    apply(
+        &n.api,
+        &pod("net2", &n.name, "sleep 3600", readiness, json!({"hostNetwork": true})),
+    )
+    .await
+    .unwrap();
+    let msgs = wait_event(&n, "net2", "Unhealthy", |m| m.starts_with("Readiness probe failed: ")).await;
     let want = format!("Readiness probe failed: dial tcp 127.0.0.1:{tcp_port}: connect: connection refused");
     assert!(msgs.contains(&want), "{msgs:?}");
 }

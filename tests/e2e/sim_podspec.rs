@@ -2,7 +2,8 @@
 //! (init containers with `restartPolicy: Always`) start in order before the next init container,
 //! run alongside the main container and are restarted when they exit; a missing Secret blocks a
 //! container with CreateContainerConfigError until the Secret appears; a `resourceFieldRef`
-//! without a divisor (the server stores "0") reads as divisor 1 in env vars and downward API files.
+//! without a divisor (the server stores "0") reads as divisor 1 in env vars and downward API files;
+//! unsafe sysctls are refused at admission (SysctlForbidden) unless `allowedUnsafeSysctls` has them.
 
 use std::time::Duration;
 
@@ -198,4 +199,62 @@ spec:
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // ceil(250m / 1) = 1 core; 64Mi in bytes.
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cpu=2 req=1 mem=67108864");
+}
+
+fn sysctl_pod(name: &str, node: &str, sysctl: &str, host_network: bool) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default}}
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  hostNetwork: {host_network}
+  terminationGracePeriodSeconds: 1
+  securityContext:
+    sysctls: [{{name: {sysctl}, value: "1"}}]
+  containers:
+  - {{name: main, image: busybox:1.36, command: [sh, -c, "echo ran"]}}
+"#
+    )
+}
+
+/// The kubelet's sysctl admission: outside the safe set and `allowedUnsafeSysctls`, or a net
+/// sysctl with hostNetwork, the pod fails with SysctlForbidden and nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_sysctls_are_refused_at_admission_unless_allowed() {
+    let config = "allowedUnsafeSysctls: [\"kernel.msg*\"]\n";
+    let n = Node::start_with_config(1.0, &[], config).await.unwrap();
+    let cases = [
+        (
+            "net.core.somaxconn",
+            false,
+            "Pod forbidden sysctl: \"net.core.somaxconn\" not allowlisted",
+        ),
+        (
+            "net.ipv4.ip_local_port_range",
+            true,
+            "Pod forbidden sysctl: \"net.ipv4.ip_local_port_range\" not allowed with host net enabled",
+        ),
+    ];
+    for (sysctl, host_net, message) in cases {
+        let name = unique("sysctl-no");
+        apply(&n.api, &sysctl_pod(&name, &n.name, sysctl, host_net))
+            .await
+            .unwrap();
+        let p = n.wait_pod(&name, "Failed", T, |p| phase(p) == "Failed").await.unwrap();
+        assert_eq!(p["status"]["reason"], "SysctlForbidden", "{}", p["status"]);
+        assert_eq!(p["status"]["message"], message);
+        let reasons = event_reasons(&n.api, &name).await;
+        assert!(reasons.contains(&"SysctlForbidden".to_string()), "{reasons:?}");
+        assert!(!reasons.iter().any(|r| r == "Started" || r == "Created"), "{reasons:?}");
+    }
+    // The safe set and the configured glob run.
+    for sysctl in ["net.ipv4.ip_local_port_range", "kernel.msgmax"] {
+        let name = unique("sysctl-ok");
+        apply(&n.api, &sysctl_pod(&name, &n.name, sysctl, false)).await.unwrap();
+        n.wait_pod(&name, "Succeeded", T, |p| phase(p) == "Succeeded")
+            .await
+            .unwrap();
+    }
 }
