@@ -17,6 +17,7 @@ mod kubelet_server;
 mod logs;
 mod node;
 mod probes;
+mod real_node;
 mod sim_lifecycle;
 mod sim_node;
 mod sim_podspec;
