@@ -119,6 +119,44 @@ impl<T: ControlPlane + ?Sized> ControlPlane for &T {
     }
 }
 
+/// A boxed control plane (a node on either tier) is one too.
+#[async_trait::async_trait]
+impl<T: ControlPlane + ?Sized> ControlPlane for Box<T> {
+    fn is_real(&self) -> bool {
+        (**self).is_real()
+    }
+    fn url(&self) -> String {
+        (**self).url()
+    }
+    fn ca_file(&self) -> PathBuf {
+        (**self).ca_file()
+    }
+    fn admin_kubeconfig(&self) -> PathBuf {
+        (**self).admin_kubeconfig()
+    }
+    fn kubeconfig_for(&self, user: &str, groups: &[&str]) -> PathBuf {
+        (**self).kubeconfig_for(user, groups)
+    }
+    fn client_identity(&self, user: &str, groups: &[&str]) -> (String, String) {
+        (**self).client_identity(user, groups)
+    }
+    fn kubectl_command(&self, bin: &str) -> tokio::process::Command {
+        (**self).kubectl_command(bin)
+    }
+    fn new_node_name(&self) -> String {
+        (**self).new_node_name()
+    }
+    async fn kubectl(&self, args: &[&str]) -> Output {
+        (**self).kubectl(args).await
+    }
+    async fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        (**self).kubectl_stdin(args, stdin).await
+    }
+    async fn client(&self) -> kube::Client {
+        (**self).client().await
+    }
+}
+
 /// Runs a prepared kubectl command, feeding `stdin`; a failure to run it becomes exit code 127
 /// with the reason on stderr, as a shell reports it.
 pub async fn run_kubectl(mut cmd: tokio::process::Command, stdin: Option<&str>) -> Output {

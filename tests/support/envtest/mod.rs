@@ -29,7 +29,6 @@ use serde_json::json;
 
 pub use self::controlplane::ControlPlane;
 use self::pki::Pki;
-use crate::support::util::{Backend, Node};
 
 /// The line printed when the tier cannot run (scripts/test.sh prints the same summary).
 pub const SKIPPED: &str = "real API server tier skipped: no assets (set KUBEBUILDER_ASSETS)";
@@ -391,13 +390,4 @@ fn spawn_logged(mut cmd: Command, dir: &Path, name: &str) -> Result<u32> {
         .stdout(log.try_clone().context("duplicating a log file")?)
         .stderr(log);
     procs::spawn(cmd)
-}
-
-/// A keel node on the shared real control plane (`Ok(None)`: no assets, the tier is skipped),
-/// started as [`Node::start_on`] does.
-pub async fn start_node(backend: Backend, extra: &[&str], config: &str) -> Result<Option<Node<&'static EnvTest>>> {
-    let Some(env) = shared().await? else {
-        return Ok(None);
-    };
-    Ok(Some(Node::start_on(env, backend, extra, config).await?))
 }
