@@ -13,6 +13,7 @@ mod cri_probes;
 mod cri_stats;
 mod cri_streaming;
 mod cri_volumes;
+mod events;
 mod kubelet_server;
 mod logs;
 mod node;

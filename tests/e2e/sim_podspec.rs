@@ -1,7 +1,8 @@
 //! Pod settings on the simulated backend, through kubectl against the test API server: sidecars
 //! (init containers with `restartPolicy: Always`) start in order before the next init container,
 //! run alongside the main container and are restarted when they exit; a missing Secret blocks a
-//! container with CreateContainerConfigError until the Secret appears.
+//! container with CreateContainerConfigError until the Secret appears; a `resourceFieldRef`
+//! without a divisor (the server stores "0") reads as divisor 1 in env vars and downward API files.
 
 use std::time::Duration;
 
@@ -153,4 +154,48 @@ spec:
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_field_refs_without_divisor_read_as_one() {
+    let n = Node::start(1.0, &[]).await.unwrap();
+    let name = unique("divisor");
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default}}
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: info
+    downwardAPI:
+      items: [{{path: mem, resourceFieldRef: {{containerName: main, resource: limits.memory}}}}]
+  containers:
+  - name: main
+    image: busybox:1.36
+    resources: {{limits: {{cpu: "2", memory: 64Mi}}, requests: {{cpu: 250m}}}}
+    command: [sh, -c, "echo cpu=$CPU req=$REQ mem=$(cat /etc/info/mem)"]
+    volumeMounts: [{{name: info, mountPath: /etc/info}}]
+    env:
+    - {{name: CPU, valueFrom: {{resourceFieldRef: {{resource: limits.cpu}}}}}}
+    - {{name: REQ, valueFrom: {{resourceFieldRef: {{resource: requests.cpu}}}}}}
+"#,
+        node = n.name
+    );
+    apply(&n.api, &manifest).await.unwrap();
+    let p = n
+        .wait_pod(&name, "Succeeded", T, |p| phase(p) == "Succeeded")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
+    // What the server stored: the defaulted divisor keel has to accept.
+    assert_eq!(
+        p["spec"]["containers"][0]["env"][0]["valueFrom"]["resourceFieldRef"]["divisor"],
+        "0"
+    );
+    let out = n.api.kubectl(&["logs", &name, "-n", "default"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // ceil(250m / 1) = 1 core; 64Mi in bytes.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cpu=2 req=1 mem=67108864");
 }

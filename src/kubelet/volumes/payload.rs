@@ -273,8 +273,13 @@ pub fn container_resource_value(
     // cpu in millicores, the rest in whole units.
     let parse = if resource == "cpu" { parse_milli } else { parse_value };
     let v = parse(&quantity).map_err(|_| bad(&quantity))?;
-    let d = parse(divisor).map_err(|_| bad(divisor))?;
-    if d <= 0 {
+    let mut d = parse(divisor).map_err(|_| bad(divisor))?;
+    // The API server defaults an absent divisor to "0"; the kubelet reads a zero divisor as 1
+    // (`ExtractContainerResourceValue`).
+    if d == 0 {
+        d = parse("1").map_err(|_| bad(divisor))?;
+    }
+    if d < 0 {
         return Err(bad(divisor));
     }
     let q = v / d;
@@ -449,6 +454,11 @@ mod tests {
         assert_eq!(v("requests.cpu", None), "1");
         assert_eq!(v("limits.cpu", None), "2");
         assert_eq!(v("limits.cpu", Some("1m")), "1250");
+        // The server's default divisor "0" (and any zero) means 1.
+        assert_eq!(v("limits.cpu", Some("0")), "2");
+        assert_eq!(v("requests.cpu", Some("0m")), "1");
+        assert_eq!(v("requests.memory", Some("0")), "33554432");
+        assert!(resource_value(&p, &rsel("requests.memory", Some("-1")), &alloc).is_err());
         assert_eq!(v("requests.memory", None), "33554432");
         assert_eq!(v("requests.memory", Some("1Mi")), "32");
         // No memory limit: node allocatable.

@@ -117,6 +117,28 @@ fn default_container(c: &mut Value) {
             if let Some(f) = e.pointer_mut("/valueFrom/fieldRef").and_then(Value::as_object_mut) {
                 default_field(f, "apiVersion", json!("v1"));
             }
+            if let Some(r) = e
+                .pointer_mut("/valueFrom/resourceFieldRef")
+                .and_then(Value::as_object_mut)
+            {
+                default_field(r, "divisor", json!("0"));
+            }
+        }
+    }
+}
+
+/// `SetDefaults_ObjectFieldSelector` and `SetDefaults_ResourceFieldSelector` (divisor "0") for
+/// the items of a downwardAPI volume or projection.
+fn default_downward_items(d: &mut Value) {
+    let Some(items) = d.get_mut("items").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for item in items.iter_mut().filter_map(Value::as_object_mut) {
+        if let Some(f) = item.get_mut("fieldRef").and_then(Value::as_object_mut) {
+            default_field(f, "apiVersion", json!("v1"));
+        }
+        if let Some(r) = item.get_mut("resourceFieldRef").and_then(Value::as_object_mut) {
+            default_field(r, "divisor", json!("0"));
         }
     }
 }
@@ -130,6 +152,23 @@ fn default_volume(v: &mut Value) {
     }
     if let Some(h) = m.get_mut("hostPath").and_then(Value::as_object_mut) {
         default_field(h, "type", json!(""));
+    }
+    if let Some(d) = m.get_mut("downwardAPI") {
+        default_downward_items(d);
+    }
+    if let Some(sources) = m
+        .get_mut("projected")
+        .and_then(|p| p.get_mut("sources"))
+        .and_then(Value::as_array_mut)
+    {
+        for src in sources.iter_mut() {
+            if let Some(d) = src.get_mut("downwardAPI") {
+                default_downward_items(d);
+            }
+            if let Some(t) = src.get_mut("serviceAccountToken").and_then(Value::as_object_mut) {
+                default_field(t, "expirationSeconds", json!(3600));
+            }
+        }
     }
     let has_source = m.keys().any(|k| k != "name");
     if !has_source {
@@ -386,6 +425,35 @@ mod tests {
         assert_eq!(s["containers"][0]["terminationMessagePath"], "/dev/termination-log");
         assert_eq!(s["volumes"][0]["emptyDir"], json!({}));
         assert_eq!(image_pull_policy("localhost:5000/img"), "Always");
+    }
+
+    #[test]
+    fn resource_field_refs_default_divisor_zero() {
+        let rf = json!({"resourceFieldRef": {"containerName": "a", "resource": "limits.cpu"}});
+        let mut pod = json!({"spec": {"containers": [
+            {"name": "a", "image": "busybox", "env": [{"name": "CPU", "valueFrom": rf}]}],
+            "volumes": [
+                {"name": "d", "downwardAPI": {"items": [
+                    {"path": "cpu", "resourceFieldRef": rf["resourceFieldRef"]},
+                    {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                {"name": "p", "projected": {"sources": [
+                    {"downwardAPI": {"items": [{"path": "cpu", "resourceFieldRef": rf["resourceFieldRef"]}]}},
+                    {"serviceAccountToken": {"path": "token"}}]}}]}});
+        default_pod(&mut pod);
+        let s = &pod["spec"];
+        assert_eq!(
+            s["containers"][0]["env"][0]["valueFrom"]["resourceFieldRef"]["divisor"],
+            "0"
+        );
+        let items = &s["volumes"][0]["downwardAPI"]["items"];
+        assert_eq!(items[0]["resourceFieldRef"]["divisor"], "0");
+        assert_eq!(items[1]["fieldRef"]["apiVersion"], "v1");
+        let sources = &s["volumes"][1]["projected"]["sources"];
+        assert_eq!(
+            sources[0]["downwardAPI"]["items"][0]["resourceFieldRef"]["divisor"],
+            "0"
+        );
+        assert_eq!(sources[1]["serviceAccountToken"]["expirationSeconds"], 3600);
     }
 
     #[test]
