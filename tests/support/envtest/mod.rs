@@ -9,7 +9,12 @@
 //! The API server reaches a node by its `Hostname` address, which is its name: test nodes are
 //! named by a loopback address (`127.x.y.z`, [`EnvTest::new_node_name`]) their keel listens on,
 //! so nothing needs an `/etc/hosts` entry. (A kubelet refuses a loopback `--node-ip`, and keel
-//! does as well.)
+//! does as well.) A stock kubelet joins the same way: `--hostname-override 127.x.y.z` and
+//! `address: 127.x.y.z` in its KubeletConfiguration.
+//!
+//! Bootstrap-token authentication is on and the controller-manager runs the CSR signer and
+//! approver plus kubeadm's bootstrap controllers, for TLS-bootstrap tests
+//! ([`EnvTest::token_kubeconfig`]); the cluster CA key is `dir()/ca.key`.
 //!
 //! Without assets, [`shared`] returns None after printing `real API server tier skipped: no
 //! assets (set KUBEBUILDER_ASSETS)` to the real stderr (past libtest's capture).
@@ -176,6 +181,9 @@ impl EnvTest {
             .args(["--authorization-mode", "Node,RBAC"])
             .args(["--enable-admission-plugins", "NodeRestriction"])
             .arg("--allow-privileged=true")
+            // Bootstrap tokens (`kube-system/bootstrap-token-*` Secrets) authenticate kubelets
+            // joining by TLS bootstrap, as on a kubeadm cluster.
+            .arg("--enable-bootstrap-token-auth")
             .arg("--kubelet-client-certificate")
             .arg(&kubelet_client.cert)
             .arg("--kubelet-client-key")
@@ -211,7 +219,8 @@ impl EnvTest {
             .arg(dir.join("ca.key"))
             .args(["--use-service-account-credentials", "--leader-elect=false"])
             .args(["--bind-address", "127.0.0.1", "--secure-port", &cm_port.to_string()])
-            .args(["--controllers", "*,-nodeipam"]);
+            // kubeadm's set: the default controllers plus the bootstrap token ones.
+            .args(["--controllers", "*,bootstrapsigner,tokencleaner,-nodeipam"]);
         spawn_logged(cm, &dir, "kube-controller-manager")?;
         // Pods need the `default` ServiceAccount (admission) and the root CA ConfigMap.
         env.wait_blocking(
@@ -233,10 +242,25 @@ impl EnvTest {
         Ok(env)
     }
 
-    /// The private directory (PKI, kubeconfigs, component logs).
+    /// The private directory (PKI: `ca.crt`, `ca.key`, `sa.key`, `sa.pub`; kubeconfigs;
+    /// component logs `<component>.log`).
     #[allow(dead_code)]
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A kubeconfig that authenticates with a bearer `token` (a bootstrap token
+    /// `<id>.<secret>` for TLS bootstrapping, or a ServiceAccount token).
+    #[allow(dead_code)]
+    pub fn token_kubeconfig(&self, token: &str) -> Result<PathBuf> {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: envtest\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\ncontexts:\n- name: envtest\n  context:\n    cluster: envtest\n    user: token\ncurrent-context: envtest\nusers:\n- name: token\n  user:\n    token: {token}\n",
+            url = self.url,
+            ca = self.pki.ca_file().display(),
+        );
+        let path = self.dir.join(format!("token-{:08x}.kubeconfig", rand::random::<u32>()));
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
     }
 
     /// The last lines of a component's log (`etcd`, `kube-apiserver`, `kube-controller-manager`).
