@@ -113,6 +113,18 @@ impl TierNode {
     /// Deletes this node's pods and waits until they are gone (containerd keeps nothing of the
     /// test), then removes the node's cgroup root on containerd.
     pub async fn finish(self) {
+        // keel touches only what the Node authorizer lets a node touch.
+        let logs = self.keel.logs();
+        let refused: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("Forbidden") || l.contains("forbidden"))
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "the API server refused keel:\n{}",
+            refused.join("\n")
+        );
+        assert!(!logs.contains("panicked"), "keel panicked:\n{logs}");
         let selector = format!("spec.nodeName={}", self.name);
         self.kubectl_ok(&["delete", "pods", "-A", "--field-selector", &selector, "--wait=false"])
             .await;
