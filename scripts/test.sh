@@ -21,6 +21,8 @@ export KEEL_TEST_CGROUP_ROOT="${KEEL_TEST_CGROUP_ROOT:-/keel-test/${KEEL_CTRD_DI
 ctrd_down() {
   local rc=$?
   trap - EXIT INT TERM
+  [ -z "${KEEL_ENVTEST_ASSETS:-}" ] || rm -rf "$KEEL_ENVTEST_ASSETS"
+  [ -z "${envtest_summary:-}" ] || echo "== $envtest_summary"
   if ! bash scripts/containerd-env.sh down "$KEEL_CTRD_DIR"; then
     echo "test.sh: containerd environment teardown left something behind" >&2
     [ "$rc" -ne 0 ] || rc=1
@@ -34,6 +36,29 @@ echo "== containerd environment ($KEEL_CTRD_DIR)"
 bash scripts/containerd-env.sh up "$KEEL_CTRD_DIR"
 # shellcheck source=/dev/null
 . "$KEEL_CTRD_DIR/env"
+
+# The real API server tier (tests/support/envtest): kube-apiserver, kube-controller-manager and
+# etcd in $KUBEBUILDER_ASSETS (controller-runtime's envtest convention); without it, the v1.24
+# binaries of ../shared/envtest and Debian's etcd, linked into a temp assets dir.
+if ! command -v etcd >/dev/null 2>&1; then
+  echo "== installing etcd-server"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; } \
+    || echo "test.sh: could not install etcd-server" >&2
+fi
+envtest_summary="real API server tier skipped: no assets (set KUBEBUILDER_ASSETS)"
+if [ -z "${KUBEBUILDER_ASSETS:-}" ] && [ -x ../shared/envtest/kube-apiserver ] \
+  && [ -x ../shared/envtest/kube-controller-manager ] && [ -x /usr/bin/etcd ]; then
+  KEEL_ENVTEST_ASSETS=$(mktemp -d /tmp/keel-envtest-assets.XXXX)
+  ln -s "$(cd ../shared/envtest && pwd)/kube-apiserver" "$KEEL_ENVTEST_ASSETS/kube-apiserver"
+  ln -s "$(cd ../shared/envtest && pwd)/kube-controller-manager" "$KEEL_ENVTEST_ASSETS/kube-controller-manager"
+  ln -s /usr/bin/etcd "$KEEL_ENVTEST_ASSETS/etcd"
+  export KUBEBUILDER_ASSETS="$KEEL_ENVTEST_ASSETS"
+fi
+if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
+  envtest_summary="real API server tier: assets in $KUBEBUILDER_ASSETS ($("$KUBEBUILDER_ASSETS/kube-apiserver" --version 2>/dev/null || echo "kube-apiserver missing"))"
+fi
+echo "== $envtest_summary"
 
 echo "== cargo test"
 # e2e tests start many keel processes; two test threads per core keep the 2-core machines busy

@@ -21,6 +21,9 @@ pub struct KeelOpts {
     /// free ports picked per keel so parallel tests never collide on 10250/10248.
     pub port: u16,
     pub healthz_port: u16,
+    /// Address the kubelet server listens on (`--address`; 127.0.0.1 unless the node is named
+    /// by another loopback address, see support::envtest).
+    pub address: String,
     pub extra_args: Vec<String>,
 }
 
@@ -41,6 +44,7 @@ impl KeelOpts {
             time_scale: 1.0,
             port: free_port(),
             healthz_port: free_port(),
+            address: "127.0.0.1".to_string(),
             extra_args: Vec::new(),
         }
     }
@@ -107,7 +111,7 @@ impl Keel {
             .arg("--time-scale")
             .arg(o.time_scale.to_string())
             .arg("--address")
-            .arg("127.0.0.1")
+            .arg(&o.address)
             .arg("--port")
             .arg(o.port.to_string())
             .arg("--healthz-port")

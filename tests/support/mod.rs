@@ -1,6 +1,7 @@
 //! Shared support for keel's integration tests.
 
 pub mod apiserver;
+pub mod envtest;
 pub mod keel;
 pub mod rawhttp;
 pub mod util;

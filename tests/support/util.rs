@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use serde_json::Value;
 
 use super::apiserver::TestApiServer;
+use super::envtest::ControlPlane;
 
 /// A name no other test uses: `<prefix>-<8 hex>`.
 pub fn unique(prefix: &str) -> String {
@@ -33,7 +34,7 @@ where
 }
 
 /// `kubectl get <args> -o json`, parsed; None if kubectl failed (e.g. NotFound).
-pub async fn get_json(api: &TestApiServer, args: &[&str]) -> Option<Value> {
+pub async fn get_json<A: ControlPlane + ?Sized>(api: &A, args: &[&str]) -> Option<Value> {
     let mut a: Vec<&str> = vec!["get"];
     a.extend_from_slice(args);
     a.extend_from_slice(&["-o", "json"]);
@@ -45,7 +46,7 @@ pub async fn get_json(api: &TestApiServer, args: &[&str]) -> Option<Value> {
 }
 
 /// `kubectl apply -f -` with the given manifest; fails with kubectl's stderr.
-pub async fn apply(api: &TestApiServer, manifest: &str) -> Result<()> {
+pub async fn apply<A: ControlPlane + ?Sized>(api: &A, manifest: &str) -> Result<()> {
     let out = api.kubectl_stdin(&["apply", "-f", "-"], manifest).await;
     if !out.status.success() {
         bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -54,14 +55,14 @@ pub async fn apply(api: &TestApiServer, manifest: &str) -> Result<()> {
 }
 
 /// The events about an object in `default` (through kubectl, as the core/v1 view shows them).
-pub async fn events_about(api: &TestApiServer, name: &str) -> Vec<Value> {
+pub async fn events_about<A: ControlPlane + ?Sized>(api: &A, name: &str) -> Vec<Value> {
     let selector = format!("involvedObject.name={name}");
     let list = get_json(api, &["events", "-n", "default", "--field-selector", &selector]).await;
     list.and_then(|l| l["items"].as_array().cloned()).unwrap_or_default()
 }
 
 /// The reasons of those events.
-pub async fn event_reasons(api: &TestApiServer, name: &str) -> Vec<String> {
+pub async fn event_reasons<A: ControlPlane + ?Sized>(api: &A, name: &str) -> Vec<String> {
     events_about(api, name)
         .await
         .iter()
@@ -141,9 +142,10 @@ spec:
     )
 }
 
-/// A test API server plus one keel node registered with it, in a private directory.
-pub struct Node {
-    pub api: TestApiServer,
+/// An API server (the test API server unless said otherwise) plus one keel node registered with
+/// it, in a private directory.
+pub struct Node<A: ControlPlane = TestApiServer> {
+    pub api: A,
     pub keel: super::keel::Keel,
     pub name: String,
     pub dir: tempfile::TempDir,
@@ -153,16 +155,25 @@ pub struct Node {
 /// certificates from the API server's CA (`x509.clientCAFile`), bearer tokens checked by
 /// TokenReview (`webhook.enabled`), no anonymous access, and every request authorized by
 /// SubjectAccessReview (`mode: Webhook`).
-pub fn kubelet_auth_config(api: &TestApiServer) -> String {
+pub fn kubelet_auth_config<A: ControlPlane + ?Sized>(api: &A) -> String {
     format!(
         "authentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  x509:\n    clientCAFile: {}\nauthorization:\n  mode: Webhook\n",
-        api.dir().join("ca.crt").display()
+        api.ca_file().display()
     )
 }
 
 /// `evictionHard` thresholds low enough that a test node never reports disk or memory pressure
 /// on a shared build machine whose disk happens to be nearly full (KubeletConfiguration lines).
 pub const NO_EVICTION: &str = "evictionHard:\n  memory.available: \"1Ki\"\n  nodefs.available: \"0%\"\n  imagefs.available: \"0%\"\n  nodefs.inodesFree: \"0%\"\n";
+
+/// The runtime a test node's keel drives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backend {
+    /// The in-process simulated runtime, on a compressed clock (`--time-scale`).
+    Sim { time_scale: f64 },
+    /// The real containerd of scripts/containerd-env.sh (`KEEL_CRI_SOCKET`), at time scale 1.
+    Cri,
+}
 
 impl Node {
     /// Starts a server and keel (`time_scale` compresses keel's clock) and waits until the Node
@@ -174,29 +185,13 @@ impl Node {
 
     /// Same, with more KubeletConfiguration lines (top-level YAML) in keel's `--config` file.
     pub async fn start_with_config(time_scale: f64, extra: &[&str], config: &str) -> Result<Node> {
-        let api = TestApiServer::start().await?;
-        let dir = tempfile::tempdir()?;
-        let name = unique("node");
-        let config_file = dir.path().join("kubelet-config.yaml");
-        std::fs::write(
-            &config_file,
-            format!(
-                "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\n{}{config}",
-                kubelet_auth_config(&api)
-            ),
-        )?;
-        let kubeconfig = api.kubeconfig_for(&format!("system:node:{name}"), &["system:nodes"]);
-        let mut opts = super::keel::KeelOpts::new(&name, Some(kubeconfig), dir.path())
-            .time_scale(time_scale)
-            .arg("--config")
-            .arg(config_file.to_string_lossy().into_owned());
-        for a in extra {
-            opts = opts.arg(*a);
-        }
-        let keel = super::keel::Keel::start(opts).await?;
-        let node = Node { api, keel, name, dir };
-        node.wait_ready().await?;
-        Ok(node)
+        Node::start_on(
+            TestApiServer::start().await?,
+            Backend::Sim { time_scale },
+            extra,
+            config,
+        )
+        .await
     }
 
     /// Starts a server and keel against the real containerd of scripts/containerd-env.sh
@@ -208,35 +203,55 @@ impl Node {
 
     /// Same, with more KubeletConfiguration lines (top-level YAML) in keel's `--config` file.
     pub async fn start_cri_with_config(extra: &[&str], more_config: &str) -> Result<Node> {
-        let socket = match std::env::var("KEEL_CRI_SOCKET") {
-            Ok(s) if !s.is_empty() => s,
-            _ => bail!(
-                "KEEL_CRI_SOCKET is not set: the CRI e2e tests need a real containerd; run them through \
-                 scripts/test.sh (or `scripts/containerd-env.sh up DIR` and source DIR/env)"
-            ),
-        };
-        let root = std::env::var("KEEL_TEST_CGROUP_ROOT")
-            .ok()
-            .filter(|r| r.starts_with('/'))
-            .unwrap_or_else(|| "/keel-test".to_string());
-        let api = TestApiServer::start().await?;
+        cri_socket()?;
+        Node::start_on(TestApiServer::start().await?, Backend::Cri, extra, more_config).await
+    }
+}
+
+/// The containerd socket of scripts/containerd-env.sh, or why the CRI tests cannot run.
+pub fn cri_socket() -> Result<String> {
+    match std::env::var("KEEL_CRI_SOCKET") {
+        Ok(s) if !s.is_empty() => Ok(s),
+        _ => bail!(
+            "KEEL_CRI_SOCKET is not set: the CRI e2e tests need a real containerd; run them through \
+             scripts/test.sh (or `scripts/containerd-env.sh up DIR` and source DIR/env)"
+        ),
+    }
+}
+
+impl<A: ControlPlane> Node<A> {
+    /// Starts keel on `backend` against `api` (either tier) as node `api.new_node_name()`, with
+    /// its server secured through the API server ([`kubelet_auth_config`]) plus the
+    /// KubeletConfiguration lines `config` and the flags `extra`, and waits until the Node is
+    /// Ready. On containerd, pod cgroups go under `$KEEL_TEST_CGROUP_ROOT/<node name>`.
+    pub async fn start_on(api: A, backend: Backend, extra: &[&str], config: &str) -> Result<Node<A>> {
         let dir = tempfile::tempdir()?;
-        let name = unique("node");
-        let config = dir.path().join("kubelet-config.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncgroupRoot: {}/{name}\n{}{more_config}",
-                root.trim_end_matches('/'),
-                kubelet_auth_config(&api)
-            ),
-        )?;
-        let kubeconfig = api.kubeconfig_for(&format!("system:node:{name}"), &["system:nodes"]);
-        let mut opts = super::keel::KeelOpts::new(&name, Some(kubeconfig), dir.path())
-            .arg("--runtime")
-            .arg(format!("unix://{socket}"))
-            .arg("--config")
-            .arg(config.to_string_lossy().into_owned());
+        let name = api.new_node_name();
+        let mut config_text = format!(
+            "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\n{}",
+            kubelet_auth_config(&api)
+        );
+        let kubeconfig = api.node_kubeconfig(&name);
+        let mut opts = super::keel::KeelOpts::new(&name, Some(kubeconfig), dir.path());
+        // A node named by a loopback address is reached there (see support::envtest).
+        if let Ok(ip) = name.parse::<std::net::Ipv4Addr>() {
+            opts.address = ip.to_string();
+        }
+        match backend {
+            Backend::Sim { time_scale } => opts = opts.time_scale(time_scale),
+            Backend::Cri => {
+                let socket = cri_socket()?;
+                let root = std::env::var("KEEL_TEST_CGROUP_ROOT")
+                    .ok()
+                    .filter(|r| r.starts_with('/'))
+                    .unwrap_or_else(|| "/keel-test".to_string());
+                config_text = format!("{config_text}cgroupRoot: {}/{name}\n", root.trim_end_matches('/'));
+                opts = opts.arg("--runtime").arg(format!("unix://{socket}"));
+            }
+        }
+        let config_file = dir.path().join("kubelet-config.yaml");
+        std::fs::write(&config_file, format!("{config_text}{config}"))?;
+        opts = opts.arg("--config").arg(config_file.to_string_lossy().into_owned());
         for a in extra {
             opts = opts.arg(*a);
         }
