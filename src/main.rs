@@ -17,6 +17,7 @@ use keel::genericruntime::logrotate::{ContainerLogManager, LogRotatePolicy};
 use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
 use keel::genericruntime::sandbox::DnsSettings;
 use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
+use keel::kubelet::certificate;
 use keel::kubelet::cgroups::{CgroupFs, PodCgroups, DEFAULT_CGROUP_MOUNT};
 use keel::kubelet::config::{self, Cli, Command, Config, RuntimeEndpoint};
 use keel::kubelet::events::Recorder;
@@ -35,7 +36,10 @@ use keel::streaming::{healthz, AppState};
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let Command::Run(args) = cli.command;
-    init_tracing(args.log_level.as_deref());
+    // The filter may come from the config file (`logging.verbosity`); read it quietly first so
+    // the warnings of the real load below are logged.
+    let filter = config::load_quiet(&args).ok().and_then(|c| c.log_filter);
+    init_tracing(filter.as_deref().or(args.log_level.as_deref()));
     let cfg = config::load(&args).context("loading configuration")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -111,7 +115,14 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
     let client = if cfg.standalone {
         None
     } else {
-        Some(client_for(&cfg).await?)
+        // TLS bootstrap and client certificate rotation, when configured.
+        match certificate::bootstrap::node_client(&cfg, &shutdown)
+            .await
+            .context("obtaining the node's client certificate")?
+        {
+            Some(c) => Some(c),
+            None => Some(client_for(&cfg).await?),
+        }
     };
     info!(node = %cfg.node_name, standalone = cfg.standalone, runtime = ?cfg.runtime, "starting keel {}", env!("CARGO_PKG_VERSION"));
 
@@ -235,7 +246,21 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
 
     // The kubelet server and the localhost healthz port; failing to bind either is fatal.
     let app_state = AppState { core: core.clone() };
-    let server = KubeletServer::bind(app_state.clone())
+    let serving = match &client {
+        Some(c) => {
+            let ips: Vec<std::net::IpAddr> = app_state
+                .core
+                .node_ips
+                .iter()
+                .filter_map(|ip| ip.parse().ok())
+                .collect();
+            certificate::bootstrap::serving_manager(&cfg, c, &hostname(), &ips, &shutdown)
+                .context("starting the serving certificate manager")?
+        }
+        None => None,
+    };
+    let serving = serving.map(|m| Arc::new(certificate::manager::ServerResolver(m)) as Arc<_>);
+    let server = KubeletServer::bind_with(app_state.clone(), serving)
         .await
         .context("starting the kubelet server")?;
     let healthz_listener = healthz::bind_plain(&cfg)
@@ -290,6 +315,12 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         )
         .await;
     Ok(())
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
 }
 
 async fn wait_for_signal() {

@@ -21,6 +21,16 @@ pub enum RuntimeEndpoint {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub kubeconfig: Option<PathBuf>,
+    /// Bootstrap kubeconfig for TLS bootstrapping (`--bootstrap-kubeconfig`).
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Where certificates live (`--cert-dir`); None: `<root_dir>/pki` (see `cert_dir()`).
+    pub cert_dir: Option<PathBuf>,
+    /// Renew the client certificate before it expires (`rotateCertificates`).
+    pub rotate_certificates: bool,
+    /// Serving certificate from a `kubelet-serving` CSR (`serverTLSBootstrap`).
+    pub server_tls_bootstrap: bool,
+    /// Log filter from `--log-level`, `--v` or `logging.verbosity` (None: `info`).
+    pub log_filter: Option<String>,
     pub standalone: bool,
     pub node_name: String,
     pub runtime: RuntimeEndpoint,
@@ -169,12 +179,47 @@ pub struct RunArgs {
     /// Run without an API server (static pods only).
     #[arg(long)]
     pub standalone: bool,
-    /// Node name (default: the hostname, lowercased).
-    #[arg(long)]
+    /// Node name (default: the hostname, lowercased); `--hostname-override` is the kubelet's name.
+    #[arg(long, visible_alias = "hostname-override")]
     pub node_name: Option<String>,
-    /// Runtime endpoint: `sim` (in-process simulated runtime) or `unix:///path/to/cri.sock`.
+    /// Runtime endpoint: `sim` (in-process simulated runtime) or `unix:///path/to/cri.sock`;
+    /// `--container-runtime-endpoint` is the kubelet's name (unix:// only).
     #[arg(long, default_value = "sim")]
     pub runtime: String,
+    /// The kubelet's name for the CRI endpoint (`unix:///path`); overrides --runtime.
+    #[arg(long)]
+    pub container_runtime_endpoint: Option<String>,
+    /// The kubelet 1.24's runtime kind: only `remote` (a CRI endpoint) exists in keel.
+    #[arg(long)]
+    pub container_runtime: Option<String>,
+    /// kubeconfig with bootstrap credentials: used to request the client certificate when
+    /// --kubeconfig does not exist or its certificate is invalid, then --kubeconfig is written.
+    #[arg(long)]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Directory of the TLS certificates (default `<root-dir>/pki`).
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+    /// Rotate the client certificate before it expires (`--rotate-certificates[=true|false]`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub rotate_certificates: Option<bool>,
+    /// Request the serving certificate from the cluster (`kubelet-serving` CSR) and rotate it.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub rotate_server_certificates: Option<bool>,
+    /// Register the node with the API server (`--register-node[=true|false]`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub register_node: Option<bool>,
+    /// `cgroupfs` (keel has no systemd cgroup driver yet).
+    #[arg(long)]
+    pub cgroup_driver: Option<String>,
+    /// Sandbox image; with a CRI runtime the runtime chooses it (containerd's `sandbox_image`).
+    #[arg(long)]
+    pub pod_infra_container_image: Option<String>,
+    /// Timeout of CRI requests except long-running ones (`2m0s`).
+    #[arg(long)]
+    pub runtime_request_timeout: Option<String>,
+    /// klog verbosity (the kubelet's `--v`): 0–2 info, 3–4 keel debug, 5+ keel trace.
+    #[arg(long = "v")]
+    pub verbosity: Option<u8>,
     /// Image service endpoint, if different from --runtime (same syntax).
     #[arg(long)]
     pub image_service_endpoint: Option<String>,
@@ -273,6 +318,11 @@ impl Config {
     pub fn defaults(node_name: String) -> Config {
         Config {
             kubeconfig: None,
+            bootstrap_kubeconfig: None,
+            cert_dir: None,
+            rotate_certificates: false,
+            server_tls_bootstrap: false,
+            log_filter: None,
             standalone: false,
             node_name,
             runtime: RuntimeEndpoint::Sim,
@@ -325,9 +375,26 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The certificate directory: `--cert-dir`, else `<root_dir>/pki` (the kubelet's default
+    /// is `/var/lib/kubelet/pki`, its root dir's `pki`).
+    pub fn cert_dir(&self) -> PathBuf {
+        self.cert_dir.clone().unwrap_or_else(|| self.root_dir.join("pki"))
+    }
+}
+
 /// Builds the effective configuration: defaults ← `--config` file ← flags. Logs one warning
 /// naming the file fields keel does not implement.
 pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
+    load_inner(args, true)
+}
+
+/// As `load` without logging (to read the log filter before logging is set up).
+pub fn load_quiet(args: &RunArgs) -> Result<Config, ConfigError> {
+    load_inner(args, false)
+}
+
+fn load_inner(args: &RunArgs, warn: bool) -> Result<Config, ConfigError> {
     let node_name = match &args.node_name {
         Some(n) => n.clone(),
         None => nix::unistd::gethostname()
@@ -342,25 +409,106 @@ pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
             source,
         })?;
         let ignored = apply_file(&mut cfg, &text, path)?;
-        if !ignored.is_empty() {
-            tracing::warn!("keel ignores KubeletConfiguration fields: {}", ignored.join(", "));
+        for field in ignored.iter().filter(|_| warn) {
+            tracing::warn!("KubeletConfiguration field {field:?} is not supported by keel; ignored");
         }
     }
     apply_flags(&mut cfg, args)?;
+    for note in flag_notes(args).iter().filter(|_| warn) {
+        tracing::warn!("{note}");
+    }
     Ok(cfg)
+}
+
+/// klog verbosity (`--v`, `logging.verbosity`) as a tracing filter.
+pub fn verbosity_filter(v: u64) -> String {
+    match v {
+        0..=2 => "info".to_string(),
+        3..=4 => "info,keel=debug".to_string(),
+        _ => "info,keel=trace".to_string(),
+    }
+}
+
+/// One line for each kubelet flag keel accepts but does not act on.
+pub fn flag_notes(args: &RunArgs) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(img) = &args.pod_infra_container_image {
+        notes.push(format!(
+            "--pod-infra-container-image={img}: accepted; with a CRI runtime the runtime chooses the sandbox image (containerd: sandbox_image)"
+        ));
+    }
+    if let Some(t) = &args.runtime_request_timeout {
+        notes.push(format!(
+            "--runtime-request-timeout={t} is not supported by keel; CRI calls use the kubelet's default 2m0s"
+        ));
+    }
+    notes
 }
 
 /// Applies the flags that are set onto `cfg`.
 pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> {
     cfg.kubeconfig = args.kubeconfig.clone();
     cfg.standalone = args.standalone;
+    if let Some(b) = &args.bootstrap_kubeconfig {
+        if args.kubeconfig.is_none() {
+            return Err(ConfigError::invalid(
+                "--bootstrap-kubeconfig",
+                "needs --kubeconfig: the path the kubeconfig is written to after bootstrapping",
+            ));
+        }
+        cfg.bootstrap_kubeconfig = Some(b.clone());
+    }
+    if let Some(d) = &args.cert_dir {
+        cfg.cert_dir = Some(d.clone());
+    }
+    if let Some(b) = args.rotate_certificates {
+        cfg.rotate_certificates = b;
+    }
+    if let Some(b) = args.rotate_server_certificates {
+        cfg.server_tls_bootstrap = b;
+    }
+    if let Some(b) = args.register_node {
+        cfg.register_node = b;
+    }
+    if let Some(d) = &args.cgroup_driver {
+        check_cgroup_driver("--cgroup-driver", d)?;
+    }
+    if let Some(r) = &args.container_runtime {
+        if r != "remote" {
+            return Err(ConfigError::invalid(
+                "--container-runtime",
+                format!(
+                    "{r:?}: keel talks to runtimes through CRI only; use \"remote\" with --container-runtime-endpoint"
+                ),
+            ));
+        }
+    }
+    if let Some(t) = &args.runtime_request_timeout {
+        parse_go_duration(t).map_err(|m| ConfigError::invalid("--runtime-request-timeout", m))?;
+    }
+    if let Some(l) = &args.log_level {
+        cfg.log_filter = Some(l.clone());
+    } else if let Some(v) = args.verbosity {
+        cfg.log_filter = Some(verbosity_filter(u64::from(v)));
+    }
     if let Some(n) = &args.node_name {
         if n.is_empty() {
             return Err(ConfigError::invalid("--node-name", "must not be empty"));
         }
         cfg.node_name = n.clone();
     }
-    cfg.runtime = parse_endpoint("--runtime", &args.runtime)?;
+    cfg.runtime = match &args.container_runtime_endpoint {
+        Some(ep) => match parse_endpoint("--container-runtime-endpoint", ep)? {
+            RuntimeEndpoint::Sim => {
+                return Err(ConfigError::invalid(
+                    "--container-runtime-endpoint",
+                    "must be a unix:// socket (the simulator is --runtime sim)",
+                ))
+            }
+            unix => unix,
+        },
+        None => parse_endpoint("--runtime", &args.runtime)?,
+    };
     if let Some(ep) = &args.image_service_endpoint {
         cfg.image_service_endpoint = Some(parse_endpoint("--image-service-endpoint", ep)?);
     }
@@ -435,6 +583,18 @@ pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> 
         cfg.cluster_domain = d.trim_end_matches('.').to_string();
     }
     Ok(())
+}
+
+/// keel's pod cgroups are cgroupfs-managed only.
+fn check_cgroup_driver(field: &str, driver: &str) -> Result<(), ConfigError> {
+    match driver {
+        "cgroupfs" => Ok(()),
+        "systemd" => Err(ConfigError::invalid(
+            field,
+            "keel does not support the systemd cgroup driver yet; use cgroupfs (and configure the CRI runtime's cgroup driver to match, e.g. containerd's SystemdCgroup = false)",
+        )),
+        other => Err(ConfigError::invalid(field, format!("{other:?}: expected cgroupfs"))),
+    }
 }
 
 /// `AlwaysAllow` or `Webhook`.
@@ -657,6 +817,10 @@ const KNOWN_FIELDS: &[&str] = &[
     "clusterDNS",
     "clusterDomain",
     "resolvConf",
+    "cgroupDriver",
+    "rotateCertificates",
+    "serverTLSBootstrap",
+    "logging",
 ];
 
 /// Every clusterDNS entry must be an IP address.
@@ -728,6 +892,12 @@ impl<'a> Fields<'a> {
                 .map(Some)
                 .map_err(|m| ConfigError::invalid(&self.path(key), m)),
         }
+    }
+
+    /// A duration where zero means "the default", as v1beta1 defaulting treats it (kubeadm
+    /// writes `0s` for every duration it leaves to the kubelet).
+    fn nonzero_duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        Ok(self.duration(key)?.filter(|d| !d.is_zero()))
     }
 
     fn path_buf(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
@@ -831,6 +1001,9 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
         });
     }
 
+    // Nested fields keel does not act on, named in the warning like top-level ones.
+    let mut ignored_nested: Vec<String> = Vec::new();
+
     // v1beta1 defaults for a file config: webhook authn on, anonymous off, Webhook authz.
     cfg.authentication.anonymous_enabled = false;
     cfg.authentication.webhook_enabled = true;
@@ -871,14 +1044,20 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
         crate::kubelet::sysctl::Allowlist::new(&list).map_err(|e| ConfigError::invalid(&field(), e.to_string()))?;
         cfg.allowed_unsafe_sysctls = list;
     }
-    if let Some(d) = f.duration("syncFrequency")? {
+    if let Some(d) = f.nonzero_duration("syncFrequency")? {
         cfg.sync_frequency = d;
     }
-    if let Some(d) = f.duration("nodeStatusUpdateFrequency")? {
+    if let Some(d) = f.nonzero_duration("nodeStatusUpdateFrequency")? {
         cfg.node_status_update_frequency = d;
     }
-    if let Some(d) = f.duration("nodeStatusReportFrequency")? {
-        cfg.node_status_report_frequency = d;
+    match f.nonzero_duration("nodeStatusReportFrequency")? {
+        Some(d) => cfg.node_status_report_frequency = d,
+        // v1beta1: an unset report frequency follows an explicitly set update frequency.
+        None => {
+            if let Some(d) = f.nonzero_duration("nodeStatusUpdateFrequency")? {
+                cfg.node_status_report_frequency = d;
+            }
+        }
     }
     if let Some(v) = f.int("nodeLeaseDurationSeconds", 1, i64::from(i32::MAX))? {
         cfg.node_lease_duration_seconds = v as i32;
@@ -917,7 +1096,7 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
             if let Some(b) = wh.bool("enabled")? {
                 cfg.authentication.webhook_enabled = b;
             }
-            if let Some(d) = wh.duration("cacheTTL")? {
+            if let Some(d) = wh.nonzero_duration("cacheTTL")? {
                 cfg.authentication.webhook_cache_ttl = d;
             }
         }
@@ -932,10 +1111,10 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
             cfg.authorization.mode = parse_authorization_mode("authorization.mode", &mode)?;
         }
         if let Some(wh) = authz.sub("webhook")? {
-            if let Some(d) = wh.duration("cacheAuthorizedTTL")? {
+            if let Some(d) = wh.nonzero_duration("cacheAuthorizedTTL")? {
                 cfg.authorization.webhook_cache_authorized_ttl = d;
             }
-            if let Some(d) = wh.duration("cacheUnauthorizedTTL")? {
+            if let Some(d) = wh.nonzero_duration("cacheUnauthorizedTTL")? {
                 cfg.authorization.webhook_cache_unauthorized_ttl = d;
             }
         }
@@ -977,12 +1156,32 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
     if let Some(p) = f.path_buf("resolvConf")? {
         cfg.resolv_conf = p;
     }
+    if let Some(d) = f.string("cgroupDriver")? {
+        check_cgroup_driver("cgroupDriver", &d)?;
+    }
+    if let Some(b) = f.bool("rotateCertificates")? {
+        cfg.rotate_certificates = b;
+    }
+    if let Some(b) = f.bool("serverTLSBootstrap")? {
+        cfg.server_tls_bootstrap = b;
+    }
+    if let Some(logging) = f.sub("logging")? {
+        if let Some(v) = logging.int("verbosity", 0, i64::from(i32::MAX))? {
+            cfg.log_filter = Some(verbosity_filter(v as u64));
+        }
+        if let Some(fmt) = logging.string("format")? {
+            if fmt != "text" {
+                ignored_nested.push(format!("logging.format ({fmt})"));
+            }
+        }
+    }
 
     let mut ignored: Vec<String> = map
         .keys()
         .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
         .cloned()
         .collect();
+    ignored.extend(ignored_nested);
     ignored.sort();
     Ok(ignored)
 }
@@ -1048,7 +1247,8 @@ containerLogMaxSize: 20Mi
 containerLogMaxFiles: 3
 imagePullProgressDeadline: 2m
 serializeImagePulls: false
-cgroupDriver: systemd
+cgroupDriver: cgroupfs
+shutdownGracePeriod: 30s
 clusterDNS: [10.96.0.10]
 "#;
 
@@ -1098,7 +1298,7 @@ clusterDNS: [10.96.0.10]
         assert_eq!(c.container_log_max_files, 3);
         assert_eq!(c.image_pull_progress_deadline, Duration::from_secs(120));
         assert!(!c.serialize_image_pulls);
-        assert_eq!(ignored, vec!["cgroupDriver".to_string()]);
+        assert_eq!(ignored, vec!["shutdownGracePeriod".to_string()]);
         assert_eq!(c.cluster_dns, vec!["10.96.0.10".to_string()]);
     }
 
@@ -1298,5 +1498,207 @@ clusterDNS: [10.96.0.10]
         let cli = Cli::try_parse_from(["keel", "run", "--node-name", "n", "--authorization-mode", "Bogus"]).unwrap();
         let Command::Run(args) = cli.command;
         assert!(load(&args).is_err());
+    }
+
+    /// What `kubeadm join` (v1.24) writes to /var/lib/kubelet/config.yaml, with the cgroup
+    /// driver set to cgroupfs.
+    const KUBEADM: &str = r#"
+apiVersion: kubelet.config.k8s.io/v1beta1
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    cacheTTL: 0s
+    enabled: true
+  x509:
+    clientCAFile: /etc/kubernetes/pki/ca.crt
+authorization:
+  mode: Webhook
+  webhook:
+    cacheAuthorizedTTL: 0s
+    cacheUnauthorizedTTL: 0s
+cgroupDriver: cgroupfs
+clusterDNS:
+- 10.96.0.10
+clusterDomain: cluster.local
+cpuManagerReconcilePeriod: 0s
+evictionPressureTransitionPeriod: 0s
+fileCheckFrequency: 0s
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+httpCheckFrequency: 0s
+imageMinimumGCAge: 0s
+kind: KubeletConfiguration
+logging:
+  flushFrequency: 0
+  options:
+    json:
+      infoBufferSize: "0"
+  verbosity: 0
+memorySwap: {}
+nodeStatusReportFrequency: 0s
+nodeStatusUpdateFrequency: 0s
+rotateCertificates: true
+runtimeRequestTimeout: 0s
+shutdownGracePeriod: 0s
+shutdownGracePeriodCriticalPods: 0s
+staticPodPath: /etc/kubernetes/manifests
+streamingConnectionIdleTimeout: 0s
+syncFrequency: 0s
+volumeStatsAggPeriod: 0s
+"#;
+
+    #[test]
+    fn kubeadm_config_zero_durations_mean_defaults() {
+        let (c, ignored) = apply(KUBEADM).unwrap();
+        let d = defaults();
+        assert_eq!(c.sync_frequency, d.sync_frequency);
+        assert_eq!(c.node_status_update_frequency, Duration::from_secs(10));
+        assert_eq!(c.node_status_report_frequency, Duration::from_secs(300));
+        assert_eq!(c.authentication.webhook_cache_ttl, Duration::from_secs(120));
+        assert_eq!(c.authorization.webhook_cache_authorized_ttl, Duration::from_secs(300));
+        assert_eq!(c.authorization.webhook_cache_unauthorized_ttl, Duration::from_secs(30));
+        assert!(c.authentication.webhook_enabled);
+        assert_eq!(c.authorization.mode, AuthorizationMode::Webhook);
+        assert_eq!(c.cluster_dns, ["10.96.0.10"]);
+        assert_eq!(c.static_pod_path, Some(PathBuf::from("/etc/kubernetes/manifests")));
+        assert!(c.rotate_certificates);
+        assert!(!c.server_tls_bootstrap);
+        assert_eq!(c.log_filter.as_deref(), Some("info"));
+        // Each field keel does not act on is named, one per warning line.
+        assert_eq!(
+            ignored,
+            [
+                "cpuManagerReconcilePeriod",
+                "evictionPressureTransitionPeriod",
+                "fileCheckFrequency",
+                "httpCheckFrequency",
+                "imageMinimumGCAge",
+                "memorySwap",
+                "runtimeRequestTimeout",
+                "shutdownGracePeriod",
+                "shutdownGracePeriodCriticalPods",
+                "streamingConnectionIdleTimeout",
+                "volumeStatsAggPeriod",
+            ]
+        );
+        // An explicit update frequency also sets an unset report frequency (v1beta1).
+        let (c, _) = apply(&KUBEADM.replace("nodeStatusUpdateFrequency: 0s", "nodeStatusUpdateFrequency: 4s")).unwrap();
+        assert_eq!(c.node_status_report_frequency, Duration::from_secs(4));
+        // The systemd driver (kubeadm's default) is refused with a message saying what to do.
+        let e = apply(&KUBEADM.replace("cgroupDriver: cgroupfs", "cgroupDriver: systemd")).unwrap_err();
+        assert!(e.to_string().contains("cgroupfs"), "{e}");
+        assert_eq!(field_of(e), "cgroupDriver");
+        let (c, _) = apply(&KUBEADM.replace("serverTLSBootstrap", "x").replace(
+            "rotateCertificates: true",
+            "serverTLSBootstrap: true\nrotateCertificates: false",
+        ))
+        .unwrap();
+        assert!(c.server_tls_bootstrap);
+        assert!(!c.rotate_certificates);
+        let (c, _) = apply(&KUBEADM.replace("  verbosity: 0", "  verbosity: 4")).unwrap();
+        assert_eq!(c.log_filter.as_deref(), Some("info,keel=debug"));
+    }
+
+    fn parse_run(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["keel", "run"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Run(args) = cli.command;
+        load_quiet(&args)
+    }
+
+    #[test]
+    fn kubelet_flag_names() {
+        let c = parse_run(&[
+            "--hostname-override",
+            "worker-1",
+            "--container-runtime",
+            "remote",
+            "--container-runtime-endpoint",
+            "unix:///run/containerd/containerd.sock",
+            "--image-service-endpoint",
+            "unix:///run/img.sock",
+            "--node-ip",
+            "127.0.0.5",
+            "--cgroup-driver",
+            "cgroupfs",
+            "--cgroup-root",
+            "/keel",
+            "--pod-infra-container-image",
+            "registry.k8s.io/pause:3.7",
+            "--register-node=false",
+            "--runtime-request-timeout",
+            "4m",
+            "--v",
+            "5",
+            "--kubeconfig",
+            "/etc/kubernetes/kubelet.conf",
+            "--bootstrap-kubeconfig",
+            "/etc/kubernetes/bootstrap-kubelet.conf",
+            "--cert-dir",
+            "/var/lib/kubelet/pki",
+            "--rotate-certificates",
+            "--rotate-server-certificates=true",
+        ])
+        .unwrap();
+        assert_eq!(c.node_name, "worker-1");
+        assert_eq!(
+            c.runtime,
+            RuntimeEndpoint::Unix(PathBuf::from("/run/containerd/containerd.sock"))
+        );
+        assert_eq!(
+            c.image_service_endpoint,
+            Some(RuntimeEndpoint::Unix(PathBuf::from("/run/img.sock")))
+        );
+        assert_eq!(c.node_ip, Some("127.0.0.5".parse().unwrap()));
+        assert_eq!(c.cgroup_root, "/keel");
+        assert!(!c.register_node);
+        assert_eq!(c.log_filter.as_deref(), Some("info,keel=trace"));
+        assert_eq!(
+            c.bootstrap_kubeconfig,
+            Some(PathBuf::from("/etc/kubernetes/bootstrap-kubelet.conf"))
+        );
+        assert_eq!(c.cert_dir(), PathBuf::from("/var/lib/kubelet/pki"));
+        assert!(c.rotate_certificates);
+        assert!(c.server_tls_bootstrap);
+
+        // Defaults: the cert dir follows the root dir.
+        let c = parse_run(&["--node-name", "n", "--root-dir", "/tmp/r"]).unwrap();
+        assert_eq!(c.cert_dir(), PathBuf::from("/tmp/r/pki"));
+        assert!(!c.rotate_certificates);
+        assert_eq!(c.log_filter, None);
+
+        // The one-line notes for accepted-but-inactive flags.
+        let cli = Cli::try_parse_from([
+            "keel",
+            "run",
+            "--pod-infra-container-image",
+            "p:1",
+            "--runtime-request-timeout",
+            "4m",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command;
+        let notes = flag_notes(&args);
+        assert_eq!(notes.len(), 2);
+        assert!(notes[0].starts_with("--pod-infra-container-image=p:1"));
+        assert!(notes[1].starts_with("--runtime-request-timeout=4m"));
+
+        let refused: &[(&[&str], &str)] = &[
+            (&["--cgroup-driver", "systemd"], "--cgroup-driver"),
+            (&["--container-runtime", "docker"], "--container-runtime"),
+            (&["--container-runtime-endpoint", "sim"], "--container-runtime-endpoint"),
+            (
+                &["--container-runtime-endpoint", "tcp://1.2.3.4:1"],
+                "--container-runtime-endpoint",
+            ),
+            (&["--bootstrap-kubeconfig", "/b.conf"], "--bootstrap-kubeconfig"),
+            (&["--runtime-request-timeout", "soon"], "--runtime-request-timeout"),
+        ];
+        for (args, field) in refused {
+            let e = parse_run(args).unwrap_err();
+            assert_eq!(field_of(e), *field, "{args:?}");
+        }
     }
 }

@@ -90,13 +90,21 @@ pub struct KubeletServer {
 impl KubeletServer {
     /// Prepares TLS and auth and binds `address:port` (errors are fatal at start).
     pub async fn bind(state: AppState) -> Result<Self, ServerError> {
+        Self::bind_with(state, None).await
+    }
+
+    /// As `bind`, serving the certificate `serving` resolves at each handshake (serverTLSBootstrap).
+    pub async fn bind_with(
+        state: AppState,
+        serving: Option<Arc<dyn rustls::server::ResolvesServerCert>>,
+    ) -> Result<Self, ServerError> {
         let core = state.core.clone();
         let cfg = &core.cfg;
         let hostname = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().to_lowercase())
             .unwrap_or_default();
-        let tls_config =
-            tls::server_config(cfg, &hostname, &core.node_ips).map_err(|source| ServerError::Tls { source })?;
+        let tls_config = tls::server_config_with(cfg, &hostname, &core.node_ips, serving)
+            .map_err(|source| ServerError::Tls { source })?;
         let auth = Auth::from_config(cfg, core.client.clone()).map_err(|source| ServerError::Auth { source })?;
         let addr = SocketAddr::new(cfg.address, cfg.port);
         let listener = TcpListener::bind(addr)

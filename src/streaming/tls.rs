@@ -1,6 +1,7 @@
 //! The serving certificate and the TLS configuration of the kubelet server (kubelet-api-protocols.md
 //! §1.1): the cert and key from `tlsCertFile`/`tlsPrivateKeyFile`, else a self-signed pair in
-//! `<root_dir>/pki` (kept across restarts while valid); with a client CA, client certificates are
+//! the cert dir (`--cert-dir`, default `<root_dir>/pki`; kept across restarts while valid), or
+//! with serverTLSBootstrap the certificate manager's current one; with a client CA, client certificates are
 //! requested but not required.
 
 use std::io::Write;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 
 use crate::kubelet::config::Config;
@@ -71,12 +72,24 @@ pub enum TlsError {
 /// The TLS server configuration for `cfg` (ALPN `http/1.1` only: upgrades need HTTP/1.1).
 /// `hostname` and `node_ips` go into a generated certificate's SANs.
 pub fn server_config(cfg: &Config, hostname: &str, node_ips: &[String]) -> Result<Arc<ServerConfig>, TlsError> {
-    let (chain, key) = match (&cfg.tls_cert_file, &cfg.tls_private_key_file) {
-        (Some(c), Some(k)) => (read_certs(c)?, read_key(k)?),
-        (None, None) => {
+    server_config_with(cfg, hostname, node_ips, None)
+}
+
+/// As `server_config`; with `serving` (serverTLSBootstrap) every handshake takes the
+/// certificate the resolver holds then, so a rotated certificate serves new connections.
+pub fn server_config_with(
+    cfg: &Config,
+    hostname: &str,
+    node_ips: &[String],
+    serving: Option<Arc<dyn ResolvesServerCert>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let pair = match (&serving, &cfg.tls_cert_file, &cfg.tls_private_key_file) {
+        (Some(_), None, None) => None,
+        (_, Some(c), Some(k)) => Some((read_certs(c)?, read_key(k)?)),
+        (None, None, None) => {
             let names = self_signed_names(&cfg.node_name, hostname, node_ips);
-            let (cert, key) = ensure_self_signed(&cfg.root_dir.join("pki"), &cfg.node_name, &names)?;
-            (read_certs(&cert)?, read_key(&key)?)
+            let (cert, key) = ensure_self_signed(&cfg.cert_dir(), &cfg.node_name, &names)?;
+            Some((read_certs(&cert)?, read_key(&key)?))
         }
         _ => return Err(TlsError::HalfConfigured),
     };
@@ -98,9 +111,13 @@ pub fn server_config(cfg: &Config, hostname: &str, node_ips: &[String]) -> Resul
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|source| TlsError::ServerConfig { source })?;
+    let mut config = match (pair, serving) {
+        (Some((chain, key)), _) => builder
+            .with_single_cert(chain, key)
+            .map_err(|source| TlsError::ServerConfig { source })?,
+        (None, Some(resolver)) => builder.with_cert_resolver(resolver),
+        (None, None) => return Err(TlsError::HalfConfigured),
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
