@@ -4,7 +4,6 @@
 set -euo pipefail
 
 need=()
-command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)   # CRI bindings are generated at build time
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 
 if [ ${#need[@]} -gt 0 ]; then

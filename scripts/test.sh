@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 echo "== cargo fmt --check"
-cargo fmt --check
+cargo fmt --all --check
 
 echo "== cargo clippy"
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 # A private real containerd + runc + CNI + registry for the CRI tests (scripts/containerd-env.sh),
 # torn down on every exit path. Short path: unix socket paths are limited to 108 bytes.

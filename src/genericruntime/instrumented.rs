@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::seam::{cri, ImageService, Result, Runtime, RuntimeService};
+use super::seam::{cri, ContainerEventStream, ImageService, Result, Runtime, RuntimeService};
 use super::streams::LocalStreams;
 use crate::kubelet::stats::metrics;
 
@@ -175,6 +175,13 @@ impl RuntimeService for InstrumentedRuntime {
         let started = Instant::now();
         let r = self.inner.list_pod_sandbox_stats(req).await;
         record("list_podsandbox_stats", started, r.is_err());
+        r
+    }
+
+    async fn get_container_events(&self, req: cri::GetEventsRequest) -> Result<ContainerEventStream> {
+        let started = Instant::now();
+        let r = self.inner.get_container_events(req).await;
+        record("get_container_events", started, r.is_err());
         r
     }
 

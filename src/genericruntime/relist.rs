@@ -5,6 +5,16 @@
 //! previous relist, refreshes the cache for pods that changed and tells the sync loop about it.
 //! Pod workers read the cache with `get_newer_than`, so each sync sees a status at least one
 //! relist newer than its previous sync.
+//!
+//! Relisting is the backstop. A pod worker that started or killed containers publishes that
+//! pod's status at once ([`refresh_pod`]), and runtime container events (CRI
+//! `GetContainerEvents`, see [`events`]) wake a relist as soon as something happens. The cache
+//! keeps the newest observation: an entry written from a look taken at T is never replaced by
+//! one taken earlier (the kubelet cache's `modified` ordering), whoever finishes last.
+
+mod events;
+#[cfg(test)]
+mod fresh_tests;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -15,13 +25,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use super::seam::cri;
+use super::seam::{cri, Code, ContainerEventStream, RuntimeError};
 use super::types::{ContainerState, PodStatus, RunningPod};
 use super::{Result, RuntimeManager};
 use crate::clock::{go_duration, Clock};
 
 /// Relist period (virtual), `plegRelistPeriod`.
 pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
+/// Relist period while the runtime's event stream is up (virtual): events wake a relist when
+/// something happens, so the periodic one only catches what no event reported.
+pub const EVENTED_RELIST_PERIOD: Duration = Duration::from_secs(60);
 /// PLEG is unhealthy when the last successful relist is older than this (virtual), `relistThreshold`.
 pub const RELIST_THRESHOLD: Duration = Duration::from_secs(180);
 /// Capacity of the PLEG event channel, `plegChannelCapacity`; events are dropped when it is full.
@@ -97,22 +110,39 @@ impl PodCache {
         self.lock().pods.get(uid).map(|e| e.modified)
     }
 
-    /// Stores a status (or the error that replaced it) observed at `at`.
-    pub fn set(&self, uid: &str, status: Arc<PodStatus>, error: Option<String>, at: Instant) {
-        self.lock().pods.insert(
-            uid.to_string(),
-            CacheEntry {
-                status,
-                error,
-                modified: at,
-            },
-        );
+    /// Stores a status (or the error that replaced it) observed at `at`, unless the entry holds
+    /// an observation taken after `at` (a slow relist must not undo a newer targeted refresh or
+    /// event). Returns whether it was stored.
+    pub fn set(&self, uid: &str, status: Arc<PodStatus>, error: Option<String>, at: Instant) -> bool {
+        {
+            let mut inner = self.lock();
+            if inner.pods.get(uid).is_some_and(|e| e.modified > at) {
+                return false;
+            }
+            inner.pods.insert(
+                uid.to_string(),
+                CacheEntry {
+                    status,
+                    error,
+                    modified: at,
+                },
+            );
+        }
         self.changed.notify_waiters();
+        true
     }
 
     /// Forgets a pod.
     pub fn delete(&self, uid: &str) {
         self.lock().pods.remove(uid);
+    }
+
+    /// Forgets a pod seen gone at `at`, unless its entry is newer than that look.
+    pub fn delete_observed(&self, uid: &str, at: Instant) {
+        let mut inner = self.lock();
+        if inner.pods.get(uid).is_some_and(|e| e.modified <= at) {
+            inner.pods.remove(uid);
+        }
     }
 
     /// Declares every status at least as fresh as `at` (end of a relist).
@@ -261,6 +291,14 @@ pub fn compute_events(old: &[RunningPod], new: &[RunningPod]) -> Vec<PlegEvent> 
 pub(crate) trait RelistRuntime: Send + Sync {
     async fn get_pods(&self) -> Result<Vec<RunningPod>>;
     async fn get_pod_status(&self, uid: &str, name: &str, namespace: &str) -> Result<PodStatus>;
+    /// The runtime's container events; Unimplemented when it has none.
+    async fn container_events(&self) -> Result<ContainerEventStream, RuntimeError> {
+        Err(RuntimeError::new(
+            "GetContainerEvents",
+            Code::Unimplemented,
+            "no container events",
+        ))
+    }
 }
 
 #[async_trait::async_trait]
@@ -271,6 +309,48 @@ impl RelistRuntime for RuntimeManager {
 
     async fn get_pod_status(&self, uid: &str, name: &str, namespace: &str) -> Result<PodStatus> {
         RuntimeManager::get_pod_status(self, uid, name, namespace).await
+    }
+
+    async fn container_events(&self) -> Result<ContainerEventStream, RuntimeError> {
+        self.runtime.get_container_events(cri::GetEventsRequest {}).await
+    }
+}
+
+/// Targeted status refresh: inspects one pod now (its sandboxes and containers, as a relist
+/// would for a pod that changed) and stores the result in the cache, ordered by when the look
+/// began. Returns the pod's cache entry afterwards (the newest observation, this one or later).
+pub async fn refresh_pod(
+    manager: &RuntimeManager,
+    cache: &PodCache,
+    clock: &Clock,
+    uid: &str,
+    name: &str,
+    namespace: &str,
+) -> Result<CachedStatus> {
+    refresh_with(manager, cache, clock, uid, name, namespace).await
+}
+
+async fn refresh_with(
+    runtime: &dyn RelistRuntime,
+    cache: &PodCache,
+    clock: &Clock,
+    uid: &str,
+    name: &str,
+    namespace: &str,
+) -> Result<CachedStatus> {
+    let timestamp = clock.instant();
+    match runtime.get_pod_status(uid, name, namespace).await {
+        Ok(mut status) => {
+            let previous = cache.get(uid);
+            status.ips = pod_ips(&status, &previous.status);
+            cache.set(uid, Arc::new(status), None, timestamp);
+            Ok(cache.get(uid))
+        }
+        Err(e) => {
+            let previous = cache.get(uid);
+            cache.set(uid, previous.status, Some(e.to_string()), timestamp);
+            Err(e)
+        }
     }
 }
 
@@ -297,6 +377,12 @@ pub struct Pleg {
     clock: Clock,
     state: tokio::sync::Mutex<RelistState>,
     last_relist: Mutex<Option<Instant>>,
+    /// Wakes the relist loop early (a runtime event arrived, or the event stream went down).
+    wake: Notify,
+    /// Whether the runtime's event stream is up (the relist period is then long).
+    events_up: std::sync::atomic::AtomicBool,
+    /// Relist period with no event stream (virtual); [`RELIST_PERIOD`] but for tests.
+    period: Duration,
 }
 
 impl Pleg {
@@ -311,6 +397,38 @@ impl Pleg {
             clock,
             state: tokio::sync::Mutex::new(RelistState::default()),
             last_relist: Mutex::new(None),
+            wake: Notify::new(),
+            events_up: std::sync::atomic::AtomicBool::new(false),
+            period: RELIST_PERIOD,
+        }
+    }
+
+    /// The relist period without an event stream (tests slow relisting down to show what does
+    /// not depend on it).
+    pub fn with_period(mut self, period: Duration) -> Self {
+        self.period = period;
+        self
+    }
+
+    /// The period to wait after this relist.
+    fn current_period(&self) -> Duration {
+        if self.events_up.load(std::sync::atomic::Ordering::Relaxed) {
+            EVENTED_RELIST_PERIOD.max(self.period)
+        } else {
+            self.period
+        }
+    }
+
+    /// Asks for a relist now (coalesced with one already asked for).
+    pub fn relist_soon(&self) {
+        self.wake.notify_one();
+    }
+
+    fn set_events_up(&self, up: bool) {
+        let was = self.events_up.swap(up, std::sync::atomic::Ordering::Relaxed);
+        if was && !up {
+            // Events may have been missed: look now, then every second.
+            self.wake.notify_one();
         }
     }
 
@@ -318,18 +436,25 @@ impl Pleg {
         &self.cache
     }
 
-    /// Relists every second (virtual) until `shutdown`; the period runs from the end of a relist.
+    /// Relists every second (virtual) until `shutdown`, and at once on each runtime event while
+    /// the runtime's event stream is up (then the periodic relist slows to
+    /// [`EVENTED_RELIST_PERIOD`]). The period runs from the end of a relist.
     pub async fn run(self: Arc<Self>, tx: mpsc::Sender<PlegEvent>, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.relist(&tx) => {}
+        let watcher = events::watch(self.clone(), shutdown.clone());
+        let relister = async {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.relist(&tx) => {}
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.clock.sleep(self.current_period()) => {}
+                    _ = self.wake.notified() => {}
+                }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.clock.sleep(RELIST_PERIOD) => {}
-            }
-        }
+        };
+        tokio::join!(watcher, relister);
     }
 
     /// When the last successful relist started.
@@ -397,7 +522,7 @@ impl Pleg {
         let mut needs_reinspection = HashMap::new();
         for (uid, events) in with_events {
             let current = state.records.get(&uid).and_then(|r| r.current.clone());
-            if let Err(e) = self.update_cache(&uid, current.as_ref()).await {
+            if let Err(e) = self.update_cache(&uid, current.as_ref(), timestamp).await {
                 // Warn when a pod starts failing; repeats (every second) only at debug level.
                 if state.reinspect.contains_key(&uid) {
                     debug!(pod_uid = %uid, error = %e, "PLEG: inspecting pod failed again");
@@ -432,7 +557,7 @@ impl Pleg {
                 continue;
             }
             let current = state.records.get(&uid).and_then(|r| r.current.clone()).or(pod);
-            if let Err(e) = self.update_cache(&uid, current.as_ref()).await {
+            if let Err(e) = self.update_cache(&uid, current.as_ref(), timestamp).await {
                 debug!(pod_uid = %uid, error = %e, "PLEG: re-inspecting pod failed");
                 needs_reinspection.insert(uid, current);
             }
@@ -443,27 +568,24 @@ impl Pleg {
         self.cache.update_time(timestamp);
     }
 
-    /// Refreshes one pod's cache entry; a pod gone from the runtime is deleted from the cache.
-    /// On failure the error is cached (workers see it) next to the last good status.
-    async fn update_cache(&self, uid: &str, pod: Option<&RunningPod>) -> Result<()> {
+    /// Refreshes one pod's cache entry; a pod gone from the runtime (in the listing taken at
+    /// `listed_at`) is deleted from the cache. On failure the error is cached (workers see it)
+    /// next to the last good status.
+    async fn update_cache(&self, uid: &str, pod: Option<&RunningPod>, listed_at: Instant) -> Result<()> {
         let Some(pod) = pod else {
-            self.cache.delete(uid);
+            self.cache.delete_observed(uid, listed_at);
             return Ok(());
         };
-        let timestamp = self.clock.instant();
-        match self.runtime.get_pod_status(uid, &pod.name, &pod.namespace).await {
-            Ok(mut status) => {
-                let previous = self.cache.get(uid);
-                status.ips = pod_ips(&status, &previous.status);
-                self.cache.set(uid, Arc::new(status), None, timestamp);
-                Ok(())
-            }
-            Err(e) => {
-                let previous = self.cache.get(uid);
-                self.cache.set(uid, previous.status, Some(e.to_string()), timestamp);
-                Err(e)
-            }
-        }
+        refresh_with(
+            self.runtime.as_ref(),
+            &self.cache,
+            &self.clock,
+            uid,
+            &pod.name,
+            &pod.namespace,
+        )
+        .await
+        .map(|_| ())
     }
 }
 

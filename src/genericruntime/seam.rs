@@ -80,6 +80,9 @@ impl RuntimeError {
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
+/// The runtime's container events (CRI `GetContainerEvents`): created, started, stopped, deleted.
+pub type ContainerEventStream = futures::stream::BoxStream<'static, Result<cri::ContainerEventResponse>>;
+
 /// CRI v1 RuntimeService (the calls the node agent drives).
 #[async_trait]
 pub trait RuntimeService: Send + Sync {
@@ -117,6 +120,16 @@ pub trait RuntimeService: Send + Sync {
         &self,
         req: cri::ListPodSandboxStatsRequest,
     ) -> Result<cri::ListPodSandboxStatsResponse>;
+
+    /// CRI `GetContainerEvents`: a stream of container lifecycle events. Runtimes without it
+    /// (containerd 1.6) answer Unimplemented and keel relies on relisting alone.
+    async fn get_container_events(&self, _req: cri::GetEventsRequest) -> Result<ContainerEventStream> {
+        Err(RuntimeError::new(
+            "GetContainerEvents",
+            Code::Unimplemented,
+            "the runtime offers no container events",
+        ))
+    }
 
     /// Streams served in this process (no streaming URL). `None`: use [`RuntimeService::exec`] and
     /// friends and proxy to the URL.

@@ -33,7 +33,7 @@ use super::volumes::VolumeManager;
 use super::workers::{PodSyncer, PodWorkers, SyncError, SyncOutcome, UpdatePodOptions, UpdateType};
 use super::RuntimeHealth;
 use crate::clock::Clock;
-use crate::genericruntime::relist::{PlegEvent, PlegEventKind, PodCache};
+use crate::genericruntime::relist::{refresh_pod, PlegEvent, PlegEventKind, PodCache};
 use crate::genericruntime::{EventSink, EventType, PodStatus, RunningPod, RuntimeManager};
 
 /// Housekeeping period (`housekeepingPeriod`).
@@ -179,8 +179,35 @@ impl Core {
             node_ips: &self.node_ips,
             now: self.clock.now(),
         });
-        self.prober.trigger_unready(&uid, &status);
         status
+    }
+
+    /// Hands a generated status to the status manager, then wakes the readiness probes of
+    /// containers that started but are not ready: they read the status just published, so a
+    /// new container is probed at once rather than a period later.
+    fn publish(&self, pod: &Pod, api: ApiPodStatus) {
+        let uid = uid_of(pod);
+        self.status.set_pod_status(pod, api);
+        if let Some(published) = self.status.get_pod_status(&uid) {
+            self.prober.trigger_unready(&uid, &published);
+        }
+    }
+
+    /// Targeted status refresh after this worker started or killed something: the pod's runtime
+    /// status is read now and published to the cache (ordered against relists), rather than
+    /// waiting for the next relist. On failure the given status stands; relist catches up.
+    async fn refresh(&self, pod: &Pod, fallback: Arc<PodStatus>) -> Arc<PodStatus> {
+        let uid = uid_of(pod);
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        match refresh_pod(&self.manager, &self.cache, &self.clock, &uid, name, ns).await {
+            Ok(cached) if cached.error.is_none() => cached.status,
+            Ok(_) => fallback,
+            Err(e) => {
+                debug!(pod_uid = %uid, error = %e, "targeted status refresh failed; relist will catch up");
+                fallback
+            }
+        }
     }
 
     /// The cached runtime status newer than `since` (or than keel's start for a first sync).
@@ -288,7 +315,7 @@ impl PodSyncer for Core {
             None => {}
         }
         let phase = phase_of(&api).to_string();
-        self.status.set_pod_status(pod, api);
+        self.publish(pod, api);
         if is_terminal(&phase) {
             return Ok(SyncOutcome::Terminal);
         }
@@ -342,10 +369,21 @@ impl PodSyncer for Core {
         let probes = self.prober.probe_failures(&runtime);
         let result = self.manager.sync_pod(pod, &runtime, &secrets, &probes).await;
         self.reasons.update(&uid, &result);
-        if result.start_results().next().is_some() {
-            // Show a new waiting reason (or its end) now rather than at the next sync.
+        // Something was started, killed or created (not only a back-off wait): publish the
+        // pod's new runtime state now, so Running/Ready goes out without waiting for a relist.
+        let acted = result
+            .results
+            .iter()
+            .any(|r| !r.error.as_ref().is_some_and(|(kind, _)| kind.is_backoff()));
+        let runtime = if acted {
+            self.refresh(pod, runtime).await
+        } else {
+            runtime
+        };
+        if acted || result.start_results().next().is_some() {
+            // Show the new state, or a new waiting reason (or its end), now.
             let api = self.generate(pod, &runtime);
-            self.status.set_pod_status(pod, api);
+            self.publish(pod, api);
         }
         match result.first_error() {
             None => Ok(retry.map(SyncOutcome::RetryAfter).unwrap_or(SyncOutcome::Done)),
@@ -377,7 +415,7 @@ impl PodSyncer for Core {
         self.prober.stop_liveness_and_startup(&uid);
         let runtime = self.runtime_status(&uid, since).await?;
         let api = self.generate(pod, &runtime);
-        self.status.set_pod_status(pod, api);
+        self.publish(pod, api);
         let result = self.manager.kill_pod(Some(pod), &runtime, Some(grace)).await;
         self.reasons.update(&uid, &result);
         if let Some(r) = result.first_error() {
@@ -386,11 +424,11 @@ impl PodSyncer for Core {
         }
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let after = self
-            .manager
-            .get_pod_status(&uid, name, ns)
+        // Published to the cache too (targeted refresh), so the next sync sees the kill.
+        let after = refresh_pod(&self.manager, &self.cache, &self.clock, &uid, name, ns)
             .await
-            .map_err(|e| SyncError(format!("reading status of {}: {e}", pod_full_name(pod))))?;
+            .map_err(|e| SyncError(format!("reading status of {}: {e}", pod_full_name(pod))))?
+            .status;
         if after
             .container_statuses
             .iter()
@@ -402,7 +440,7 @@ impl PodSyncer for Core {
             )));
         }
         let api = self.generate(pod, &after);
-        self.status.set_pod_status(pod, api);
+        self.publish(pod, api);
         Ok(())
     }
 
@@ -434,7 +472,7 @@ impl PodSyncer for Core {
             .map_err(|e| SyncError(format!("reading status of {}: {e}", pod_full_name(pod))))?;
         self.prober.remove_pod(&uid);
         let api = self.generate(pod, &runtime);
-        self.status.set_pod_status(pod, api);
+        self.publish(pod, api);
         // Unmount and remove the volumes (`podVolumesExist` must be false before the API object
         // can go); a failure retries the whole step.
         if let Err(e) = self.volumes.teardown_pod(&uid).await {

@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::clock::Clock;
-use crate::genericruntime::seam::{cri, Code, ImageService, Result, RuntimeError, RuntimeService};
+use crate::genericruntime::seam::{
+    cri, Code, ContainerEventStream, ImageService, Result, RuntimeError, RuntimeService,
+};
 use calls::{with_deadline, Timeouts};
 use cri::image_service_client::ImageServiceClient;
 use cri::runtime_service_client::RuntimeServiceClient;
@@ -230,6 +232,23 @@ macro_rules! img_call {
 
 #[async_trait]
 impl RuntimeService for CriRuntime {
+    async fn get_container_events(&self, req: cri::GetEventsRequest) -> Result<ContainerEventStream> {
+        use futures::StreamExt;
+        // No deadline: the stream lives as long as the runtime keeps it open. A Go gRPC server
+        // sends its headers with the first event, so this may wait until something happens.
+        let mut client = self.rt();
+        let stream = with_deadline("GetContainerEvents", &self.runtime_socket, None, async move {
+            client
+                .get_container_events(request(req, None))
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await?;
+        Ok(stream
+            .map(|r| r.map_err(|s| RuntimeError::from_status("GetContainerEvents", &s)))
+            .boxed())
+    }
+
     async fn version(&self, req: cri::VersionRequest) -> Result<cri::VersionResponse> {
         rt_call!(self, version, "Version", Some(self.timeouts.default_call()), req)
     }

@@ -117,7 +117,9 @@ use async_trait::async_trait;
 pub use config::SimConfig;
 
 use crate::clock::Clock;
-use crate::genericruntime::seam::{cri, Code, ImageService, Result as RtResult, RuntimeError, RuntimeService};
+use crate::genericruntime::seam::{
+    cri, Code, ContainerEventStream, ImageService, Result as RtResult, RuntimeError, RuntimeService,
+};
 use crate::genericruntime::streams::LocalStreams;
 use images::ImageRecord;
 use journal::{Journal, Record};
@@ -177,7 +179,12 @@ pub struct SimRuntime {
     alive_until: Option<jiff::Timestamp>,
     config: RwLock<Arc<SimConfig>>,
     state: Mutex<State>,
+    /// Container lifecycle events for `GetContainerEvents` subscribers (sent as they happen).
+    events: tokio::sync::broadcast::Sender<cri::ContainerEventResponse>,
 }
+
+/// Events a slow subscriber may fall behind by before it is told it lost some.
+const EVENT_BUFFER: usize = 1024;
 
 impl std::fmt::Debug for SimRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -250,6 +257,7 @@ impl SimRuntime {
             alive_until,
             config: RwLock::new(Arc::new(cfg)),
             state: Mutex::new(st),
+            events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
         });
         for id in running {
             rt.resume(&id);
@@ -415,6 +423,20 @@ impl SimRuntime {
         self.run(id, runner);
     }
 
+    /// Tells `GetContainerEvents` subscribers (none: nothing to do) what happened to a container.
+    fn emit(&self, id: &str, kind: cri::ContainerEventType) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let _ = self.events.send(cri::ContainerEventResponse {
+            container_id: id.to_string(),
+            container_event_type: kind as i32,
+            created_at: now_ns(&self.clock),
+            pod_sandbox_status: None,
+            containers_statuses: Vec::new(),
+        });
+    }
+
     fn record_exit(&self, id: &str, exit: Exit) {
         let mut st = self.lock();
         let Some(c) = st.containers.get_mut(id) else { return };
@@ -429,6 +451,8 @@ impl SimRuntime {
         if let Err(e) = st.record(&rec) {
             tracing::warn!(container = id, error = %e, "sim: journaling a container exit failed");
         }
+        drop(st);
+        self.emit(id, cri::ContainerEventType::ContainerStoppedEvent);
     }
 
     /// Signals a running container and waits until its exit is recorded.
@@ -525,6 +549,16 @@ async fn watch_config(rt: Weak<SimRuntime>, path: PathBuf, mut seen: Option<Syst
 
 #[async_trait]
 impl RuntimeService for SimRuntime {
+    /// Container events as they happen; a subscriber that falls more than [`EVENT_BUFFER`]
+    /// behind gets an error (it lost events) and should relist.
+    async fn get_container_events(&self, _req: cri::GetEventsRequest) -> RtResult<ContainerEventStream> {
+        use futures::StreamExt;
+        let rx = self.events.subscribe();
+        Ok(tokio_stream::wrappers::BroadcastStream::new(rx)
+            .map(|r| r.map_err(|e| RuntimeError::new("GetContainerEvents", Code::ResourceExhausted, e.to_string())))
+            .boxed())
+    }
+
     async fn version(&self, _req: cri::VersionRequest) -> RtResult<cri::VersionResponse> {
         self.available("Version")?;
         Ok(cri::VersionResponse {
@@ -791,6 +825,8 @@ impl RuntimeService for SimRuntime {
         st.record(&Record::Container(Box::new(rec.clone())))
             .map_err(|e| journal_failed(OP, e))?;
         st.insert_container(rec);
+        drop(st);
+        self.emit(&id, cri::ContainerEventType::ContainerCreatedEvent);
         Ok(cri::CreateContainerResponse { container_id: id })
     }
 
@@ -851,6 +887,8 @@ impl RuntimeService for SimRuntime {
                 c.rec = rec.clone();
             }
             if let Some(msg) = failure {
+                drop(st);
+                self.emit(&id, cri::ContainerEventType::ContainerStoppedEvent);
                 return Err(RuntimeError::new(OP, Code::Unknown, msg));
             }
             // The handle is published under the same lock that marks the container RUNNING.
@@ -867,6 +905,7 @@ impl RuntimeService for SimRuntime {
             }
         }
         self.run(&id, runner);
+        self.emit(&id, cri::ContainerEventType::ContainerStartedEvent);
         Ok(cri::StartContainerResponse {})
     }
 
@@ -894,6 +933,8 @@ impl RuntimeService for SimRuntime {
             st.record(&Record::ContainerRemoved { id: id.clone() })
                 .map_err(|e| journal_failed(OP, e))?;
             st.remove_container(&id);
+            drop(st);
+            self.emit(&id, cri::ContainerEventType::ContainerDeletedEvent);
         }
         Ok(cri::RemoveContainerResponse {})
     }

@@ -119,6 +119,7 @@ impl Shared {
             last_result: ProbeResult::Unknown,
             result_run: 0,
             on_hold: false,
+            delay_left: None,
         };
         workers.insert(key, handle);
         tokio::spawn(worker.run());
@@ -180,6 +181,9 @@ pub(super) struct Worker {
     result_run: u32,
     /// After a published liveness/startup failure: idle until a new container instance.
     on_hold: bool,
+    /// Inside initialDelaySeconds: how long until it ends (real time), so the first probe runs
+    /// then rather than at the next period tick.
+    delay_left: Option<Duration>,
 }
 
 impl Worker {
@@ -202,10 +206,18 @@ impl Worker {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         while self.do_probe(&settings).await {
+            let delay_left = self.delay_left.take();
+            let delay_end = async {
+                match delay_left {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.stop.cancelled() => break,
                 _ = ticker.tick() => {}
                 _ = self.trigger.notified() => {}
+                _ = delay_end => {}
             }
         }
         self.finish();
@@ -274,7 +286,9 @@ impl Worker {
         }
         if let Some(started_at) = running.started_at {
             let since = self.shared.clock.virtual_between(started_at.0, self.shared.clock.now());
-            if since.as_secs() < settings.initial_delay {
+            let delay = Duration::from_secs(settings.initial_delay);
+            if since < delay {
+                self.delay_left = Some(self.shared.clock.to_real(delay - since));
                 return true;
             }
         }
