@@ -8,6 +8,7 @@
 //! SIGINT stops accepting calls, lets in-flight ones finish, and removes the socket (the
 //! simulated runtime journals every change as it happens, as under `keel run`).
 
+pub mod authority;
 pub mod service;
 pub mod socket;
 
@@ -173,7 +174,10 @@ pub async fn serve(args: CriArgs, shutdown: CancellationToken) -> Result<(), Err
         .add_service(runtime_svc)
         .add_service(image_svc)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            // Every connection through the `:authority` fix for pre-1.26 clients.
+            futures::StreamExt::map(tokio_stream::wrappers::UnixListenerStream::new(listener), |c| {
+                c.map(authority::relay)
+            }),
             drained.cancelled_owned(),
         );
     let mut server = std::pin::pin!(server);
