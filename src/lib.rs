@@ -3,6 +3,7 @@
 
 pub mod backends;
 pub mod clock;
+pub mod criserver;
 pub mod genericruntime;
 pub mod kubelet;
 pub mod streaming;

@@ -35,7 +35,10 @@ use keel::streaming::{healthz, AppState};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::Cri(args) => return run_cri(args),
+    };
     // The filter may come from the config file (`logging.verbosity`); read it quietly first so
     // the warnings of the real load below are logged.
     let filter = config::load_quiet(&args).ok().and_then(|c| c.log_filter);
@@ -46,6 +49,16 @@ fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(run(Arc::new(cfg)))
+}
+
+/// `keel cri`: the in-process runtime as a CRI server (src/criserver).
+fn run_cri(args: keel::criserver::CriArgs) -> Result<()> {
+    init_tracing(args.log_level.as_deref());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(keel::criserver::run(args)).context("keel cri")
 }
 
 fn init_tracing(level: Option<&str>) {

@@ -164,10 +164,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at startup: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum Command {
     /// Run the node agent.
     Run(RunArgs),
+    /// Serve an in-process runtime as a CRI v1 runtime on a unix socket.
+    Cri(crate::criserver::CriArgs),
 }
 
 /// Flags of `keel run`. Every flag that is set overrides the config file.
@@ -1348,7 +1352,9 @@ clusterDNS: [10.96.0.10]
             "20",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("not the run subcommand")
+        };
         let c = load(&args).unwrap();
         assert_eq!(c.node_name, "n1");
         assert_eq!(c.max_pods, 7);
@@ -1482,7 +1488,9 @@ clusterDNS: [10.96.0.10]
             "/a.key",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("not the run subcommand")
+        };
         let c = load(&args).unwrap();
         assert_eq!(c.healthz_port, 0);
         assert_eq!(c.healthz_bind_address, "::1".parse::<IpAddr>().unwrap());
@@ -1496,7 +1504,9 @@ clusterDNS: [10.96.0.10]
         let d = Config::defaults("n".into());
         assert_eq!(d.healthz_bind_address, "127.0.0.1".parse::<IpAddr>().unwrap());
         let cli = Cli::try_parse_from(["keel", "run", "--node-name", "n", "--authorization-mode", "Bogus"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("not the run subcommand")
+        };
         assert!(load(&args).is_err());
     }
 

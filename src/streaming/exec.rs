@@ -323,8 +323,9 @@ async fn port_forward(state: AppState, ns: String, name: String, uid: Option<Str
 }
 
 /// In-process streams: keel terminates SPDY or WebSocket itself and the backend runs the
-/// process (or dials the port) on plain channels.
-mod local {
+/// process (or dials the port) on plain channels. Shared with `keel cri`'s streaming server
+/// ([`super::criserver`]), which reaches the same protocols through one-shot tokens.
+pub mod local {
     use std::sync::Arc;
 
     use axum::extract::Request;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::kubelet::syncloop::Core;
 
 pub mod auth;
+pub mod criserver;
 pub mod exec;
 pub mod healthz;
 pub mod logs;
