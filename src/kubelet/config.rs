@@ -69,6 +69,11 @@ pub struct Config {
     pub time_scale: f64,
     /// Simulated backend settings file (`--sim-config`), if any.
     pub sim_config: Option<PathBuf>,
+    /// Keep a local checkpoint of the node's API pods and start them from it after a restart
+    /// while the API server is unreachable (`checkpointPods`, keel's own; see kubelet::checkpoint).
+    pub checkpoint_pods: bool,
+    /// Also checkpoint the ConfigMaps, Secrets and tokens those pods use (`checkpointSecrets`).
+    pub checkpoint_secrets: bool,
 }
 
 /// `authentication` of the KubeletConfiguration.
@@ -152,10 +157,22 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start: the size of the `run` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum Command {
     /// Run the node agent.
     Run(RunArgs),
+    /// Print the pods of the local checkpoint (`checkpointPods`) with their last known status.
+    Pods(PodsArgs),
+}
+
+/// Flags of `keel pods`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PodsArgs {
+    /// keel's state directory (the `--root-dir` of `keel run`).
+    #[arg(long, default_value = "/var/lib/keel")]
+    pub root_dir: PathBuf,
 }
 
 /// Flags of `keel run`. Every flag that is set overrides the config file.
@@ -249,6 +266,14 @@ pub struct RunArgs {
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `keel=debug`).
     #[arg(short = 'v', long)]
     pub log_level: Option<String>,
+    /// Checkpoint the node's API pods locally and start them from it after a restart while the
+    /// API server is unreachable (`checkpointPods`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub checkpoint_pods: Option<bool>,
+    /// Also checkpoint the ConfigMaps, Secrets and service-account tokens they use
+    /// (`checkpointSecrets`; stored 0600 under the root dir).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub checkpoint_secrets: Option<bool>,
 }
 
 /// Default hard eviction thresholds (`DefaultEvictionHard`).
@@ -318,6 +343,8 @@ impl Config {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             time_scale: 1.0,
             sim_config: None,
+            checkpoint_pods: false,
+            checkpoint_secrets: false,
         }
     }
 }
@@ -417,6 +444,12 @@ pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> 
     cfg.time_scale = args.time_scale;
     if let Some(s) = &args.sim_config {
         cfg.sim_config = Some(s.clone());
+    }
+    if let Some(b) = args.checkpoint_pods {
+        cfg.checkpoint_pods = b;
+    }
+    if let Some(b) = args.checkpoint_secrets {
+        cfg.checkpoint_secrets = b;
     }
     if let Some(r) = &args.cgroup_root {
         if !r.is_empty() && !r.starts_with('/') {
@@ -653,6 +686,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "clusterDNS",
     "clusterDomain",
     "resolvConf",
+    "checkpointPods",
+    "checkpointSecrets",
 ];
 
 /// Every clusterDNS entry must be an IP address.
@@ -963,6 +998,12 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
     if let Some(p) = f.path_buf("resolvConf")? {
         cfg.resolv_conf = p;
     }
+    if let Some(b) = f.bool("checkpointPods")? {
+        cfg.checkpoint_pods = b;
+    }
+    if let Some(b) = f.bool("checkpointSecrets")? {
+        cfg.checkpoint_secrets = b;
+    }
 
     let mut ignored: Vec<String> = map
         .keys()
@@ -1126,7 +1167,9 @@ clusterDNS: [10.96.0.10]
             "20",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("expected keel run")
+        };
         let c = load(&args).unwrap();
         assert_eq!(c.node_name, "n1");
         assert_eq!(c.max_pods, 7);
@@ -1260,7 +1303,9 @@ clusterDNS: [10.96.0.10]
             "/a.key",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("expected keel run")
+        };
         let c = load(&args).unwrap();
         assert_eq!(c.healthz_port, 0);
         assert_eq!(c.healthz_bind_address, "::1".parse::<IpAddr>().unwrap());
@@ -1274,7 +1319,36 @@ clusterDNS: [10.96.0.10]
         let d = Config::defaults("n".into());
         assert_eq!(d.healthz_bind_address, "127.0.0.1".parse::<IpAddr>().unwrap());
         let cli = Cli::try_parse_from(["keel", "run", "--node-name", "n", "--authorization-mode", "Bogus"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("expected keel run")
+        };
         assert!(load(&args).is_err());
+    }
+
+    #[test]
+    fn checkpoint_settings_from_file_and_flags() {
+        let d = Config::defaults("n".into());
+        assert!(!d.checkpoint_pods && !d.checkpoint_secrets, "off by default");
+        let (c, ignored) = apply(
+            "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncheckpointPods: true\ncheckpointSecrets: true\n",
+        )
+        .unwrap();
+        assert!(c.checkpoint_pods && c.checkpoint_secrets);
+        assert!(ignored.is_empty(), "{ignored:?}");
+        assert!(apply(
+            "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncheckpointPods: yes please\n"
+        )
+        .is_err());
+        let cli = Cli::try_parse_from(["keel", "run", "--node-name", "n", "--checkpoint-pods"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected keel run")
+        };
+        let c = load(&args).unwrap();
+        assert!(c.checkpoint_pods && !c.checkpoint_secrets);
+        let cli = Cli::try_parse_from(["keel", "pods", "--root-dir", "/tmp/x"]).unwrap();
+        let Command::Pods(p) = cli.command else {
+            panic!("expected keel pods")
+        };
+        assert_eq!(p.root_dir, PathBuf::from("/tmp/x"));
     }
 }

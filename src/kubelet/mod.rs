@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod cgroups;
+pub mod checkpoint;
 pub mod config;
 pub mod events;
 pub mod hooks;
