@@ -19,6 +19,7 @@ use keel::genericruntime::sandbox::DnsSettings;
 use keel::genericruntime::{ManagerConfig, Runtime, RuntimeManager};
 use keel::kubelet::certificate;
 use keel::kubelet::cgroups::{CgroupFs, PodCgroups, DEFAULT_CGROUP_MOUNT};
+use keel::kubelet::checkpoint::{self, OfflineStore};
 use keel::kubelet::config::{self, Cli, Command, Config, RuntimeEndpoint};
 use keel::kubelet::events::Recorder;
 use keel::kubelet::hooks::KubeletHooks;
@@ -38,6 +39,7 @@ fn main() -> Result<()> {
     let args = match cli.command {
         Command::Run(args) => args,
         Command::Cri(args) => return run_cri(args),
+        Command::Pods(args) => return print_checkpointed_pods(&args.root_dir),
     };
     // The filter may come from the config file (`logging.verbosity`); read it quietly first so
     // the warnings of the real load below are logged.
@@ -59,6 +61,18 @@ fn run_cri(args: keel::criserver::CriArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(keel::criserver::run(args)).context("keel cri")
+}
+
+/// `keel pods`: the pods of the local checkpoint, one standalone-style status line each.
+fn print_checkpointed_pods(root_dir: &std::path::Path) -> Result<()> {
+    let path = checkpoint::checkpoint_path(root_dir);
+    let Some(cp) = checkpoint::load(&path)? else {
+        bail!("no pod checkpoint at {} (is checkpointPods enabled?)", path.display());
+    };
+    for line in checkpoint::status_lines(&cp) {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 fn init_tracing(level: Option<&str>) {
@@ -146,16 +160,25 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         .to_string()];
     let recorder = Recorder::new(client.clone(), cfg.node_name.clone(), clock);
     let (node_tx, node_rx) = watch::channel(None);
-    let volumes = Arc::new(
-        VolumeManager::new(cfg.root_dir.clone(), client.clone(), Some(node_rx.clone()))
-            .with_tmpfs(!matches!(cfg.runtime, RuntimeEndpoint::Sim)),
-    );
+    let (offline, restore) = open_checkpoint(&cfg, client.is_some());
+    let mut volumes = VolumeManager::new(cfg.root_dir.clone(), client.clone(), Some(node_rx.clone()))
+        .with_tmpfs(!matches!(cfg.runtime, RuntimeEndpoint::Sim));
+    if let Some(o) = &offline {
+        volumes = volumes.with_offline_store(o.clone());
+    }
+    let volumes = Arc::new(volumes);
     let mut run_options = KubeletRunOptions::new(client.clone(), cfg.node_name.clone(), node_ips.clone())
         .with_pod_files(cfg.root_dir.clone(), cfg.cluster_domain.clone())
         .with_node(node_rx.clone())
         .with_volumes(volumes.clone());
-    if let Some(c) = &client {
-        run_options = run_options.with_services(ServiceCache::start(c.clone(), shutdown.clone()));
+    let services = client
+        .as_ref()
+        .map(|c| ServiceCache::start(c.clone(), shutdown.clone()));
+    if let Some(s) = &services {
+        run_options = run_options.with_services(s.clone());
+    }
+    if let Some(o) = &offline {
+        run_options = run_options.with_offline_store(o.clone());
     }
     let run_options = Arc::new(run_options);
     let version = runtime
@@ -297,17 +320,42 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         );
     }
     if let Some(client) = &client {
-        // The kubelet starts its pod watch once the Node is registered (admission reads it).
+        // With checkpointPods the API source's updates pass through the checkpoint gate.
+        let api_tx = match &offline {
+            Some(o) => {
+                let (api_tx, api_rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
+                let status = status.clone();
+                let services = services.clone();
+                let opts = checkpoint::GateOptions {
+                    path: checkpoint::checkpoint_path(&cfg.root_dir),
+                    node_name: cfg.node_name.clone(),
+                    clock,
+                    restore,
+                    restore_after: checkpoint::RESTORE_AFTER,
+                    offline: o.clone(),
+                    status: Arc::new(move |uid| status.get_pod_status(uid)),
+                    services: Arc::new(move || services.as_ref().filter(|s| s.has_synced()).map(|s| s.services())),
+                };
+                checkpoint::spawn_gate(opts, api_rx, src_tx.clone(), shutdown.clone());
+                api_tx
+            }
+            None => src_tx.clone(),
+        };
+        // The kubelet starts its pod watch once the Node is registered (admission reads it);
+        // waiting in a task lets the loop run static and checkpointed pods meanwhile.
         let mut rx = node_rx.clone();
-        let wait = tokio::time::timeout(
-            std::time::Duration::from_secs(30),
-            rx.wait_for(|n| n.as_ref().is_some_and(|n| n.metadata.uid.is_some())),
-        )
-        .await;
-        if wait.is_err() {
-            warn!("node not registered after 30 s; watching pods anyway");
-        }
-        spawn_api_source(client.clone(), cfg.node_name.clone(), src_tx.clone(), shutdown.clone());
+        let (client, node_name, stop) = (client.clone(), cfg.node_name.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let wait = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                rx.wait_for(|n| n.as_ref().is_some_and(|n| n.metadata.uid.is_some())),
+            )
+            .await;
+            if wait.is_err() {
+                warn!("node not registered after 30 s; watching pods anyway");
+            }
+            spawn_api_source(client, node_name, api_tx, stop);
+        });
     }
     drop(src_tx);
 
@@ -334,6 +382,39 @@ fn hostname() -> String {
     nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().to_lowercase())
         .unwrap_or_default()
+}
+
+/// With `checkpointPods` (and an API server): the store of checkpointed objects and the
+/// checkpoint to restore from. Without it, a checkpoint left by an earlier configuration is
+/// removed so no copy of the pods (or their secrets) outlives the setting.
+fn open_checkpoint(cfg: &Config, with_api: bool) -> (Option<Arc<OfflineStore>>, Option<checkpoint::Checkpoint>) {
+    let path = checkpoint::checkpoint_path(&cfg.root_dir);
+    if !(cfg.checkpoint_pods && with_api) {
+        match std::fs::remove_file(&path) {
+            Ok(()) => info!(path = %path.display(), "checkpointPods is off; removed the pod checkpoint"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(path = %path.display(), error = %e, "cannot remove the old pod checkpoint"),
+        }
+        return (None, None);
+    }
+    let offline = Arc::new(OfflineStore::new(cfg.checkpoint_secrets));
+    let restore = match checkpoint::load(&path) {
+        Ok(Some(cp)) if cp.node_name == cfg.node_name => {
+            offline.load(&cp);
+            info!(pods = cp.pods.len(), path = %path.display(), "read the pod checkpoint");
+            Some(cp)
+        }
+        Ok(Some(cp)) => {
+            warn!(checkpoint_node = %cp.node_name, "the pod checkpoint belongs to another node name; ignoring it");
+            None
+        }
+        Ok(None) => None,
+        Err(e) => {
+            warn!(error = %e, "cannot read the pod checkpoint; starting without it");
+            None
+        }
+    };
+    (Some(offline), restore)
 }
 
 async fn wait_for_signal() {

@@ -81,6 +81,11 @@ pub struct Config {
     pub time_scale: f64,
     /// Simulated backend settings file (`--sim-config`), if any.
     pub sim_config: Option<PathBuf>,
+    /// Keep a local checkpoint of the node's API pods and start them from it after a restart
+    /// while the API server is unreachable (`checkpointPods`, keel's own; see kubelet::checkpoint).
+    pub checkpoint_pods: bool,
+    /// Also checkpoint the ConfigMaps, Secrets and tokens those pods use (`checkpointSecrets`).
+    pub checkpoint_secrets: bool,
 }
 
 /// `authentication` of the KubeletConfiguration.
@@ -172,6 +177,16 @@ pub enum Command {
     Run(RunArgs),
     /// Serve an in-process runtime as a CRI v1 runtime on a unix socket.
     Cri(crate::criserver::CriArgs),
+    /// Print the pods of the local checkpoint (`checkpointPods`) with their last known status.
+    Pods(PodsArgs),
+}
+
+/// Flags of `keel pods`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PodsArgs {
+    /// keel's state directory (the `--root-dir` of `keel run`).
+    #[arg(long, default_value = "/var/lib/keel")]
+    pub root_dir: PathBuf,
 }
 
 /// Flags of `keel run`. Every flag that is set overrides the config file.
@@ -300,6 +315,14 @@ pub struct RunArgs {
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `keel=debug`).
     #[arg(short = 'v', long)]
     pub log_level: Option<String>,
+    /// Checkpoint the node's API pods locally and start them from it after a restart while the
+    /// API server is unreachable (`checkpointPods`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub checkpoint_pods: Option<bool>,
+    /// Also checkpoint the ConfigMaps, Secrets and service-account tokens they use
+    /// (`checkpointSecrets`; stored 0600 under the root dir).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub checkpoint_secrets: Option<bool>,
 }
 
 /// Default hard eviction thresholds (`DefaultEvictionHard`).
@@ -375,6 +398,8 @@ impl Config {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             time_scale: 1.0,
             sim_config: None,
+            checkpoint_pods: false,
+            checkpoint_secrets: false,
         }
     }
 }
@@ -572,6 +597,12 @@ pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> 
     cfg.time_scale = args.time_scale;
     if let Some(s) = &args.sim_config {
         cfg.sim_config = Some(s.clone());
+    }
+    if let Some(b) = args.checkpoint_pods {
+        cfg.checkpoint_pods = b;
+    }
+    if let Some(b) = args.checkpoint_secrets {
+        cfg.checkpoint_secrets = b;
     }
     if let Some(r) = &args.cgroup_root {
         if !r.is_empty() && !r.starts_with('/') {
@@ -825,6 +856,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "rotateCertificates",
     "serverTLSBootstrap",
     "logging",
+    "checkpointPods",
+    "checkpointSecrets",
 ];
 
 /// Every clusterDNS entry must be an IP address.
@@ -1178,6 +1211,12 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
                 ignored_nested.push(format!("logging.format ({fmt})"));
             }
         }
+    }
+    if let Some(b) = f.bool("checkpointPods")? {
+        cfg.checkpoint_pods = b;
+    }
+    if let Some(b) = f.bool("checkpointSecrets")? {
+        cfg.checkpoint_secrets = b;
     }
 
     let mut ignored: Vec<String> = map
@@ -1710,5 +1749,31 @@ volumeStatsAggPeriod: 0s
             let e = parse_run(args).unwrap_err();
             assert_eq!(field_of(e), *field, "{args:?}");
         }
+    }
+    #[test]
+    fn checkpoint_settings_from_file_and_flags() {
+        let d = Config::defaults("n".into());
+        assert!(!d.checkpoint_pods && !d.checkpoint_secrets, "off by default");
+        let (c, ignored) = apply(
+            "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncheckpointPods: true\ncheckpointSecrets: true\n",
+        )
+        .unwrap();
+        assert!(c.checkpoint_pods && c.checkpoint_secrets);
+        assert!(ignored.is_empty(), "{ignored:?}");
+        assert!(apply(
+            "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\ncheckpointPods: yes please\n"
+        )
+        .is_err());
+        let cli = Cli::try_parse_from(["keel", "run", "--node-name", "n", "--checkpoint-pods"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected keel run")
+        };
+        let c = load(&args).unwrap();
+        assert!(c.checkpoint_pods && !c.checkpoint_secrets);
+        let cli = Cli::try_parse_from(["keel", "pods", "--root-dir", "/tmp/x"]).unwrap();
+        let Command::Pods(p) = cli.command else {
+            panic!("expected keel pods")
+        };
+        assert_eq!(p.root_dir, PathBuf::from("/tmp/x"));
     }
 }

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod certificate;
 pub mod cgroups;
+pub mod checkpoint;
 pub mod config;
 pub mod events;
 pub mod hooks;

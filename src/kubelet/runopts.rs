@@ -17,6 +17,7 @@ use kube::api::Api;
 use tokio::sync::watch;
 
 use crate::genericruntime::cri;
+use crate::kubelet::checkpoint::offline::{api_unreachable, OfflineStore};
 use crate::kubelet::mirror::is_static_pod;
 use crate::kubelet::services::{service_env, ServiceCache};
 
@@ -39,6 +40,9 @@ pub struct KubeletRunOptions {
     services: Option<ServiceCache>,
     /// Where the pod's volumes are; None = containers get no volume mounts.
     volumes: Option<Arc<VolumeManager>>,
+    /// `checkpointSecrets`: copies of the ConfigMaps, Secrets and Services env was built from,
+    /// used while the API server is unreachable.
+    offline: Option<Arc<OfflineStore>>,
 }
 
 /// Where the host's own hosts file is (host-network pods start from it).
@@ -55,6 +59,7 @@ impl KubeletRunOptions {
             node: None,
             volumes: None,
             services: None,
+            offline: None,
         }
     }
 
@@ -62,6 +67,12 @@ impl KubeletRunOptions {
     #[must_use]
     pub fn with_volumes(mut self, volumes: Arc<VolumeManager>) -> Self {
         self.volumes = Some(volumes);
+        self
+    }
+
+    /// Records what env reads in `offline` and falls back to it when the API is unreachable.
+    pub fn with_offline_store(mut self, offline: Arc<OfflineStore>) -> Self {
+        self.offline = Some(offline);
         self
     }
 
@@ -75,16 +86,20 @@ impl KubeletRunOptions {
     /// The pod's service variables (§4.9 step 1).
     fn service_env(&self, pod: &Pod) -> Result<Vec<(String, String)>, ConfigError> {
         let Some(cache) = &self.services else { return Ok(vec![]) };
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
         if !cache.has_synced() {
             if is_static_pod(pod) {
                 return Ok(vec![]);
+            }
+            // Offline restart: the Services as they were when the checkpoint was written.
+            if let Some(services) = self.offline.as_ref().and_then(|o| o.services()) {
+                return Ok(service_env(&services, ns, links));
             }
             return Err(ConfigError(
                 "services have not yet been read at least once, cannot construct envvars".into(),
             ));
         }
-        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
         Ok(service_env(&cache.services(), ns, links))
     }
 
@@ -192,18 +207,44 @@ impl KubeletRunOptions {
 
     async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, ConfigError> {
         let Some(client) = &self.client else { return Ok(None) };
-        Api::<ConfigMap>::namespaced(client.clone(), ns)
-            .get_opt(name)
-            .await
-            .map_err(|e| ConfigError(format!("failed to get configmap {ns}/{name}: {e}")))
+        match Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(name).await {
+            Ok(cm) => {
+                if let (Some(o), Some(cm)) = (&self.offline, &cm) {
+                    o.record_config_map(cm);
+                }
+                Ok(cm)
+            }
+            Err(e) => match self
+                .offline
+                .as_ref()
+                .filter(|_| api_unreachable(&e))
+                .and_then(|o| o.config_map(ns, name))
+            {
+                Some(cm) => Ok(Some(cm)),
+                None => Err(ConfigError(format!("failed to get configmap {ns}/{name}: {e}"))),
+            },
+        }
     }
 
     async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, ConfigError> {
         let Some(client) = &self.client else { return Ok(None) };
-        Api::<Secret>::namespaced(client.clone(), ns)
-            .get_opt(name)
-            .await
-            .map_err(|e| ConfigError(format!("failed to get secret {ns}/{name}: {e}")))
+        match Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await {
+            Ok(s) => {
+                if let (Some(o), Some(s)) = (&self.offline, &s) {
+                    o.record_secret(s);
+                }
+                Ok(s)
+            }
+            Err(e) => match self
+                .offline
+                .as_ref()
+                .filter(|_| api_unreachable(&e))
+                .and_then(|o| o.secret(ns, name))
+            {
+                Some(s) => Ok(Some(s)),
+                None => Err(ConfigError(format!("failed to get secret {ns}/{name}: {e}"))),
+            },
+        }
     }
 
     fn field_ref(&self, pod: &Pod, path: &str, pod_ips: &[String]) -> Result<String, ConfigError> {

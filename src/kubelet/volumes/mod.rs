@@ -21,6 +21,7 @@ pub mod token;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, Secret, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -35,6 +36,7 @@ use self::payload::PayloadError;
 use self::token::{TokenError, TokenManager};
 use crate::genericruntime::cri;
 use crate::genericruntime::expand::expand;
+use crate::kubelet::checkpoint::offline::{api_unreachable, OfflineStore};
 use crate::kubelet::resources::parse_value;
 use crate::kubelet::sources::defaults::DEFAULT_VOLUME_FILE_MODE;
 
@@ -150,6 +152,8 @@ pub struct VolumeManager {
     /// Mount a tmpfs for memory-backed volumes. Off for the simulated backend (on purpose: its
     /// containers are not real, the files are what matters, and a test run leaves no mounts).
     tmpfs: bool,
+    /// `checkpointSecrets`: copies of what was fetched, used while the API server is unreachable.
+    offline: Option<Arc<OfflineStore>>,
 }
 
 /// The volume sources keel handles.
@@ -258,7 +262,16 @@ impl VolumeManager {
             node_rx,
             tokens,
             tmpfs: true,
+            offline: None,
         }
+    }
+
+    /// Records fetched ConfigMaps, Secrets and tokens in `offline` and falls back to them when
+    /// the API server cannot be reached (offline restart from the pod checkpoint).
+    #[must_use]
+    pub fn with_offline_store(mut self, offline: Arc<OfflineStore>) -> Self {
+        self.offline = Some(offline);
+        self
     }
 
     /// Whether memory-backed volumes get a tmpfs (default) or stay plain directories.
@@ -376,15 +389,31 @@ impl VolumeManager {
                 volume: volume.into(),
             });
         };
-        Api::<ConfigMap>::namespaced(client.clone(), ns)
-            .get_opt(name)
-            .await
-            .map_err(|source| VolumeError::Fetch {
-                kind: "configmap",
-                namespace: ns.into(),
-                name: name.into(),
-                source: Box::new(source),
-            })
+        match Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(name).await {
+            Ok(cm) => {
+                if let (Some(o), Some(cm)) = (&self.offline, &cm) {
+                    o.record_config_map(cm);
+                }
+                Ok(cm)
+            }
+            Err(source) => match self
+                .offline
+                .as_ref()
+                .filter(|_| api_unreachable(&source))
+                .and_then(|o| o.config_map(ns, name))
+            {
+                Some(cm) => {
+                    debug!(configmap = %format!("{ns}/{name}"), error = %source, "API unreachable; using the checkpointed copy");
+                    Ok(Some(cm))
+                }
+                None => Err(VolumeError::Fetch {
+                    kind: "configmap",
+                    namespace: ns.into(),
+                    name: name.into(),
+                    source: Box::new(source),
+                }),
+            },
+        }
     }
 
     async fn get_secret(&self, volume: &str, ns: &str, name: &str) -> Result<Option<Secret>, VolumeError> {
@@ -394,15 +423,31 @@ impl VolumeManager {
                 volume: volume.into(),
             });
         };
-        Api::<Secret>::namespaced(client.clone(), ns)
-            .get_opt(name)
-            .await
-            .map_err(|source| VolumeError::Fetch {
-                kind: "secret",
-                namespace: ns.into(),
-                name: name.into(),
-                source: Box::new(source),
-            })
+        match Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await {
+            Ok(s) => {
+                if let (Some(o), Some(s)) = (&self.offline, &s) {
+                    o.record_secret(s);
+                }
+                Ok(s)
+            }
+            Err(source) => match self
+                .offline
+                .as_ref()
+                .filter(|_| api_unreachable(&source))
+                .and_then(|o| o.secret(ns, name))
+            {
+                Some(s) => {
+                    debug!(secret = %format!("{ns}/{name}"), error = %source, "API unreachable; using the checkpointed copy");
+                    Ok(Some(s))
+                }
+                None => Err(VolumeError::Fetch {
+                    kind: "secret",
+                    namespace: ns.into(),
+                    name: name.into(),
+                    source: Box::new(source),
+                }),
+            },
+        }
     }
 
     async fn configmap_volume(&self, pod: &Pod, v: &Volume) -> Result<Payload, VolumeError> {
@@ -507,7 +552,9 @@ impl VolumeManager {
             .and_then(|s| s.service_account_name.as_deref())
             .filter(|s| !s.is_empty())
             .unwrap_or("default");
-        let token = self
+        let uid = pod_uid(pod)?;
+        let audience = t.audience.as_deref().unwrap_or_default();
+        let fetched = self
             .tokens
             .token(
                 ns,
@@ -515,9 +562,29 @@ impl VolumeManager {
                 t.audience.as_deref(),
                 t.expiration_seconds,
                 pod.metadata.name.as_deref().unwrap_or_default(),
-                pod_uid(pod)?,
+                uid,
             )
-            .await?;
+            .await;
+        let token = match (fetched, &self.offline) {
+            (Ok(token), Some(o)) => {
+                o.record_token(uid, sa, audience, &token);
+                token
+            }
+            (Ok(token), None) => token,
+            // The token the pod last had: it cannot reach the API server either, and the next
+            // sync after the API returns requests a fresh one.
+            (Err(e), Some(o)) => match matches!(&e, TokenError::Request { source } if api_unreachable(source))
+                .then(|| o.token(uid, sa, audience))
+                .flatten()
+            {
+                Some(token) => {
+                    debug!(pod_uid = %uid, error = %e, "token request failed; using the checkpointed token");
+                    token
+                }
+                None => return Err(e.into()),
+            },
+            (Err(e), None) => return Err(e.into()),
+        };
         let fs_user = fs_user(pod);
         let mode = if fs_group(pod).is_some() || fs_user.is_some() {
             TOKEN_MODE_WITH_FS_GROUP
