@@ -1653,7 +1653,9 @@ volumeStatsAggPeriod: 0s
         let mut argv = vec!["keel", "run"];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("not the run subcommand")
+        };
         load_quiet(&args)
     }
 
@@ -1728,7 +1730,9 @@ volumeStatsAggPeriod: 0s
             "4m",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("not the run subcommand")
+        };
         let notes = flag_notes(&args);
         assert_eq!(notes.len(), 2);
         assert!(notes[0].starts_with("--pod-infra-container-image=p:1"));
