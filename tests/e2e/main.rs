@@ -18,6 +18,7 @@ mod kubelet_server;
 mod logs;
 mod node;
 mod probes;
+mod real_logs;
 mod real_node;
 mod real_pods;
 mod real_static;
