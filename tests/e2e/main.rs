@@ -17,6 +17,7 @@ mod kubelet_server;
 mod logs;
 mod node;
 mod probes;
+mod real_bootstrap;
 mod real_node;
 mod real_pods;
 mod real_static;

@@ -175,6 +175,8 @@ impl EnvTest {
             .args(["--service-cluster-ip-range", "10.96.0.0/16"])
             .args(["--authorization-mode", "Node,RBAC"])
             .args(["--enable-admission-plugins", "NodeRestriction"])
+            // Bootstrap tokens, as kubeadm runs the server (TLS bootstrapping tests).
+            .arg("--enable-bootstrap-token-auth")
             .arg("--allow-privileged=true")
             .arg("--kubelet-client-certificate")
             .arg(&kubelet_client.cert)
