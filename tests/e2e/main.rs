@@ -19,6 +19,7 @@ mod logs;
 mod node;
 mod probes;
 mod real_logs;
+mod real_bootstrap;
 mod real_node;
 mod real_pods;
 mod real_static;

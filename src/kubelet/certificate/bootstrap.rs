@@ -291,17 +291,40 @@ pub fn serving_manager(
     if !cfg.server_tls_bootstrap || cfg.tls_cert_file.is_some() {
         return Ok(None);
     }
-    let mut names = vec![cfg.node_name.clone()];
-    if hostname != cfg.node_name && !hostname.is_empty() {
-        names.push(hostname.to_string());
-    }
-    let template = Template::serving(&cfg.node_name, names, node_ips.to_vec());
+    let template = Template::serving(&cfg.node_name, Vec::new(), Vec::new());
+    let (names, ips) = serving_sans(&cfg.node_name, hostname, node_ips);
+    let template = Template {
+        dns_names: names,
+        ip_addresses: ips,
+        ..template
+    };
     let manager = Manager::new(Store::new(cfg.cert_dir(), SERVER_PREFIX), template, None)?;
     if manager.certified_key().is_none() {
         tracing::info!("serverTLSBootstrap: no serving certificate yet; requesting one (an administrator approves it)");
     }
     tokio::spawn(manager.clone().run(client.clone(), shutdown.clone()));
     Ok(Some(manager))
+}
+
+/// The serving certificate's SANs, as the kubelet takes them from its node addresses: the
+/// node name and hostname as DNS names (or as IPs where they are addresses) and the node IPs.
+pub fn serving_sans(node_name: &str, hostname: &str, node_ips: &[IpAddr]) -> (Vec<String>, Vec<IpAddr>) {
+    let mut names = Vec::new();
+    let mut ips = Vec::new();
+    for n in [node_name, hostname].into_iter().filter(|n| !n.is_empty()) {
+        match n.parse::<IpAddr>() {
+            Ok(ip) if !ips.contains(&ip) => ips.push(ip),
+            Ok(_) => {}
+            Err(_) if !names.iter().any(|x| x == n) => names.push(n.to_string()),
+            Err(_) => {}
+        }
+    }
+    for ip in node_ips {
+        if !ips.contains(ip) {
+            ips.push(*ip);
+        }
+    }
+    (names, ips)
 }
 
 #[cfg(test)]
@@ -325,6 +348,17 @@ users:
   user:
     token: abcdef.0123456789abcdef
 "#;
+
+    #[test]
+    fn serving_sans_from_names_and_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (n, i) = serving_sans("127.0.3.4", "host-a", &[ip("10.0.0.2")]);
+        assert_eq!(n, ["host-a"]);
+        assert_eq!(i, [ip("127.0.3.4"), ip("10.0.0.2")]);
+        let (n, i) = serving_sans("node-a", "node-a", &[ip("10.0.0.2"), ip("10.0.0.2")]);
+        assert_eq!(n, ["node-a"]);
+        assert_eq!(i, [ip("10.0.0.2")]);
+    }
 
     #[test]
     fn written_kubeconfig_points_at_the_current_pair() {

@@ -25,6 +25,10 @@ pub fn rotating_client(
     let err = |e: &dyn std::fmt::Display| CertError::Client { message: e.to_string() };
     let mut tls = config.rustls_client_config().map_err(|e| err(&e))?;
     tls.client_auth_cert_resolver = Arc::new(ClientResolver(manager));
+    // A resumed TLS session carries the identity of the handshake it resumes, so a connection
+    // dialled after a rotation could still present the old (soon expired) certificate. Go's
+    // client, the kubelet's, does not resume either.
+    tls.resumption = rustls::client::Resumption::disabled();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(config.connect_timeout);

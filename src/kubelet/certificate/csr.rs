@@ -39,27 +39,38 @@ pub struct Template {
 
 impl Template {
     /// The kubelet's client certificate: `system:node:<name>` in `system:nodes`, for client
-    /// auth. With an ECDSA key the kubelet asks for digital signature only, no key encipherment.
+    /// auth. The usages are the kubelet's three (digital signature, key encipherment, client
+    /// auth): kube-controller-manager up to 1.26 auto-approves only exactly these; newer ones
+    /// also take the ECDSA form without key encipherment.
     pub fn client(node_name: &str) -> Template {
         Template {
             common_name: format!("system:node:{node_name}"),
             organizations: vec![NODES_GROUP.to_string()],
             dns_names: Vec::new(),
             ip_addresses: Vec::new(),
-            usages: vec!["digital signature".into(), "client auth".into()],
+            usages: vec![
+                "digital signature".into(),
+                "key encipherment".into(),
+                "client auth".into(),
+            ],
             signer_name: CLIENT_SIGNER.to_string(),
             expiration_seconds: None,
         }
     }
 
-    /// The kubelet's serving certificate, for the node's host names and addresses.
+    /// The kubelet's serving certificate, for the node's host names and addresses (usages as
+    /// the client's, for server auth).
     pub fn serving(node_name: &str, dns_names: Vec<String>, ip_addresses: Vec<IpAddr>) -> Template {
         Template {
             common_name: format!("system:node:{node_name}"),
             organizations: vec![NODES_GROUP.to_string()],
             dns_names,
             ip_addresses,
-            usages: vec!["digital signature".into(), "server auth".into()],
+            usages: vec![
+                "digital signature".into(),
+                "key encipherment".into(),
+                "server auth".into(),
+            ],
             signer_name: SERVING_SIGNER.to_string(),
             expiration_seconds: None,
         }
@@ -255,7 +266,7 @@ mod tests {
     fn client_request_subject_and_usages() {
         let t = Template::client("node-1");
         assert_eq!(t.signer_name, "kubernetes.io/kube-apiserver-client-kubelet");
-        assert_eq!(t.usages, ["digital signature", "client auth"]);
+        assert_eq!(t.usages, ["digital signature", "key encipherment", "client auth"]);
         let key = generate_key().unwrap();
         let pem = request_pem(&t, &key).unwrap();
         let der = parse_request(&pem);
@@ -273,7 +284,7 @@ mod tests {
         assert_eq!(obj.spec.signer_name, CLIENT_SIGNER);
         assert_eq!(
             obj.spec.usages.as_deref().unwrap(),
-            ["digital signature", "client auth"]
+            ["digital signature", "key encipherment", "client auth"]
         );
         assert_eq!(obj.metadata.name.as_deref(), Some("node-csr-x"));
         assert!(obj.metadata.generate_name.is_none());
@@ -289,7 +300,7 @@ mod tests {
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
         let t = Template::serving("n2", vec!["n2".into()], vec![ip]);
         assert_eq!(t.signer_name, "kubernetes.io/kubelet-serving");
-        assert_eq!(t.usages, ["digital signature", "server auth"]);
+        assert_eq!(t.usages, ["digital signature", "key encipherment", "server auth"]);
         let pem = request_pem(&t, &generate_key().unwrap()).unwrap();
         let der = parse_request(&pem);
         let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();

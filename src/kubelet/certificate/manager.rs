@@ -135,6 +135,7 @@ impl Manager {
         self.rotated.send_modify(|n| *n += 1);
         tracing::info!(
             csr = %name,
+            signer = %template.signer_name,
             file = %self.store.current_path().display(),
             not_after = %jiff::Timestamp::from_second(pair.not_after).map(|t| t.to_string()).unwrap_or_default(),
             closed_connections = closed,

@@ -180,6 +180,8 @@ impl EnvTest {
             .args(["--service-cluster-ip-range", "10.96.0.0/16"])
             .args(["--authorization-mode", "Node,RBAC"])
             .args(["--enable-admission-plugins", "NodeRestriction"])
+            // Bootstrap tokens, as kubeadm runs the server (TLS bootstrapping tests).
+            .arg("--enable-bootstrap-token-auth")
             .arg("--allow-privileged=true")
             // Bootstrap tokens (`kube-system/bootstrap-token-*` Secrets) authenticate kubelets
             // joining by TLS bootstrap, as on a kubeadm cluster.
