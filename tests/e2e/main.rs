@@ -10,6 +10,7 @@ mod cri_cgroups;
 mod cri_lifecycle;
 mod cri_podspec;
 mod cri_probes;
+mod cri_server;
 mod cri_stats;
 mod cri_streaming;
 mod cri_volumes;
