@@ -221,6 +221,14 @@ async fn crictl_version_info_images_and_the_pod_lifecycle() {
     s.ok(&["rmi", "busybox:1.36"]).await;
     assert!(!s.ok(&["images"]).await.contains("1.36"));
 
+    // The image filesystem is a directory a client can stat (the kubelet's image GC does).
+    let fs = s.json(&["imagefsinfo"]).await;
+    let mountpoint = fs["status"]["fsId"]["mountpoint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(Path::new(&mountpoint).is_dir(), "{fs}");
+
     // A pod whose container logs, then runs.
     let (pod, ctr, _) = s
         .run("web", "main", "echo hello-from-sim; while true; do sleep 1; done")
