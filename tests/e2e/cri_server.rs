@@ -17,13 +17,13 @@ const CRICTL: &str = "/work/shared/tools/crictl";
 const ECHO_PORT: u16 = 8080;
 
 /// A `keel cri` process with a private directory, killed by PID when dropped.
-struct CriServer {
-    dir: tempfile::TempDir,
+pub(crate) struct CriServer {
+    pub(crate) dir: tempfile::TempDir,
     child: Option<tokio::process::Child>,
 }
 
 impl CriServer {
-    async fn start() -> Result<CriServer> {
+    pub(crate) async fn start() -> Result<CriServer> {
         let dir = tempfile::Builder::new().prefix("keel-cri-e2e").tempdir()?;
         let mut s = CriServer { dir, child: None };
         s.child = Some(s.spawn()?);
@@ -52,15 +52,15 @@ impl CriServer {
             .context("spawning keel cri")
     }
 
-    fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.dir.path().join("run/cri.sock")
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.path("keel.log")).unwrap_or_default()
     }
 
@@ -104,7 +104,7 @@ impl CriServer {
     }
 
     /// crictl that must succeed: its stdout, trimmed.
-    async fn ok(&self, args: &[&str]) -> String {
+    pub(crate) async fn ok(&self, args: &[&str]) -> String {
         let o = self.crictl(args).await.expect("running crictl");
         assert!(o.ok, "crictl {args:?} failed: {}\nkeel:\n{}", o.stderr, self.log());
         o.stdout.trim().to_string()

@@ -18,6 +18,7 @@ mod kubelet_server;
 mod logs;
 mod node;
 mod probes;
+mod real_kubelet_on_keel_cri;
 mod sim_lifecycle;
 mod sim_node;
 mod sim_podspec;
