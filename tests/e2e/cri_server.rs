@@ -527,3 +527,32 @@ async fn grpc_health(socket: &Path) -> Result<i32> {
         .await?;
     Ok(resp.into_inner().status)
 }
+
+#[tokio::test]
+async fn keel_cri_refuses_the_native_backend_and_tcp_listen_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = format!("unix://{}", dir.path().join("n.sock").display());
+    for (args, want) in [
+        (
+            vec!["--runtime", "native", "--listen", &sock],
+            "native backend is not available",
+        ),
+        (
+            vec!["--runtime", "sim", "--listen", "tcp://127.0.0.1:1"],
+            "serves on a unix socket",
+        ),
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .arg("cri")
+            .args(&args)
+            .arg("--root-dir")
+            .arg(dir.path().join("root"))
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
+    }
+    assert!(!dir.path().join("n.sock").exists());
+}
