@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cri_server::CriServer;
-use crate::support::keel::free_port;
+use crate::support::keel::{free_port, unmount_under};
 use crate::support::util::unique;
 
 /// The stock kubelet: `$KUBEBUILDER_ASSETS/kubelet`, else the shared envtest directory.
@@ -170,6 +170,8 @@ imageGCLowThresholdPercent: 98
         let _ = child.start_kill();
         let _ = child.wait().await;
         remove_pod_cgroups(&uid);
+        // The kubelet bind-mounts its root directory onto itself (rshared).
+        unmount_under(cri.dir.path());
         panic!(
             "pod status never settled: {last}\nkubelet log tail: {}\nkeel: {}",
             kubelet_log().lines().rev().take(30).collect::<Vec<_>>().join("\n"),
@@ -191,6 +193,13 @@ imageGCLowThresholdPercent: 98
     let _ = child.start_kill();
     let _ = child.wait().await;
     remove_pod_cgroups(&uid);
+    // The kubelet bind-mounts its root directory onto itself (rshared).
+    unmount_under(cri.dir.path());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(
+        !mounts.contains(&cri.dir.path().display().to_string()),
+        "mounts left behind"
+    );
 
     assert_eq!(logs.as_deref().map(str::trim), Some("hi-from-kubelet"));
     assert_eq!(run.as_deref().map(str::trim), Some("run-ok"));
