@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use crate::backends::sim::{self, SimRuntime};
 use crate::clock::Clock;
 use crate::genericruntime::seam::{cri, Runtime};
+use crate::genericruntime::streams::LocalStreams;
 use crate::streaming::criserver::{self as streaming, StreamingServer};
 use service::{CriService, ServerInfo};
 
@@ -116,6 +117,24 @@ pub async fn run(args: CriArgs) -> Result<(), Error> {
     serve(args, shutdown).await
 }
 
+/// The backend, its in-process streams and the bound streaming server.
+async fn start_backend(args: &CriArgs) -> Result<(Arc<dyn Runtime>, Arc<dyn LocalStreams>, StreamingServer), Error> {
+    let backend: Arc<dyn Runtime> = match args.runtime {
+        Backend::Native => return Err(Error::NativeNotAvailable),
+        Backend::Sim => {
+            let clock = Clock::real();
+            let state_dir = args.root_dir.join("sim");
+            match &args.sim_config {
+                Some(c) => SimRuntime::with_config_file(c, clock, state_dir)?,
+                None => SimRuntime::new(Default::default(), clock, state_dir)?,
+            }
+        }
+    };
+    let local = backend.local_streams().ok_or(Error::NoLocalStreams)?;
+    let streaming = StreamingServer::bind(args.streaming_address).await?;
+    Ok((backend, local, streaming))
+}
+
 async fn wait_for_termination() -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -130,20 +149,19 @@ async fn wait_for_termination() -> std::io::Result<()> {
 /// Serves until `shutdown` is cancelled.
 pub async fn serve(args: CriArgs, shutdown: CancellationToken) -> Result<(), Error> {
     let path = socket_path(&args.listen)?;
-    let backend: Arc<dyn Runtime> = match args.runtime {
-        Backend::Native => return Err(Error::NativeNotAvailable),
-        Backend::Sim => {
-            let clock = Clock::real();
-            let state_dir = args.root_dir.join("sim");
-            match &args.sim_config {
-                Some(c) => SimRuntime::with_config_file(c, clock, state_dir)?,
-                None => SimRuntime::new(Default::default(), clock, state_dir)?,
-            }
+    if args.runtime == Backend::Native {
+        return Err(Error::NativeNotAvailable);
+    }
+    // The socket first: a second server on a live socket must not open the same state.
+    let listener = socket::bind(&path).await?;
+    let started = start_backend(&args).await;
+    let (backend, local, streaming) = match started {
+        Ok(b) => b,
+        Err(e) => {
+            socket::remove(&path);
+            return Err(e);
         }
     };
-    let local = backend.local_streams().ok_or(Error::NoLocalStreams)?;
-    let streaming = StreamingServer::bind(args.streaming_address).await?;
-    let listener = socket::bind(&path).await?;
     let info = ServerInfo {
         runtime: format!("{:?}", args.runtime).to_lowercase(),
         root_dir: args.root_dir.display().to_string(),

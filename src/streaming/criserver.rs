@@ -275,6 +275,89 @@ mod tests {
         assert_eq!(cache.len(), 1);
     }
 
+    /// Exec writes `ID:ARGV` and exits 7.
+    struct Echo;
+
+    #[async_trait::async_trait]
+    impl LocalStreams for Echo {
+        async fn exec(
+            &self,
+            container_id: &str,
+            cmd: Vec<String>,
+            _tty: bool,
+            mut io: crate::genericruntime::streams::ProcessIo,
+        ) -> Result<i32, RuntimeError> {
+            if let Some(out) = io.stdout.take() {
+                let _ = out.send(format!("{container_id}:{}", cmd.join(" ")).into()).await;
+            }
+            Ok(7)
+        }
+
+        async fn attach(
+            &self,
+            _: &str,
+            _: bool,
+            _: crate::genericruntime::streams::ProcessIo,
+        ) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+
+        async fn port_forward(&self, _: &str, _: u16) -> Result<crate::genericruntime::streams::BoxedIo, RuntimeError> {
+            Err(RuntimeError::not_found("PortForward", "no ports"))
+        }
+    }
+
+    #[tokio::test]
+    async fn websocket_exec_through_a_token_then_the_token_is_spent() {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::Message;
+
+        let server = StreamingServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let issuer = server.issuer();
+        let shutdown = CancellationToken::new();
+        let _stop = shutdown.clone().drop_guard();
+        tokio::spawn(server.serve(Arc::new(Echo), shutdown.clone()));
+        let url = issuer
+            .issue(
+                "Exec",
+                StreamRequest::Exec(cri::ExecRequest {
+                    container_id: "c1".into(),
+                    cmd: vec!["echo".into(), "hi".into()],
+                    stdout: true,
+                    ..Default::default()
+                }),
+            )
+            .unwrap();
+        let mut req = url.replace("http://", "ws://").into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let (mut stdout, mut status) = (Vec::new(), Vec::new());
+        while let Some(Ok(m)) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap() {
+            if let Message::Binary(b) = m {
+                match b.first() {
+                    Some(1) => stdout.extend_from_slice(&b[1..]),
+                    Some(3) => status.extend_from_slice(&b[1..]),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&stdout), "c1:echo hi");
+        let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+        assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+        assert_eq!(status["details"]["causes"][0]["message"], "7", "{status}");
+
+        // Used once: the same URL is gone.
+        let mut req = url.replace("http://", "ws://").into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), StatusCode::NOT_FOUND),
+            other => panic!("second use: {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn urls_name_the_kind_and_the_bound_port() {
         let server = StreamingServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();

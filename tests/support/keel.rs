@@ -195,7 +195,7 @@ impl Drop for Keel {
 }
 
 /// Lazily unmounts every mount point under `dir`, deepest first.
-fn unmount_under(dir: &Path) {
+pub fn unmount_under(dir: &Path) {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };

@@ -142,6 +142,9 @@ const CONFIG_POLL: Duration = Duration::from_secs(1);
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const HEARTBEAT_FILE: &str = "alive";
 
+/// The image filesystem's mountpoint under the state directory (ImageFsInfo).
+const IMAGES_MOUNT_DIR: &str = "images";
+
 /// Exit code and reason of a container that failed to start (containerd's constants).
 const START_ERROR_CODE: i32 = 128;
 const START_ERROR_REASON: &str = "StartError";
@@ -218,6 +221,13 @@ impl SimRuntime {
     /// Opens (or creates) the runtime state under `state_dir` and resumes what was running.
     pub fn new(cfg: SimConfig, clock: Clock, state_dir: PathBuf) -> Result<Arc<SimRuntime>, Error> {
         let (journal, loaded) = Journal::open(&state_dir)?;
+        // ImageFsInfo and the container stats name these as mountpoints; a CRI client (the
+        // kubelet's image GC and eviction) stats them, so they must exist.
+        for dir in [IMAGES_MOUNT_DIR, stats::LAYER_MOUNT_DIR] {
+            if let Err(e) = std::fs::create_dir_all(state_dir.join(dir)) {
+                tracing::warn!(error = %e, dir, "sim: cannot create a filesystem mountpoint");
+            }
+        }
         let alive_until = std::fs::read_to_string(state_dir.join(HEARTBEAT_FILE))
             .ok()
             .and_then(|t| t.trim().parse().ok());
@@ -1183,7 +1193,7 @@ impl ImageService for SimRuntime {
             image_filesystems: vec![cri::FilesystemUsage {
                 timestamp: now_ns(&self.clock),
                 fs_id: Some(cri::FilesystemIdentifier {
-                    mountpoint: self.state_dir.join("images").to_string_lossy().into_owned(),
+                    mountpoint: self.state_dir.join(IMAGES_MOUNT_DIR).to_string_lossy().into_owned(),
                 }),
                 used_bytes: Some(cri::UInt64Value {
                     value: st.images.total_size(),
