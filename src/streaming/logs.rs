@@ -136,12 +136,33 @@ pub fn stream_container_logs(
                 .await;
         }
     });
-    let body = Body::from_stream(ReceiverStream::new(rx).map(|c| Ok::<_, Infallible>(c.data)));
+    let body = Body::from_stream(flushed(ReceiverStream::new(rx).map(|c| c.data)));
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, TEXT_PLAIN)
         .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The body as the kubelet writes it (a flush after every write): the server is made to send
+/// what it has before the end of the body, so the terminating chunk never shares a TLS record with
+/// the last data. kube-apiserver's WebSocket log streaming (`wsstream` `messageCopy`) drops the
+/// bytes of a read that also returns EOF, which Go's chunked reader does when the terminator is
+/// already buffered: a log fetched over a WebSocket through the API server would come back empty.
+fn flushed(
+    chunks: impl futures::Stream<Item = Bytes> + Send + Unpin + 'static,
+) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
+    futures::stream::unfold(Some(chunks), |state| async move {
+        let mut chunks = state?;
+        match chunks.next().await {
+            Some(data) => Some((Ok(data), Some(chunks))),
+            None => {
+                // One Pending before the end: hyper flushes the last chunk on its own.
+                tokio::task::yield_now().await;
+                None
+            }
+        }
+    })
 }
 
 fn has_container(pod: &Pod, name: &str) -> bool {

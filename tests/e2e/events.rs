@@ -92,3 +92,126 @@ spec:
     // kubectl shows a counted event's age as "… (xN over …)".
     assert!(events.contains(" (x"), "{text}");
 }
+
+/// A kube client with a node's identity (`system:node:<node>`, group `system:nodes`).
+async fn node_client(api: &crate::support::apiserver::TestApiServer, node: &str) -> kube::Client {
+    let path = api.kubeconfig_for(&format!("system:node:{node}"), &["system:nodes"]);
+    let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> u16 {
+    match r {
+        Ok(_) => 200,
+        Err(kube::Error::Api(s)) => s.code,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The test API server refuses what a v1.24 server with the Node authorizer and NodeRestriction
+/// refuses a node: events.k8s.io events, Secrets/ConfigMaps no pod of the node uses, another
+/// node's Node and Lease, status of pods bound elsewhere, non-mirror pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_server_applies_the_node_authorizer_and_node_restriction() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{ConfigMap, Event, Node as KNode, Pod, Secret};
+    use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+    use serde_json::json;
+
+    let api = crate::support::apiserver::TestApiServer::start().await.unwrap();
+    let admin = api.client().await;
+    let node = unique("authz-node");
+    let c = node_client(&api, &node).await;
+    let ev = |group: &str| {
+        json!({"apiVersion": group, "kind": "Event", "metadata": {"name": unique("ev"), "namespace": "default"},
+               "reason": "Started", "type": "Normal"})
+    };
+    // events.k8s.io: 403; core/v1: created.
+    let v1: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), "default");
+    let mut e = ev("events.k8s.io/v1");
+    e["eventTime"] = json!("2026-01-01T00:00:00.000000Z");
+    e["action"] = json!("Started");
+    e["reportingController"] = json!("kubelet");
+    e["reportingInstance"] = json!(node);
+    let e = serde_json::from_value(e).unwrap();
+    assert_eq!(code(v1.create(&PostParams::default(), &e).await), 403);
+    let mut core = ev("v1");
+    core["involvedObject"] = json!({"kind": "Node", "name": node, "uid": node});
+    let core: Event = serde_json::from_value(core).unwrap();
+    let events: Api<Event> = Api::namespaced(c.clone(), "default");
+    assert_eq!(code(events.create(&PostParams::default(), &core).await), 200);
+
+    // Secrets and ConfigMaps: only those of pods bound to the node, one at a time.
+    let secret = unique("s");
+    let cm = unique("cm");
+    let admin_secrets: Api<Secret> = Api::namespaced(admin.clone(), "default");
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": secret}, "stringData": {"k": "v"}})).unwrap();
+    admin_secrets.create(&PostParams::default(), &s).await.unwrap();
+    let admin_cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    let m: ConfigMap = serde_json::from_value(json!({"metadata": {"name": cm}, "data": {"k": "v"}})).unwrap();
+    admin_cms.create(&PostParams::default(), &m).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    assert_eq!(code(secrets.get(&secret).await), 403);
+    assert_eq!(code(cms.get(&cm).await), 403);
+    assert_eq!(code(secrets.list(&ListParams::default()).await), 403);
+    let pod_name = unique("p");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": pod_name}, "spec": {
+        "nodeName": node,
+        "containers": [{"name": "c", "image": "busybox:1.36",
+            "env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": secret, "key": "k"}}}]}],
+        "volumes": [{"name": "v", "configMap": {"name": cm}}]}}))
+    .unwrap();
+    let admin_pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    admin_pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert_eq!(code(secrets.get(&secret).await), 200);
+    assert_eq!(code(cms.get(&cm).await), 200);
+    let by_name = ListParams::default().fields(&format!("metadata.name={secret}"));
+    assert_eq!(code(secrets.list(&by_name).await), 200);
+    assert_eq!(code(secrets.list(&ListParams::default()).await), 403);
+
+    // Pods: status of its own pods only; only mirror pods may be created.
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let status = json!({"status": {"phase": "Pending"}});
+    assert_eq!(
+        code(
+            pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+        ),
+        200
+    );
+    let other = unique("p-other");
+    let mut p2 = pod.clone();
+    p2.metadata.name = Some(other.clone());
+    p2.spec.as_mut().unwrap().node_name = Some("someone-else".into());
+    admin_pods.create(&PostParams::default(), &p2).await.unwrap();
+    assert_eq!(
+        code(
+            pods.patch_status(&other, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+        ),
+        403
+    );
+    let plain: Pod = serde_json::from_value(json!({"metadata": {"name": unique("plain")}, "spec": {
+        "nodeName": node, "containers": [{"name": "c", "image": "busybox:1.36"}]}}))
+    .unwrap();
+    assert_eq!(code(pods.create(&PostParams::default(), &plain).await), 403);
+
+    // Its own Node and Lease only.
+    let nodes: Api<KNode> = Api::all(c.clone());
+    let mine: KNode = serde_json::from_value(json!({"metadata": {"name": node}})).unwrap();
+    assert_eq!(code(nodes.create(&PostParams::default(), &mine).await), 200);
+    let theirs: KNode = serde_json::from_value(json!({"metadata": {"name": unique("other-node")}})).unwrap();
+    assert_eq!(code(nodes.create(&PostParams::default(), &theirs).await), 403);
+    let leases: Api<Lease> = Api::namespaced(c.clone(), "kube-node-lease");
+    let lease = |name: &str| -> Lease { serde_json::from_value(json!({"metadata": {"name": name}})).unwrap() };
+    assert_eq!(code(leases.create(&PostParams::default(), &lease(&node)).await), 200);
+    assert_eq!(
+        code(leases.create(&PostParams::default(), &lease("not-mine")).await),
+        403
+    );
+    assert_eq!(code(leases.get("not-mine").await), 403);
+}

@@ -266,3 +266,26 @@ async fn streamed_body_of_a_sim_container() {
     let text = body_text(r).await;
     assert!(text.starts_with("failed to get container status \"gone\""), "{text}");
 }
+
+/// The body hands the server a Pending after the last chunk, so hyper flushes that chunk before
+/// it writes the terminating one (kube-apiserver's WebSocket log path loses data that arrives
+/// together with the end of the body).
+#[test]
+fn the_last_chunk_is_flushed_before_the_end_of_the_body() {
+    use futures::Stream;
+    use std::task::{Context, Poll};
+    let chunks = futures::stream::iter([Bytes::from_static(b"a\n"), Bytes::from_static(b"b\n")]);
+    let mut body = Box::pin(flushed(chunks));
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut polls = Vec::new();
+    loop {
+        match body.as_mut().poll_next(&mut cx) {
+            Poll::Ready(Some(Ok(b))) => polls.push(String::from_utf8_lossy(b.as_ref()).into_owned()),
+            Poll::Ready(Some(Err(never))) => match never {},
+            Poll::Ready(None) => break,
+            Poll::Pending => polls.push("pending".into()),
+        }
+    }
+    assert_eq!(polls, ["a\n", "b\n", "pending"]);
+}

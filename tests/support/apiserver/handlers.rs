@@ -21,6 +21,7 @@ use super::errors::{ApiError, FieldError};
 use super::events;
 use super::fieldvalidation;
 use super::kubeletproxy;
+use super::nodeauthz;
 use super::objects::{format_time, meta, meta_mut, meta_str, name, new_uid, now_time, parse_time, random_suffix};
 use super::patch::{self, PatchType};
 use super::protobuf;
@@ -301,6 +302,9 @@ fn resource_request(
     if !decision.allowed {
         return Err(authz::forbidden(&r.user.name, &attrs, &decision.reason));
     }
+    if let Some(node) = nodeauthz::node_identity(&r.user.name, &r.user.groups) {
+        node_restrictions(shared, node, &attrs, r)?;
+    }
     if let Some(sub) = t.sub.clone() {
         if !res.subresources.iter().any(|(s, _, _)| *s == sub) {
             return Err(ApiError::page_not_found());
@@ -348,6 +352,41 @@ fn request_verb(method: &Method, named: bool, watch: bool) -> &'static str {
         Method::DELETE => "deletecollection",
         _ => "",
     }
+}
+
+/// The Node authorizer (a list or watch names its object through a `metadata.name` field
+/// selector, as the real RequestInfo does) and the NodeRestriction admission plugin, for a
+/// node's identity.
+fn node_restrictions(shared: &Shared, node: &str, attrs: &Attributes, r: &Req) -> Result<(), ApiError> {
+    let mut attrs = attrs.clone();
+    if let Attributes::Resource { name, verb, .. } = &mut attrs {
+        if name.is_empty() && (verb == "list" || verb == "watch") {
+            let selected = r.q("fieldSelector").and_then(|fs| {
+                fs.split(',').find_map(|req| {
+                    req.strip_prefix("metadata.name=")
+                        .or_else(|| req.strip_prefix("metadata.name=="))
+                })
+            });
+            if let Some(n) = selected {
+                *name = n.to_string();
+            }
+        }
+    }
+    let store = shared.store.lock();
+    let decision = nodeauthz::authorize(node, &attrs, &store);
+    if !decision.allowed {
+        return Err(authz::forbidden(&r.user.name, &attrs, &decision.reason));
+    }
+    let body: Option<Value> = if r.method == Method::POST || r.method == Method::PUT {
+        serde_json::from_slice(&r.body).ok()
+    } else {
+        None
+    };
+    let verb = match &attrs {
+        Attributes::Resource { verb, .. } => verb.clone(),
+        Attributes::NonResource { verb, .. } => verb.clone(),
+    };
+    nodeauthz::admit(node, &verb, &attrs, body.as_ref(), &store)
 }
 
 /// What a client of `res` sees for a stored object.

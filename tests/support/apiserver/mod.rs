@@ -12,6 +12,7 @@ mod events;
 mod fieldvalidation;
 mod handlers;
 mod kubeletproxy;
+mod nodeauthz;
 mod objects;
 mod patch;
 mod pki;
