@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 use keel::backends::cri::CriRuntime;
 use keel::backends::sim::SimRuntime;
 use keel::clock::Clock;
+use keel::genericruntime::imagegc::{ImageGcManager, ImageGcPolicy, RuntimeImages};
 use keel::genericruntime::instrumented::InstrumentedRuntime;
 use keel::genericruntime::logrotate::{ContainerLogManager, LogRotatePolicy};
 use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
@@ -34,7 +35,10 @@ use keel::streaming::{healthz, AppState};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::Images(args) => return keel::backends::native::images::cli::main(args),
+    };
     init_tracing(args.log_level.as_deref());
     let cfg = config::load(&args).context("loading configuration")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -169,6 +173,20 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         },
     );
     tokio::spawn(log_manager.run(shutdown.clone()));
+    let image_gc = ImageGcManager::new(
+        Arc::new(RuntimeImages(runtime.clone())),
+        ImageGcPolicy {
+            high_threshold_percent: cfg.image_gc_high_threshold_percent,
+            low_threshold_percent: cfg.image_gc_low_threshold_percent,
+            min_age: cfg.image_minimum_gc_age,
+        },
+    )
+    .context("image garbage collection policy")?
+    .with_node_events({
+        let recorder = recorder.clone();
+        Arc::new(move |kind, reason: &str, msg| recorder.node_event(kind, reason, msg))
+    });
+    tokio::spawn(Arc::new(image_gc).run(shutdown.clone()));
 
     let (health_tx, health_rx) = watch::channel(RuntimeHealth {
         runtime_version: format!("{}://{}", version.runtime_name, version.runtime_version),

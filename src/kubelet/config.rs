@@ -59,6 +59,15 @@ pub struct Config {
     pub container_log_max_files: u32,
     pub image_pull_progress_deadline: Duration,
     pub serialize_image_pulls: bool,
+    /// Image GC (`imageGCHighThresholdPercent`, `imageGCLowThresholdPercent`, `imageMinimumGCAge`).
+    pub image_gc_high_threshold_percent: i32,
+    pub image_gc_low_threshold_percent: i32,
+    pub image_minimum_gc_age: Duration,
+    /// containerd-style `<host>/hosts.toml` for the native backend (`registryConfigDir`,
+    /// `--registry-config-dir`).
+    pub registry_config_dir: PathBuf,
+    /// Image archives the native backend imports at start-up (`imagePreloadDir`).
+    pub image_preload_dir: Option<PathBuf>,
     /// Cluster DNS servers for ClusterFirst pods (`clusterDNS`); empty = host resolv.conf.
     pub cluster_dns: Vec<String>,
     /// Cluster domain (`clusterDomain`) for the ClusterFirst search path and pod FQDNs.
@@ -152,10 +161,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up: the size of the `run` flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum Command {
     /// Run the node agent.
     Run(RunArgs),
+    /// Pull, list, remove and import images of the native backend's store.
+    Images(crate::backends::native::images::cli::ImagesArgs),
 }
 
 /// Flags of `keel run`. Every flag that is set overrides the config file.
@@ -176,6 +189,10 @@ pub struct RunArgs {
     /// Image service endpoint, if different from --runtime (same syntax).
     #[arg(long)]
     pub image_service_endpoint: Option<String>,
+    /// Registry hosts configuration (containerd's `certs.d/<host>/hosts.toml`) for the native
+    /// backend (overrides registryConfigDir; default /etc/keel/certs.d).
+    #[arg(long)]
+    pub registry_config_dir: Option<PathBuf>,
     /// State directory.
     #[arg(long, default_value = "/var/lib/keel")]
     pub root_dir: PathBuf,
@@ -313,6 +330,11 @@ impl Config {
             container_log_max_files: 5,
             image_pull_progress_deadline: Duration::from_secs(60),
             serialize_image_pulls: true,
+            image_gc_high_threshold_percent: 85,
+            image_gc_low_threshold_percent: 80,
+            image_minimum_gc_age: Duration::from_secs(120),
+            registry_config_dir: PathBuf::from("/etc/keel/certs.d"),
+            image_preload_dir: None,
             cluster_dns: Vec::new(),
             cluster_domain: "cluster.local".to_string(),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
@@ -362,6 +384,9 @@ pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> 
         cfg.image_service_endpoint = Some(parse_endpoint("--image-service-endpoint", ep)?);
     }
     cfg.root_dir = args.root_dir.clone();
+    if let Some(d) = &args.registry_config_dir {
+        cfg.registry_config_dir = d.clone();
+    }
     cfg.pod_logs_dir = args.pod_logs_dir.clone();
     if let Some(p) = &args.pod_manifest_path {
         cfg.static_pod_path = Some(p.clone());
@@ -650,6 +675,11 @@ const KNOWN_FIELDS: &[&str] = &[
     "containerLogMaxFiles",
     "imagePullProgressDeadline",
     "serializeImagePulls",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
+    "imageMinimumGCAge",
+    "registryConfigDir",
+    "imagePreloadDir",
     "clusterDNS",
     "clusterDomain",
     "resolvConf",
@@ -951,6 +981,30 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
     if let Some(b) = f.bool("serializeImagePulls")? {
         cfg.serialize_image_pulls = b;
     }
+    if let Some(v) = f.int("imageGCHighThresholdPercent", 0, 100)? {
+        cfg.image_gc_high_threshold_percent = v as i32;
+    }
+    if let Some(v) = f.int("imageGCLowThresholdPercent", 0, 100)? {
+        cfg.image_gc_low_threshold_percent = v as i32;
+    }
+    if cfg.image_gc_low_threshold_percent > cfg.image_gc_high_threshold_percent {
+        return Err(ConfigError::invalid(
+            "imageGCLowThresholdPercent",
+            format!(
+                "{} can not be higher than imageGCHighThresholdPercent {}",
+                cfg.image_gc_low_threshold_percent, cfg.image_gc_high_threshold_percent
+            ),
+        ));
+    }
+    if let Some(d) = f.duration("imageMinimumGCAge")? {
+        cfg.image_minimum_gc_age = d;
+    }
+    if let Some(p) = f.path_buf("registryConfigDir")? {
+        cfg.registry_config_dir = p;
+    }
+    if let Some(p) = f.path_buf("imagePreloadDir")? {
+        cfg.image_preload_dir = Some(p);
+    }
     if let Some(v) = f.get("clusterDNS") {
         let servers: Vec<String> =
             serde_json::from_value(v.clone()).map_err(|e| ConfigError::invalid("clusterDNS", e.to_string()))?;
@@ -1126,7 +1180,9 @@ clusterDNS: [10.96.0.10]
             "20",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            unreachable!("parsed `run`")
+        };
         let c = load(&args).unwrap();
         assert_eq!(c.node_name, "n1");
         assert_eq!(c.max_pods, 7);
@@ -1260,7 +1316,9 @@ clusterDNS: [10.96.0.10]
             "/a.key",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            unreachable!("parsed `run`")
+        };
         let c = load(&args).unwrap();
         assert_eq!(c.healthz_port, 0);
         assert_eq!(c.healthz_bind_address, "::1".parse::<IpAddr>().unwrap());
@@ -1274,7 +1332,9 @@ clusterDNS: [10.96.0.10]
         let d = Config::defaults("n".into());
         assert_eq!(d.healthz_bind_address, "127.0.0.1".parse::<IpAddr>().unwrap());
         let cli = Cli::try_parse_from(["keel", "run", "--node-name", "n", "--authorization-mode", "Bogus"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            unreachable!("parsed `run`")
+        };
         assert!(load(&args).is_err());
     }
 }

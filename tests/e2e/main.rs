@@ -15,6 +15,7 @@ mod cri_streaming;
 mod cri_volumes;
 mod kubelet_server;
 mod logs;
+mod native_images;
 mod node;
 mod probes;
 mod sim_lifecycle;
