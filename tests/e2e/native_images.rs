@@ -172,9 +172,14 @@ fn build_image(dir: &Path, extra: Option<(&str, usize)>) -> PathBuf {
         }
     }
     run("umoci", &["repack", "--image", &image, bundle.to_str().unwrap()]);
+    // A fresh bundle of the one-layer image: repacking the first bundle again would diff
+    // against the empty base and write one layer with everything.
+    let bundle2 = dir.join("bundle2");
+    run("umoci", &["unpack", "--image", &image, bundle2.to_str().unwrap()]);
+    let rootfs = bundle2.join("rootfs");
     std::fs::remove_file(rootfs.join("etc/gone")).unwrap();
     std::fs::write(rootfs.join("etc/two"), "two\n").unwrap();
-    run("umoci", &["repack", "--image", &image, bundle.to_str().unwrap()]);
+    run("umoci", &["repack", "--image", &image, bundle2.to_str().unwrap()]);
     run(
         "umoci",
         &[

@@ -163,6 +163,9 @@ pub struct BlobStream {
 
 impl Remote {
     pub fn new(endpoint: Endpoint, path: &str, auth: RegistryAuth) -> Self {
+        // reqwest panics building a client when no rustls provider is installed; keel uses
+        // ring everywhere (a no-op when `main` installed it already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut extra = Vec::new();
         for ca in &endpoint.ca {
             match std::fs::read(ca) {
