@@ -434,6 +434,14 @@ async fn native_import_oci_and_docker_archives() {
     let snaps = std::fs::read_dir(root.join("native/images/snapshots")).unwrap().count();
     assert_eq!(snaps, 2);
     store_has_no_leftovers(&root);
+    // The start-up preload directory: both archives, into a fresh store.
+    let preload = tmp.path().join("preload");
+    std::fs::create_dir_all(&preload).unwrap();
+    std::fs::copy(&docker, preload.join("a.tar")).unwrap();
+    std::fs::write(preload.join("b.tar"), b"not an archive").unwrap();
+    let fresh = NativeImages::open(&tmp.path().join("root3"), None).unwrap();
+    assert_eq!(fresh.store().preload(&preload), 1);
+    assert!(fresh.store().find("keel/saved:2").is_some());
     // Not an archive at all.
     let junk = tmp.path().join("junk.tar");
     run(
@@ -560,4 +568,43 @@ async fn native_pull_refuses_a_corrupt_blob() {
     assert!(err.contains("failed to pull and unpack image"), "{err}");
     store_has_no_leftovers(&root);
     assert!(ok(&keel_images(&root, &["ls", "-q"])).trim().is_empty());
+}
+
+#[tokio::test]
+async fn native_concurrent_pulls_of_one_image_share_the_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start(&tmp.path().join("reg"), None);
+    let layout = build_image(&tmp.path().join("img"), None);
+    reg.push(&layout, "v1", "keel/shared:1", None);
+    let images = Arc::new(NativeImages::open(&tmp.path().join("root"), None).unwrap());
+    let name = format!("{}/keel/shared:1", reg.host());
+    let pulls = (0..4).map(|_| {
+        let images = images.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            images
+                .pull_image(cri::PullImageRequest {
+                    image: Some(cri::ImageSpec {
+                        image: name,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await
+        })
+    });
+    let ids: Vec<String> = futures::future::join_all(pulls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap().image_ref)
+        .collect();
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    let snaps = std::fs::read_dir(tmp.path().join("root/native/images/snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(snaps, 2);
+    let listed = images.list_images(Default::default()).await.unwrap();
+    assert_eq!(listed.images.len(), 1);
+    let fs = images.image_fs_info(Default::default()).await.unwrap();
+    assert!(fs.image_filesystems[0].used_bytes.as_ref().unwrap().value > 500_000);
 }
