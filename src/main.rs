@@ -13,6 +13,7 @@ use keel::backends::cri::CriRuntime;
 use keel::backends::sim::SimRuntime;
 use keel::clock::Clock;
 use keel::genericruntime::imagegc::{ImageGcManager, ImageGcPolicy, RuntimeImages};
+use keel::genericruntime::images::PullLimits;
 use keel::genericruntime::instrumented::InstrumentedRuntime;
 use keel::genericruntime::logrotate::{ContainerLogManager, LogRotatePolicy};
 use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
@@ -158,6 +159,15 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
             run_options,
         )
         .with_hook_runner(Arc::new(KubeletHooks::new(runtime.clone(), clock, node_ips.clone())))
+        // The simulator has no registry to protect: its scale runs pull far above 5 QPS.
+        .with_image_pull_limits(match cfg.runtime {
+            RuntimeEndpoint::Sim => PullLimits::default(),
+            _ => PullLimits::new(
+                cfg.max_parallel_image_pulls.map(|n| n as usize),
+                f64::from(cfg.registry_pull_qps),
+                cfg.registry_burst.max(0) as u32,
+            ),
+        })
         .with_dns(DnsSettings {
             cluster_dns: cfg.cluster_dns.clone(),
             cluster_domain: cfg.cluster_domain.clone(),

@@ -15,6 +15,68 @@ use super::types::{EventType, SyncErrorKind};
 use super::util::{container_field_path, pod_uid};
 use crate::clock::go_duration;
 
+/// The kubelet's pull throttles: at most `maxParallelImagePulls` at once (when pulls are not
+/// serialized), and `registryPullQPS` with `registryBurst` as a token bucket that refuses (not
+/// waits) when empty, as the kubelet's `throttledImageService` does.
+#[derive(Default)]
+pub struct PullLimits {
+    parallel: Option<Arc<tokio::sync::Semaphore>>,
+    bucket: Option<std::sync::Mutex<TokenBucket>>,
+}
+
+impl PullLimits {
+    /// `qps <= 0` means no rate limit; `max_parallel` None means unlimited.
+    pub fn new(max_parallel: Option<usize>, qps: f64, burst: u32) -> Self {
+        Self {
+            parallel: max_parallel
+                .filter(|n| *n > 0)
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            bucket: (qps > 0.0).then(|| std::sync::Mutex::new(TokenBucket::new(qps, burst.max(1)))),
+        }
+    }
+
+    fn try_accept(&self, now: std::time::Instant) -> bool {
+        match &self.bucket {
+            Some(b) => b.lock().unwrap_or_else(|p| p.into_inner()).try_accept(now),
+            None => true,
+        }
+    }
+}
+
+/// client-go's token bucket (`flowcontrol.NewTokenBucketRateLimiter`): `burst` tokens, refilled
+/// at `qps` per second.
+#[derive(Debug)]
+pub struct TokenBucket {
+    qps: f64,
+    burst: f64,
+    tokens: f64,
+    last: Option<std::time::Instant>,
+}
+
+impl TokenBucket {
+    pub fn new(qps: f64, burst: u32) -> Self {
+        Self {
+            qps,
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: None,
+        }
+    }
+
+    pub fn try_accept(&mut self, now: std::time::Instant) -> bool {
+        if let Some(last) = self.last {
+            self.tokens = (self.tokens + now.saturating_duration_since(last).as_secs_f64() * self.qps).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// How often a running pull posts a progress event.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -329,11 +391,22 @@ impl RuntimeManager {
         progress: Arc<PullProgress>,
         pull_started: &mut Option<tokio::time::Instant>,
     ) -> Result<String, super::seam::RuntimeError> {
+        if !self.pull_limits.try_accept(std::time::Instant::now()) {
+            return Err(super::seam::RuntimeError::new(
+                "PullImage",
+                Code::ResourceExhausted,
+                "pull QPS exceeded",
+            ));
+        }
         // Serialized pulls: one at a time node-wide (a tokio mutex, held across the pull).
         let _guard = if self.cfg.serialize_image_pulls {
             Some(self.pull_lock.lock().await)
         } else {
             None
+        };
+        let _slot = match (&self.pull_limits.parallel, self.cfg.serialize_image_pulls) {
+            (Some(sem), false) => sem.clone().acquire_owned().await.ok(),
+            _ => None,
         };
         *pull_started = Some(self.cfg.clock.instant());
         let spec = cri::ImageSpec {
@@ -508,6 +581,22 @@ mod tests {
         assert!(apply_default_image_tag("bad image").is_err());
         assert!(apply_default_image_tag("a//b").is_err());
         assert!(apply_default_image_tag("busybox@sha256:xyz").is_err());
+    }
+
+    #[test]
+    fn token_bucket_like_client_go() {
+        let t0 = std::time::Instant::now();
+        let mut b = TokenBucket::new(5.0, 2);
+        assert!(b.try_accept(t0));
+        assert!(b.try_accept(t0));
+        assert!(!b.try_accept(t0), "burst of 2 used up");
+        // 5 per second: one token back after 200 ms, never more than the burst.
+        assert!(b.try_accept(t0 + std::time::Duration::from_millis(200)));
+        assert!(!b.try_accept(t0 + std::time::Duration::from_millis(210)));
+        let later = t0 + std::time::Duration::from_secs(60);
+        assert!(b.try_accept(later) && b.try_accept(later) && !b.try_accept(later));
+        let none = PullLimits::new(None, 0.0, 0);
+        assert!((0..100).all(|_| none.try_accept(t0)));
     }
 
     #[test]
