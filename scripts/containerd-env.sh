@@ -28,7 +28,7 @@ STOP_WAIT_SECS=10
 BRIDGE_PREFIX="keelbr"
 BRIDGE_MAX=31
 SUBNET_BASE=89
-PACKAGES=(containerd runc containernetworking-plugins docker-registry busybox-static skopeo iptables
+PACKAGES=(containerd runc containernetworking-plugins docker-registry busybox-static skopeo umoci apache2-utils iptables
   ca-certificates curl tar gzip coreutils iproute2 util-linux mount findutils mawk)
 # Applets the test images must have, checked after building (sh, echo, ... : see tests/README.md).
 REQUIRED_APPLETS=(sh echo sleep cat ls id env true false printf wc head tail md5sum sha256sum grep kill)
@@ -147,7 +147,7 @@ install_packages() {
 
 check_tools() {
   local t
-  for t in containerd ctr containerd-shim-runc-v2 runc docker-registry skopeo iptables iptables-save \
+  for t in containerd ctr containerd-shim-runc-v2 runc docker-registry skopeo umoci htpasswd iptables iptables-save \
     iptables-restore ip ss curl tar gzip sha256sum setsid umount find awk; do
     command -v "$t" >/dev/null 2>&1 || die "required tool '$t' not found after install"
   done

@@ -12,6 +12,8 @@ use tracing::{error, info, warn};
 use keel::backends::cri::CriRuntime;
 use keel::backends::sim::SimRuntime;
 use keel::clock::Clock;
+use keel::genericruntime::imagegc::{ImageGcManager, ImageGcPolicy, RuntimeImages};
+use keel::genericruntime::images::PullLimits;
 use keel::genericruntime::instrumented::InstrumentedRuntime;
 use keel::genericruntime::logrotate::{ContainerLogManager, LogRotatePolicy};
 use keel::genericruntime::relist::{Pleg, PodCache, PLEG_CHANNEL_CAPACITY};
@@ -40,6 +42,7 @@ fn main() -> Result<()> {
         Command::Run(args) => args,
         Command::Cri(args) => return run_cri(args),
         Command::Pods(args) => return print_checkpointed_pods(&args.root_dir),
+        Command::Images(args) => return keel::backends::native::images::cli::main(args),
     };
     // The filter may come from the config file (`logging.verbosity`); read it quietly first so
     // the warnings of the real load below are logged.
@@ -201,6 +204,15 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
             run_options,
         )
         .with_hook_runner(Arc::new(KubeletHooks::new(runtime.clone(), clock, node_ips.clone())))
+        // The simulator has no registry to protect: its scale runs pull far above 5 QPS.
+        .with_image_pull_limits(match cfg.runtime {
+            RuntimeEndpoint::Sim => PullLimits::default(),
+            _ => PullLimits::new(
+                cfg.max_parallel_image_pulls.map(|n| n as usize),
+                f64::from(cfg.registry_pull_qps),
+                cfg.registry_burst.max(0) as u32,
+            ),
+        })
         .with_dns(DnsSettings {
             cluster_dns: cfg.cluster_dns.clone(),
             cluster_domain: cfg.cluster_domain.clone(),
@@ -216,6 +228,20 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         },
     );
     tokio::spawn(log_manager.run(shutdown.clone()));
+    let image_gc = ImageGcManager::new(
+        Arc::new(RuntimeImages(runtime.clone())),
+        ImageGcPolicy {
+            high_threshold_percent: cfg.image_gc_high_threshold_percent,
+            low_threshold_percent: cfg.image_gc_low_threshold_percent,
+            min_age: cfg.image_minimum_gc_age,
+        },
+    )
+    .context("image garbage collection policy")?
+    .with_node_events({
+        let recorder = recorder.clone();
+        Arc::new(move |kind, reason: &str, msg| recorder.node_event(kind, reason, msg))
+    });
+    tokio::spawn(Arc::new(image_gc).run(shutdown.clone()));
 
     let (health_tx, health_rx) = watch::channel(RuntimeHealth {
         runtime_version: format!("{}://{}", version.runtime_name, version.runtime_version),

@@ -1,4 +1,5 @@
 //! Runtime backends behind the Generic Runtime Manager seam.
 
 pub mod cri;
+pub mod native;
 pub mod sim;

@@ -2,15 +2,95 @@
 //! CRI `AuthConfig`s, serialized pulls.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 
 use super::backoff::image_pull_key;
 use super::manager::RuntimeManager;
-use super::seam::{cri, Code};
+use super::seam::{cri, Code, PullProgress};
 use super::types::{EventType, SyncErrorKind};
 use super::util::{container_field_path, pod_uid};
 use crate::clock::go_duration;
+
+/// The kubelet's pull throttles: at most `maxParallelImagePulls` at once (when pulls are not
+/// serialized), and `registryPullQPS` with `registryBurst` as a token bucket that refuses (not
+/// waits) when empty, as the kubelet's `throttledImageService` does.
+#[derive(Default)]
+pub struct PullLimits {
+    parallel: Option<Arc<tokio::sync::Semaphore>>,
+    bucket: Option<std::sync::Mutex<TokenBucket>>,
+}
+
+impl PullLimits {
+    /// `qps <= 0` means no rate limit; `max_parallel` None means unlimited.
+    pub fn new(max_parallel: Option<usize>, qps: f64, burst: u32) -> Self {
+        Self {
+            parallel: max_parallel
+                .filter(|n| *n > 0)
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            bucket: (qps > 0.0).then(|| std::sync::Mutex::new(TokenBucket::new(qps, burst.max(1)))),
+        }
+    }
+
+    fn try_accept(&self, now: std::time::Instant) -> bool {
+        match &self.bucket {
+            Some(b) => b.lock().unwrap_or_else(|p| p.into_inner()).try_accept(now),
+            None => true,
+        }
+    }
+}
+
+/// client-go's token bucket (`flowcontrol.NewTokenBucketRateLimiter`): `burst` tokens, refilled
+/// at `qps` per second.
+#[derive(Debug)]
+pub struct TokenBucket {
+    qps: f64,
+    burst: f64,
+    tokens: f64,
+    last: Option<std::time::Instant>,
+}
+
+impl TokenBucket {
+    pub fn new(qps: f64, burst: u32) -> Self {
+        Self {
+            qps,
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: None,
+        }
+    }
+
+    pub fn try_accept(&mut self, now: std::time::Instant) -> bool {
+        if let Some(last) = self.last {
+            self.tokens = (self.tokens + now.saturating_duration_since(last).as_secs_f64() * self.qps).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// How often a running pull posts a progress event.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// `Pulling image "x": 12.3 MB of 45.6 MB (27%), 4.1 MB/s`.
+fn progress_message(image: &str, done: u64, total: u64, speed: f64) -> String {
+    let mb = |b: f64| b / 1_000_000.0;
+    let pct = (done.min(total) * 100).checked_div(total).unwrap_or(0);
+    format!(
+        "Pulling image {image:?}: {:.1} MB of {:.1} MB ({pct}%), {:.1} MB/s",
+        mb(done as f64),
+        mb(total as f64),
+        mb(speed)
+    )
+}
 
 /// A failed image step: the waiting reason and the message users see.
 pub type ImageError = (SyncErrorKind, String);
@@ -272,6 +352,22 @@ impl RuntimeManager {
             .pod_event(pod, Some(container_field_path(pod, &container.name)), kind, reason, msg);
     }
 
+    /// The image's size as the runtime reports it (for the `Pulled` event).
+    async fn image_size(&self, image: &str) -> Option<u64> {
+        let resp = self
+            .runtime
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .ok()?;
+        resp.image.map(|i| i.size).filter(|s| *s > 0)
+    }
+
     /// The image ID if present (`GetImageRef`): present iff a non-empty ID comes back.
     async fn image_ref(&self, image: &str) -> Result<Option<String>, super::seam::RuntimeError> {
         let resp = self
@@ -292,13 +388,27 @@ impl RuntimeManager {
         image: &str,
         auths: Vec<cri::AuthConfig>,
         sandbox_config: Option<&cri::PodSandboxConfig>,
+        progress: Arc<PullProgress>,
+        pull_started: &mut Option<tokio::time::Instant>,
     ) -> Result<String, super::seam::RuntimeError> {
+        if !self.pull_limits.try_accept(std::time::Instant::now()) {
+            return Err(super::seam::RuntimeError::new(
+                "PullImage",
+                Code::ResourceExhausted,
+                "pull QPS exceeded",
+            ));
+        }
         // Serialized pulls: one at a time node-wide (a tokio mutex, held across the pull).
         let _guard = if self.cfg.serialize_image_pulls {
             Some(self.pull_lock.lock().await)
         } else {
             None
         };
+        let _slot = match (&self.pull_limits.parallel, self.cfg.serialize_image_pulls) {
+            (Some(sem), false) => sem.clone().acquire_owned().await.ok(),
+            _ => None,
+        };
+        *pull_started = Some(self.cfg.clock.instant());
         let spec = cri::ImageSpec {
             image: image.to_string(),
             ..Default::default()
@@ -311,11 +421,14 @@ impl RuntimeManager {
         for auth in attempts {
             match self
                 .runtime
-                .pull_image(cri::PullImageRequest {
-                    image: Some(spec.clone()),
-                    auth,
-                    sandbox_config: sandbox_config.cloned(),
-                })
+                .pull_image_with_progress(
+                    cri::PullImageRequest {
+                        image: Some(spec.clone()),
+                        auth,
+                        sandbox_config: sandbox_config.cloned(),
+                    },
+                    progress.clone(),
+                )
                 .await
             {
                 Ok(r) => return Ok(r.image_ref),
@@ -383,16 +496,46 @@ impl RuntimeManager {
         );
         let start = self.cfg.clock.instant();
         let auths = auth_configs_for(&image, pull_secrets);
-        match self.pull(&image, auths, sandbox_config).await {
+        let progress = Arc::new(PullProgress::default());
+        let mut pull_started = None;
+        let pulled = {
+            let pull = self.pull(&image, auths, sandbox_config, progress.clone(), &mut pull_started);
+            tokio::pin!(pull);
+            // A progress event every few seconds while bytes arrive (backends that report them).
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+            let mut last_done = 0u64;
+            loop {
+                tokio::select! {
+                    r = &mut pull => break r,
+                    _ = tick.tick() => {
+                        let done = progress.done.load(Ordering::Relaxed);
+                        let total = progress.total.load(Ordering::Relaxed);
+                        if total > 0 && done != last_done {
+                            let speed = (done - last_done) as f64 / PROGRESS_EVERY.as_secs_f64();
+                            last_done = done;
+                            self.image_event(pod, container, EventType::Normal, "Pulling", progress_message(&user_image, done, total, speed));
+                        }
+                    }
+                }
+            }
+        };
+        match pulled {
             Ok(image_ref) => {
                 let took = self.cfg.clock.to_virtual(start.elapsed());
-                self.image_event(
-                    pod,
-                    container,
-                    EventType::Normal,
-                    "Pulled",
-                    format!("Successfully pulled image {user_image:?} in {}", go_duration(took)),
-                );
+                let pulling = self
+                    .cfg
+                    .clock
+                    .to_virtual(pull_started.map(|s| s.elapsed()).unwrap_or(start.elapsed()));
+                let size = self.image_size(&image).await;
+                let msg = match size {
+                    Some(size) => format!(
+                        "Successfully pulled image {user_image:?} in {} ({} including waiting). Image size: {size} bytes.",
+                        go_duration(pulling),
+                        go_duration(took)
+                    ),
+                    None => format!("Successfully pulled image {user_image:?} in {}", go_duration(took)),
+                };
+                self.image_event(pod, container, EventType::Normal, "Pulled", msg);
                 self.image_backoff.gc();
                 // Some runtimes answer an empty ref; the ID from ImageStatus is then the ref.
                 if image_ref.is_empty() {
@@ -438,6 +581,34 @@ mod tests {
         assert!(apply_default_image_tag("bad image").is_err());
         assert!(apply_default_image_tag("a//b").is_err());
         assert!(apply_default_image_tag("busybox@sha256:xyz").is_err());
+    }
+
+    #[test]
+    fn token_bucket_like_client_go() {
+        let t0 = std::time::Instant::now();
+        let mut b = TokenBucket::new(5.0, 2);
+        assert!(b.try_accept(t0));
+        assert!(b.try_accept(t0));
+        assert!(!b.try_accept(t0), "burst of 2 used up");
+        // 5 per second: one token back after 200 ms, never more than the burst.
+        assert!(b.try_accept(t0 + std::time::Duration::from_millis(200)));
+        assert!(!b.try_accept(t0 + std::time::Duration::from_millis(210)));
+        let later = t0 + std::time::Duration::from_secs(60);
+        assert!(b.try_accept(later) && b.try_accept(later) && !b.try_accept(later));
+        let none = PullLimits::new(None, 0.0, 0);
+        assert!((0..100).all(|_| none.try_accept(t0)));
+    }
+
+    #[test]
+    fn progress_message_reads_well() {
+        assert_eq!(
+            progress_message("busybox", 12_345_678, 45_600_000, 4_100_000.0),
+            "Pulling image \"busybox\": 12.3 MB of 45.6 MB (27%), 4.1 MB/s"
+        );
+        assert_eq!(
+            progress_message("x", 5, 0, 0.0),
+            "Pulling image \"x\": 0.0 MB of 0.0 MB (0%), 0.0 MB/s"
+        );
     }
 
     #[test]

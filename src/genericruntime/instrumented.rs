@@ -213,6 +213,17 @@ impl ImageService for InstrumentedRuntime {
         r
     }
 
+    async fn pull_image_with_progress(
+        &self,
+        req: cri::PullImageRequest,
+        progress: std::sync::Arc<super::seam::PullProgress>,
+    ) -> Result<cri::PullImageResponse> {
+        let started = Instant::now();
+        let r = self.inner.pull_image_with_progress(req, progress).await;
+        record("pull_image", started, r.is_err());
+        r
+    }
+
     async fn remove_image(&self, req: cri::RemoveImageRequest) -> Result<cri::RemoveImageResponse> {
         let started = Instant::now();
         let r = self.inner.remove_image(req).await;

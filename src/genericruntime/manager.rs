@@ -52,6 +52,8 @@ pub struct RuntimeManager {
     /// Containers being removed right now: eager deletion, pruning and periodic GC may pick the
     /// same dead container at once; the runtime then refuses the second removal.
     pub(super) removing: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// `maxParallelImagePulls` and `registryPullQPS`/`registryBurst` (see images.rs).
+    pub(super) pull_limits: super::images::PullLimits,
 }
 
 impl RuntimeManager {
@@ -74,12 +76,18 @@ impl RuntimeManager {
             gc_policy: GcPolicy::default(),
             hooks: None,
             removing: Default::default(),
+            pull_limits: Default::default(),
         }
     }
 
     /// Node DNS settings (`clusterDNS`, `clusterDomain`, `resolvConf`); without clusterDNS,
     /// ClusterFirst pods get the host's resolv.conf.
     #[must_use]
+    pub fn with_image_pull_limits(mut self, limits: super::images::PullLimits) -> Self {
+        self.pull_limits = limits;
+        self
+    }
+
     pub fn with_dns(mut self, dns: DnsSettings) -> Self {
         self.dns = dns;
         self

@@ -8,6 +8,7 @@ pub mod expand;
 pub mod gc;
 pub mod hash;
 pub mod hooks;
+pub mod imagegc;
 pub mod images;
 pub mod instrumented;
 pub mod kill;

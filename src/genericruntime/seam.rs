@@ -138,6 +138,14 @@ pub trait RuntimeService: Send + Sync {
     }
 }
 
+/// Bytes of a running pull, written by the backend and read by whoever reports progress (the
+/// manager's pull events, `keel images pull`'s bar). `total` may grow as layers become known.
+#[derive(Debug, Default)]
+pub struct PullProgress {
+    pub done: std::sync::atomic::AtomicU64,
+    pub total: std::sync::atomic::AtomicU64,
+}
+
 /// CRI v1 ImageService.
 #[async_trait]
 pub trait ImageService: Send + Sync {
@@ -146,6 +154,17 @@ pub trait ImageService: Send + Sync {
     async fn pull_image(&self, req: cri::PullImageRequest) -> Result<cri::PullImageResponse>;
     async fn remove_image(&self, req: cri::RemoveImageRequest) -> Result<cri::RemoveImageResponse>;
     async fn image_fs_info(&self, req: cri::ImageFsInfoRequest) -> Result<cri::ImageFsInfoResponse>;
+
+    /// PullImage that also reports bytes as they arrive. Backends that cannot tell (CRI has no
+    /// progress) keep this default and `progress` stays at zero.
+    async fn pull_image_with_progress(
+        &self,
+        req: cri::PullImageRequest,
+        progress: Arc<PullProgress>,
+    ) -> Result<cri::PullImageResponse> {
+        let _ = progress;
+        self.pull_image(req).await
+    }
 }
 
 /// A backend: both services. `--image-service-endpoint` may later split them; the manager only

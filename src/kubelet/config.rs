@@ -71,6 +71,20 @@ pub struct Config {
     pub container_log_max_files: u32,
     pub image_pull_progress_deadline: Duration,
     pub serialize_image_pulls: bool,
+    /// Image GC (`imageGCHighThresholdPercent`, `imageGCLowThresholdPercent`, `imageMinimumGCAge`).
+    /// `maxParallelImagePulls` (None: unlimited; only with serializeImagePulls false).
+    pub max_parallel_image_pulls: Option<i32>,
+    /// `registryPullQPS` (0: unlimited, keel's default) and `registryBurst`.
+    pub registry_pull_qps: i32,
+    pub registry_burst: i32,
+    pub image_gc_high_threshold_percent: i32,
+    pub image_gc_low_threshold_percent: i32,
+    pub image_minimum_gc_age: Duration,
+    /// containerd-style `<host>/hosts.toml` for the native backend (`registryConfigDir`,
+    /// `--registry-config-dir`).
+    pub registry_config_dir: PathBuf,
+    /// Image archives the native backend imports at start-up (`imagePreloadDir`).
+    pub image_preload_dir: Option<PathBuf>,
     /// Cluster DNS servers for ClusterFirst pods (`clusterDNS`); empty = host resolv.conf.
     pub cluster_dns: Vec<String>,
     /// Cluster domain (`clusterDomain`) for the ClusterFirst search path and pod FQDNs.
@@ -179,6 +193,8 @@ pub enum Command {
     Cri(crate::criserver::CriArgs),
     /// Print the pods of the local checkpoint (`checkpointPods`) with their last known status.
     Pods(PodsArgs),
+    /// Pull, list, remove and import images of the native backend's store.
+    Images(crate::backends::native::images::cli::ImagesArgs),
 }
 
 /// Flags of `keel pods`.
@@ -242,6 +258,10 @@ pub struct RunArgs {
     /// Image service endpoint, if different from --runtime (same syntax).
     #[arg(long)]
     pub image_service_endpoint: Option<String>,
+    /// Registry hosts configuration (containerd's `certs.d/<host>/hosts.toml`) for the native
+    /// backend (overrides registryConfigDir; default /etc/keel/certs.d).
+    #[arg(long)]
+    pub registry_config_dir: Option<PathBuf>,
     /// State directory.
     #[arg(long, default_value = "/var/lib/keel")]
     pub root_dir: PathBuf,
@@ -393,6 +413,16 @@ impl Config {
             container_log_max_files: 5,
             image_pull_progress_deadline: Duration::from_secs(60),
             serialize_image_pulls: true,
+            max_parallel_image_pulls: None,
+            // The kubelet defaults to 5 / 10; keel leaves the limit off unless configured
+            // (the e2e suites start many pods per node at once and assert on pull events).
+            registry_pull_qps: 0,
+            registry_burst: 10,
+            image_gc_high_threshold_percent: 85,
+            image_gc_low_threshold_percent: 80,
+            image_minimum_gc_age: Duration::from_secs(120),
+            registry_config_dir: PathBuf::from("/etc/keel/certs.d"),
+            image_preload_dir: None,
             cluster_dns: Vec::new(),
             cluster_domain: "cluster.local".to_string(),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
@@ -542,6 +572,9 @@ pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> 
         cfg.image_service_endpoint = Some(parse_endpoint("--image-service-endpoint", ep)?);
     }
     cfg.root_dir = args.root_dir.clone();
+    if let Some(d) = &args.registry_config_dir {
+        cfg.registry_config_dir = d.clone();
+    }
     cfg.pod_logs_dir = args.pod_logs_dir.clone();
     if let Some(p) = &args.pod_manifest_path {
         cfg.static_pod_path = Some(p.clone());
@@ -849,6 +882,14 @@ const KNOWN_FIELDS: &[&str] = &[
     "containerLogMaxFiles",
     "imagePullProgressDeadline",
     "serializeImagePulls",
+    "maxParallelImagePulls",
+    "registryPullQPS",
+    "registryBurst",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
+    "imageMinimumGCAge",
+    "registryConfigDir",
+    "imagePreloadDir",
     "clusterDNS",
     "clusterDomain",
     "resolvConf",
@@ -1181,6 +1222,45 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
     if let Some(b) = f.bool("serializeImagePulls")? {
         cfg.serialize_image_pulls = b;
     }
+    if let Some(v) = f.int("maxParallelImagePulls", 1, i64::from(i32::MAX))? {
+        cfg.max_parallel_image_pulls = Some(v as i32);
+    }
+    if cfg.serialize_image_pulls && cfg.max_parallel_image_pulls.is_some_and(|n| n > 1) {
+        return Err(ConfigError::invalid(
+            "maxParallelImagePulls",
+            "must be 1 or unset when serializeImagePulls is true",
+        ));
+    }
+    if let Some(v) = f.int("registryPullQPS", 0, i64::from(i32::MAX))? {
+        cfg.registry_pull_qps = v as i32;
+    }
+    if let Some(v) = f.int("registryBurst", 0, i64::from(i32::MAX))? {
+        cfg.registry_burst = v as i32;
+    }
+    if let Some(v) = f.int("imageGCHighThresholdPercent", 0, 100)? {
+        cfg.image_gc_high_threshold_percent = v as i32;
+    }
+    if let Some(v) = f.int("imageGCLowThresholdPercent", 0, 100)? {
+        cfg.image_gc_low_threshold_percent = v as i32;
+    }
+    if cfg.image_gc_low_threshold_percent > cfg.image_gc_high_threshold_percent {
+        return Err(ConfigError::invalid(
+            "imageGCLowThresholdPercent",
+            format!(
+                "{} can not be higher than imageGCHighThresholdPercent {}",
+                cfg.image_gc_low_threshold_percent, cfg.image_gc_high_threshold_percent
+            ),
+        ));
+    }
+    if let Some(d) = f.duration("imageMinimumGCAge")? {
+        cfg.image_minimum_gc_age = d;
+    }
+    if let Some(p) = f.path_buf("registryConfigDir")? {
+        cfg.registry_config_dir = p;
+    }
+    if let Some(p) = f.path_buf("imagePreloadDir")? {
+        cfg.image_preload_dir = Some(p);
+    }
     if let Some(v) = f.get("clusterDNS") {
         let servers: Vec<String> =
             serde_json::from_value(v.clone()).map_err(|e| ConfigError::invalid("clusterDNS", e.to_string()))?;
@@ -1409,6 +1489,40 @@ clusterDNS: [10.96.0.10]
         );
         assert_eq!(c.static_pod_path, Some(PathBuf::from("/m")));
         assert_eq!(c.time_scale, 20.0);
+    }
+
+    #[test]
+    fn image_pull_and_gc_fields() {
+        let hdr = "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\n";
+        let with = |t: &str| apply(&format!("{hdr}{t}"));
+        let (c, ignored) = with(
+            "serializeImagePulls: false\nmaxParallelImagePulls: 3\nregistryPullQPS: 5\nregistryBurst: 10\n\
+             imageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\nimageMinimumGCAge: 5m\n\
+             registryConfigDir: /etc/mirrors\nimagePreloadDir: /var/lib/keel/preload\n",
+        )
+        .unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
+        assert_eq!(c.max_parallel_image_pulls, Some(3));
+        assert_eq!((c.registry_pull_qps, c.registry_burst), (5, 10));
+        assert_eq!(
+            (c.image_gc_high_threshold_percent, c.image_gc_low_threshold_percent),
+            (90, 70)
+        );
+        assert_eq!(c.image_minimum_gc_age, Duration::from_secs(300));
+        assert_eq!(c.registry_config_dir, PathBuf::from("/etc/mirrors"));
+        assert_eq!(c.image_preload_dir, Some(PathBuf::from("/var/lib/keel/preload")));
+        let d = defaults();
+        assert_eq!(
+            (d.image_gc_high_threshold_percent, d.image_gc_low_threshold_percent),
+            (85, 80)
+        );
+        assert_eq!(d.registry_config_dir, PathBuf::from("/etc/keel/certs.d"));
+        assert!(
+            apply("maxParallelImagePulls: 2\n").is_err(),
+            "parallel pulls while serialized"
+        );
+        assert!(with("imageGCHighThresholdPercent: 50\nimageGCLowThresholdPercent: 60\n").is_err());
+        assert!(with("imageGCHighThresholdPercent: 101\n").is_err());
     }
 
     #[test]

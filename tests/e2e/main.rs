@@ -17,6 +17,7 @@ mod cri_volumes;
 mod events;
 mod kubelet_server;
 mod logs;
+mod native_images;
 mod node;
 mod probes;
 mod real_bootstrap;
