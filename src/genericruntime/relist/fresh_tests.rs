@@ -245,3 +245,27 @@ async fn sim_start_and_exit_reach_the_cache_without_periodic_relist() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// A worker waiting for a status newer than its last sync gets a relist at once, not at the
+/// (slow) period: with events up the period is a minute, and a pod update must not wait that.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_worker_gets_a_relist_at_once() {
+    let rt = Arc::new(Scripted::default());
+    rt.pods
+        .lock()
+        .unwrap()
+        .push(running("p", "c1", ContainerState::Running));
+    let cache = Arc::new(PodCache::new());
+    let pleg =
+        Arc::new(Pleg::with_runtime(rt.clone(), cache.clone(), Clock::real()).with_period(Duration::from_secs(3600)));
+    let (tx, _rx) = mpsc::channel(PLEG_CHANNEL_CAPACITY);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(pleg.clone().run(tx, shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let synced = Instant::now();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let got = tokio::time::timeout(Duration::from_secs(1), cache.get_newer_than("p", synced)).await;
+    assert!(got.is_ok(), "no relist for the waiting worker");
+    shutdown.cancel();
+    task.await.unwrap();
+}
