@@ -269,3 +269,99 @@ async fn a_waiting_worker_gets_a_relist_at_once() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// The simulator pushes its lifecycle events as containerd 1.7+ reports them: the sandbox as a
+/// container (started, stopped, deleted), and each container's created, started, stopped.
+#[tokio::test]
+async fn sim_pushes_sandbox_and_container_events() {
+    use crate::genericruntime::{ImageService, RuntimeService};
+    use futures::StreamExt;
+    use k8s_cri::v1::ContainerEventType as T;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimRuntime::new(SimConfig::default(), Clock::scaled(100.0), dir.path().join("sim")).unwrap();
+    sim.pull_image(cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: "docker.io/library/busybox:1.36".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut events = sim.get_container_events(cri::GetEventsRequest {}).await.unwrap();
+    let sandbox_config = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "ev".into(),
+            uid: "uid-ev".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        ..Default::default()
+    };
+    let sandbox = sim
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .pod_sandbox_id;
+    let container = sim
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "c".into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: "docker.io/library/busybox:1.36".into(),
+                    ..Default::default()
+                }),
+                command: vec!["sh".into(), "-c".into(), "exit 0".into()],
+                ..Default::default()
+            }),
+            sandbox_config: Some(sandbox_config),
+        })
+        .await
+        .unwrap()
+        .container_id;
+    sim.start_container(cri::StartContainerRequest {
+        container_id: container.clone(),
+    })
+    .await
+    .unwrap();
+    sim.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await
+    .unwrap();
+    sim.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), events.next()).await {
+        let ev = ev.unwrap();
+        got.push((ev.container_id, T::try_from(ev.container_event_type).unwrap()));
+    }
+    let of = |id: &str| -> Vec<T> { got.iter().filter(|(i, _)| i == id).map(|(_, t)| *t).collect() };
+    assert_eq!(
+        of(&sandbox),
+        [
+            T::ContainerStartedEvent,
+            T::ContainerStoppedEvent,
+            T::ContainerDeletedEvent
+        ]
+    );
+    assert_eq!(
+        of(&container),
+        [
+            T::ContainerCreatedEvent,
+            T::ContainerStartedEvent,
+            T::ContainerStoppedEvent
+        ]
+    );
+}
