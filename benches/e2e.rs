@@ -10,6 +10,10 @@
 //!   v5.channel.k8s.io on the sim, v4 on containerd, whose streaming server has no v5; and the
 //!   current kubectl, which falls back to SPDY on containerd).
 //!
+//! - containerd's own floor in the same run: RunPodSandbox + CreateContainer + StartContainer
+//!   driven straight over CRI (no keel, no API server), 1 pod (repeated) and 20 at once, so
+//!   keel's create→Ready on containerd is read against what the runtime alone takes.
+//!
 //! Environment: `KEEL_BENCH_SINGLE_RUNS` (default 10), `KEEL_BENCH_CPU_SECS` (default 60),
 //! `KEEL_BENCH_MANY_PODS` (default 1000; 0 skips), `KEEL_BENCH_BACKENDS` (`sim,cri`),
 //! `KEEL_BENCH_PARTS` (`pods,streaming`), `KEEL_BENCH_EXEC_RUNS` (default 20),
@@ -503,6 +507,121 @@ async fn bench_backend(backend: &str, extra: &[&str], many: usize, rows: &mut Ve
     Ok(())
 }
 
+/// One pod started straight over CRI, as keel would: sandbox, container, start. Returns how long
+/// it took and the sandbox ID (for clean-up).
+async fn cri_start_pod(
+    rt: &keel::backends::cri::CriRuntime,
+    name: &str,
+    cgroup_parent: &str,
+    log_dir: &std::path::Path,
+) -> Result<(Duration, String)> {
+    use keel::genericruntime::{cri, RuntimeService};
+    let sandbox_config = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.to_string(),
+            uid: unique("uid"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        log_directory: log_dir.join(name).to_string_lossy().into_owned(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: cgroup_parent.to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let sandbox = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .pod_sandbox_id;
+    let container = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "main".into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: "docker.io/library/busybox:1.36".into(),
+                    ..Default::default()
+                }),
+                command: vec!["sh".into(), "-c".into(), "sleep 3600".into()],
+                log_path: "main.log".into(),
+                ..Default::default()
+            }),
+            sandbox_config: Some(sandbox_config),
+        })
+        .await?
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: container,
+    })
+    .await?;
+    Ok((t0.elapsed(), sandbox))
+}
+
+async fn cri_remove_pod(rt: &keel::backends::cri::CriRuntime, sandbox: String) -> Result<()> {
+    use keel::genericruntime::{cri, RuntimeService};
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await?;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox,
+    })
+    .await?;
+    Ok(())
+}
+
+/// containerd's floor: the CRI calls of a pod start with nothing around them (the image is
+/// already there: keel's run before pulled it).
+async fn bench_containerd_floor(sock: &str, cgroup_parent: &str, rows: &mut Vec<Row>) -> Result<()> {
+    let mut push = |metric: &str, value: String| {
+        println!("  {:<11} {metric:<44} {value}", "containerd");
+        rows.push(Row {
+            backend: "containerd".to_string(),
+            metric: metric.to_string(),
+            value,
+        });
+    };
+    let rt = keel::backends::cri::CriRuntime::connect(std::path::Path::new(sock), None, keel::clock::Clock::real())?;
+    rt.handshake().await?;
+    let logs = tempfile::tempdir()?;
+    let runs = env_usize("KEEL_BENCH_SINGLE_RUNS", 10);
+    let mut single = Vec::new();
+    for i in 0..runs {
+        let (took, sandbox) = cri_start_pod(&rt, &unique(&format!("floor-{i}")), cgroup_parent, logs.path()).await?;
+        single.push(took);
+        cri_remove_pod(&rt, sandbox).await?;
+    }
+    push("runtime floor (CRI only), 1 pod", latency_summary(single));
+    let names: Vec<String> = (0..BURST).map(|i| unique(&format!("floor-burst-{i}"))).collect();
+    let starts =
+        futures::future::join_all(names.iter().map(|n| cri_start_pod(&rt, n, cgroup_parent, logs.path()))).await;
+    let mut burst = Vec::new();
+    let mut first_error = None;
+    for s in starts {
+        match s {
+            Ok((took, sandbox)) => {
+                burst.push(took);
+                cri_remove_pod(&rt, sandbox).await?;
+            }
+            Err(e) => first_error = first_error.or(Some(e)),
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    push("runtime floor (CRI only), 20 pods at once", latency_summary(burst));
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     // `cargo bench` passes `--bench` (and filters); this bench takes no arguments.
@@ -537,6 +656,9 @@ async fn main() -> Result<()> {
                     &mut rows,
                 )
                 .await?;
+                // Same machine, same run: containerd alone, for the ratio (its default cgroup
+                // parent: nothing of the bench's own to clean up).
+                bench_containerd_floor(&sock, "", &mut rows).await?;
             }
             _ => println!("KEEL_CRI_SOCKET not set: containerd skipped"),
         }

@@ -32,9 +32,12 @@ use crate::clock::{go_duration, Clock};
 
 /// Relist period (virtual), `plegRelistPeriod`.
 pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
-/// Relist period while the runtime's event stream is up (virtual): events wake a relist when
-/// something happens, so the periodic one only catches what no event reported.
-pub const EVENTED_RELIST_PERIOD: Duration = Duration::from_secs(60);
+/// Relist period while the runtime's event stream is up (virtual). Events wake a relist when
+/// something happens, so this could be long (the kubelet's Evented PLEG: 300 s); it stays at a
+/// second until every backend reports sandbox changes as events too (the simulator reports
+/// container events only) and the callers that wait on relists are audited: with a minute here,
+/// sandbox stops and kill-then-restart sequences were seen only at the next periodic relist.
+pub const EVENTED_RELIST_PERIOD: Duration = RELIST_PERIOD;
 /// PLEG is unhealthy when the last successful relist is older than this (virtual), `relistThreshold`.
 pub const RELIST_THRESHOLD: Duration = Duration::from_secs(180);
 /// Capacity of the PLEG event channel, `plegChannelCapacity`; events are dropped when it is full.
@@ -71,6 +74,9 @@ pub struct PodCache {
     inner: Mutex<CacheInner>,
     /// Woken on every `set` and `update_time`; waiters re-check their condition.
     changed: Notify,
+    /// Woken when a worker waits for a status newer than the cache has: PLEG relists now
+    /// rather than at its period (which is long while runtime events flow).
+    wanted: Notify,
 }
 
 fn empty_status(uid: &str) -> CachedStatus {
@@ -181,6 +187,7 @@ impl PodCache {
             if let Some(s) = self.get_if_newer_than(uid, t) {
                 return s;
             }
+            self.wanted.notify_one();
             notified.await;
         }
     }
@@ -436,9 +443,10 @@ impl Pleg {
         &self.cache
     }
 
-    /// Relists every second (virtual) until `shutdown`, and at once on each runtime event while
-    /// the runtime's event stream is up (then the periodic relist slows to
-    /// [`EVENTED_RELIST_PERIOD`]). The period runs from the end of a relist.
+    /// Relists every second (virtual) until `shutdown`, at once when a pod worker waits for a
+    /// status newer than the cache's, and at once on each runtime event while the runtime's
+    /// event stream is up (then the periodic relist slows to [`EVENTED_RELIST_PERIOD`]). The
+    /// period runs from the end of a relist.
     pub async fn run(self: Arc<Self>, tx: mpsc::Sender<PlegEvent>, shutdown: CancellationToken) {
         let watcher = events::watch(self.clone(), shutdown.clone());
         let relister = async {
@@ -451,6 +459,7 @@ impl Pleg {
                     _ = shutdown.cancelled() => return,
                     _ = self.clock.sleep(self.current_period()) => {}
                     _ = self.wake.notified() => {}
+                    _ = self.cache.wanted.notified() => {}
                 }
             }
         };

@@ -204,7 +204,27 @@ impl Recorder {
             time: self.clock.now(),
         };
         let Some(tx) = &self.tx else {
+            // Standalone: the log is where events go. A warning repeated on every sync (say
+            // MissingClusterDNS) is logged once, then counted (powers of two logged again).
+            let mut count = 1;
+            if matches!(rec.type_, EventType::Warning) {
+                let object = format!(
+                    "{}/{}/{}: {}",
+                    rec.regarding.namespace.as_deref().unwrap_or_default(),
+                    rec.regarding.name.as_deref().unwrap_or_default(),
+                    rec.regarding.field_path.as_deref().unwrap_or_default(),
+                    rec.note
+                );
+                match super::repeats::global().note(&rec.reason, &object) {
+                    super::repeats::Verdict::Log { count: n } => count = n,
+                    super::repeats::Verdict::Repeat { count: n } => {
+                        tracing::debug!(reason = %rec.reason, count = n, "event repeated: {}", rec.note);
+                        return;
+                    }
+                }
+            }
             tracing::info!(
+                count,
                 object = ?rec.regarding.name,
                 kind = ?rec.regarding.kind,
                 field_path = ?rec.regarding.field_path,

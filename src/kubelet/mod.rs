@@ -14,6 +14,7 @@ pub mod node;
 pub mod nodeinfo;
 pub mod podmanager;
 pub mod prober;
+pub mod repeats;
 pub mod resources;
 pub mod runopts;
 pub mod services;

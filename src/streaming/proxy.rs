@@ -208,6 +208,8 @@ async fn exchange(head: &[u8], target: &Target) -> Result<(TcpStream, Head), Pro
             addr: target.authority.clone(),
             source,
         })?;
+    // The spliced stream relays small frames both ways: no Nagle delay on this leg either.
+    conn.set_nodelay(true).map_err(|source| ProxyError::Io { source })?;
     conn.write_all(head).await.map_err(|source| ProxyError::Io { source })?;
     let h = read_head(&mut conn).await?;
     Ok((conn, h))

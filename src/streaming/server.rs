@@ -139,6 +139,11 @@ impl KubeletServer {
                     }
                 },
             };
+            // Streams carry small interactive frames (an exec's keystrokes, a `true`'s exit
+            // status): no Nagle delay waiting for the peer's delayed ACK.
+            if let Err(e) = tcp.set_nodelay(true) {
+                debug!(error = %e, "setting TCP_NODELAY on a kubelet server connection");
+            }
             let acceptor = self.acceptor.clone();
             let app = self.app.clone();
             let stop = shutdown.clone();

@@ -672,6 +672,9 @@ impl RuntimeService for SimRuntime {
             return Err(journal_failed(OP, e));
         }
         st.insert_sandbox(rec);
+        drop(st);
+        // As containerd 1.7+: the sandbox is reported like a container.
+        self.emit(&id, cri::ContainerEventType::ContainerStartedEvent);
         Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
     }
 
@@ -682,6 +685,7 @@ impl RuntimeService for SimRuntime {
         let containers = self.stop_sandbox_state(OP, &id)?;
         // containerd stops every container of the sandbox with timeout 0 (SIGKILL).
         futures::future::join_all(containers.iter().map(|c| self.stop(c, None))).await;
+        self.emit(&id, cri::ContainerEventType::ContainerStoppedEvent);
         Ok(cri::StopPodSandboxResponse {})
     }
 
@@ -718,6 +722,8 @@ impl RuntimeService for SimRuntime {
         st.record(&Record::SandboxRemoved { id: id.clone() })
             .map_err(|e| journal_failed(OP, e))?;
         st.remove_sandbox(&id);
+        drop(st);
+        self.emit(&id, cri::ContainerEventType::ContainerDeletedEvent);
         Ok(cri::RemovePodSandboxResponse {})
     }
 
@@ -914,8 +920,9 @@ impl RuntimeService for SimRuntime {
                 tracing::warn!(path = %rec.log_path, error = %e, "sim: creating container log failed");
             }
         }
-        self.run(&id, runner);
+        // Started before the runner can report an exit: subscribers see events in order.
         self.emit(&id, cri::ContainerEventType::ContainerStartedEvent);
+        self.run(&id, runner);
         Ok(cri::StartContainerResponse {})
     }
 

@@ -245,3 +245,123 @@ async fn sim_start_and_exit_reach_the_cache_without_periodic_relist() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// A worker waiting for a status newer than its last sync gets a relist at once, not at the
+/// (slow) period: with events up the period is a minute, and a pod update must not wait that.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_worker_gets_a_relist_at_once() {
+    let rt = Arc::new(Scripted::default());
+    rt.pods
+        .lock()
+        .unwrap()
+        .push(running("p", "c1", ContainerState::Running));
+    let cache = Arc::new(PodCache::new());
+    let pleg =
+        Arc::new(Pleg::with_runtime(rt.clone(), cache.clone(), Clock::real()).with_period(Duration::from_secs(3600)));
+    let (tx, _rx) = mpsc::channel(PLEG_CHANNEL_CAPACITY);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(pleg.clone().run(tx, shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let synced = Instant::now();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let got = tokio::time::timeout(Duration::from_secs(1), cache.get_newer_than("p", synced)).await;
+    assert!(got.is_ok(), "no relist for the waiting worker");
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+/// The simulator pushes its lifecycle events as containerd 1.7+ reports them: the sandbox as a
+/// container (started, stopped, deleted), and each container's created, started, stopped.
+#[tokio::test]
+async fn sim_pushes_sandbox_and_container_events() {
+    use crate::genericruntime::{ImageService, RuntimeService};
+    use futures::StreamExt;
+    use k8s_cri::v1::ContainerEventType as T;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimRuntime::new(SimConfig::default(), Clock::scaled(100.0), dir.path().join("sim")).unwrap();
+    sim.pull_image(cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: "docker.io/library/busybox:1.36".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut events = sim.get_container_events(cri::GetEventsRequest {}).await.unwrap();
+    let sandbox_config = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "ev".into(),
+            uid: "uid-ev".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        ..Default::default()
+    };
+    let sandbox = sim
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .pod_sandbox_id;
+    let container = sim
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "c".into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: "docker.io/library/busybox:1.36".into(),
+                    ..Default::default()
+                }),
+                command: vec!["sh".into(), "-c".into(), "exit 0".into()],
+                ..Default::default()
+            }),
+            sandbox_config: Some(sandbox_config),
+        })
+        .await
+        .unwrap()
+        .container_id;
+    sim.start_container(cri::StartContainerRequest {
+        container_id: container.clone(),
+    })
+    .await
+    .unwrap();
+    sim.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await
+    .unwrap();
+    sim.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), events.next()).await {
+        let ev = ev.unwrap();
+        got.push((ev.container_id, T::try_from(ev.container_event_type).unwrap()));
+    }
+    let of = |id: &str| -> Vec<T> { got.iter().filter(|(i, _)| i == id).map(|(_, t)| *t).collect() };
+    assert_eq!(
+        of(&sandbox),
+        [
+            T::ContainerStartedEvent,
+            T::ContainerStoppedEvent,
+            T::ContainerDeletedEvent
+        ]
+    );
+    assert_eq!(
+        of(&container),
+        [
+            T::ContainerCreatedEvent,
+            T::ContainerStartedEvent,
+            T::ContainerStoppedEvent
+        ]
+    );
+}

@@ -497,3 +497,21 @@ async fn sidecars_are_probed_and_regular_init_containers_are_not() {
     assert_eq!(e.runner.calls(ProbeType::Readiness), 1);
     assert_eq!(e.mgr.readiness("sim://side"), Some(true));
 }
+
+/// The first probe runs when initialDelaySeconds ends, not at the next period tick after it.
+#[tokio::test(start_paused = true)]
+async fn first_probe_runs_when_the_initial_delay_ends() {
+    let e = env(Some(Verdict::Success)).await;
+    *e.statuses.0.lock().unwrap() = Some(running(CID, 12, true));
+    e.mgr.add_pod(&pod(
+        serde_json::json!({"readinessProbe": probe(serde_json::json!({"initialDelaySeconds": 15, "periodSeconds": 60}))}),
+        "Always",
+    ));
+    secs(1).await;
+    assert_eq!(e.runner.calls(ProbeType::Readiness), 0, "inside the initial delay");
+    // The wall clock stands still under paused tokio time: age the container by hand.
+    *e.statuses.0.lock().unwrap() = Some(running(CID, 16, true));
+    // The delay ends 3 s after the first look, 57 s before the next period tick.
+    secs(3).await;
+    assert_eq!(e.runner.calls(ProbeType::Readiness), 1);
+}
