@@ -213,12 +213,12 @@ impl Recorder {
                     rec.regarding.namespace.as_deref().unwrap_or_default(),
                     rec.regarding.name.as_deref().unwrap_or_default(),
                     rec.regarding.field_path.as_deref().unwrap_or_default(),
-                    rec.note
+                    rec.message
                 );
                 match super::repeats::global().note(&rec.reason, &object) {
                     super::repeats::Verdict::Log { count: n } => count = n,
                     super::repeats::Verdict::Repeat { count: n } => {
-                        tracing::debug!(reason = %rec.reason, count = n, "event repeated: {}", rec.note);
+                        tracing::debug!(reason = %rec.reason, count = n, "event repeated: {}", rec.message);
                         return;
                     }
                 }
