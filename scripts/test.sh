@@ -13,6 +13,9 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "== fuzz targets, bounded (scripts/fuzz.sh)"
+bash scripts/fuzz.sh
+
 # A private real containerd + runc + CNI + registry for the CRI tests (scripts/containerd-env.sh),
 # torn down on every exit path. Short path: unix socket paths are limited to 108 bytes.
 KEEL_CTRD_DIR=$(mktemp -d /tmp/keel-ctrd.XXXX)

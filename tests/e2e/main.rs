@@ -5,6 +5,7 @@ mod support;
 
 mod apiserver;
 mod apiserver_proxy;
+mod checkpoint;
 mod cri_backend;
 mod cri_cgroups;
 mod cri_lifecycle;

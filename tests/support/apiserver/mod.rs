@@ -190,6 +190,14 @@ impl TestApiServer {
         }
     }
 
+    /// Removes an object from the store directly, as someone on the other side of a network
+    /// partition would (e.g. a force-deleted pod), also while the server is unavailable to
+    /// clients. `resource` is the storage bucket (`pods`, `configmaps`, ...).
+    #[allow(dead_code)] // not every test binary partitions its server
+    pub fn remove_object(&self, resource: &str, ns: &str, name: &str) -> bool {
+        self.shared.store.lock().delete(resource, ns, name).is_some()
+    }
+
     /// Forgets watch history: watches from any older resourceVersion get 410 Gone.
     pub fn compact(&self) {
         self.shared.store.lock().compact();
