@@ -295,6 +295,14 @@ async fn serve_inner(
             ..
         }
     );
+    if let Target::Pod {
+        name, sub: PodSub::Log, ..
+    } = target
+    {
+        // The log is a `rest.Streamer`, never upgrade-proxied: a WebSocket request gets the
+        // kubelet's log written into a WebSocket by the apiserver itself, anything else the body.
+        return proxy_log(&shared, req, &location, name).await;
+    }
     if is_upgrade_request(req.headers()) {
         let on_upgrade = hyper::upgrade::on(&mut req);
         return proxy_upgrade(shared, req, on_upgrade, &location).await;
@@ -629,7 +637,12 @@ fn is_this_machine(host: &str) -> bool {
 }
 
 /// Opens a TLS connection to the kubelet and an HTTP/1.1 client on it (upgrades enabled).
-async fn connect(shared: &Shared, loc: &Location) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, String> {
+async fn connect<B>(shared: &Shared, loc: &Location) -> Result<hyper::client::conn::http1::SendRequest<B>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let dial = async {
         let dial_host = if is_this_machine(&loc.host) {
             "127.0.0.1"
@@ -802,18 +815,25 @@ async fn proxy_upgrade(
     Ok(r)
 }
 
-/// `pods/log`: the `LocationStreamer` with the generic response checker.
+/// `pods/log`: the `LocationStreamer` with the generic response checker. The kubelet is asked
+/// with a plain GET of its own (no client headers); the body goes back as `text/plain`, or,
+/// for a WebSocket request, into a WebSocket (`StreamObject` with `wsstream.NewReader`).
 async fn proxy_log(
     shared: &Shared,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     loc: &Location,
     pod: &str,
 ) -> Result<Response<Body>, ApiError> {
+    let websocket = is_websocket_request(req.headers());
+    let on_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let url = loc.url();
     let mut sender = connect(shared, loc)
         .await
         .map_err(|e| ApiError::new(500, "", format!("Get {url:?}: {e}")))?;
-    let breq = backend_request(req, loc, false)?;
+    let breq = Request::get(loc.path_and_query.as_str())
+        .header(header::HOST, loc.authority())
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| ApiError::new(500, "InternalError", format!("building the kubelet request: {e}")))?;
     let bresp = sender
         .send_request(breq)
         .await
@@ -823,10 +843,138 @@ async fn proxy_log(
         let text = read_error_body(bresp.into_body()).await;
         return Err(generic_response_error(code, &text, pod));
     }
+    if let Some(on_upgrade) = on_upgrade {
+        return Ok(websocket_log(shared, req.headers(), on_upgrade, bresp.into_body()));
+    }
     let mut r = Response::new(Body::new(bresp.into_body()));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     Ok(r)
+}
+
+/// `wsstream.IsWebSocketRequest`: `Upgrade: websocket` on an upgrade request.
+fn is_websocket_request(h: &HeaderMap) -> bool {
+    h.get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+        && is_upgrade_request(h)
+}
+
+/// The reader protocols of `wsstream.NewDefaultReaderProtocols`: none asked means "" (binary).
+/// The first protocol the client lists that the server knows wins; true means base64 text.
+fn reader_protocol(h: &HeaderMap) -> Option<(String, bool)> {
+    let asked: Vec<String> = h
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if asked.is_empty() {
+        return Some((String::new(), false));
+    }
+    asked.into_iter().find_map(|p| match p.as_str() {
+        "binary.k8s.io" => Some((p, false)),
+        "base64.binary.k8s.io" => Some((p, true)),
+        _ => None,
+    })
+}
+
+/// A plain answer to a WebSocket handshake that failed (x/net/websocket's server).
+fn handshake_failure(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    if status == StatusCode::BAD_REQUEST {
+        r.headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    }
+    r
+}
+
+/// `wsstream.Reader.Copy`: the WebSocket handshake (x/net/websocket: version 13 and a key, or
+/// 400; a protocol it does not know, 403), then one empty message (the reader's "ping"), the log
+/// in messages of at most 2048 bytes (base64 text for `base64.binary.k8s.io`), and a close
+/// frame when the log ends. Whatever the client sends is ignored until it closes.
+fn websocket_log(
+    shared: &Shared,
+    h: &HeaderMap,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    log: Incoming,
+) -> Response<Body> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let key = h.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec());
+    let version_ok = h
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let Some(key) = key.filter(|_| version_ok) else {
+        return handshake_failure(StatusCode::BAD_REQUEST);
+    };
+    let Some((protocol, base64)) = reader_protocol(h) else {
+        return handshake_failure(StatusCode::FORBIDDEN);
+    };
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let hs = r.headers_mut();
+    hs.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    hs.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(&key)) {
+        hs.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&protocol) {
+        if !protocol.is_empty() {
+            hs.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+        }
+    }
+    let shutdown = shared.shutdown.clone();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "test apiserver: log WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let (mut tx, mut rx) = ws.split();
+        let message = move |chunk: &[u8]| {
+            if base64 {
+                use base64::Engine;
+                Message::text(base64::engine::general_purpose::STANDARD.encode(chunk))
+            } else {
+                Message::binary(Bytes::copy_from_slice(chunk))
+            }
+        };
+        let copy = async {
+            let send_err = |e: tokio_tungstenite::tungstenite::Error| e.to_string();
+            tx.send(message(&[])).await.map_err(send_err)?;
+            let mut log = log;
+            while let Some(frame) = log.frame().await {
+                let frame = frame.map_err(|e| format!("reading the log: {e}"))?;
+                let Ok(data) = frame.into_data() else { continue };
+                for chunk in data.chunks(2048) {
+                    tx.send(message(chunk)).await.map_err(send_err)?;
+                }
+            }
+            // Closing the sink sends the close frame (status 1000, like `ws.Close()`).
+            tx.close().await.map_err(send_err)
+        };
+        let client_gone = async { while let Some(Ok(_)) = rx.next().await {} };
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = client_gone => {}
+            r = copy => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "test apiserver: writing the log WebSocket");
+                }
+            }
+        }
+    });
+    r
 }
 
 /// `nodes/proxy` without an upgrade: a reverse proxy of the whole exchange.
