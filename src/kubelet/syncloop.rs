@@ -574,6 +574,13 @@ impl Kubelet {
         for t in [&mut housekeeping, &mut runtime_tick, &mut gc_tick] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
+        // Static pods may start before the Node is registered; their mirror pods wait for the
+        // Node's UID, so they are synced again the moment it appears, not a resync period later.
+        let mut node_rx = self.core.node_rx.clone();
+        let mut node_known = node_rx
+            .borrow_and_update()
+            .as_ref()
+            .is_some_and(|n| n.metadata.uid.is_some());
         loop {
             self.core.mark_sync_loop();
             tokio::select! {
@@ -583,6 +590,12 @@ impl Kubelet {
                 _ = housekeeping.tick() => self.housekeeping().await,
                 _ = runtime_tick.tick() => self.update_runtime_up(&health_tx, pleg_last_relist()).await,
                 _ = gc_tick.tick() => self.spawn_gc(),
+                Ok(()) = node_rx.changed(), if !node_known => {
+                    node_known = node_rx.borrow_and_update().as_ref().is_some_and(|n| n.metadata.uid.is_some());
+                    if node_known {
+                        self.sync_static_pods();
+                    }
+                }
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -609,6 +622,18 @@ impl Kubelet {
         let pod = lock(&self.core.pods).get(&u.pod_uid).cloned();
         if let Some(pod) = pod {
             debug!(pod = %pod_full_name(&pod), probe = ?u.probe, result = ?u.result, "probe result changed; syncing");
+            self.dispatch(pod, UpdateType::Sync);
+        }
+    }
+
+    /// Syncs every static pod (their mirror pods need the registered Node).
+    fn sync_static_pods(&self) {
+        let pods: Vec<Pod> = lock(&self.core.pods)
+            .pods()
+            .filter(|p| mirror::is_static_pod(p))
+            .cloned()
+            .collect();
+        for pod in pods {
             self.dispatch(pod, UpdateType::Sync);
         }
     }
