@@ -1252,7 +1252,7 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
             ),
         ));
     }
-    if let Some(d) = f.duration("imageMinimumGCAge")? {
+    if let Some(d) = f.nonzero_duration("imageMinimumGCAge")? {
         cfg.image_minimum_gc_age = d;
     }
     if let Some(p) = f.path_buf("registryConfigDir")? {
@@ -1716,6 +1716,7 @@ volumeStatsAggPeriod: 0s
         let (c, ignored) = apply(KUBEADM).unwrap();
         let d = defaults();
         assert_eq!(c.sync_frequency, d.sync_frequency);
+        assert_eq!(c.image_minimum_gc_age, d.image_minimum_gc_age, "0s is the default");
         assert_eq!(c.node_status_update_frequency, Duration::from_secs(10));
         assert_eq!(c.node_status_report_frequency, Duration::from_secs(300));
         assert_eq!(c.authentication.webhook_cache_ttl, Duration::from_secs(120));
@@ -1736,7 +1737,6 @@ volumeStatsAggPeriod: 0s
                 "evictionPressureTransitionPeriod",
                 "fileCheckFrequency",
                 "httpCheckFrequency",
-                "imageMinimumGCAge",
                 "memorySwap",
                 "runtimeRequestTimeout",
                 "shutdownGracePeriod",
