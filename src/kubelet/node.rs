@@ -676,6 +676,21 @@ pub fn local_node(cfg: &Config, clock: &Clock, health: &RuntimeHealth) -> Result
     Ok(node)
 }
 
+/// Resolves when the runtime's readiness differs from `was`. The Ready condition then follows
+/// a runtime that went away or came back at once rather than at the next status update (up to
+/// 10 s later; the relist updates the health every second, which alone is no reason to report).
+async fn runtime_readiness_flip(health: &mut watch::Receiver<RuntimeHealth>, was: bool) {
+    loop {
+        if health.changed().await.is_err() {
+            // The sync loop is gone (shutting down): only the timer wakes the loop.
+            std::future::pending::<()>().await;
+        }
+        if health.borrow_and_update().runtime_ready != was {
+            return;
+        }
+    }
+}
+
 fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
@@ -750,9 +765,11 @@ impl NodeStatusReporter {
             let period = self.cfg.node_status_update_frequency;
             let jitter = rand::rng().random::<f64>() * STATUS_JITTER;
             let wait = period.mul_f64(1.0 + jitter);
+            let runtime_ready = self.health.borrow_and_update().runtime_ready;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.clock.sleep(wait) => {}
+                _ = runtime_readiness_flip(&mut self.health, runtime_ready) => {}
             }
         }
     }

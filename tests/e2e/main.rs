@@ -16,6 +16,8 @@ mod cri_stats;
 mod cri_streaming;
 mod cri_volumes;
 mod events;
+mod faults_common;
+mod faults_runtime_down;
 mod kubelet_server;
 mod logs;
 mod native_images;
