@@ -17,6 +17,7 @@ mod cri_streaming;
 mod cri_volumes;
 mod events;
 mod faults_common;
+mod faults_keel_kill;
 mod faults_runtime_down;
 mod kubelet_server;
 mod logs;
