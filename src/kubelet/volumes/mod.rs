@@ -20,7 +20,7 @@ pub mod payload;
 pub mod token;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, Secret, Volume, VolumeMount};
@@ -665,21 +665,44 @@ impl VolumeManager {
         std::fs::remove_dir_all(&dir).map_err(|source| VolumeError::Remove { path: dir, source })
     }
 
-    /// Tears down the volumes of pods keel no longer knows (housekeeping): every pod directory
-    /// with volumes whose UID `is_active` does not claim.
+    /// Removes what pods keel no longer knows left under `<root>/pods` (housekeeping,
+    /// `cleanupOrphanedPodDirs`): for every pod directory whose UID `is_active` does not claim,
+    /// the volumes are torn down, then the directory itself (etc-hosts, termination-log files,
+    /// plugins) is removed once nothing under it is mounted.
     pub async fn cleanup_orphans(&self, is_active: &(dyn Fn(&str) -> bool + Sync)) {
         self.tokens.cleanup();
         let pods = self.root_dir.join("pods");
         let Ok(rd) = std::fs::read_dir(&pods) else { return };
         for e in rd.flatten() {
             let uid = e.file_name().to_string_lossy().into_owned();
-            if is_active(&uid) || !self.pod_volumes_dir(&uid).exists() {
+            if is_active(&uid) {
                 continue;
             }
-            if let Err(err) = self.teardown_pod(&uid).await {
-                warn!(pod_uid = %uid, error = %err, "removing volumes of an orphaned pod failed");
+            if self.pod_volumes_dir(&uid).exists() {
+                if let Err(err) = self.teardown_pod(&uid).await {
+                    warn!(pod_uid = %uid, error = %err, "removing volumes of an orphaned pod failed");
+                    continue;
+                }
+            }
+            if let Err(err) = remove_pod_dir(&e.path()) {
+                warn!(pod_uid = %uid, error = %err, "removing the directory of an orphaned pod failed");
             }
         }
+    }
+}
+
+/// Removes a pod's directory unless something under it is still mounted (removing through a
+/// mount would delete what it shows).
+fn remove_pod_dir(dir: &Path) -> Result<(), VolumeError> {
+    if let Some(m) = host::mounts_under(dir)?.into_iter().next() {
+        return Err(VolumeError::StillMounted { path: m });
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(VolumeError::Remove {
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -294,3 +294,28 @@ fn fs_user_only_when_all_agree() {
     });
     assert_eq!(fs_user(&p), None);
 }
+
+#[tokio::test]
+async fn orphaned_pod_directories_are_removed_whole_and_active_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let vm = VolumeManager::new(dir.path().to_path_buf(), None, None);
+    let p = pod(vec![empty_dir("data")], vec![mount("data", "/data")]);
+    vm.setup_pod(&p).await.unwrap();
+    // What the sync loop writes besides volumes: a pod without volumes still has a directory.
+    for (uid, sub) in [
+        ("uid-1", "containers/c"),
+        ("uid-2", "plugins"),
+        ("uid-3", "containers/c"),
+    ] {
+        let d = dir.path().join("pods").join(uid).join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("termination-log"), "").unwrap();
+    }
+    vm.cleanup_orphans(&|uid: &str| uid == "uid-3").await;
+    assert!(!dir.path().join("pods/uid-1").exists(), "orphan with volumes");
+    assert!(!dir.path().join("pods/uid-2").exists(), "orphan without volumes");
+    assert!(
+        dir.path().join("pods/uid-3/containers/c/termination-log").exists(),
+        "active pod"
+    );
+}
