@@ -16,6 +16,7 @@ mod cri_stats;
 mod cri_streaming;
 mod cri_volumes;
 mod events;
+mod faults_api_outage;
 mod faults_common;
 mod faults_keel_kill;
 mod faults_runtime_down;

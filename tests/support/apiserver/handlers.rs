@@ -160,6 +160,16 @@ pub async fn handle(shared: Arc<Shared>, cert_user: Option<UserInfo>, req: Reque
     let Some(user) = cert_user.or_else(token_user) else {
         return status_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
     };
+    shared
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(super::server::RequestRecord {
+            user: user.name.clone(),
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            query: req.uri().query().unwrap_or_default().to_string(),
+        });
     // The kubelet-facing subresources stream (and upgrade): they never buffer the body.
     if let Some(target) = kubeletproxy::target(req.uri().path()) {
         return kubeletproxy::serve(shared, user, req, target).await;

@@ -24,6 +24,8 @@ mod store;
 mod table;
 mod watch;
 
+pub use self::server::RequestRecord;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -80,6 +82,7 @@ impl TestApiServer {
             upgrades: std::sync::Mutex::new(Vec::new()),
             kubelet_tls,
             available: AtomicBool::new(true),
+            requests: std::sync::Mutex::new(Vec::new()),
             outages,
             shutdown: CancellationToken::new(),
             addr,
@@ -201,6 +204,12 @@ impl TestApiServer {
     /// Forgets watch history: watches from any older resourceVersion get 410 Gone.
     pub fn compact(&self) {
         self.shared.store.lock().compact();
+    }
+
+    /// Every authenticated request so far, oldest first.
+    #[allow(dead_code)] // only the fault tests count requests
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The upgrades the kubelet proxy completed (101 from the kubelet), oldest first.

@@ -45,10 +45,47 @@ pub struct Shared {
     /// Upgrades the kubelet proxy completed, for tests that check which protocol was used.
     pub upgrades: std::sync::Mutex<Vec<super::kubeletproxy::UpgradeRecord>>,
     pub available: AtomicBool,
+    /// Every authenticated request, oldest first (for tests that count a client's LISTs).
+    pub requests: std::sync::Mutex<Vec<RequestRecord>>,
     /// Counts outages: open watches end when it changes.
     pub outages: tokio::sync::watch::Sender<u64>,
     pub shutdown: CancellationToken,
     pub addr: SocketAddr,
+}
+
+/// One authenticated request as the server saw it.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    pub user: String,
+    pub method: http::Method,
+    pub path: String,
+    pub query: String,
+}
+
+impl RequestRecord {
+    /// A LIST of a collection: a GET of a path whose last segment is a plural resource name
+    /// (no object name after it) and no `watch` in the query.
+    #[allow(dead_code)] // only the fault tests count lists
+    pub fn is_list(&self) -> bool {
+        const COLLECTIONS: &[&str] = &[
+            "pods",
+            "nodes",
+            "services",
+            "configmaps",
+            "secrets",
+            "leases",
+            "events",
+            "csidrivers",
+            "runtimeclasses",
+            "endpoints",
+            "persistentvolumeclaims",
+            "persistentvolumes",
+        ];
+        let last = self.path.rsplit('/').next().unwrap_or_default();
+        self.method == http::Method::GET
+            && COLLECTIONS.contains(&last)
+            && !self.query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1")
+    }
 }
 
 pub fn tls_acceptor(pki: &Pki) -> Result<TlsAcceptor, ServerError> {

@@ -86,6 +86,19 @@ pub struct EnvTest {
     dir: PathBuf,
     url: String,
     admin_kubeconfig: PathBuf,
+    /// kube-apiserver's command line and PID, to stop it and start it again (outage tests).
+    apiserver: std::sync::Mutex<ApiServerProc>,
+    /// etcd's and the controller-manager's PIDs, stopped with a private control plane.
+    others: Vec<u32>,
+    /// A control plane of one test ([`private`]), stopped when dropped.
+    private: bool,
+}
+
+struct ApiServerProc {
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    pid: Option<u32>,
+    starts: usize,
 }
 
 static SHARED: OnceLock<Result<Option<EnvTest>, String>> = OnceLock::new();
@@ -113,20 +126,42 @@ pub fn loud(line: &str) {
 }
 
 fn init() -> Result<Option<EnvTest>, String> {
+    start_with(false)
+}
+
+fn start_with(audit: bool) -> Result<Option<EnvTest>, String> {
     let assets = match Assets::find() {
         Ok(Some(a)) => a,
         Ok(None) => return Ok(None),
         Err(e) => return Err(format!("{e:#}")),
     };
     // Everything is spawned from the keeper thread so the processes die with the binary.
-    match procs::on_keeper_thread(move || EnvTest::start(&assets).map_err(|e| format!("{e:#}"))) {
+    match procs::on_keeper_thread(move || EnvTest::start(&assets, audit).map_err(|e| format!("{e:#}"))) {
         Ok(r) => r.map(Some),
         Err(e) => Err(format!("{e:#}")),
     }
 }
 
+/// A control plane for one test (one that stops its API server, which the shared one must
+/// never see), with an audit log of every request's metadata (`dir()/audit.log`); stopped when
+/// dropped. None (after printing [`SKIPPED`]) without assets.
+#[allow(dead_code)] // only the outage test has one
+pub async fn private() -> Result<Option<EnvTest>> {
+    let r = tokio::task::spawn_blocking(|| start_with(true))
+        .await
+        .context("starting a private envtest control plane")?;
+    match r {
+        Ok(Some(e)) => Ok(Some(e)),
+        Ok(None) => {
+            loud(SKIPPED);
+            Ok(None)
+        }
+        Err(e) => bail!("private envtest control plane: {e}"),
+    }
+}
+
 impl EnvTest {
-    fn start(assets: &Assets) -> Result<EnvTest> {
+    fn start(assets: &Assets, audit: bool) -> Result<EnvTest> {
         let began = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("keel-envtest-")
@@ -155,7 +190,7 @@ impl EnvTest {
             .arg(format!("http://127.0.0.1:{peer_port}"))
             .arg("--initial-cluster")
             .arg(format!("envtest=http://127.0.0.1:{peer_port}"));
-        spawn_logged(etcd, &dir, "etcd")?;
+        let etcd_pid = spawn_logged(etcd, &dir, "etcd")?;
 
         let kubelet_client = pki.client_cert(
             "apiserver-kubelet-client",
@@ -192,13 +227,35 @@ impl EnvTest {
             .arg(&kubelet_client.key)
             // A test node's name is its loopback address (module docs).
             .args(["--kubelet-preferred-address-types", "Hostname,InternalIP"]);
-        spawn_logged(api, &dir, "kube-apiserver")?;
+        if audit {
+            let policy = dir.join("audit-policy.yaml");
+            std::fs::write(
+                &policy,
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
+            )
+            .context("writing the audit policy")?;
+            api.arg("--audit-policy-file")
+                .arg(&policy)
+                .arg("--audit-log-path")
+                .arg(dir.join("audit.log"));
+        }
+        let program = api.get_program().into();
+        let args = api.get_args().map(|a| a.to_owned()).collect();
+        let api_pid = spawn_logged(api, &dir, "kube-apiserver")?;
 
         let mut env = EnvTest {
             pki,
             dir: dir.clone(),
             url,
             admin_kubeconfig: PathBuf::new(),
+            apiserver: std::sync::Mutex::new(ApiServerProc {
+                program,
+                args,
+                pid: Some(api_pid),
+                starts: 1,
+            }),
+            others: vec![etcd_pid],
+            private: audit,
         };
         env.admin_kubeconfig = env.write_kubeconfig("admin", "keel-envtest-admin", &["system:masters"])?;
         env.wait_blocking("kube-apiserver /readyz", &["get", "--raw", "/readyz"], began)?;
@@ -223,7 +280,8 @@ impl EnvTest {
             .args(["--bind-address", "127.0.0.1", "--secure-port", &cm_port.to_string()])
             // kubeadm's set: the default controllers plus the bootstrap token ones.
             .args(["--controllers", "*,bootstrapsigner,tokencleaner,-nodeipam"]);
-        spawn_logged(cm, &dir, "kube-controller-manager")?;
+        let cm_pid = spawn_logged(cm, &dir, "kube-controller-manager")?;
+        env.others.push(cm_pid);
         // Pods need the `default` ServiceAccount (admission) and the root CA ConfigMap.
         env.wait_blocking(
             "the default ServiceAccount",
@@ -263,6 +321,49 @@ impl EnvTest {
         let path = self.dir.join(format!("token-{:08x}.kubeconfig", rand::random::<u32>()));
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
+    }
+
+    /// Kills kube-apiserver (SIGKILL, by its PID) and reaps it: the API is gone, etcd and the
+    /// controller-manager stay.
+    #[allow(dead_code)]
+    pub fn stop_apiserver(&self) {
+        let pid = self.apiserver.lock().unwrap_or_else(|p| p.into_inner()).pid.take();
+        if let Some(pid) = pid {
+            procs::kill(pid);
+        }
+    }
+
+    /// Starts kube-apiserver again with the same flags (port, etcd, certificates) and waits
+    /// until it is ready; its log is `kube-apiserver-<N>.log`.
+    #[allow(dead_code)]
+    pub async fn start_apiserver(&self) -> Result<()> {
+        let (program, args, name) = {
+            let mut a = self.apiserver.lock().unwrap_or_else(|p| p.into_inner());
+            a.starts += 1;
+            (
+                a.program.clone(),
+                a.args.clone(),
+                format!("kube-apiserver-{}", a.starts),
+            )
+        };
+        let dir = self.dir.clone();
+        let pid = procs::on_keeper_thread(move || {
+            let mut cmd = Command::new(program);
+            cmd.args(args);
+            spawn_logged(cmd, &dir, &name)
+        })??;
+        self.apiserver.lock().unwrap_or_else(|p| p.into_inner()).pid = Some(pid);
+        let began = Instant::now();
+        loop {
+            let out = self.kubectl(&["get", "--raw", "/readyz"]).await;
+            if out.status.success() {
+                return Ok(());
+            }
+            if began.elapsed() > START_TIMEOUT {
+                bail!("kube-apiserver not ready again after {START_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// The last lines of a component's log (`etcd`, `kube-apiserver`, `kube-controller-manager`).
@@ -327,6 +428,18 @@ impl EnvTest {
         let path = self.dir.join(format!("{base}.kubeconfig"));
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
+    }
+}
+
+impl Drop for EnvTest {
+    fn drop(&mut self) {
+        if self.private {
+            self.stop_apiserver();
+            for pid in self.others.iter().rev() {
+                procs::kill(*pid);
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -49,6 +49,18 @@ pub fn spawn(mut cmd: Command) -> Result<u32> {
     Ok(pid)
 }
 
+/// Kills (SIGKILL) and reaps one process [`spawn`] started, if it is still registered.
+pub fn kill(pid: u32) {
+    let child = {
+        let mut children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+        children.iter().position(|c| c.id() == pid).map(|i| children.remove(i))
+    };
+    if let Some(mut c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// Removes `dir` at exit, after the processes are gone.
 pub fn remove_at_exit(dir: PathBuf) {
     install_at_exit();
