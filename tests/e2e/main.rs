@@ -18,6 +18,7 @@ mod cri_volumes;
 mod events;
 mod faults_api_outage;
 mod faults_common;
+mod faults_disk_full;
 mod faults_keel_kill;
 mod faults_runtime_down;
 mod kubelet_server;

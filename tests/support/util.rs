@@ -225,7 +225,18 @@ impl<A: ControlPlane> Node<A> {
     /// KubeletConfiguration lines `config` and the flags `extra`, and waits until the Node is
     /// Ready. On containerd, pod cgroups go under `$KEEL_TEST_CGROUP_ROOT/<node name>`.
     pub async fn start_on(api: A, backend: Backend, extra: &[&str], config: &str) -> Result<Node<A>> {
-        let dir = tempfile::tempdir()?;
+        Node::start_on_in(api, backend, extra, config, tempfile::tempdir()?).await
+    }
+
+    /// Same, with keel's directories (`root`, `pods`, ...) under `dir`, for a test that mounts
+    /// something there first.
+    pub async fn start_on_in(
+        api: A,
+        backend: Backend,
+        extra: &[&str],
+        config: &str,
+        dir: tempfile::TempDir,
+    ) -> Result<Node<A>> {
         let name = api.new_node_name();
         let mut config_text = format!(
             "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\n{}",
