@@ -109,7 +109,7 @@ async fn sim_api_server_gone_for_an_hour_on_the_compressed_clock() {
     apply(&n.api, &pod_yaml(&fresh, &n.name, "Always", "sleep 3600"))
         .await
         .unwrap();
-    n.wait_pod(&fresh, "Running", T, |p| phase(p) == "Running")
+    n.wait_pod(&fresh, "Running", Duration::from_secs(120), |p| phase(p) == "Running")
         .await
         .unwrap();
     // A relist per watched collection at most (client-go relists after a broken watch too);
@@ -219,19 +219,24 @@ async fn real_api_server_killed_and_started_again() {
     assert_eq!(cs(&p)["containerID"], cs(&before)["containerID"], "{}", p["status"]);
     assert_eq!(cs(&p)["restartCount"], 0, "{}", p["status"]);
     assert!(cs(&p)["state"]["running"].is_object(), "{}", p["status"]);
+    // Watches resumed: a pod created now starts. After a long outage the watch's retry
+    // back-off is at its 30 s cap plus up to 100 % jitter, as client-go's reflector's
+    // (800 ms doubling to 30 s, jitter 1.0), so the next attempt may be a minute away.
     let fresh = unique("outage-after");
     apply(&n.api, &pod_yaml(&fresh, &n.name, "Always", "sleep 3600"))
         .await
         .unwrap();
-    n.wait_pod(&fresh, "Running", T, |p| phase(p) == "Running")
+    n.wait_pod(&fresh, "Running", Duration::from_secs(120), |p| phase(p) == "Running")
         .await
         .unwrap();
+    let fresh_after = back.elapsed();
     // The audit log is written asynchronously (batched): give it a moment.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let lists = audited_lists(&n.api.dir().join("audit.log"), &user, stopped_at);
     loud(&format!(
         "real kube-apiserver gone {outage:?}: lease renewed {lease_after:?} after its return, the \
-         exit reported {status_after:?} after; keel's LISTs since: {lists:?}"
+         exit reported {status_after:?} after, a new pod running {fresh_after:?} after; keel's \
+         LISTs since: {lists:?}"
     ));
     for (resource, count) in &lists {
         assert!(*count <= 2, "{count} LISTs of {resource} after the outage: {lists:?}");

@@ -17,6 +17,7 @@ mod cri_streaming;
 mod cri_volumes;
 mod events;
 mod faults_api_outage;
+mod faults_churn;
 mod faults_common;
 mod faults_disk_full;
 mod faults_keel_kill;
