@@ -43,7 +43,11 @@ fn run(args: &[&str], at: &Path) {
         .arg(at)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Puts a read-only bind mount of `at` over it: every path lookup from now on meets a
