@@ -1,5 +1,6 @@
 //! CRI call latency, as a CRI client (a kubelet, crictl) sees it over the unix socket, for
-//! `keel cri --runtime sim` (the release keel binary) and, in the same run on the same machine,
+//! `keel cri --runtime sim` (the keel binary of the same build: release under `cargo bench`,
+//! debug under `cargo test --bench cri_latency`) and, in the same run on the same machine,
 //! containerd when `KEEL_CRI_SOCKET` is set (scripts/bench.sh brings one up with
 //! scripts/containerd-env.sh):
 //! - RunPodSandbox, CreateContainer and StartContainer: `KEEL_BENCH_CRI_PODS` pods (default 30)
@@ -285,8 +286,9 @@ async fn main() -> Result<()> {
     // `cargo bench` passes `--bench` (and filters); this bench takes no arguments.
     let mut results = Vec::new();
     let keel = KeelCri::start().await?;
+    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
     println!(
-        "CRI call latency: keel cri --runtime sim (release keel) at {}",
+        "CRI call latency: keel cri --runtime sim ({build} build of keel) at {}",
         keel.socket().display()
     );
     let t = bench_runtime(&keel.socket()).await.context("keel cri")?;
