@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# keel's benchmarks with their set-up: the criterion hot-path benches and the end-to-end bench
-# (test API server + release keel, simulated backend and a private real containerd), then the
-# figures as a table. Usage: bash scripts/bench.sh [--quick]
+# keel's benchmarks with their set-up: the criterion hot-path benches, the end-to-end bench
+# (test API server + release keel, simulated backend and a private real containerd) and the CRI
+# call latency of `keel cri` beside that containerd, then the figures as tables.
+# Usage: bash scripts/bench.sh [--quick]
 #   --quick: criterion's short sampling, 3 single-pod runs, 10 s CPU window, 200 pods on the sim.
 # Output is also saved to target/bench-report.txt.
 set -euo pipefail
@@ -55,4 +56,7 @@ REPORT=target/bench-report.txt
   echo
   echo "== end to end"
   cargo bench --bench e2e 2>&1 | grep -v -E '^\s*(Finished|Running|Compiling)'
+  echo
+  echo "== CRI call latency: keel cri --runtime sim beside containerd"
+  cargo bench --bench cri_latency 2>&1 | grep -v -E '^\s*(Finished|Running|Compiling)'
 } | tee "$REPORT"

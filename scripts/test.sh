@@ -56,6 +56,8 @@ if [ -z "${KUBEBUILDER_ASSETS:-}" ] && [ -x ../shared/envtest/kube-apiserver ] \
   ln -s "$(cd ../shared/envtest && pwd)/kube-apiserver" "$KEEL_ENVTEST_ASSETS/kube-apiserver"
   ln -s "$(cd ../shared/envtest && pwd)/kube-controller-manager" "$KEEL_ENVTEST_ASSETS/kube-controller-manager"
   ln -s /usr/bin/etcd "$KEEL_ENVTEST_ASSETS/etcd"
+  # The stock kubelet, for the tests that run it on `keel cri` (tests/e2e/real_kubelet_on_keel_cri.rs).
+  [ ! -x ../shared/envtest/kubelet ] || ln -s "$(cd ../shared/envtest && pwd)/kubelet" "$KEEL_ENVTEST_ASSETS/kubelet"
   export KUBEBUILDER_ASSETS="$KEEL_ENVTEST_ASSETS"
 fi
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then

@@ -8,4 +8,8 @@
 #[allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
 pub mod v1 {
     tonic::include_proto!("runtime.v1");
+
+    /// The encoded `FileDescriptorSet` of `runtime.v1` (api.proto with its comments), for gRPC
+    /// server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runtime_v1_descriptor.bin"));
 }

@@ -4,9 +4,10 @@
 //! One source of truth: the gRPC services ([`service`]) call the same backend objects `keel run`
 //! drives through the seam. Exec, attach and port-forward answer one-shot URLs on keel's
 //! streaming server ([`crate::streaming::criserver`]), which serves the backend's in-process
-//! streams over SPDY/3.1 and WebSocket. `grpc.health.v1` answers on the same socket. SIGTERM or
-//! SIGINT stops accepting calls, lets in-flight ones finish, and removes the socket (the
-//! simulated runtime journals every change as it happens, as under `keel run`).
+//! streams over SPDY/3.1 and WebSocket. `grpc.health.v1` and `grpc.reflection` (v1 and v1alpha)
+//! answer on the same socket. SIGTERM or SIGINT stops accepting calls, lets in-flight ones
+//! finish, and removes the socket (the simulated runtime journals every change as it happens,
+//! as under `keel run`).
 
 pub mod authority;
 pub mod service;
@@ -80,6 +81,8 @@ pub enum Error {
     Streaming(#[from] streaming::Error),
     #[error("the backend has no in-process streams to serve")]
     NoLocalStreams,
+    #[error("building the gRPC reflection service")]
+    Reflection(#[from] tonic_reflection::server::Error),
     #[error("serving CRI on {path}")]
     Serve {
         path: PathBuf,
@@ -152,6 +155,19 @@ pub async fn serve(args: CriArgs, shutdown: CancellationToken) -> Result<(), Err
     if args.runtime == Backend::Native {
         return Err(Error::NativeNotAvailable);
     }
+    // grpc.reflection, both versions (grpcurl and most tools ask v1alpha, newer ones v1): CRI,
+    // health and both reflection services, from the descriptor sets their builds emit, so each
+    // version lists everything on the socket.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cri::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            .include_reflection_service(false)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     // The socket first: a second server on a live socket must not open the same state.
     let listener = socket::bind(&path).await?;
     let started = start_backend(&args).await;
@@ -189,6 +205,8 @@ pub async fn serve(args: CriArgs, shutdown: CancellationToken) -> Result<(), Err
     let drained = shutdown.clone();
     let server = tonic::transport::Server::builder()
         .add_service(health_svc)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(runtime_svc)
         .add_service(image_svc)
         .serve_with_incoming_shutdown(

@@ -1,6 +1,7 @@
 //! `keel cri --runtime sim` driven by crictl v1.25, a real CRI client: the whole lifecycle,
 //! logs, exec (with and without a TTY, exit codes), attach, port-forward, stats, images, the
-//! error codes for unknown IDs and malformed configs, health, the socket rules and SIGTERM.
+//! error codes for unknown IDs and malformed configs, health, reflection, the socket rules and
+//! SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -500,10 +501,10 @@ async fn keel_cri_health_socket_rules_and_sigterm() {
     assert_eq!(inspect["status"]["state"], "CONTAINER_RUNNING", "{inspect}");
 }
 
-/// `grpc.health.v1.Health/Check` over the unix socket with tonic's client.
-async fn grpc_health(socket: &Path) -> Result<i32> {
+/// A gRPC channel to the unix socket, with tonic's client.
+async fn grpc_channel(socket: &Path) -> Result<tonic::transport::Channel> {
     let path = socket.to_path_buf();
-    let channel = tonic::transport::Endpoint::try_from("http://localhost")?
+    Ok(tonic::transport::Endpoint::try_from("http://localhost")?
         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
             let path = path.clone();
             async move {
@@ -512,8 +513,12 @@ async fn grpc_health(socket: &Path) -> Result<i32> {
                 ))
             }
         }))
-        .await?;
-    let mut grpc = tonic::client::Grpc::new(channel);
+        .await?)
+}
+
+/// `grpc.health.v1.Health/Check` over the unix socket.
+async fn grpc_health(socket: &Path) -> Result<i32> {
+    let mut grpc = tonic::client::Grpc::new(grpc_channel(socket).await?);
     grpc.ready().await?;
     let path = http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check");
     let resp: tonic::Response<keel::kubelet::prober::probe::HealthCheckResponse> = grpc
@@ -555,4 +560,155 @@ async fn keel_cri_refuses_the_native_backend_and_tcp_listen_addresses() {
         assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
     }
     assert!(!dir.path().join("n.sock").exists());
+}
+
+/// One `grpc.reflection.v1.ServerReflection/ServerReflectionInfo` exchange: the answer to `req`.
+async fn reflect(
+    socket: &Path,
+    req: tonic_reflection::pb::v1::server_reflection_request::MessageRequest,
+) -> Result<tonic_reflection::pb::v1::server_reflection_response::MessageResponse> {
+    use tonic_reflection::pb::v1::{server_reflection_client::ServerReflectionClient, ServerReflectionRequest};
+    let mut client = ServerReflectionClient::new(grpc_channel(socket).await?);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(req),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await?
+        .into_inner();
+    let answer = answers.message().await?.context("no reflection answer")?;
+    answer.message_response.context("an empty reflection answer")
+}
+
+#[tokio::test]
+async fn keel_cri_answers_grpc_reflection() {
+    use prost::Message;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let s = CriServer::start().await.unwrap();
+    // Every service on the socket is listed.
+    let MessageResponse::ListServicesResponse(list) = reflect(&s.socket(), MessageRequest::ListServices(String::new()))
+        .await
+        .unwrap()
+    else {
+        panic!("ListServices answered something else");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "runtime.v1.ImageService",
+            "runtime.v1.RuntimeService",
+        ]
+    );
+
+    // The older protocol version most tools still speak lists the same.
+    {
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as Alpha;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaAnswer;
+        let mut client = ServerReflectionClient::new(grpc_channel(&s.socket()).await.unwrap());
+        let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(Alpha::ListServices(String::new())),
+        };
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let answer = answers.message().await.unwrap().and_then(|a| a.message_response);
+        let Some(AlphaAnswer::ListServicesResponse(list)) = answer else {
+            panic!("v1alpha ListServices: {answer:?}");
+        };
+        let mut alpha: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        alpha.sort();
+        assert_eq!(alpha, names);
+    }
+
+    // The file that defines the RuntimeService: CRI's api.proto with every method and comments.
+    let MessageResponse::FileDescriptorResponse(files) = reflect(
+        &s.socket(),
+        MessageRequest::FileContainingSymbol("runtime.v1.RuntimeService".into()),
+    )
+    .await
+    .unwrap() else {
+        panic!("FileContainingSymbol answered something else");
+    };
+    let file = files
+        .file_descriptor_proto
+        .iter()
+        .map(|b| prost_types::FileDescriptorProto::decode(b.as_slice()).unwrap())
+        .find(|f| f.package() == "runtime.v1")
+        .expect("runtime.v1's file");
+    assert_eq!(file.name(), "api.proto");
+    let runtime = file.service.iter().find(|s| s.name() == "RuntimeService").unwrap();
+    let methods: Vec<&str> = runtime.method.iter().map(|m| m.name()).collect();
+    for m in [
+        "RunPodSandbox",
+        "CreateContainer",
+        "Exec",
+        "PortForward",
+        "ListContainerStats",
+    ] {
+        assert!(methods.contains(&m), "{methods:?}");
+    }
+    assert!(
+        file.source_code_info.is_some(),
+        "the descriptor carries the proto's comments"
+    );
+
+    // An unknown symbol is NOT_FOUND.
+    let err = reflect(
+        &s.socket(),
+        MessageRequest::FileContainingSymbol("runtime.v1.Nope".into()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<tonic::Status>().map(|s| s.code()),
+        Some(tonic::Code::NotFound),
+        "{err:#}"
+    );
+}
+
+#[tokio::test]
+async fn keel_cri_answers_what_it_cannot_do_with_unimplemented() {
+    use keel::genericruntime::seam::cri;
+    use keel::genericruntime::seam::cri::runtime_service_client::RuntimeServiceClient;
+
+    let s = CriServer::start().await.unwrap();
+    let mut rt = RuntimeServiceClient::new(grpc_channel(&s.socket()).await.unwrap());
+    let err = rt
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: "c".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err}");
+    assert!(err.message().contains("UpdateContainerResources"), "{err}");
+    let err = rt
+        .runtime_config(cri::RuntimeConfigRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err}");
+    assert!(err.message().contains("RuntimeConfig"), "{err}");
+    // A pass-through answers from the backend; its errors keep their codes.
+    let listed = rt.list_containers(cri::ListContainersRequest::default()).await.unwrap();
+    assert!(listed.into_inner().containers.is_empty());
+    let err = rt
+        .stop_container(cri::StopContainerRequest {
+            container_id: "no-such-container".into(),
+            timeout: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
 }
