@@ -1026,7 +1026,7 @@ impl<'a> Fields<'a> {
 
 fn check_reserved(field: &str, map: &BTreeMap<String, String>) -> Result<(), ConfigError> {
     for (k, v) in map {
-        crate::kubelet::resources::parse_milli(v)
+        crate::podspec::resources::parse_milli(v)
             .map_err(|e| ConfigError::invalid(&format!("{field}.{k}"), e.to_string()))?;
     }
     Ok(())
@@ -1036,7 +1036,7 @@ fn check_eviction(field: &str, map: &BTreeMap<String, String>) -> Result<(), Con
     for (k, v) in map {
         let ok = match v.strip_suffix('%') {
             Some(p) => p.parse::<f64>().map(|p| (0.0..=100.0).contains(&p)).unwrap_or(false),
-            None => crate::kubelet::resources::parse_milli(v).is_ok(),
+            None => crate::podspec::resources::parse_milli(v).is_ok(),
         };
         if !ok {
             return Err(ConfigError::invalid(
@@ -1207,7 +1207,7 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
         cfg.cgroup_root = if r.is_empty() { "/".to_string() } else { r };
     }
     if let Some(s) = f.string("containerLogMaxSize")? {
-        let v = crate::kubelet::resources::parse_value(&s)
+        let v = crate::podspec::resources::parse_value(&s)
             .ok()
             .filter(|v| *v > 0 && *v <= i128::from(u64::MAX))
             .ok_or_else(|| ConfigError::invalid("containerLogMaxSize", format!("{s:?} is not a positive quantity")))?;

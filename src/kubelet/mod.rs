@@ -15,7 +15,6 @@ pub mod nodeinfo;
 pub mod podmanager;
 pub mod prober;
 pub mod repeats;
-pub mod resources;
 pub mod runopts;
 pub mod services;
 pub mod sources;

@@ -38,8 +38,8 @@ use crate::genericruntime::{cri, EventType, Runtime};
 use crate::kubelet::config::Config;
 use crate::kubelet::events::Recorder;
 use crate::kubelet::nodeinfo::{self, HostFacts, NodeInfoError, PressureInputs};
-use crate::kubelet::resources::parse_milli;
 use crate::kubelet::RuntimeHealth;
+use crate::podspec::resources::parse_milli;
 
 /// The version keel reports as `nodeInfo.kubeletVersion` (the API level it implements, tagged
 /// as keel).
