@@ -7,6 +7,7 @@ pub mod cgroups;
 pub mod checkpoint;
 pub mod config;
 pub mod events;
+pub mod eviction;
 pub mod hooks;
 pub mod lease;
 pub mod mirror;
