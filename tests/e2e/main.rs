@@ -16,6 +16,7 @@ mod cri_stats;
 mod cri_streaming;
 mod cri_volumes;
 mod events;
+mod eviction;
 mod kubelet_server;
 mod logs;
 mod native_images;

@@ -27,3 +27,6 @@ pub enum EvictionError {
     #[error("reading stats: {0}")]
     Stats(String),
 }
+
+#[cfg(test)]
+mod tests;

@@ -242,9 +242,8 @@ pub fn parse_thresholds(cfg: &ThresholdConfig<'_>) -> Result<Vec<Threshold>, Evi
     }
     for t in &mut soft {
         match grace.get(&t.signal) {
-            // A zero grace period would make a soft threshold hard; the kubelet keeps it soft
-            // but met at once, which is the same thing.
-            Some(d) => t.grace_period = (*d).max(Duration::from_nanos(1)),
+            // A zero grace period makes it a hard threshold, as in the kubelet.
+            Some(d) => t.grace_period = *d,
             None => {
                 return Err(config_err(
                     "evictionSoftGracePeriod",
