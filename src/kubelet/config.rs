@@ -1600,6 +1600,27 @@ clusterDNS: [10.96.0.10]
         }
     }
 
+    #[test]
+    fn eviction_settings() {
+        let hdr = "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\n";
+        let (c, ignored) = apply(&format!(
+            "{hdr}evictionSoft:\n  memory.available: 500Mi\nevictionSoftGracePeriod:\n  memory.available: 1m30s\n\
+             evictionMinimumReclaim:\n  memory.available: 0Mi\nevictionMaxPodGracePeriod: 30\n\
+             evictionPressureTransitionPeriod: 1m\n"
+        ))
+        .unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
+        assert_eq!(c.eviction_max_pod_grace_period, 30);
+        assert_eq!(c.eviction_pressure_transition_period, Duration::from_secs(60));
+        let ts = c.eviction_thresholds().unwrap();
+        // The four default hard thresholds and the soft one.
+        assert_eq!(ts.len(), 5);
+        let soft = ts.iter().find(|t| !t.is_hard()).unwrap();
+        assert_eq!(soft.grace_period, Duration::from_secs(90));
+        assert!(soft.min_reclaim.is_some());
+        assert_eq!(defaults().eviction_pressure_transition_period, Duration::from_secs(300));
+    }
+
     fn field_of(e: ConfigError) -> String {
         match e {
             ConfigError::InvalidValue { field, .. } => field,
@@ -1632,6 +1653,12 @@ clusterDNS: [10.96.0.10]
                 "evictionHard:\n  memory.available: 200%\n",
                 "evictionHard.memory.available",
             ),
+            (
+                "evictionSoft:\n  memory.available: 500Mi\n",
+                "evictionSoftGracePeriod.memory.available",
+            ),
+            ("evictionHard:\n  memory.free: 1Gi\n", "evictionHard.memory.free"),
+            ("evictionMaxPodGracePeriod: -1\n", "evictionMaxPodGracePeriod"),
             ("authorization:\n  mode: RBAC\n", "authorization.mode"),
             (
                 "authentication:\n  webhook:\n    cacheTTL: 5\n",
