@@ -27,6 +27,15 @@ const IMMEDIATE_GRACE_SECONDS: i64 = 1;
 /// The status reason and event reason of an eviction.
 pub const REASON: &str = "Evicted";
 
+/// A warning that repeats every round under lasting pressure: logged once, then counted.
+fn warn_repeated(kind: &str, object: &str) {
+    use crate::kubelet::repeats::{global, Verdict};
+    match global().note(kind, object) {
+        Verdict::Log { count } => warn!(count, "eviction manager: {kind}: {object}"),
+        Verdict::Repeat { count } => debug!(count, "eviction manager: {kind}: {object}"),
+    }
+}
+
 /// The settings a manager runs with.
 #[derive(Clone, Debug)]
 pub struct EvictionConfig {
@@ -132,7 +141,7 @@ impl Manager {
         let summary = match host.summary().await {
             Ok(s) => s,
             Err(e) => {
-                warn!(error = %e, "eviction manager: failed to get summary stats");
+                warn_repeated("failed to get summary stats", &e.to_string());
                 return None;
             }
         };
@@ -169,7 +178,10 @@ impl Manager {
         th::sort_by_eviction_priority(&mut thresholds);
         let to_reclaim = thresholds[0].clone();
         let resource = to_reclaim.signal.resource();
-        warn!(resource, threshold = %th::describe(&to_reclaim), "eviction manager: attempting to reclaim");
+        warn_repeated(
+            "attempting to reclaim",
+            &format!("{resource} ({})", th::describe(&to_reclaim)),
+        );
         host.node_event("EvictionThresholdMet", &format!("Attempting to reclaim {resource}"));
         if self.reclaim_node_level(host, to_reclaim.signal, dedicated).await {
             info!(
@@ -179,7 +191,7 @@ impl Manager {
             return None;
         }
         if active.is_empty() {
-            warn!("eviction manager: eviction thresholds have been met, but no pods are active to evict");
+            warn_repeated("thresholds met, but no pods are active to evict", resource);
             return None;
         }
         let pods = summary.pods.unwrap_or_default();
@@ -203,7 +215,10 @@ impl Manager {
             };
             let (message, _offending) = rank::message(resource, &pod, &stats, &thresholds, &obs);
             if is_critical_pod(&pod) {
-                warn!(pod = ?pod.metadata.name, "eviction manager: cannot evict a critical pod");
+                warn_repeated(
+                    "cannot evict a critical pod",
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                );
                 continue;
             }
             host.pod_event(&pod, REASON, &message);
