@@ -6,4 +6,6 @@ pub mod clock;
 pub mod criserver;
 pub mod genericruntime;
 pub mod kubelet;
+pub mod metrics;
+pub mod podspec;
 pub mod streaming;

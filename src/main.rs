@@ -24,6 +24,7 @@ use keel::kubelet::cgroups::{CgroupFs, PodCgroups, DEFAULT_CGROUP_MOUNT};
 use keel::kubelet::checkpoint::{self, OfflineStore};
 use keel::kubelet::config::{self, Cli, Command, Config, RuntimeEndpoint};
 use keel::kubelet::events::Recorder;
+use keel::kubelet::eviction;
 use keel::kubelet::hooks::KubeletHooks;
 use keel::kubelet::runopts::KubeletRunOptions;
 use keel::kubelet::services::ServiceCache;
@@ -241,7 +242,13 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         let recorder = recorder.clone();
         Arc::new(move |kind, reason: &str, msg| recorder.node_event(kind, reason, msg))
     });
-    tokio::spawn(Arc::new(image_gc).run(shutdown.clone()));
+    let image_gc = Arc::new(image_gc);
+    tokio::spawn(image_gc.clone().run(shutdown.clone()));
+    let eviction = Arc::new(eviction::Manager::new(eviction::EvictionConfig {
+        thresholds: cfg.eviction_thresholds().context("eviction thresholds")?,
+        max_pod_grace_period: cfg.eviction_max_pod_grace_period,
+        pressure_transition_period: cfg.eviction_pressure_transition_period,
+    }));
 
     let (health_tx, health_rx) = watch::channel(RuntimeHealth {
         runtime_version: format!("{}://{}", version.runtime_name, version.runtime_version),
@@ -267,7 +274,8 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
             recorder.clone(),
             node_tx,
         )
-        .context("preparing node registration")?;
+        .context("preparing node registration")?
+        .with_pressure(eviction.pressure());
         tokio::spawn(reporter.run(shutdown.clone()));
         tokio::spawn(lease::run_lease(
             client.clone(),
@@ -305,6 +313,11 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         started,
     });
     safety.set(core.clone());
+    tokio::spawn(eviction.run(
+        eviction::host::CoreHost::new(core.clone(), Some(image_gc)),
+        clock,
+        shutdown.clone(),
+    ));
 
     // The kubelet server and the localhost healthz port; failing to bind either is fatal.
     let app_state = AppState { core: core.clone() };

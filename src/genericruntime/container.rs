@@ -15,7 +15,7 @@ use super::sandbox::create_dir_0755;
 use super::seam::cri;
 use super::types::{EventType, PodStatus, RunContainerOptions, SyncErrorKind};
 use super::util::{container_field_path, pod_name, pod_namespace, pod_uid};
-use crate::kubelet::resources::{container_request_milli, milli_of, qos_class};
+use crate::podspec::resources::{container_request_milli, milli_of, qos_class};
 
 /// Errors preparing a container's files (become CreateContainerConfigError).
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use super::seam::{cri, ContainerEventStream, ImageService, Result, Runtime, RuntimeService};
 use super::streams::LocalStreams;
-use crate::kubelet::stats::metrics;
+use crate::metrics;
 
 /// The wrapper installed around the backend in main.rs.
 pub struct InstrumentedRuntime {

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::kubelet::resources::{parse_milli, pod_request_milli, qos_class};
 use crate::kubelet::sysctl::{self, Allowlist};
+use crate::podspec::resources::{parse_milli, pod_request_milli, qos_class};
 
 /// Why a pod was not admitted.
 #[derive(Clone, Debug, PartialEq, Eq)]

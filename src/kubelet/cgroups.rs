@@ -19,8 +19,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use tracing::debug;
 
-use super::resources::{container_request_milli, parse_milli, parse_value, qos_class};
 use crate::clock::Clock;
+use crate::podspec::resources::{container_request_milli, parse_milli, parse_value, qos_class};
 
 /// Where cgroup hierarchies are mounted on Linux.
 pub const DEFAULT_CGROUP_MOUNT: &str = "/sys/fs/cgroup";

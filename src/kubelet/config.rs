@@ -62,6 +62,14 @@ pub struct Config {
     pub kube_reserved: BTreeMap<String, String>,
     /// Signal → threshold, e.g. {"memory.available": "100Mi", "nodefs.available": "10%"}.
     pub eviction_hard: BTreeMap<String, String>,
+    /// `evictionSoft`, `evictionSoftGracePeriod` (signal → Go duration), `evictionMinimumReclaim`.
+    pub eviction_soft: BTreeMap<String, String>,
+    pub eviction_soft_grace_period: BTreeMap<String, String>,
+    pub eviction_minimum_reclaim: BTreeMap<String, String>,
+    /// `evictionMaxPodGracePeriod` (seconds; soft evictions).
+    pub eviction_max_pod_grace_period: i64,
+    /// `evictionPressureTransitionPeriod`.
+    pub eviction_pressure_transition_period: Duration,
     pub authentication: Authentication,
     pub authorization: Authorization,
     pub tls_cert_file: Option<PathBuf>,
@@ -359,6 +367,19 @@ pub fn default_eviction_hard() -> BTreeMap<String, String> {
 }
 
 impl Config {
+    /// The eviction thresholds of `evictionHard`, `evictionSoft` (with their grace periods) and
+    /// `evictionMinimumReclaim`.
+    pub fn eviction_thresholds(
+        &self,
+    ) -> Result<Vec<crate::kubelet::eviction::Threshold>, crate::kubelet::eviction::EvictionError> {
+        crate::kubelet::eviction::parse_thresholds(&crate::kubelet::eviction::ThresholdConfig {
+            hard: Some(&self.eviction_hard),
+            soft: Some(&self.eviction_soft),
+            soft_grace_period: Some(&self.eviction_soft_grace_period),
+            minimum_reclaim: Some(&self.eviction_minimum_reclaim),
+        })
+    }
+
     /// The kubelet's defaults (no file, no flags). Authentication/authorization are the
     /// flag-era defaults keel documents: anonymous disabled, no webhook, AlwaysAllow; a config
     /// file switches to the v1beta1 defaults (see `apply_file`).
@@ -395,6 +416,11 @@ impl Config {
             system_reserved: BTreeMap::new(),
             kube_reserved: BTreeMap::new(),
             eviction_hard: default_eviction_hard(),
+            eviction_soft: BTreeMap::new(),
+            eviction_soft_grace_period: BTreeMap::new(),
+            eviction_minimum_reclaim: BTreeMap::new(),
+            eviction_max_pod_grace_period: 0,
+            eviction_pressure_transition_period: Duration::from_secs(300),
             authentication: Authentication {
                 anonymous_enabled: false,
                 webhook_enabled: false,
@@ -873,6 +899,11 @@ const KNOWN_FIELDS: &[&str] = &[
     "systemReserved",
     "kubeReserved",
     "evictionHard",
+    "evictionSoft",
+    "evictionSoftGracePeriod",
+    "evictionMinimumReclaim",
+    "evictionMaxPodGracePeriod",
+    "evictionPressureTransitionPeriod",
     "authentication",
     "authorization",
     "tlsCertFile",
@@ -1026,7 +1057,7 @@ impl<'a> Fields<'a> {
 
 fn check_reserved(field: &str, map: &BTreeMap<String, String>) -> Result<(), ConfigError> {
     for (k, v) in map {
-        crate::kubelet::resources::parse_milli(v)
+        crate::podspec::resources::parse_milli(v)
             .map_err(|e| ConfigError::invalid(&format!("{field}.{k}"), e.to_string()))?;
     }
     Ok(())
@@ -1036,7 +1067,7 @@ fn check_eviction(field: &str, map: &BTreeMap<String, String>) -> Result<(), Con
     for (k, v) in map {
         let ok = match v.strip_suffix('%') {
             Some(p) => p.parse::<f64>().map(|p| (0.0..=100.0).contains(&p)).unwrap_or(false),
-            None => crate::kubelet::resources::parse_milli(v).is_ok(),
+            None => crate::podspec::resources::parse_milli(v).is_ok(),
         };
         if !ok {
             return Err(ConfigError::invalid(
@@ -1164,6 +1195,26 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
         check_eviction("evictionHard", &m)?;
         cfg.eviction_hard = m;
     }
+    if let Some(m) = f.string_map("evictionSoft")? {
+        cfg.eviction_soft = m;
+    }
+    if let Some(m) = f.string_map("evictionSoftGracePeriod")? {
+        cfg.eviction_soft_grace_period = m;
+    }
+    if let Some(m) = f.string_map("evictionMinimumReclaim")? {
+        cfg.eviction_minimum_reclaim = m;
+    }
+    if let Some(n) = f.int("evictionMaxPodGracePeriod", 0, i64::from(i32::MAX))? {
+        cfg.eviction_max_pod_grace_period = n;
+    }
+    if let Some(d) = f.nonzero_duration("evictionPressureTransitionPeriod")? {
+        cfg.eviction_pressure_transition_period = d;
+    }
+    // The whole set as the eviction manager will read it (`ParseThresholdConfig`).
+    cfg.eviction_thresholds().map_err(|e| match e {
+        crate::kubelet::eviction::EvictionError::Config { field, message } => ConfigError::invalid(&field, message),
+        other => ConfigError::invalid("evictionHard", other.to_string()),
+    })?;
     if let Some(authn) = f.sub("authentication")? {
         if let Some(anon) = authn.sub("anonymous")? {
             if let Some(b) = anon.bool("enabled")? {
@@ -1207,7 +1258,7 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
         cfg.cgroup_root = if r.is_empty() { "/".to_string() } else { r };
     }
     if let Some(s) = f.string("containerLogMaxSize")? {
-        let v = crate::kubelet::resources::parse_value(&s)
+        let v = crate::podspec::resources::parse_value(&s)
             .ok()
             .filter(|v| *v > 0 && *v <= i128::from(u64::MAX))
             .ok_or_else(|| ConfigError::invalid("containerLogMaxSize", format!("{s:?} is not a positive quantity")))?;
@@ -1549,6 +1600,27 @@ clusterDNS: [10.96.0.10]
         }
     }
 
+    #[test]
+    fn eviction_settings() {
+        let hdr = "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\n";
+        let (c, ignored) = apply(&format!(
+            "{hdr}evictionSoft:\n  memory.available: 500Mi\nevictionSoftGracePeriod:\n  memory.available: 1m30s\n\
+             evictionMinimumReclaim:\n  memory.available: 0Mi\nevictionMaxPodGracePeriod: 30\n\
+             evictionPressureTransitionPeriod: 1m\n"
+        ))
+        .unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
+        assert_eq!(c.eviction_max_pod_grace_period, 30);
+        assert_eq!(c.eviction_pressure_transition_period, Duration::from_secs(60));
+        let ts = c.eviction_thresholds().unwrap();
+        // The four default hard thresholds and the soft one.
+        assert_eq!(ts.len(), 5);
+        let soft = ts.iter().find(|t| !t.is_hard()).unwrap();
+        assert_eq!(soft.grace_period, Duration::from_secs(90));
+        assert!(soft.min_reclaim.is_some());
+        assert_eq!(defaults().eviction_pressure_transition_period, Duration::from_secs(300));
+    }
+
     fn field_of(e: ConfigError) -> String {
         match e {
             ConfigError::InvalidValue { field, .. } => field,
@@ -1581,6 +1653,12 @@ clusterDNS: [10.96.0.10]
                 "evictionHard:\n  memory.available: 200%\n",
                 "evictionHard.memory.available",
             ),
+            (
+                "evictionSoft:\n  memory.available: 500Mi\n",
+                "evictionSoftGracePeriod.memory.available",
+            ),
+            ("evictionHard:\n  memory.free: 1Gi\n", "evictionHard.memory.free"),
+            ("evictionMaxPodGracePeriod: -1\n", "evictionMaxPodGracePeriod"),
             ("authorization:\n  mode: RBAC\n", "authorization.mode"),
             (
                 "authentication:\n  webhook:\n    cacheTTL: 5\n",
@@ -1734,7 +1812,6 @@ volumeStatsAggPeriod: 0s
             ignored,
             [
                 "cpuManagerReconcilePeriod",
-                "evictionPressureTransitionPeriod",
                 "fileCheckFrequency",
                 "httpCheckFrequency",
                 "memorySwap",

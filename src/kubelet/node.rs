@@ -11,9 +11,8 @@
 //! The setters are pure ([`compute_status`]) so they are unit-tested without an API server.
 //!
 //! keel's choices: kubeletVersion is [`KUBELET_VERSION`] (`v1.33.0-keel.<crate version>`);
-//! the Starting event says "Starting keel."; pressure conditions use the hard eviction
-//! thresholds directly (no transition period, no imagefs signal: keel has no image filesystem
-//! of its own).
+//! the Starting event says "Starting keel.". The pressure conditions are the eviction
+//! manager's ([`crate::kubelet::eviction`]), as the kubelet's setters read them.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -37,9 +36,10 @@ use crate::clock::{go_duration, Clock};
 use crate::genericruntime::{cri, EventType, Runtime};
 use crate::kubelet::config::Config;
 use crate::kubelet::events::Recorder;
-use crate::kubelet::nodeinfo::{self, HostFacts, NodeInfoError, PressureInputs};
-use crate::kubelet::resources::parse_milli;
+use crate::kubelet::eviction::Pressure;
+use crate::kubelet::nodeinfo::{self, HostFacts, NodeInfoError};
 use crate::kubelet::RuntimeHealth;
+use crate::podspec::resources::parse_milli;
 
 /// The version keel reports as `nodeInfo.kubeletVersion` (the API level it implements, tagged
 /// as keel).
@@ -114,8 +114,8 @@ pub struct StatusInputs<'a> {
     pub facts: &'a HostFacts,
     /// None when `--node-ip` failed validation (only the Hostname address is reported).
     pub node_ip: Option<IpAddr>,
-    /// None when the pressure inputs could not be read (conditions keep their status).
-    pub pressure: Option<&'a PressureInputs>,
+    /// The eviction manager's pressure conditions; None keeps the conditions as they are.
+    pub pressure: Option<Pressure>,
     pub health: &'a RuntimeHealth,
     /// None when ListImages failed (the previous list is kept).
     pub images: Option<&'a [cri::Image]>,
@@ -235,21 +235,6 @@ pub fn capacity_and_allocatable(
         alloc.insert(name, Quantity(format_bytes(a)));
     }
     (cap, alloc)
-}
-
-/// Which pressures the hard eviction thresholds signal: (memory, disk, pid).
-pub fn pressures(cfg: &Config, p: &PressureInputs) -> (bool, bool, bool) {
-    let below = |signal: &str, available: u64, capacity: u64| -> bool {
-        cfg.eviction_hard
-            .get(signal)
-            .and_then(|s| threshold_value(s, i128::from(capacity)))
-            .is_some_and(|t| i128::from(available) < t)
-    };
-    let memory = below("memory.available", p.memory_available_bytes, p.memory_total_bytes);
-    let disk = below("nodefs.available", p.nodefs_available_bytes, p.nodefs_capacity_bytes)
-        || below("nodefs.inodesFree", p.nodefs_inodes_free, p.nodefs_inodes);
-    let pid = below("pid.available", p.pid_max.saturating_sub(p.pids), p.pid_max);
-    (memory, disk, pid)
 }
 
 /// The Ready condition's errors (`runtimeErrors`, `networkErrors`, missing capacity), in the
@@ -450,10 +435,7 @@ pub fn compute_status(inputs: &StatusInputs<'_>, prev: Option<&NodeStatus>) -> (
     // Pressure conditions, then Ready last.
     let mut conds = st.conditions.take().unwrap_or_default();
     let (mem, disk, pid) = match inputs.pressure {
-        Some(p) => {
-            let (m, d, p) = pressures(cfg, p);
-            (Some(m), Some(d), Some(p))
-        }
+        Some(p) => (Some(p.memory), Some(p.disk), Some(p.pid)),
         None => (None, None, None),
     };
     let name = cfg.node_name.as_str();
@@ -658,13 +640,13 @@ pub fn reconcile_existing(desired: &Node, existing: &Node) -> Option<serde_json:
 /// not available): for admission in standalone mode and before registration. It has no UID.
 pub fn local_node(cfg: &Config, clock: &Clock, health: &RuntimeHealth) -> Result<Node, NodeError> {
     let facts = nodeinfo::gather(&cfg.node_name, &cfg.root_dir)?;
-    let pressure = nodeinfo::pressure(&cfg.root_dir).ok();
     let since = |t: Option<std::time::Instant>| t.map(|t| clock.to_virtual(t.elapsed()));
     let inputs = StatusInputs {
         cfg,
         facts: &facts,
         node_ip: nodeinfo::resolve_node_ip(cfg.node_ip).ok(),
-        pressure: pressure.as_ref(),
+        // The kubelet's eviction manager starts with no pressure.
+        pressure: Some(Pressure::default()),
         health,
         images: None,
         now: clock.now(),
@@ -710,9 +692,16 @@ pub struct NodeStatusReporter {
     last_report: Option<tokio::time::Instant>,
     /// An API outage is in progress (log once).
     failing: bool,
+    pressure: watch::Receiver<Pressure>,
 }
 
 impl NodeStatusReporter {
+    /// Reads the pressure conditions from the eviction manager (without it: none).
+    pub fn with_pressure(mut self, pressure: watch::Receiver<Pressure>) -> Self {
+        self.pressure = pressure;
+        self
+    }
+
     /// Validates `--node-ip` and reads the host facts, so main can fail fast on a bad setup.
     pub fn new(
         client: kube::Client,
@@ -726,6 +715,7 @@ impl NodeStatusReporter {
         let node_ip = Some(nodeinfo::resolve_node_ip(cfg.node_ip)?);
         let facts = nodeinfo::gather(&cfg.node_name, &cfg.root_dir)?;
         Ok(Self {
+            pressure: watch::channel(Pressure::default()).1,
             client,
             cfg,
             clock,
@@ -790,14 +780,12 @@ impl NodeStatusReporter {
         }
     }
 
-    async fn inputs_now(&mut self) -> (Option<PressureInputs>, Option<Vec<cri::Image>>) {
+    async fn inputs_now(&mut self) -> (Option<Pressure>, Option<Vec<cri::Image>>) {
         match nodeinfo::gather(&self.cfg.node_name, &self.cfg.root_dir) {
             Ok(f) => self.facts = f,
             Err(e) => tracing::debug!(error = %e, "re-reading host facts failed; keeping the last ones"),
         }
-        let pressure = nodeinfo::pressure(&self.cfg.root_dir)
-            .map_err(|e| tracing::debug!(error = %e, "reading pressure inputs failed"))
-            .ok();
+        let pressure = Some(*self.pressure.borrow());
         let images = self
             .runtime
             .list_images(cri::ListImagesRequest { filter: None })
@@ -810,7 +798,7 @@ impl NodeStatusReporter {
 
     fn compute(
         &self,
-        pressure: Option<&PressureInputs>,
+        pressure: Option<Pressure>,
         images: Option<&[cri::Image]>,
         prev: Option<&NodeStatus>,
     ) -> (NodeStatus, Vec<NodeEvent>) {
@@ -856,7 +844,7 @@ impl NodeStatusReporter {
     async fn try_register(&mut self) -> Result<(), NodeError> {
         let (pressure, images) = self.inputs_now().await;
         let mut node = initial_node(&self.cfg, &self.facts);
-        let (status, events) = self.compute(pressure.as_ref(), images.as_deref(), None);
+        let (status, events) = self.compute(pressure, images.as_deref(), None);
         node.status = Some(status);
         let api = self.api();
         let name = self.cfg.node_name.clone();
@@ -894,7 +882,7 @@ impl NodeStatusReporter {
         let (pressure, images) = self.inputs_now().await;
         let mut last_err = None;
         for _ in 0..NODE_STATUS_UPDATE_RETRY {
-            match self.try_update(pressure.as_ref(), images.as_deref()).await {
+            match self.try_update(pressure, images.as_deref()).await {
                 Ok(()) => {
                     self.note_ok();
                     return;
@@ -907,11 +895,7 @@ impl NodeStatusReporter {
         }
     }
 
-    async fn try_update(
-        &mut self,
-        pressure: Option<&PressureInputs>,
-        images: Option<&[cri::Image]>,
-    ) -> Result<(), NodeError> {
+    async fn try_update(&mut self, pressure: Option<Pressure>, images: Option<&[cri::Image]>) -> Result<(), NodeError> {
         let api = self.api();
         let name = self.cfg.node_name.clone();
         let node = api.get(&name).await.map_err(|source| NodeError::Get {
@@ -999,24 +983,11 @@ mod tests {
         }
     }
 
-    fn calm() -> PressureInputs {
-        PressureInputs {
-            memory_available_bytes: 4 << 30,
-            memory_total_bytes: 8 << 30,
-            nodefs_available_bytes: 50 << 30,
-            nodefs_capacity_bytes: 100 << 30,
-            nodefs_inodes_free: 900,
-            nodefs_inodes: 1000,
-            pids: 100,
-            pid_max: 32768,
-        }
-    }
-
     struct Fixture {
         cfg: Config,
         facts: HostFacts,
         health: RuntimeHealth,
-        pressure: PressureInputs,
+        pressure: Pressure,
         images: Vec<cri::Image>,
     }
 
@@ -1026,7 +997,7 @@ mod tests {
                 cfg: cfg(),
                 facts: facts(),
                 health: healthy(),
-                pressure: calm(),
+                pressure: Pressure::default(),
                 images: vec![],
             }
         }
@@ -1036,7 +1007,7 @@ mod tests {
                 cfg: &self.cfg,
                 facts: &self.facts,
                 node_ip: Some("10.0.0.5".parse().unwrap()),
-                pressure: Some(&self.pressure),
+                pressure: Some(self.pressure),
                 health: &self.health,
                 images: Some(&self.images),
                 now: Timestamp::from_second(now).unwrap(),
@@ -1159,7 +1130,7 @@ mod tests {
         assert!(status_changed(&s2, &s3));
         // Memory pressure.
         f.health.network_ready = true;
-        f.pressure.memory_available_bytes = 50 << 20;
+        f.pressure.memory = true;
         let (s4, ev4) = compute_status(&f.inputs(1030, Some(1), Some(1)), Some(&s3));
         assert_eq!(cond(&s4, "MemoryPressure").status, "True");
         assert_eq!(

@@ -1,6 +1,5 @@
-//! Host facts for node status: machine info (/proc, /sys, /etc, statvfs), the node IP, and the
-//! inputs of the memory/disk/PID pressure conditions. No subprocesses. The parsers are pure
-//! functions over file contents so they can be tested without touching the host.
+//! Host facts for node status: machine info (/proc, /sys, /etc, statvfs) and the node IP. No
+//! subprocesses. The parsers are pure functions over file contents so they can be tested without touching the host.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -49,20 +48,6 @@ pub struct HostFacts {
     pub boot_id: String,
     /// Huge page size in bytes → pages preallocated (`/sys/kernel/mm/hugepages`).
     pub hugepages: BTreeMap<u64, u64>,
-}
-
-/// Inputs of the pressure conditions, read every status update.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PressureInputs {
-    pub memory_available_bytes: u64,
-    pub memory_total_bytes: u64,
-    pub nodefs_available_bytes: u64,
-    pub nodefs_capacity_bytes: u64,
-    pub nodefs_inodes_free: u64,
-    pub nodefs_inodes: u64,
-    /// Processes/threads currently on the host.
-    pub pids: u64,
-    pub pid_max: u64,
 }
 
 fn read(path: &str) -> Result<String, NodeInfoError> {
@@ -367,37 +352,6 @@ pub fn gather(hostname: &str, root_dir: &Path) -> Result<HostFacts, NodeInfoErro
         system_uuid,
         boot_id,
         hugepages: read_hugepages(),
-    })
-}
-
-/// Reads the pressure inputs.
-#[allow(clippy::unnecessary_cast)]
-pub fn pressure(root_dir: &Path) -> Result<PressureInputs, NodeInfoError> {
-    const MEMINFO: &str = "/proc/meminfo";
-    let meminfo = read(MEMINFO)?;
-    let memory_total_bytes =
-        parse_meminfo(&meminfo, "MemTotal").ok_or_else(|| parse_err(MEMINFO, "no MemTotal line"))?;
-    let memory_available_bytes = parse_meminfo(&meminfo, "MemAvailable")
-        .or_else(|| parse_meminfo(&meminfo, "MemFree"))
-        .ok_or_else(|| parse_err(MEMINFO, "no MemAvailable line"))?;
-    let fs = statvfs_nearest(root_dir)?;
-    let frag = fs.fragment_size() as u64;
-    let pids = fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| parse_loadavg_tasks(&s))
-        .unwrap_or(0);
-    let pid_max = read_trimmed_opt("/proc/sys/kernel/pid_max")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(32768);
-    Ok(PressureInputs {
-        memory_available_bytes,
-        memory_total_bytes,
-        nodefs_available_bytes: (fs.blocks_available() as u64).saturating_mul(frag),
-        nodefs_capacity_bytes: (fs.blocks() as u64).saturating_mul(frag),
-        nodefs_inodes_free: fs.files_available() as u64,
-        nodefs_inodes: fs.files() as u64,
-        pids,
-        pid_max,
     })
 }
 

@@ -2,7 +2,7 @@
 //! events → syncs; housekeeping; runtime health; container GC. It also implements the three
 //! sync functions the pod workers call.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -75,6 +75,8 @@ pub struct Core {
     /// When the sync loop last went round (`syncLoopMonitor`; `/healthz/syncloop` reads it).
     last_sync_loop: Mutex<Option<Instant>>,
     pods: Mutex<PodManager>,
+    /// Pods being killed with a status of their own (eviction): UID → (reason, message).
+    kill_status: Mutex<HashMap<String, (String, String)>>,
     reasons: ReasonCache,
     mirror: Option<MirrorClient>,
     workers: OnceLock<PodWorkers>,
@@ -142,6 +144,7 @@ impl Core {
             prober,
             last_sync_loop: Mutex::new(None),
             pods: Mutex::new(PodManager::new()),
+            kill_status: Mutex::default(),
             reasons: ReasonCache::new(),
             mirror,
             workers: OnceLock::new(),
@@ -179,7 +182,93 @@ impl Core {
             node_ips: &self.node_ips,
             now: self.clock.now(),
         });
+        self.apply_kill_status(&uid, status)
+    }
+
+    /// The status function of a kill (`killPodNow`'s): Failed with the eviction's reason and
+    /// message, and the `DisruptionTarget` condition the kubelet adds.
+    fn apply_kill_status(&self, uid: &str, mut status: ApiPodStatus) -> ApiPodStatus {
+        let Some((reason, message)) = lock(&self.kill_status).get(uid).cloned() else {
+            return status;
+        };
+        status.phase = Some("Failed".into());
+        status.reason = Some(reason);
+        status.message = Some(message.clone());
+        let conds = status.conditions.get_or_insert_with(Vec::new);
+        if !conds.iter().any(|c| c.type_ == "DisruptionTarget") {
+            conds.insert(
+                0,
+                k8s_openapi::api::core::v1::PodCondition {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                    reason: Some("TerminationByKubelet".into()),
+                    message: Some(message),
+                    last_transition_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(self.clock.now())),
+                    ..Default::default()
+                },
+            );
+        }
         status
+    }
+
+    /// Kills a pod with a status override (eviction): it goes Failed with `reason`/`message`
+    /// and its worker terminates it within `grace` seconds.
+    pub fn kill_pod_with_status(&self, pod: &Pod, grace: i64, reason: &str, message: &str) {
+        let uid = uid_of(pod);
+        {
+            let mut ks = lock(&self.kill_status);
+            let known = lock(&self.pods);
+            ks.retain(|u, _| known.contains(u));
+            ks.insert(uid, (reason.to_string(), message.to_string()));
+        }
+        if let Some(w) = self.workers.get() {
+            w.update_pod(
+                UpdatePodOptions {
+                    update_type: UpdateType::Kill,
+                    pod: Some(pod.clone()),
+                    mirror_pod: None,
+                    running_pod: None,
+                    kill_grace: Some(grace),
+                },
+                false,
+            );
+        }
+    }
+
+    /// Admitted pods that are not known terminated and not in a terminal phase
+    /// (`GetActivePods`), static pods included.
+    pub fn active_pods(&self) -> Vec<Pod> {
+        let Some(workers) = self.workers.get() else {
+            return Vec::new();
+        };
+        let pods = lock(&self.pods);
+        pods.pods()
+            .filter(|p| {
+                let u = uid_of(p);
+                !pods.is_rejected(&u)
+                    && workers.state(&u).is_some()
+                    && !workers.is_pod_known_terminated(&u)
+                    && !p.status.as_ref().is_some_and(|s| is_terminal(phase_of(s)))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a pod's worker is done with it (terminated, or forgotten).
+    pub fn pod_terminated(&self, uid: &str) -> bool {
+        self.workers
+            .get()
+            .is_none_or(|w| w.state(uid).is_none() || w.is_pod_known_terminated(uid))
+    }
+
+    /// Container GC now (`DeleteAllUnusedContainers`): dead containers of pods whose content
+    /// may go, and the extra dead instances of the rest.
+    pub async fn collect_containers(self: &Arc<Self>, all_sources_ready: bool) -> crate::genericruntime::Result<()> {
+        let core = self.clone();
+        let removable = move |uid: &str| {
+            core.workers.get().is_some_and(|w| w.should_pod_content_be_removed(uid)) && !lock(&core.pods).contains(uid)
+        };
+        self.manager.garbage_collect(&removable, all_sources_ready).await
     }
 
     /// Hands a generated status to the status manager, then wakes the readiness probes of
@@ -985,14 +1074,7 @@ impl Kubelet {
         let ready = self.sources_ready();
         let core = self.core.clone();
         tokio::spawn(async move {
-            let removable = {
-                let core = core.clone();
-                move |uid: &str| {
-                    core.workers.get().is_some_and(|w| w.should_pod_content_be_removed(uid))
-                        && !lock(&core.pods).contains(uid)
-                }
-            };
-            if let Err(e) = core.manager.garbage_collect(&removable, ready).await {
+            if let Err(e) = core.collect_containers(ready).await {
                 warn!(error = %e, "container garbage collection failed");
             }
         });

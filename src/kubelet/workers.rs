@@ -524,7 +524,7 @@ async fn timed_sync<T>(update_type: UpdateType, fut: impl std::future::Future<Ou
         UpdateType::Sync => "sync",
         UpdateType::Kill => "kill",
     };
-    crate::kubelet::stats::metrics::global().pod_worker_sync(op, started.elapsed());
+    crate::metrics::global().pod_worker_sync(op, started.elapsed());
     out
 }
 

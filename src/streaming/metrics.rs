@@ -1,5 +1,5 @@
 //! `/metrics/resource` (kubelet-api-protocols.md §4.4: what metrics-server scrapes) and
-//! `/metrics` (keel's own series, `crate::kubelet::stats::metrics`).
+//! `/metrics` (keel's own series, `crate::metrics`).
 //!
 //! `/metrics/resource` is Prometheus text 0.0.4 built from the CPU/memory-only summary, as the
 //! kubelet's `resource_metrics.go` collector of 1.29+ (keel reports v1.33): families sorted by
@@ -18,9 +18,9 @@ use axum::Router;
 
 use super::AppState;
 use crate::genericruntime::ContainerState;
-use crate::kubelet::stats::metrics::{self as keel_metrics, LifecycleLabels};
 use crate::kubelet::stats::{StatsProvider, Summary};
 use crate::kubelet::workers::PodWorkerState;
+use crate::metrics::{self as keel_metrics, LifecycleLabels};
 
 /// Content type of the Prometheus text format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -260,6 +260,11 @@ impl<A: ControlPlane> Node<A> {
                 opts = opts.arg("--runtime").arg(format!("unix://{socket}"));
             }
         }
+        // Tests that do not set thresholds themselves never see the build machine's disk or
+        // memory (the eviction manager would evict their pods on a nearly full disk).
+        if !config.contains("evictionHard:") {
+            config_text.push_str(NO_EVICTION);
+        }
         let config_file = dir.path().join("kubelet-config.yaml");
         std::fs::write(&config_file, format!("{config_text}{config}"))?;
         opts = opts.arg("--config").arg(config_file.to_string_lossy().into_owned());

@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::state::{Container, ContainerRecord, Sandbox, State, RUNNING, SANDBOX_READY};
 use crate::clock::Clock;
 use crate::genericruntime::seam::cri;
-use crate::kubelet::resources::parse_value;
+use crate::podspec::resources::parse_value;
 
 /// CPU a container burns when its environment does not say (millicores).
 pub const DEFAULT_MILLICORES: u64 = 1;

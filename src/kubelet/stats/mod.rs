@@ -8,7 +8,6 @@
 //! the kubelet takes container CPU/memory from cAdvisor, keel from the runtime (containerd
 //! reads the same cgroup files); pod volumes are measured under the pod's volume directory.
 
-pub mod metrics;
 pub mod node;
 pub mod pods;
 pub mod restclient;

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
-use super::metrics;
+use crate::metrics;
 
 /// The code recorded for a request that got no HTTP answer.
 const NO_ANSWER: &str = "<error>";

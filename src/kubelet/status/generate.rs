@@ -18,7 +18,7 @@ use super::reasoncache::ReasonCache;
 use crate::genericruntime::types::{
     ContainerState as RtState, ContainerStatus as RtContainerStatus, PodStatus as RuntimePodStatus,
 };
-use crate::kubelet::resources;
+use crate::podspec::resources;
 
 /// Default waiting reasons.
 pub const CONTAINER_CREATING: &str = "ContainerCreating";

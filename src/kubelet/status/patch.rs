@@ -137,6 +137,9 @@ pub fn pod_status_patch(uid: &str, api: &PodStatus, new: &PodStatus) -> Result<O
     ))
 }
 
+/// The condition an eviction (or preemption) adds (`PodConditionSharedByKubelet`).
+pub const DISRUPTION_TARGET: &str = "DisruptionTarget";
+
 /// `mergePodStatus`: the API's non-kubelet conditions kept, the kubelet's replaced by the new
 /// ones; everything else from the new status.
 pub fn merge_pod_status(api: &PodStatus, new: &PodStatus) -> PodStatus {
@@ -149,6 +152,16 @@ pub fn merge_pod_status(api: &PodStatus, new: &PodStatus) -> PodStatus {
         .chain(new.conditions.iter().flatten().filter(|c| is_kubelet_owned(&c.type_)))
         .cloned()
         .collect();
+    let mut conds = conds;
+    // `DisruptionTarget` is shared with the kubelet: it goes out with the move to a terminal
+    // phase (an eviction), replacing any the API has.
+    let terminal = |p: Option<&str>| matches!(p, Some(SUCCEEDED) | Some(FAILED));
+    if !terminal(api.phase.as_deref()) && terminal(new.phase.as_deref()) {
+        for c in new.conditions.iter().flatten().filter(|c| c.type_ == DISRUPTION_TARGET) {
+            conds.retain(|x| x.type_ != DISRUPTION_TARGET);
+            conds.push(c.clone());
+        }
+    }
     merged.conditions = (!conds.is_empty()).then_some(conds);
     // A terminal pod is never reported ready, even if the readiness conditions lag behind
     // (kubernetes#108594).
@@ -308,6 +321,36 @@ mod tests {
                 ("PodScheduled", "True", None)
             ]
         );
+    }
+
+    #[test]
+    fn disruption_target_goes_out_with_the_terminal_phase() {
+        let running = PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        };
+        let evicted = PodStatus {
+            phase: Some("Failed".into()),
+            conditions: Some(vec![cond(DISRUPTION_TARGET, "True"), cond("PodScheduled", "True")]),
+            ..Default::default()
+        };
+        let types = |s: &PodStatus| -> Vec<String> { s.conditions.iter().flatten().map(|c| c.type_.clone()).collect() };
+        assert_eq!(
+            types(&merge_pod_status(&running, &evicted)),
+            ["PodScheduled", DISRUPTION_TARGET]
+        );
+        // Already terminal in the API: the API's own conditions stand.
+        let failed = PodStatus {
+            phase: Some("Failed".into()),
+            ..Default::default()
+        };
+        assert_eq!(types(&merge_pod_status(&failed, &evicted)), ["PodScheduled"]);
+        // Without the move to a terminal phase, another writer's condition is not the kubelet's.
+        let still_running = PodStatus {
+            phase: Some("Running".into()),
+            ..evicted.clone()
+        };
+        assert_eq!(types(&merge_pod_status(&running, &still_running)), ["PodScheduled"]);
     }
 
     #[test]

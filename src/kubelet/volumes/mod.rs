@@ -37,8 +37,8 @@ use self::token::{TokenError, TokenManager};
 use crate::genericruntime::cri;
 use crate::genericruntime::expand::expand;
 use crate::kubelet::checkpoint::offline::{api_unreachable, OfflineStore};
-use crate::kubelet::resources::parse_value;
 use crate::kubelet::sources::defaults::DEFAULT_VOLUME_FILE_MODE;
+use crate::podspec::resources::parse_value;
 
 /// Plugin directory names (`kubernetes.io/<plugin>` with `/` escaped as `~`).
 pub const EMPTY_DIR_PLUGIN: &str = "kubernetes.io~empty-dir";

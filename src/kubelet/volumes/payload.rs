@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::atomic::{clean_path, FileProjection, Payload};
-use crate::kubelet::resources::{parse_milli, parse_value};
+use crate::podspec::resources::{parse_milli, parse_value};
 
 /// Errors while building a payload (texts as the kubelet's).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
