@@ -127,12 +127,17 @@ async fn runtime_for(cfg: &Config, clock: Clock) -> Result<Arc<dyn Runtime>> {
             let image = match &cfg.image_service_endpoint {
                 None => None,
                 Some(RuntimeEndpoint::Unix(p)) => Some(p.as_path()),
-                Some(RuntimeEndpoint::Sim) => bail!("--image-service-endpoint must be a unix:// socket"),
+                Some(RuntimeEndpoint::Sim | RuntimeEndpoint::Native) => {
+                    bail!("--image-service-endpoint must be a unix:// socket")
+                }
             };
             let cri = CriRuntime::connect(path, image, clock).context("connecting to the CRI runtime")?;
             // Fail fast with a clear message when nothing (or not CRI v1) answers on the socket.
             cri.handshake().await.context("CRI version handshake")?;
             Ok(cri)
+        }
+        RuntimeEndpoint::Native => {
+            bail!("--runtime native: the native backend's runtime service is not in this build of keel yet")
         }
     }
 }
@@ -283,11 +288,13 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         let _ = node_tx.send(Some(local));
     }
 
-    // The simulated backend has no cgroups; a CRI runtime gets pod cgroups (cgroupfs driver).
+    // The simulated backend has no cgroups; real runtimes get pod cgroups (cgroupfs driver).
     let cgroups = match cfg.runtime {
         RuntimeEndpoint::Sim => PodCgroups::disabled(clock),
-        RuntimeEndpoint::Unix(_) => PodCgroups::new(CgroupFs::new(DEFAULT_CGROUP_MOUNT), &cfg.cgroup_root, true, clock)
-            .context("preparing pod cgroups")?,
+        RuntimeEndpoint::Unix(_) | RuntimeEndpoint::Native => {
+            PodCgroups::new(CgroupFs::new(DEFAULT_CGROUP_MOUNT), &cfg.cgroup_root, true, clock)
+                .context("preparing pod cgroups")?
+        }
     };
     let core = Core::new(KubeletParts {
         cfg: cfg.clone(),
