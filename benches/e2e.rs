@@ -242,12 +242,19 @@ fn runtime_processes(backend: Backend, node: &Node) -> Option<(&'static str, Vec
     match backend {
         Backend::Native => {
             let run_dir = node.keel.opts.native_run_dir.as_ref()?;
-            let pids = support::native::monitor_pids(run_dir).into_iter().map(|p| p as u32).collect();
+            let pids = support::native::monitor_pids(run_dir)
+                .into_iter()
+                .map(|p| p as u32)
+                .collect();
             Some(("monitors", pids))
         }
         Backend::Cri => {
             let dir = std::env::var("KEEL_CONTAINERD_DIR").ok()?;
-            let daemon: u32 = std::fs::read_to_string(format!("{dir}/containerd.pid")).ok()?.trim().parse().ok()?;
+            let daemon: u32 = std::fs::read_to_string(format!("{dir}/containerd.pid"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
             let mut pids = vec![daemon];
             pids.extend(pids_with_arg(&format!("{dir}/containerd.sock")));
             Some(("containerd + shims", pids))
@@ -364,11 +371,7 @@ async fn bench_streaming(
     let size = (mib << 20).to_string();
     // In-process streams (sim, native) speak v5; containerd's streaming server does not.
     let in_process = backend == "sim" || backend == "native";
-    let ws_label = if in_process {
-        "WebSocket v5"
-    } else {
-        "WebSocket v4"
-    };
+    let ws_label = if in_process { "WebSocket v5" } else { "WebSocket v4" };
     let kubectl_ws_label = if in_process {
         "current kubectl, WebSocket v5"
     } else {
@@ -428,13 +431,7 @@ async fn bench_streaming(
     Ok(())
 }
 
-async fn bench_backend(
-    backend: &str,
-    kind: Backend,
-    extra: &[&str],
-    many: usize,
-    rows: &mut Vec<Row>,
-) -> Result<()> {
+async fn bench_backend(backend: &str, kind: Backend, extra: &[&str], many: usize, rows: &mut Vec<Row>) -> Result<()> {
     let mut push = |metric: &str, value: String| {
         println!("  {backend:<11} {metric:<44} {value}");
         rows.push(Row {

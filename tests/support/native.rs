@@ -116,8 +116,14 @@ fn socket_inodes_under(dir: &Path) -> BTreeSet<u64> {
 /// listens on `<run dir>/mon/<id>.sock`) or names `run_dir` on its command line: keel's
 /// monitors, found by PID, never by name.
 pub fn monitor_pids(run_dir: &Path) -> Vec<i32> {
-    let inodes = socket_inodes_under(run_dir);
-    let needle = run_dir.as_os_str().as_encoded_bytes().to_vec();
+    pids_holding_or_naming(run_dir, run_dir)
+}
+
+/// Processes (not keel, not this one) holding a socket bound under `sockets_under` or naming
+/// `named` on their command line.
+fn pids_holding_or_naming(sockets_under: &Path, named: &Path) -> Vec<i32> {
+    let inodes = socket_inodes_under(sockets_under);
+    let needle = named.as_os_str().as_encoded_bytes().to_vec();
     let me = std::process::id() as i32;
     let mut pids = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
@@ -196,7 +202,10 @@ pub fn runc_containers(run_dir: &Path) -> Vec<String> {
 /// `dir` (overlay root filesystems, volumes), then the run dir. Pod cgroups are the test's
 /// (they sit under the node's cgroup root). Safe to call twice.
 pub fn cleanup(run_dir: &Path, dir: &Path) {
-    for pid in monitor_pids(run_dir) {
+    // A monitor is also found by its spec file under keel's directory (`keel monitor --spec`).
+    let mut pids = monitor_pids(run_dir);
+    pids.extend(pids_holding_or_naming(run_dir, dir));
+    for pid in pids {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
     let root = run_dir.join("runc");
