@@ -1,5 +1,6 @@
 //! Runtime backends behind the Generic Runtime Manager seam.
 
 pub mod cri;
+pub mod crilog;
 pub mod native;
 pub mod sim;
