@@ -2,5 +2,6 @@
 
 pub mod common;
 pub mod cri;
+pub mod crilog;
 pub mod native;
 pub mod sim;
