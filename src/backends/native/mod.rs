@@ -2,3 +2,4 @@
 //! (pull, import, unpack, store); the runtime service comes with part 2.
 
 pub mod images;
+pub mod sandbox;
