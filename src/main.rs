@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use keel::backends::cri::CriRuntime;
+use keel::backends::native::{self, NativeConfig, NativeRuntime};
 use keel::backends::sim::SimRuntime;
 use keel::clock::Clock;
 use keel::genericruntime::imagegc::{ImageGcManager, ImageGcPolicy, RuntimeImages};
@@ -137,7 +138,36 @@ async fn runtime_for(cfg: &Config, clock: Clock) -> Result<Arc<dyn Runtime>> {
             Ok(cri)
         }
         RuntimeEndpoint::Native => {
-            bail!("--runtime native: the native backend's runtime service is not in this build of keel yet")
+            let runc = match &cfg.runc {
+                Some(p) => p.clone(),
+                None => native::find_on_path("runc")
+                    .context("--runtime native needs runc: none on PATH (install runc or pass --runc)")?,
+            };
+            let native_cfg = NativeConfig {
+                root_dir: cfg.root_dir.clone(),
+                run_dir: cfg.native_run_dir.clone(),
+                runc,
+                cni_conf_dir: cfg.cni_conf_dir.clone(),
+                cni_bin_dirs: cfg.cni_bin_dirs.clone(),
+                registry_config_dir: cfg
+                    .registry_config_dir
+                    .is_dir()
+                    .then(|| cfg.registry_config_dir.clone()),
+                // The monitor and the pause process are this binary re-executed.
+                keel_exe: std::env::current_exe().context("locating keel's own binary")?,
+                pause_image: None,
+            };
+            let rt = NativeRuntime::new(native_cfg)
+                .await
+                .context("starting the native runtime")?;
+            if let Some(dir) = &cfg.image_preload_dir {
+                let (store, dir) = (rt.images().store().clone(), dir.clone());
+                match tokio::task::spawn_blocking(move || store.preload(&dir)).await {
+                    Ok(n) => info!(images = n, "image preload done"),
+                    Err(e) => warn!(error = %e, "image preload did not finish"),
+                }
+            }
+            Ok(rt)
         }
     }
 }
