@@ -19,7 +19,7 @@ mod events;
 mod kubelet_server;
 mod logs;
 mod native_images;
-mod native_runtime;
+mod native_node;
 mod node;
 mod probes;
 mod real_bootstrap;
