@@ -300,6 +300,8 @@ pub async fn reopen_log(socket: &Path) -> Result<(), MonitorError> {
     match FrameReader::new().next(&mut conn).await? {
         Some(Frame::Ok) => Ok(()),
         Some(Frame::Error(msg)) => Err(MonitorError::Refused(msg)),
+        // The container exited as the request arrived.
+        Some(Frame::Exit(_)) => Err(MonitorError::Refused("container is not running".into())),
         Some(other) => Err(MonitorError::Protocol(super::protocol::ProtocolError::Unexpected(
             other.kind(),
         ))),

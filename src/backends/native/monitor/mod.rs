@@ -58,7 +58,10 @@
 pub mod client;
 pub mod exitfile;
 pub mod logwriter;
+pub mod oom;
 pub mod protocol;
+pub mod server;
+mod sys;
 
 use std::path::PathBuf;
 
@@ -66,6 +69,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{alive, attach, reopen_log, spawn, wait_exit};
 pub use exitfile::read_exit;
+pub use server::main;
 
 /// What a monitor is told to run and where to keep its state (written to
 /// `<state_dir>/monitor.json` and passed as `--spec`).
