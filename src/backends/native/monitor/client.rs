@@ -67,7 +67,10 @@ pub async fn spawn(keel_exe: &Path, spec: &MonitorSpec) -> Result<Created, Monit
                 monitor_pid = Some(m);
             }
             if let Some(pid) = r.pid {
-                return Ok(Created { pid });
+                return Ok(Created {
+                    pid,
+                    monitor_pid: monitor_pid.unwrap_or_default(),
+                });
             }
             if let Some(msg) = r.error {
                 return Err(MonitorError::Runc(msg));

@@ -100,6 +100,8 @@ pub struct MonitorSpec {
 pub struct Created {
     /// The container init's host pid.
     pub pid: i32,
+    /// The monitor's pid (to kill a monitor that no longer answers on its socket).
+    pub monitor_pid: i32,
 }
 
 /// How the container's main process ended (`exit.json`).
