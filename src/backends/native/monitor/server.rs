@@ -604,6 +604,9 @@ impl Monitor {
         let role = self.clients[i].role;
         match (role, frame) {
             (Role::New, Frame::Attach { stdin, stdout, stderr }) => {
+                // A container without stdin ignores the client's (its end does not end the
+                // attach either: containerd starts no stdin copy then).
+                let stdin = stdin && self.spec.stdin;
                 self.clients[i].role = Role::Attach {
                     stdin,
                     stdout,
