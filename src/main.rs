@@ -48,6 +48,7 @@ fn main() -> Result<()> {
         Command::Cri(args) => return run_cri(args),
         Command::Pods(args) => return print_checkpointed_pods(&args.root_dir),
         Command::Images(args) => return keel::backends::native::images::cli::main(args),
+        Command::Pause(args) => return keel::backends::native::sandbox::pause::main(args),
     };
     // The filter may come from the config file (`logging.verbosity`); read it quietly first so
     // the warnings of the real load below are logged.
