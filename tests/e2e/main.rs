@@ -19,6 +19,7 @@ mod events;
 mod kubelet_server;
 mod logs;
 mod native_images;
+mod native_runtime;
 mod node;
 mod probes;
 mod real_bootstrap;
