@@ -38,12 +38,18 @@ use keel::streaming::server::KubeletServer;
 use keel::streaming::{healthz, AppState};
 
 fn main() -> Result<()> {
+    // `keel monitor --spec FILE`: the native runtime's per-container monitor, re-executed by
+    // keel. It must stay single-threaded (it forks), so it runs before clap and any runtime.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "monitor") {
+        std::process::exit(keel::backends::native::monitor::main(std::env::args_os().skip(2)));
+    }
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Run(args) => args,
         Command::Cri(args) => return run_cri(args),
         Command::Pods(args) => return print_checkpointed_pods(&args.root_dir),
         Command::Images(args) => return keel::backends::native::images::cli::main(args),
+        Command::Pause(args) => return keel::backends::native::sandbox::pause::main(args),
     };
     // The filter may come from the config file (`logging.verbosity`); read it quietly first so
     // the warnings of the real load below are logged.

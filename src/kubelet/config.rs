@@ -206,6 +206,9 @@ pub enum Command {
     Pods(PodsArgs),
     /// Pull, list, remove and import images of the native backend's store.
     Images(crate::backends::native::images::cli::ImagesArgs),
+    /// The pause process of a native pod that shares its PID namespace (internal).
+    #[command(hide = true)]
+    Pause(crate::backends::native::sandbox::pause::PauseArgs),
 }
 
 /// Flags of `keel pods`.

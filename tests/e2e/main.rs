@@ -20,6 +20,7 @@ mod kubelet_server;
 mod logs;
 mod native_images;
 mod native_node;
+mod native_runtime;
 mod node;
 mod probes;
 mod real_bootstrap;

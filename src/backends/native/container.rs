@@ -606,7 +606,7 @@ impl Containers {
         }
         let created = monitor::spawn(&self.keel_exe, &spec).await.map_err(|e| match e {
             monitor::MonitorError::Runc(m) => format!(
-                "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: {m}: unknown"
+                "failed to create containerd task: failed to create shim task: OCI runtime create failed: {m}: unknown"
             ),
             e => format!("failed to create containerd task: {e}"),
         })?;

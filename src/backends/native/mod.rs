@@ -109,6 +109,8 @@ pub struct NativeRuntime {
     sandboxes: Arc<Sandboxes>,
     containers: Arc<Containers>,
     events: Arc<EventHub>,
+    /// Previous CPU samples, for `usage_nano_cores`.
+    cpu: sandbox::CpuRates,
 }
 
 impl std::fmt::Debug for NativeRuntime {
@@ -191,6 +193,7 @@ impl NativeRuntime {
             sandboxes,
             containers,
             events,
+            cpu: sandbox::CpuRates::default(),
         }))
     }
 
@@ -214,6 +217,7 @@ impl NativeRuntime {
     fn container_stats(&self, rec: &ContainerRecord, now: i64) -> Option<cri::ContainerStats> {
         let upper = self.containers.upper_dir(&rec.id);
         let mut usage = sandbox::container_stats(&rec.cgroups_path, &upper)?;
+        self.cpu.fill(&rec.id, &mut usage.cpu);
         let stamp = |t: &mut i64| {
             if *t == 0 {
                 *t = now;

@@ -225,13 +225,13 @@ mod tests {
         unmount(&layout).expect("unmount again");
         assert!(!base.join("new").exists());
 
-        let long: Vec<PathBuf> = (0..40)
+        let long: Vec<PathBuf> = (0..45)
             .map(|i| lower(&format!("{i:02}{}", "f".repeat(62)), &[(&format!("f{i}"), "x")]))
             .collect();
         let layout = Layout::new(&dir.path().join("c2"));
         assert!(options(&long, &layout.upper, &layout.work, true).len() > page_size());
         mount(&layout, &long).expect("mount long");
-        assert!(layout.rootfs.join("f0").exists() && layout.rootfs.join("f39").exists());
+        assert!(layout.rootfs.join("f0").exists() && layout.rootfs.join("f44").exists());
         unmount(&layout).expect("unmount long");
         // No layers at all: an empty lower.
         let layout = Layout::new(&dir.path().join("c3"));

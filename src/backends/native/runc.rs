@@ -72,7 +72,7 @@ pub fn last_log_error(log: &Path) -> Option<String> {
         .filter_map(|l| serde_json::from_str::<Line>(l).ok())
         .filter(|l| l.level == "error" || l.level == "fatal")
         .map(|l| l.msg)
-        .last()
+        .next_back()
 }
 
 impl Runc {
@@ -108,8 +108,7 @@ impl Runc {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let message = stderr
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or("")
             .trim()
             .to_string();

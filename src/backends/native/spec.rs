@@ -876,7 +876,7 @@ pub fn build(input: &Input<'_>) -> Result<Spec, SpecError> {
         .into_iter()
         .filter(|m| {
             let d = clean(&m.destination().to_string_lossy());
-            !dests.contains(&d) && !(dev_mounted && d.starts_with("/dev/"))
+            !(dests.contains(&d) || dev_mounted && d.starts_with("/dev/"))
         })
         .collect();
     let mut rootfs_propagation: Option<&str> = None;

@@ -101,7 +101,14 @@ fn command_and_args_like_containerd() {
         ..Default::default()
     };
     // (CRI command, CRI args, image entrypoint, image cmd, expected argv or None = error)
-    let cases: Vec<(&[&str], &[&str], &[&str], &[&str], Option<&[&str]>)> = vec![
+    type Case<'a> = (
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a [&'a str],
+        Option<&'a [&'a str]>,
+    );
+    let cases: Vec<Case<'_>> = vec![
         (&["a", "b"], &["c"], &["ep"], &["cmd"], Some(&["a", "b", "c"])),
         (&["a"], &[], &["ep"], &["cmd"], Some(&["a"])),
         (&[], &["x"], &["ep", "1"], &["cmd"], Some(&["ep", "1", "x"])),
@@ -512,7 +519,7 @@ fn resources_only_when_set() {
         (Some(100_000), Some(50_000), Some(512))
     );
     assert_eq!(cpu.cpus().as_deref(), Some("0"));
-    let mem = res.memory().clone().expect("memory");
+    let mem = (*res.memory()).expect("memory");
     assert_eq!((mem.limit(), mem.swap()), (Some(64 << 20), Some(64 << 20)));
     // Deny-all first.
     let devs = res.devices().clone().unwrap_or_default();
@@ -526,7 +533,7 @@ fn resources_only_when_set() {
         .expect("resources");
     let cpu = res.cpu().clone().expect("cpu");
     assert_eq!((cpu.period(), cpu.quota(), cpu.shares()), (None, None, None));
-    assert_eq!(res.memory().clone().and_then(|m| m.limit()), None);
+    assert_eq!((*res.memory()).and_then(|m| m.limit()), None);
 }
 
 #[test]
@@ -651,7 +658,7 @@ fn mountinfo_lookup_finds_the_deepest_mount() {
                 30 22 0:25 / /mnt/shared rw shared:7 - tmpfs tmpfs rw\n\
                 31 22 0:26 / /mnt/slave rw master:8 - tmpfs tmpfs rw\n\
                 32 22 0:27 / /mnt/private rw - tmpfs tmpfs rw\n";
-    let get = |p: &str| mount_of(Path::new(p), info).map(|(m, o)| (m, o));
+    let get = |p: &str| mount_of(Path::new(p), info);
     assert_eq!(get("/mnt/shared/x"), Some(("/mnt/shared".into(), "shared:7".into())));
     assert_eq!(get("/mnt/slave"), Some(("/mnt/slave".into(), "master:8".into())));
     assert_eq!(get("/mnt/private/a/b"), Some(("/mnt/private".into(), String::new())));

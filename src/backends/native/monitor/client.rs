@@ -67,7 +67,10 @@ pub async fn spawn(keel_exe: &Path, spec: &MonitorSpec) -> Result<Created, Monit
                 monitor_pid = Some(m);
             }
             if let Some(pid) = r.pid {
-                return Ok(Created { pid });
+                return Ok(Created {
+                    pid,
+                    monitor_pid: monitor_pid.unwrap_or_default(),
+                });
             }
             if let Some(msg) = r.error {
                 return Err(MonitorError::Runc(msg));
@@ -300,6 +303,8 @@ pub async fn reopen_log(socket: &Path) -> Result<(), MonitorError> {
     match FrameReader::new().next(&mut conn).await? {
         Some(Frame::Ok) => Ok(()),
         Some(Frame::Error(msg)) => Err(MonitorError::Refused(msg)),
+        // The container exited as the request arrived.
+        Some(Frame::Exit(_)) => Err(MonitorError::Refused("container is not running".into())),
         Some(other) => Err(MonitorError::Protocol(super::protocol::ProtocolError::Unexpected(
             other.kind(),
         ))),

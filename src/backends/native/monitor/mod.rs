@@ -58,7 +58,10 @@
 pub mod client;
 pub mod exitfile;
 pub mod logwriter;
+pub mod oom;
 pub mod protocol;
+pub mod server;
+mod sys;
 
 use std::path::PathBuf;
 
@@ -66,6 +69,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{alive, attach, reopen_log, spawn, wait_exit};
 pub use exitfile::read_exit;
+pub use server::main;
 
 /// What a monitor is told to run and where to keep its state (written to
 /// `<state_dir>/monitor.json` and passed as `--spec`).
@@ -96,6 +100,8 @@ pub struct MonitorSpec {
 pub struct Created {
     /// The container init's host pid.
     pub pid: i32,
+    /// The monitor's pid (to kill a monitor that no longer answers on its socket).
+    pub monitor_pid: i32,
 }
 
 /// How the container's main process ended (`exit.json`).

@@ -94,6 +94,23 @@ pub fn mount_shm(path: &Path) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
+/// Whether `path` is a mounted tmpfs (the sandbox shm survived).
+pub fn is_tmpfs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC && path_is_mount(path))
+        .unwrap_or(false)
+}
+
+/// A mount point has another device than its parent, or is listed as one (a tmpfs inside the
+/// tmpfs run dir has another device too).
+fn path_is_mount(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(me), Some(Ok(parent))) = (fs::metadata(path), path.parent().map(fs::metadata)) else {
+        return false;
+    };
+    me.dev() != parent.dev()
+}
+
 /// Unmounts (every stacked mount of) the shm dir and removes it. Idempotent.
 pub fn unmount_shm(path: &Path) -> io::Result<()> {
     loop {
@@ -121,7 +138,8 @@ mod tests {
     /// containerd's `TestParseDNSOption` (pkg/cri/server/sandbox_run_linux_test.go, 1.7).
     #[test]
     fn resolv_conf_renders_like_containerd() {
-        let cases: &[(&str, &[&str], &[&str], &[&str], &str)] = &[
+        type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [&'a str], &'a str);
+        let cases: &[Case] = &[
             ("empty dns options should return empty content", &[], &[], &[], ""),
             (
                 "non-empty dns options should return correct content",

@@ -91,6 +91,12 @@ impl SandboxError {
     }
 }
 
+impl From<cni::CniError> for SandboxError {
+    fn from(e: cni::CniError) -> Self {
+        SandboxError::Failed(e.to_string())
+    }
+}
+
 impl From<SandboxError> for RuntimeError {
     fn from(e: SandboxError) -> Self {
         e.to_runtime("PodSandbox")
@@ -186,21 +192,278 @@ impl Sandboxes {
 
     /// RunPodSandbox. Everything made is undone when a step fails.
     pub async fn run(&self, req: cri::RunPodSandboxRequest) -> Result<SandboxRecord, SandboxError> {
-        let _ = req;
-        Err(SandboxError::Failed("RunPodSandbox: not built yet".into()))
+        let config = req
+            .config
+            .ok_or_else(|| SandboxError::InvalidArgument("sandbox config is required".into()))?;
+        if !matches!(req.runtime_handler.as_str(), "" | "runc" | "native") {
+            return Err(SandboxError::Failed(format!(
+                "failed to get sandbox runtime: no runtime for {:?} is configured",
+                req.runtime_handler
+            )));
+        }
+        let id = record::new_id();
+        let dir = self.dir(&id);
+        std::fs::create_dir_all(&dir).map_err(|e| SandboxError::io(format!("create {}", dir.display()), e))?;
+        let host_ipc = record::namespace_mode(&config, |o| o.ipc) == cri::NamespaceMode::Node;
+        let mut rec = SandboxRecord {
+            id: id.clone(),
+            cgroup_parent: config
+                .linux
+                .as_ref()
+                .map(|l| l.cgroup_parent.clone())
+                .unwrap_or_default(),
+            config,
+            runtime_handler: req.runtime_handler,
+            created_at_ns: now_ns(),
+            state: SandboxState::NotReady,
+            netns: None,
+            ipcns: None,
+            utsns: None,
+            pidns: None,
+            pause_pid: None,
+            pause_start_ticks: None,
+            ip: None,
+            additional_ips: Vec::new(),
+            hostname_file: dir.join("hostname"),
+            hosts_file: dir.join("hosts"),
+            resolv_file: dir.join("resolv.conf"),
+            shm: if host_ipc {
+                PathBuf::from("/dev/shm")
+            } else {
+                self.cfg.run_dir.join("shm").join(&id)
+            },
+        };
+        let lock = self.lock_for(&id);
+        let _guard = lock.lock().await;
+        // On record before anything is made, so a crash mid-run is cleaned up by `open`.
+        self.put(&rec)?;
+        match self.setup(&mut rec).await {
+            Ok(()) => {
+                rec.state = SandboxState::Ready;
+                if let Err(e) = self.put(&rec) {
+                    self.rollback(&rec).await;
+                    return Err(e);
+                }
+                Ok(rec)
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "RunPodSandbox failed; rolling back");
+                self.rollback(&rec).await;
+                Err(e)
+            }
+        }
     }
 
-    /// StopPodSandbox: CNI DEL, unmount shm, kill the pause process, unpin the namespaces.
+    /// The steps of `run` after the record exists; each one recorded as it is made.
+    async fn setup(&self, rec: &mut SandboxRecord) -> Result<(), SandboxError> {
+        let dir = self.dir(&rec.id);
+        let host_network = rec.host_network();
+        let host_ipc = rec.host_ipc();
+        let node_hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        files::write_sandbox_files(&dir, &rec.config, &self.cfg.host_files, &node_hostname)
+            .map_err(|e| SandboxError::io("failed to setup sandbox files", e))?;
+        if host_ipc {
+            if !rec.shm.exists() {
+                return Err(SandboxError::Failed(format!(
+                    "host {:?} is not available for host ipc",
+                    rec.shm.display().to_string()
+                )));
+            }
+        } else {
+            files::mount_shm(&rec.shm)
+                .map_err(|e| SandboxError::io(format!("failed to mount sandbox shm {}", rec.shm.display()), e))?;
+        }
+
+        let mut kinds = Vec::new();
+        if !host_network {
+            kinds.push(namespaces::Kind::Net);
+        }
+        if !host_ipc {
+            kinds.push(namespaces::Kind::Ipc);
+        }
+        if !host_network {
+            kinds.push(namespaces::Kind::Uts);
+        }
+        let mut sysctls: Vec<(String, String)> = rec
+            .config
+            .linux
+            .as_ref()
+            .map(|l| {
+                l.sysctls
+                    .iter()
+                    .map(|(k, v)| (k.replace('/', "."), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        sysctls.sort();
+        if !kinds.is_empty() || !sysctls.is_empty() {
+            let ns_req = namespaces::Request {
+                kinds: kinds.clone(),
+                hostname: (!host_network && !rec.config.hostname.is_empty()).then(|| rec.config.hostname.clone()),
+                sysctls,
+            };
+            // Recorded first: a crash between the pin and the save still gets them unpinned.
+            for k in &kinds {
+                let p = namespaces::pin_path(&self.cfg.run_dir, *k, &rec.id);
+                match k {
+                    namespaces::Kind::Net => rec.netns = Some(p),
+                    namespaces::Kind::Ipc => rec.ipcns = Some(p),
+                    namespaces::Kind::Uts => rec.utsns = Some(p),
+                }
+            }
+            self.put(rec)?;
+            let run_dir = self.cfg.run_dir.clone();
+            let id = rec.id.clone();
+            tokio::task::spawn_blocking(move || namespaces::create(&run_dir, &id, ns_req))
+                .await
+                .map_err(|e| SandboxError::Failed(format!("namespace task: {e}")))?
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::InvalidInput => SandboxError::InvalidArgument(e.to_string()),
+                    _ => SandboxError::io("failed to create sandbox namespaces", e),
+                })?;
+        }
+
+        if record::namespace_mode(&rec.config, |o| o.pid) == cri::NamespaceMode::Pod {
+            let (exe, net, ipc, uts) = (
+                self.cfg.keel_exe.clone(),
+                rec.netns.clone(),
+                rec.ipcns.clone(),
+                rec.utsns.clone(),
+            );
+            let p =
+                tokio::task::spawn_blocking(move || pause::spawn(&exe, net.as_deref(), ipc.as_deref(), uts.as_deref()))
+                    .await
+                    .map_err(|e| SandboxError::Failed(format!("pause task: {e}")))?
+                    .map_err(|e| SandboxError::io("failed to start the pause process", e))?;
+            rec.pidns = Some(p.pidns());
+            rec.pause_pid = Some(p.pid);
+            rec.pause_start_ticks = Some(p.start_ticks);
+            self.put(rec)?;
+        }
+
+        if let Some(netns) = rec.netns.clone() {
+            let net = cni::NetworkConfig::load(&self.cfg.cni_conf_dir, &self.cfg.cni_bin_dirs).map_err(|e| {
+                SandboxError::NetworkSetup {
+                    id: rec.id.clone(),
+                    message: format!("cni plugin not initialized: {e}"),
+                }
+            })?;
+            let (name, namespace, uid) = rec.pod_name();
+            let base = cni::RuntimeConf {
+                container_id: rec.id.clone(),
+                netns: netns.display().to_string(),
+                ifname: String::new(),
+                args: cni::pod_args(namespace, name, &rec.id, uid),
+                capability_args: Default::default(),
+            };
+            let nets = vec![
+                (
+                    cni::NetworkConfig::loopback(),
+                    cni::RuntimeConf {
+                        ifname: "lo".into(),
+                        ..base.clone()
+                    },
+                ),
+                (
+                    net,
+                    cni::RuntimeConf {
+                        ifname: stats::DEFAULT_IFNAME.into(),
+                        capability_args: cni::capability_args(&rec.config),
+                        ..base
+                    },
+                ),
+            ];
+            let (dir, bins) = (dir.clone(), self.cfg.cni_bin_dirs.clone());
+            let result = tokio::task::spawn_blocking(move || cni::setup(&dir, &nets, &bins))
+                .await
+                .map_err(|e| SandboxError::Failed(format!("cni task: {e}")))?
+                .map_err(|e| SandboxError::NetworkSetup {
+                    id: rec.id.clone(),
+                    message: e.to_string(),
+                })?;
+            let (ip, additional) =
+                cni::pod_ips(&result, stats::DEFAULT_IFNAME).ok_or_else(|| SandboxError::NetworkSetup {
+                    id: rec.id.clone(),
+                    message: format!("failed to find network info for sandbox {:?}", rec.id),
+                })?;
+            rec.ip = Some(ip);
+            rec.additional_ips = additional;
+        }
+        Ok(())
+    }
+
+    async fn rollback(&self, rec: &SandboxRecord) {
+        let (cfg, dir, r) = (self.cfg.clone(), self.dir(&rec.id), rec.clone());
+        let res = tokio::task::spawn_blocking(move || {
+            release(&cfg, &dir, &r)?;
+            remove_state(&dir)
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => {
+                self.forget(&rec.id);
+            }
+            Ok(Err(e)) => {
+                // Kept on record (NotReady): the kubelet's stop/remove, or the next start, retries.
+                tracing::warn!(sandbox = %rec.id, error = %e, "rolling back a failed sandbox left something behind");
+            }
+            Err(e) => tracing::warn!(sandbox = %rec.id, error = %e, "rollback task failed"),
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// StopPodSandbox: unmount shm, kill the pause process, CNI DEL, unpin the namespaces.
     /// Idempotent; N2 stops the containers first.
     pub async fn stop(&self, id: &str) -> Result<(), SandboxError> {
-        let _ = id;
-        Err(SandboxError::Failed("StopPodSandbox: not built yet".into()))
+        let full = self.resolve(id).ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
+        let lock = self.lock_for(&full);
+        let _guard = lock.lock().await;
+        let Some(mut rec) = self.get(&full) else {
+            return Err(SandboxError::NotFound(id.to_string()));
+        };
+        let (cfg, dir, r) = (self.cfg.clone(), self.dir(&full), rec.clone());
+        tokio::task::spawn_blocking(move || release(&cfg, &dir, &r))
+            .await
+            .map_err(|e| SandboxError::Failed(format!("stop task: {e}")))??;
+        if rec.state != SandboxState::NotReady {
+            rec.state = SandboxState::NotReady;
+            self.put(&rec)?;
+        }
+        Ok(())
     }
 
-    /// RemovePodSandbox: stops it if needed and deletes its state. Idempotent (unknown IDs are fine).
+    /// RemovePodSandbox: releases what is left (as stop) and deletes its state. Idempotent:
+    /// an unknown ID is fine.
     pub async fn remove(&self, id: &str) -> Result<(), SandboxError> {
-        let _ = id;
-        Err(SandboxError::Failed("RemovePodSandbox: not built yet".into()))
+        let Some(full) = self.resolve(id) else { return Ok(()) };
+        let lock = self.lock_for(&full);
+        let _guard = lock.lock().await;
+        let Some(rec) = self.get(&full) else { return Ok(()) };
+        let (cfg, dir, r) = (self.cfg.clone(), self.dir(&full), rec.clone());
+        tokio::task::spawn_blocking(move || {
+            release(&cfg, &dir, &r)?;
+            remove_state(&dir)
+        })
+        .await
+        .map_err(|e| SandboxError::Failed(format!("remove task: {e}")))??;
+        self.forget(&full);
+        Ok(())
+    }
+
+    /// CNI CHECK of the sandbox's attachments.
+    pub async fn check_network(&self, id: &str) -> Result<(), SandboxError> {
+        let rec = self.get(id).ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
+        let (dir, bins) = (self.dir(&rec.id), self.cfg.cni_bin_dirs.clone());
+        tokio::task::spawn_blocking(move || cni::check_all(&dir, &bins))
+            .await
+            .map_err(|e| SandboxError::Failed(format!("cni task: {e}")))?
+            .map_err(|e| SandboxError::Failed(format!("failed to check network for sandbox {:?}: {e}", rec.id)))
     }
 
     /// PodSandboxStatus (the `info` map of a verbose status comes from [`Sandboxes::verbose_info`]).
@@ -213,7 +476,20 @@ impl Sandboxes {
     /// The `info` of a verbose PodSandboxStatus: `{"info": <json>}` with the record and CNI result.
     pub fn verbose_info(&self, id: &str) -> Result<HashMap<String, String>, SandboxError> {
         let rec = self.get(id).ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
-        let info = serde_json::json!({ "record": rec });
+        // containerd's keys where they apply (`sandbox_status.go toCRISandboxInfo`).
+        let cni_result = cni::Cache::load(&self.dir(&rec.id))
+            .ok()
+            .flatten()
+            .and_then(|c| c.attachments.last().and_then(|a| a.result.clone()));
+        let info = serde_json::json!({
+            "pid": rec.pause_pid.unwrap_or(0),
+            "processStatus": match rec.state { SandboxState::Ready => "running", SandboxState::NotReady => "stopped" },
+            "netNamespaceClosed": rec.netns.as_deref().is_some_and(|p| !namespaces::is_pinned(p)),
+            "runtimeHandler": rec.runtime_handler,
+            "config": rec.config,
+            "cniResult": cni_result,
+            "record": rec,
+        });
         Ok(HashMap::from([("info".to_string(), info.to_string())]))
     }
 
@@ -231,11 +507,102 @@ impl Sandboxes {
 
     /// Whether pods can get a network: the CRI `NetworkReady` condition (Err: the message).
     pub fn network_ready(&self) -> Result<(), SandboxError> {
-        cni::NetworkConfig::load(&self.cfg.cni_conf_dir, &self.cfg.cni_bin_dirs).map(|_| ())
+        cni::NetworkConfig::load(&self.cfg.cni_conf_dir, &self.cfg.cni_bin_dirs)
+            .map(|_| ())
+            .map_err(|e| SandboxError::NetworkNotReady(e.to_string()))
     }
 
+    /// Start-up: a Ready sandbox whose pins (and shm, and pause process) are all there is
+    /// adopted as it is; otherwise (a reboot emptied the run dir, or keel died mid-run) it is
+    /// marked NotReady and everything left of it is released, CNI DEL included (from the cache).
     fn adopt_all(&self) {
-        let _ = Path::new("");
+        let Ok(entries) = std::fs::read_dir(&self.state_dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let dir = e.path();
+            let Some(id) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+                continue;
+            };
+            let mut rec = match record::load(&dir) {
+                Ok(r) if r.id == id => r,
+                Ok(_) | Err(_) => {
+                    tracing::warn!(dir = %dir.display(), "sandbox directory without a valid record; removing it");
+                    if let Err(e) = remove_state(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove sandbox directory");
+                    }
+                    continue;
+                }
+            };
+            if rec.state == SandboxState::Ready && intact(&rec) {
+                tracing::debug!(sandbox = %id, "adopted sandbox");
+            } else {
+                if rec.state == SandboxState::Ready {
+                    tracing::info!(sandbox = %id, "sandbox lost its namespaces (node reboot?); marking it NotReady");
+                }
+                rec.state = SandboxState::NotReady;
+                if let Err(e) = release(&self.cfg, &dir, &rec) {
+                    tracing::warn!(sandbox = %id, error = %e, "cleaning up a stale sandbox failed; stop/remove retries");
+                }
+                if let Err(e) = record::save(&dir, &rec) {
+                    tracing::warn!(sandbox = %id, error = %e, "cannot save sandbox record");
+                }
+            }
+            self.records.lock().unwrap_or_else(|p| p.into_inner()).insert(id, rec);
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(1)
+}
+
+fn pause_of(rec: &SandboxRecord) -> Option<pause::Pause> {
+    Some(pause::Pause {
+        pid: rec.pause_pid?,
+        start_ticks: rec.pause_start_ticks?,
+    })
+}
+
+/// Whether everything a Ready sandbox holds is still there.
+fn intact(rec: &SandboxRecord) -> bool {
+    let pins = [&rec.netns, &rec.ipcns, &rec.utsns]
+        .into_iter()
+        .flatten()
+        .all(|p| namespaces::is_pinned(p));
+    let shm = rec.host_ipc() || files::is_tmpfs(&rec.shm);
+    let pause = rec.pause_pid.is_none() || pause_of(rec).is_some_and(|p| p.alive());
+    pins && shm && pause
+}
+
+/// Releases what a sandbox holds at run time, in containerd's stop order: shm, the pause
+/// process, the network (CNI DEL from the cache), the namespaces. Idempotent. A failed DEL
+/// keeps the netns pinned so a retry can DEL with it.
+fn release(cfg: &SandboxConfig, dir: &Path, rec: &SandboxRecord) -> Result<(), SandboxError> {
+    if !rec.host_ipc() {
+        files::unmount_shm(&rec.shm).map_err(|e| SandboxError::io(format!("unmount {}", rec.shm.display()), e))?;
+    }
+    if let Some(p) = pause_of(rec) {
+        p.kill();
+    }
+    cni::teardown(dir, &cfg.cni_bin_dirs).map_err(|e| SandboxError::NetworkTeardown {
+        id: rec.id.clone(),
+        message: e.to_string(),
+    })?;
+    for p in [&rec.netns, &rec.ipcns, &rec.utsns].into_iter().flatten() {
+        namespaces::unpin(p).map_err(|e| SandboxError::io("failed to remove sandbox namespace", e))?;
+    }
+    Ok(())
+}
+
+fn remove_state(dir: &Path) -> Result<(), SandboxError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SandboxError::io(format!("remove {}", dir.display()), e)),
     }
 }
 
