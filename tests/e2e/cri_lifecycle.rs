@@ -18,7 +18,7 @@ use keel::clock::Clock;
 use keel::genericruntime::seam::{cri, RuntimeService as _};
 use serde_json::Value;
 
-use crate::runtimes::{backend_test, RtNode, CRI};
+use crate::runtimes::{backend_test, RtNode, CRI, NATIVE};
 use crate::support::native;
 use crate::support::util::*;
 
@@ -222,6 +222,15 @@ backend_test! {
     cri_keel_killed_and_restarted_adopts_running_pods => keel_killed_and_restarted_adopts_running_pods(CRI);
     cri_host_network_pod_gets_the_node_ip => host_network_pod_gets_the_node_ip(CRI);
     cri_termination_messages => termination_messages(CRI);
+    native_busybox_pod_runs_with_bridge_ip_and_cri_log => busybox_pod_runs_with_bridge_ip_and_cri_log(NATIVE);
+    native_exit_codes_and_restart_policy_matrix => exit_codes_and_restart_policy_matrix(NATIVE);
+    native_init_containers_run_in_order => init_containers_run_in_order(NATIVE);
+    native_graceful_deletion_sigterm_and_grace_deadline => graceful_deletion_sigterm_and_grace_deadline(NATIVE);
+    native_image_pulls_from_the_registry => image_pulls_from_the_registry(NATIVE);
+    native_twenty_pods_run_and_leave_nothing_behind => twenty_pods_run_and_leave_nothing_behind(NATIVE);
+    native_keel_killed_and_restarted_adopts_running_pods => keel_killed_and_restarted_adopts_running_pods(NATIVE);
+    native_host_network_pod_gets_the_node_ip => host_network_pod_gets_the_node_ip(NATIVE);
+    native_termination_messages => termination_messages(NATIVE);
 }
 
 async fn busybox_pod_runs_with_bridge_ip_and_cri_log(backend: Backend) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::cri_lifecycle::remove_node_cgroups;
-use crate::runtimes::{backend_test, RtNode, CRI};
+use crate::runtimes::{backend_test, RtNode, CRI, NATIVE};
 use crate::support::util::*;
 
 const T: Duration = Duration::from_secs(90);
@@ -112,6 +112,9 @@ backend_test! {
     cri_pod_settings_seen_from_inside => pod_settings_seen_from_inside(CRI);
     cri_sidecar_starts_first_and_outlives_the_main_container => sidecar_starts_first_and_outlives_the_main_container(CRI);
     cri_missing_secret_blocks_then_releases_the_pod => missing_secret_blocks_then_releases_the_pod(CRI);
+    native_pod_settings_seen_from_inside => pod_settings_seen_from_inside(NATIVE);
+    native_sidecar_starts_first_and_outlives_the_main_container => sidecar_starts_first_and_outlives_the_main_container(NATIVE);
+    native_missing_secret_blocks_then_releases_the_pod => missing_secret_blocks_then_releases_the_pod(NATIVE);
 }
 
 async fn pod_settings_seen_from_inside(backend: Backend) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::cri_lifecycle::remove_node_cgroups;
-use crate::runtimes::{backend_test, RtNode, CRI};
+use crate::runtimes::{backend_test, RtNode, CRI, NATIVE};
 use crate::support::util::*;
 
 const T: Duration = Duration::from_secs(90);
@@ -83,6 +83,8 @@ async fn delete_all(n: &Node) {
 backend_test! {
     cri_readiness_and_liveness_probes => readiness_and_liveness_probes(CRI);
     cri_post_start_and_pre_stop_hooks_run_in_order => post_start_and_pre_stop_hooks_run_in_order(CRI);
+    native_readiness_and_liveness_probes => readiness_and_liveness_probes(NATIVE);
+    native_post_start_and_pre_stop_hooks_run_in_order => post_start_and_pre_stop_hooks_run_in_order(NATIVE);
 }
 
 async fn readiness_and_liveness_probes(backend: Backend) {

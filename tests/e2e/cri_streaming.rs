@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdout, Command};
 
 use super::cri_lifecycle::delete_all;
-use crate::runtimes::{backend_test, RtNode, CRI};
+use crate::runtimes::{backend_test, RtNode, CRI, NATIVE};
 use crate::support::util::*;
 
 /// kubectl that speaks SPDY only.
@@ -201,6 +201,7 @@ async fn port_forward_roundtrip(n: &Node, bin: &str, pod: &str) -> Result<()> {
 // One body per scenario, run on each runtime listed (tests/e2e/runtimes.rs).
 backend_test! {
     cri_kubectl_exec_logs_and_port_forward => kubectl_exec_logs_and_port_forward(CRI);
+    native_kubectl_exec_logs_and_port_forward => kubectl_exec_logs_and_port_forward(NATIVE);
 }
 
 async fn kubectl_exec_logs_and_port_forward(backend: Backend) {

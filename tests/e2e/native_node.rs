@@ -10,8 +10,6 @@
 //!
 //! The bodies are `async fn(Backend)` like the shared ones; [`backend_test!`] lists the ones
 //! the native backend passes (a body it cannot pass yet has no line: none is faked or ignored).
-// Bodies wait here, compiled, until the native backend runs them (see `backend_test!` below).
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,7 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cri_lifecycle::remove_node_cgroups;
-use crate::runtimes::RtNode;
+use crate::runtimes::{backend_test, RtNode, NATIVE};
 use crate::support::native::{self, Footprint, FootprintScope};
 use crate::support::util::*;
 
@@ -80,9 +78,11 @@ fn runc_status(run_dir: &Path, id: &str) -> Option<String> {
     v["status"].as_str().map(String::from)
 }
 
-// Runtimes listed as they pass: `native_… => body(NATIVE);` (crate::runtimes::NATIVE).
-// Not yet: container_exiting_while_keel_is_down_reports_its_exit_code,
-// reboot_cleans_up_and_recreates_the_pods, pod_cycles_leave_nothing_behind.
+backend_test! {
+    native_container_exiting_while_keel_is_down_reports_its_exit_code => container_exiting_while_keel_is_down_reports_its_exit_code(NATIVE);
+    native_reboot_cleans_up_and_recreates_the_pods => reboot_cleans_up_and_recreates_the_pods(NATIVE);
+    native_pod_cycles_leave_nothing_behind => pod_cycles_leave_nothing_behind(NATIVE);
+}
 
 async fn container_exiting_while_keel_is_down_reports_its_exit_code(backend: Backend) {
     let mut n = RtNode::start(backend, &[], "").await.unwrap();
@@ -129,8 +129,18 @@ async fn container_exiting_while_keel_is_down_reports_its_exit_code(backend: Bac
     assert_eq!(t["reason"], "Error", "{t}");
     assert_eq!(container_id(&p), id, "the same container");
     assert_eq!(cs(&p)["restartCount"], 0);
-    let logs = n.api.kubectl(&["logs", &name, "-n", "default"]).await;
-    assert_eq!(String::from_utf8_lossy(&logs.stdout), "leaving\n");
+    // The monitor wrote the last words to the CRI log while keel was away.
+    let log = n
+        .keel
+        .pod_logs_dir()
+        .join(format!(
+            "default_{name}_{}",
+            p["metadata"]["uid"].as_str().unwrap_or_default()
+        ))
+        .join("main")
+        .join("0.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.ends_with(" stdout F leaving\n"), "{}: {text:?}", log.display());
     assert!(!n.keel.logs().contains("panicked"));
     delete_all(&n).await;
 }

@@ -14,8 +14,6 @@ use crate::support::apiserver::TestApiServer;
 use crate::support::util::*;
 
 pub const CRI: Backend = Backend::Cri;
-// Used in the `backend_test!` lists as native variants pass.
-#[allow(dead_code)]
 pub const NATIVE: Backend = Backend::Native;
 
 /// Generates `#[tokio::test]` functions `name` that run `body(backend)`.

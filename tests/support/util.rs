@@ -175,7 +175,6 @@ pub enum Backend {
     Cri,
     /// keel's own runtime (`--runtime native`: runc, CNI, monitors) with a private run dir, the
     /// CNI conflist and images of scripts/containerd-env.sh (support::native), at time scale 1.
-    #[allow(dead_code)] // constructed by the tests that run on native (tests/e2e/runtimes.rs)
     Native,
 }
 
