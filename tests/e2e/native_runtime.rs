@@ -250,7 +250,11 @@ impl Env {
     }
 
     fn mounts_under_root(&self) -> Vec<String> {
-        let root = self.root.to_string_lossy().into_owned();
+        self.mounts_under(&self.root)
+    }
+
+    fn mounts_under(&self, dir: &Path) -> Vec<String> {
+        let root = dir.to_string_lossy().into_owned();
         std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
             .lines()
@@ -274,7 +278,9 @@ impl Drop for Env {
                     .output();
             }
         }
-        for m in self.mounts_under_root().into_iter().rev() {
+        let mut mounts = self.mounts_under_root();
+        mounts.extend(self.mounts_under(&self.run_dir));
+        for m in mounts.into_iter().rev() {
             let _ = nix::mount::umount2(Path::new(&m), nix::mount::MntFlags::MNT_DETACH);
         }
         for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {

@@ -562,10 +562,10 @@ impl Containers {
             self.run(&rec).await
         };
         match result {
-            Ok(pid) => {
+            Ok((pid, started_at)) => {
                 rec.state = RUNNING;
                 rec.pid = pid;
-                rec.started_at = now_ns();
+                rec.started_at = started_at;
                 if let Err(e) = self.update(&rec) {
                     tracing::warn!(container = %id, error = %e, "saving the container record failed");
                 }
@@ -595,8 +595,9 @@ impl Containers {
         }
     }
 
-    /// `runc create` through the monitor, then `runc start`; the init's pid or the error text.
-    async fn run(&self, rec: &ContainerRecord) -> Result<i32, String> {
+    /// `runc create` through the monitor, then `runc start`; the init's pid and when it was
+    /// started (taken before `runc start`, so a quick exit never precedes it), or the error text.
+    async fn run(&self, rec: &ContainerRecord) -> Result<(i32, i64), String> {
         let spec = self.monitor_spec(rec);
         if let Some(log) = &spec.log_path {
             // containerd opens the log at start, so it exists before any output.
@@ -610,11 +611,12 @@ impl Containers {
             ),
             e => format!("failed to create containerd task: {e}"),
         })?;
+        let started_at = now_ns();
         self.runc
             .start(&rec.id)
             .await
             .map_err(|e| format!("failed to start containerd task {:?}: {}: unknown", rec.id, e.message()))?;
-        Ok(created.pid)
+        Ok((created.pid, started_at))
     }
 
     fn mark_exited(&self, id: &str) {
@@ -652,7 +654,7 @@ impl Containers {
         match exit {
             Some(x) => {
                 rec.exit_code = x.exit_code;
-                rec.finished_at = x.finished_at_ns;
+                rec.finished_at = x.finished_at_ns.max(rec.started_at);
                 rec.reason = if x.oom_killed {
                     "OOMKilled"
                 } else if x.exit_code == 0 {
