@@ -10,12 +10,16 @@
 //!   v5.channel.k8s.io on the sim, v4 on containerd, whose streaming server has no v5; and the
 //!   current kubectl, which falls back to SPDY on containerd).
 //!
+//! - keel's native backend (`--runtime native`, when `KEEL_CONTAINERD_DIR` is set: its CNI
+//!   conflist and images) beside containerd: the same figures, and the node's footprint with the
+//!   20 pods: keel + its monitors against keel + containerd + its shims (RSS and PSS, which
+//!   counts the pages the monitors share with each other once);
 //! - containerd's own floor in the same run: RunPodSandbox + CreateContainer + StartContainer
 //!   driven straight over CRI (no keel, no API server), 1 pod (repeated) and 20 at once, so
 //!   keel's create→Ready on containerd is read against what the runtime alone takes.
 //!
 //! Environment: `KEEL_BENCH_SINGLE_RUNS` (default 10), `KEEL_BENCH_CPU_SECS` (default 60),
-//! `KEEL_BENCH_MANY_PODS` (default 1000; 0 skips), `KEEL_BENCH_BACKENDS` (`sim,cri`),
+//! `KEEL_BENCH_MANY_PODS` (default 1000; 0 skips), `KEEL_BENCH_BACKENDS` (`sim,cri,native`),
 //! `KEEL_BENCH_PARTS` (`pods,streaming`), `KEEL_BENCH_EXEC_RUNS` (default 20),
 //! `KEEL_BENCH_STREAM_MIB` (default 64).
 // The shared test support is compiled whole (and with its unit tests); most is unused here.
@@ -35,7 +39,8 @@ use kube::runtime::{watcher, WatchStreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use support::util::{unique, Node};
+use support::apiserver::TestApiServer;
+use support::util::{unique, Backend, Node};
 
 /// Label on every benchmark pod (the watch selects on it).
 const BENCH_LABEL: &str = "keel-bench";
@@ -206,6 +211,58 @@ fn cpu_secs(pid: u32) -> Result<f64> {
     Ok((utime + stime) / tck)
 }
 
+/// Pss (proportional set size) of a process in KiB: shared pages divided among their users.
+fn pss_kib(pid: u32) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).context("reading smaps_rollup")?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no Pss line")
+}
+
+/// PIDs whose command line contains `needle` (containerd's shims name its socket).
+fn pids_with_arg(needle: &str) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// The runtime's processes beside keel on this node: (label, pids). Native: the monitors;
+/// containerd: the daemon and its shims.
+fn runtime_processes(backend: Backend, node: &Node) -> Option<(&'static str, Vec<u32>)> {
+    match backend {
+        Backend::Native => {
+            let run_dir = node.keel.opts.native_run_dir.as_ref()?;
+            let pids = support::native::monitor_pids(run_dir)
+                .into_iter()
+                .map(|p| p as u32)
+                .collect();
+            Some(("monitors", pids))
+        }
+        Backend::Cri => {
+            let dir = std::env::var("KEEL_CONTAINERD_DIR").ok()?;
+            let daemon: u32 = std::fs::read_to_string(format!("{dir}/containerd.pid"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            let mut pids = vec![daemon];
+            pids.extend(pids_with_arg(&format!("{dir}/containerd.sock")));
+            Some(("containerd + shims", pids))
+        }
+        Backend::Sim { .. } => None,
+    }
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -312,12 +369,10 @@ async fn bench_streaming(
     let runs = env_usize("KEEL_BENCH_EXEC_RUNS", 20);
     let mib = env_usize("KEEL_BENCH_STREAM_MIB", 64);
     let size = (mib << 20).to_string();
-    let ws_label = if backend == "sim" {
-        "WebSocket v5"
-    } else {
-        "WebSocket v4"
-    };
-    let kubectl_ws_label = if backend == "sim" {
+    // In-process streams (sim, native) speak v5; containerd's streaming server does not.
+    let in_process = backend == "sim" || backend == "native";
+    let ws_label = if in_process { "WebSocket v5" } else { "WebSocket v4" };
+    let kubectl_ws_label = if in_process {
         "current kubectl, WebSocket v5"
     } else {
         "current kubectl, WS refused → SPDY"
@@ -376,7 +431,7 @@ async fn bench_streaming(
     Ok(())
 }
 
-async fn bench_backend(backend: &str, extra: &[&str], many: usize, rows: &mut Vec<Row>) -> Result<()> {
+async fn bench_backend(backend: &str, kind: Backend, extra: &[&str], many: usize, rows: &mut Vec<Row>) -> Result<()> {
     let mut push = |metric: &str, value: String| {
         println!("  {backend:<11} {metric:<44} {value}");
         rows.push(Row {
@@ -385,7 +440,10 @@ async fn bench_backend(backend: &str, extra: &[&str], many: usize, rows: &mut Ve
             value,
         });
     };
-    let node = Node::start(1.0, extra).await?;
+    let node = match kind {
+        Backend::Native => Node::start_on(TestApiServer::start().await?, Backend::Native, extra, "").await?,
+        _ => Node::start(1.0, extra).await?,
+    };
     let pid = node.keel.pid().context("keel is not running")?;
     let client = node.api.client().await;
     let api: Api<Pod> = Api::namespaced(client, "default");
@@ -447,6 +505,22 @@ async fn bench_backend(backend: &str, extra: &[&str], many: usize, rows: &mut Ve
 
     tokio::time::sleep(SETTLE).await;
     push("RSS with 20 running pods", mib(rss_kib(pid)?));
+    if let Some((label, pids)) = runtime_processes(kind, &node) {
+        let rss: u64 = pids.iter().filter_map(|p| rss_kib(*p).ok()).sum();
+        let pss: u64 = pids.iter().filter_map(|p| pss_kib(*p).ok()).sum();
+        push(
+            &format!("  {label} ({}), 20 pods", pids.len()),
+            format!("RSS {}, PSS {}", mib(rss), mib(pss)),
+        );
+        push(
+            &format!("  keel + {label}, 20 pods"),
+            format!(
+                "RSS {}, PSS {}",
+                mib(rss + rss_kib(pid)?),
+                mib(pss + pss_kib(pid).unwrap_or(0))
+            ),
+        );
+    }
 
     let cpu_window = Duration::from_secs(env_usize("KEEL_BENCH_CPU_SECS", 60) as u64);
     let c0 = cpu_secs(pid)?;
@@ -630,13 +704,14 @@ async fn main() -> Result<()> {
         // keel's default log level, not the debug level the e2e tests use.
         std::env::set_var("KEEL_TEST_LOG", "info");
     }
-    let backends = std::env::var("KEEL_BENCH_BACKENDS").unwrap_or_else(|_| "sim,cri".into());
+    let backends = std::env::var("KEEL_BENCH_BACKENDS").unwrap_or_else(|_| "sim,cri,native".into());
     let many = env_usize("KEEL_BENCH_MANY_PODS", 1000);
     let mut rows = Vec::new();
     println!("keel end-to-end benchmark (release keel, test API server, time scale 1)");
     if backends.split(',').any(|b| b == "sim") {
         bench_backend(
             "sim",
+            Backend::Sim { time_scale: 1.0 },
             &["--max-pods", &(many.max(BURST) + 10).to_string()],
             many,
             &mut rows,
@@ -651,6 +726,7 @@ async fn main() -> Result<()> {
                 let runtime = format!("unix://{sock}");
                 bench_backend(
                     "containerd",
+                    Backend::Cri,
                     &["--runtime", &runtime, "--cgroup-root", &cgroup_root],
                     0,
                     &mut rows,
@@ -661,6 +737,18 @@ async fn main() -> Result<()> {
                 bench_containerd_floor(&sock, "", &mut rows).await?;
             }
             _ => println!("KEEL_CRI_SOCKET not set: containerd skipped"),
+        }
+    }
+    if backends.split(',').any(|b| b == "native") {
+        match support::native::native_env() {
+            // Same pods, same machine, same run as containerd: keel's own runtime. A failure
+            // here is reported and leaves the other figures standing.
+            Ok(_) => {
+                if let Err(e) = bench_backend("native", Backend::Native, &[], 0, &mut rows).await {
+                    println!("  native      failed: {e:#}");
+                }
+            }
+            Err(e) => println!("native skipped: {e:#}"),
         }
     }
     println!();

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # keel's benchmarks with their set-up: the criterion hot-path benches, the end-to-end bench
-# (test API server + release keel, simulated backend and a private real containerd) and the CRI
+# (test API server + release keel: simulated backend, a private real containerd, and keel's
+# native backend on the same runc, CNI bridge and images, in one run: create→Ready for 1 and 20
+# pods, and the footprint with 20 pods: keel + monitors vs keel + containerd + shims) and the CRI
 # call latency of `keel cri` beside that containerd, then the figures as tables.
-# Usage: bash scripts/bench.sh [--quick]
+# KEEL_BENCH_BACKENDS=sim,cri,native picks. Usage: bash scripts/bench.sh [--quick]
 #   --quick: criterion's short sampling, 3 single-pod runs, 10 s CPU window, 200 pods on the sim.
 # Output is also saved to target/bench-report.txt.
 set -euo pipefail

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use keel::backends::cri::CriRuntime;
+use keel::backends::native::{self, NativeConfig, NativeRuntime};
 use keel::backends::sim::SimRuntime;
 use keel::clock::Clock;
 use keel::genericruntime::imagegc::{ImageGcManager, ImageGcPolicy, RuntimeImages};
@@ -38,12 +39,18 @@ use keel::streaming::server::KubeletServer;
 use keel::streaming::{healthz, AppState};
 
 fn main() -> Result<()> {
+    // `keel monitor --spec FILE`: the native runtime's per-container monitor, re-executed by
+    // keel. It must stay single-threaded (it forks), so it runs before clap and any runtime.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "monitor") {
+        std::process::exit(keel::backends::native::monitor::main(std::env::args_os().skip(2)));
+    }
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Run(args) => args,
         Command::Cri(args) => return run_cri(args),
         Command::Pods(args) => return print_checkpointed_pods(&args.root_dir),
         Command::Images(args) => return keel::backends::native::images::cli::main(args),
+        Command::Pause(args) => return keel::backends::native::sandbox::pause::main(args),
     };
     // The filter may come from the config file (`logging.verbosity`); read it quietly first so
     // the warnings of the real load below are logged.
@@ -128,12 +135,46 @@ async fn runtime_for(cfg: &Config, clock: Clock) -> Result<Arc<dyn Runtime>> {
             let image = match &cfg.image_service_endpoint {
                 None => None,
                 Some(RuntimeEndpoint::Unix(p)) => Some(p.as_path()),
-                Some(RuntimeEndpoint::Sim) => bail!("--image-service-endpoint must be a unix:// socket"),
+                Some(RuntimeEndpoint::Sim | RuntimeEndpoint::Native) => {
+                    bail!("--image-service-endpoint must be a unix:// socket")
+                }
             };
             let cri = CriRuntime::connect(path, image, clock).context("connecting to the CRI runtime")?;
             // Fail fast with a clear message when nothing (or not CRI v1) answers on the socket.
             cri.handshake().await.context("CRI version handshake")?;
             Ok(cri)
+        }
+        RuntimeEndpoint::Native => {
+            let runc = match &cfg.runc {
+                Some(p) => p.clone(),
+                None => native::find_on_path("runc")
+                    .context("--runtime native needs runc: none on PATH (install runc or pass --runc)")?,
+            };
+            let native_cfg = NativeConfig {
+                root_dir: cfg.root_dir.clone(),
+                run_dir: cfg.native_run_dir.clone(),
+                runc,
+                cni_conf_dir: cfg.cni_conf_dir.clone(),
+                cni_bin_dirs: cfg.cni_bin_dirs.clone(),
+                registry_config_dir: cfg
+                    .registry_config_dir
+                    .is_dir()
+                    .then(|| cfg.registry_config_dir.clone()),
+                // The monitor and the pause process are this binary re-executed.
+                keel_exe: std::env::current_exe().context("locating keel's own binary")?,
+                pause_image: None,
+            };
+            let rt = NativeRuntime::new(native_cfg)
+                .await
+                .context("starting the native runtime")?;
+            if let Some(dir) = &cfg.image_preload_dir {
+                let (store, dir) = (rt.images().store().clone(), dir.clone());
+                match tokio::task::spawn_blocking(move || store.preload(&dir)).await {
+                    Ok(n) => info!(images = n, "image preload done"),
+                    Err(e) => warn!(error = %e, "image preload did not finish"),
+                }
+            }
+            Ok(rt)
         }
     }
 }
@@ -291,11 +332,13 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
         let _ = node_tx.send(Some(local));
     }
 
-    // The simulated backend has no cgroups; a CRI runtime gets pod cgroups (cgroupfs driver).
+    // The simulated backend has no cgroups; real runtimes get pod cgroups (cgroupfs driver).
     let cgroups = match cfg.runtime {
         RuntimeEndpoint::Sim => PodCgroups::disabled(clock),
-        RuntimeEndpoint::Unix(_) => PodCgroups::new(CgroupFs::new(DEFAULT_CGROUP_MOUNT), &cfg.cgroup_root, true, clock)
-            .context("preparing pod cgroups")?,
+        RuntimeEndpoint::Unix(_) | RuntimeEndpoint::Native => {
+            PodCgroups::new(CgroupFs::new(DEFAULT_CGROUP_MOUNT), &cfg.cgroup_root, true, clock)
+                .context("preparing pod cgroups")?
+        }
     };
     let core = Core::new(KubeletParts {
         cfg: cfg.clone(),

@@ -15,6 +15,8 @@ pub enum RuntimeEndpoint {
     Sim,
     /// A remote CRI runtime on a unix socket.
     Unix(PathBuf),
+    /// keel's own runtime: real containers run by runc, no container daemon (`--runtime native`).
+    Native,
 }
 
 /// The effective configuration (defaults ← file ← flags).
@@ -93,6 +95,15 @@ pub struct Config {
     pub registry_config_dir: PathBuf,
     /// Image archives the native backend imports at start-up (`imagePreloadDir`).
     pub image_preload_dir: Option<PathBuf>,
+    /// The native backend's run-time state (`--native-run-dir`): pinned namespaces, monitor
+    /// sockets, runc's root. A tmpfs, so that a reboot empties it.
+    pub native_run_dir: PathBuf,
+    /// The OCI runtime the native backend runs (`--runc`); None: `runc` on PATH.
+    pub runc: Option<PathBuf>,
+    /// CNI network configuration (`--cni-conf-dir`, the kubelet's dockershim-era flag).
+    pub cni_conf_dir: PathBuf,
+    /// CNI plugin directories searched in order (`--cni-bin-dir`, comma-separated).
+    pub cni_bin_dirs: Vec<PathBuf>,
     /// Cluster DNS servers for ClusterFirst pods (`clusterDNS`); empty = host resolv.conf.
     pub cluster_dns: Vec<String>,
     /// Cluster domain (`clusterDomain`) for the ClusterFirst search path and pod FQDNs.
@@ -203,6 +214,9 @@ pub enum Command {
     Pods(PodsArgs),
     /// Pull, list, remove and import images of the native backend's store.
     Images(crate::backends::native::images::cli::ImagesArgs),
+    /// The pause process of a native pod that shares its PID namespace (internal).
+    #[command(hide = true)]
+    Pause(crate::backends::native::sandbox::pause::PauseArgs),
 }
 
 /// Flags of `keel pods`.
@@ -225,8 +239,9 @@ pub struct RunArgs {
     /// Node name (default: the hostname, lowercased); `--hostname-override` is the kubelet's name.
     #[arg(long, visible_alias = "hostname-override")]
     pub node_name: Option<String>,
-    /// Runtime endpoint: `sim` (in-process simulated runtime) or `unix:///path/to/cri.sock`;
-    /// `--container-runtime-endpoint` is the kubelet's name (unix:// only).
+    /// Runtime endpoint: `sim` (in-process simulated runtime), `native` (real containers run by
+    /// runc, no container daemon) or `unix:///path/to/cri.sock`; `--container-runtime-endpoint`
+    /// is the kubelet's name (unix:// only).
     #[arg(long, default_value = "sim")]
     pub runtime: String,
     /// The kubelet's name for the CRI endpoint (`unix:///path`); overrides --runtime.
@@ -270,6 +285,20 @@ pub struct RunArgs {
     /// backend (overrides registryConfigDir; default /etc/keel/certs.d).
     #[arg(long)]
     pub registry_config_dir: Option<PathBuf>,
+    /// The native backend's run-time state: pinned namespaces, monitor sockets, runc's root
+    /// (default /run/keel; keep it short: socket paths are limited to 108 bytes).
+    #[arg(long)]
+    pub native_run_dir: Option<PathBuf>,
+    /// The runc binary the native backend runs (default: `runc` on PATH).
+    #[arg(long)]
+    pub runc: Option<PathBuf>,
+    /// Directory of CNI network configurations for the native backend (default /etc/cni/net.d).
+    #[arg(long)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Comma-separated CNI plugin directories, searched in order (default
+    /// /opt/cni/bin,/usr/lib/cni).
+    #[arg(long, value_delimiter = ',')]
+    pub cni_bin_dir: Option<Vec<PathBuf>>,
     /// State directory.
     #[arg(long, default_value = "/var/lib/keel")]
     pub root_dir: PathBuf,
@@ -449,6 +478,10 @@ impl Config {
             image_minimum_gc_age: Duration::from_secs(120),
             registry_config_dir: PathBuf::from("/etc/keel/certs.d"),
             image_preload_dir: None,
+            native_run_dir: PathBuf::from("/run/keel"),
+            runc: None,
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
             cluster_dns: Vec::new(),
             cluster_domain: "cluster.local".to_string(),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
@@ -587,7 +620,13 @@ pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> 
             RuntimeEndpoint::Sim => {
                 return Err(ConfigError::invalid(
                     "--container-runtime-endpoint",
-                    "must be a unix:// socket (the simulator is --runtime sim)",
+                    "must be a unix:// socket (in-process runtimes are --runtime sim or --runtime native)",
+                ))
+            }
+            RuntimeEndpoint::Native => {
+                return Err(ConfigError::invalid(
+                    "--container-runtime-endpoint",
+                    "must be a unix:// socket (in-process runtimes are --runtime sim or --runtime native)",
                 ))
             }
             unix => unix,
@@ -600,6 +639,32 @@ pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> 
     cfg.root_dir = args.root_dir.clone();
     if let Some(d) = &args.registry_config_dir {
         cfg.registry_config_dir = d.clone();
+    }
+    if let Some(d) = &args.native_run_dir {
+        if !d.is_absolute() {
+            return Err(ConfigError::invalid("--native-run-dir", "must be an absolute path"));
+        }
+        // <run dir>/mon/<64 hex>.sock must fit a unix socket address (108 bytes with the NUL).
+        if d.as_os_str().len() > 32 {
+            return Err(ConfigError::invalid(
+                "--native-run-dir",
+                format!(
+                    "{:?} is too long: monitor sockets under it must stay within the 108-byte unix socket path limit (at most 32 bytes)",
+                    d.display().to_string()
+                ),
+            ));
+        }
+        cfg.native_run_dir = d.clone();
+    }
+    if let Some(r) = &args.runc {
+        cfg.runc = Some(r.clone());
+    }
+    if let Some(d) = &args.cni_conf_dir {
+        cfg.cni_conf_dir = d.clone();
+    }
+    // clap refuses empty items, so the list has at least one directory.
+    if let Some(dirs) = &args.cni_bin_dir {
+        cfg.cni_bin_dirs = dirs.clone();
     }
     cfg.pod_logs_dir = args.pod_logs_dir.clone();
     if let Some(p) = &args.pod_manifest_path {
@@ -703,16 +768,18 @@ pub fn parse_authorization_mode(field: &str, mode: &str) -> Result<Authorization
     }
 }
 
-/// `sim` or `unix:///path`.
+/// `sim`, `native` or `unix:///path`.
 pub fn parse_endpoint(field: &str, s: &str) -> Result<RuntimeEndpoint, ConfigError> {
-    if s == "sim" {
-        return Ok(RuntimeEndpoint::Sim);
+    match s {
+        "sim" => return Ok(RuntimeEndpoint::Sim),
+        "native" => return Ok(RuntimeEndpoint::Native),
+        _ => {}
     }
     match s.strip_prefix("unix://") {
         Some(p) if p.starts_with('/') => Ok(RuntimeEndpoint::Unix(PathBuf::from(p))),
         _ => Err(ConfigError::invalid(
             field,
-            format!("{s:?}: expected \"sim\" or \"unix:///absolute/path\""),
+            format!("{s:?}: expected \"sim\", \"native\" or \"unix:///absolute/path\""),
         )),
     }
 }
@@ -1945,6 +2012,55 @@ volumeStatsAggPeriod: 0s
             assert_eq!(field_of(e), *field, "{args:?}");
         }
     }
+    #[test]
+    fn native_runtime_flags() {
+        let d = parse_run(&["--node-name", "n"]).unwrap();
+        assert_eq!(d.runtime, RuntimeEndpoint::Sim);
+        assert_eq!(d.native_run_dir, PathBuf::from("/run/keel"));
+        assert_eq!(d.runc, None);
+        assert_eq!(d.cni_conf_dir, PathBuf::from("/etc/cni/net.d"));
+        assert_eq!(
+            d.cni_bin_dirs,
+            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+        );
+        let c = parse_run(&[
+            "--node-name",
+            "n",
+            "--runtime",
+            "native",
+            "--native-run-dir",
+            "/run/k1",
+            "--runc",
+            "/usr/local/sbin/runc",
+            "--cni-conf-dir",
+            "/tmp/net.d",
+            "--cni-bin-dir",
+            "/a,/b/c",
+        ])
+        .unwrap();
+        assert_eq!(c.runtime, RuntimeEndpoint::Native);
+        assert_eq!(c.native_run_dir, PathBuf::from("/run/k1"));
+        assert_eq!(c.runc, Some(PathBuf::from("/usr/local/sbin/runc")));
+        assert_eq!(c.cni_conf_dir, PathBuf::from("/tmp/net.d"));
+        assert_eq!(c.cni_bin_dirs, vec![PathBuf::from("/a"), PathBuf::from("/b/c")]);
+        let refused: &[(&[&str], &str)] = &[
+            (&["--native-run-dir", "run/keel"], "--native-run-dir"),
+            (
+                &["--native-run-dir", "/a/very/long/run/directory/for/keel/x"],
+                "--native-run-dir",
+            ),
+            (
+                &["--container-runtime-endpoint", "native"],
+                "--container-runtime-endpoint",
+            ),
+            (&["--runtime", "natve"], "--runtime"),
+        ];
+        for (args, field) in refused {
+            let e = parse_run(args).unwrap_err();
+            assert_eq!(field_of(e), *field, "{args:?}");
+        }
+    }
+
     #[test]
     fn checkpoint_settings_from_file_and_flags() {
         let d = Config::defaults("n".into());

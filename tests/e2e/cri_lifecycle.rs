@@ -1,12 +1,13 @@
-//! Pod lifecycle on a REAL containerd (scripts/containerd-env.sh, through scripts/test.sh), driven
-//! by kubectl against the test API server: status and logs, restart policies and crash-loop
-//! back-off, init containers, graceful deletion, image pulls from the local registry, many pods at
-//! once, keel and containerd restarts, host networking and termination messages.
+//! Pod lifecycle on REAL runtimes, driven by kubectl against the test API server: status and
+//! logs, restart policies and crash-loop back-off, init containers, graceful deletion, image
+//! pulls from the local registry, many pods at once, keel and containerd restarts, host
+//! networking and termination messages. Each body runs on containerd (scripts/containerd-env.sh,
+//! through scripts/test.sh) and, where listed, on keel's native backend (tests/e2e/runtimes.rs).
 //!
 //! One containerd serves every test, and keel (like the kubelet) kills runtime pods no source
-//! knows about: two keels on one containerd would kill each other's pods. So every test here holds
-//! [`cri_lock`] for its whole run (the CRI backend tests take it too); parallel-safe otherwise
-//! (unique pod names, private directories, all pods deleted at the end).
+//! knows about: two keels on one containerd would kill each other's pods. So every containerd
+//! test holds [`cri_lock`] for its whole run (the CRI backend tests take it too); parallel-safe
+//! otherwise (unique pod names, private directories, all pods deleted at the end).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use keel::clock::Clock;
 use keel::genericruntime::seam::{cri, RuntimeService as _};
 use serde_json::Value;
 
+use crate::runtimes::{backend_test, RtNode, CRI, NATIVE};
+use crate::support::native;
 use crate::support::util::*;
 
 const T: Duration = Duration::from_secs(90);
@@ -207,10 +210,31 @@ fn in_subnet(ip: &str, subnet: &str) -> bool {
     u32::from(ip) & mask == u32::from(net) & mask
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_busybox_pod_runs_with_bridge_ip_and_cri_log() {
-    let _g = cri_lock().await;
-    let n = Node::start_cri(&[]).await.unwrap();
+// One body per scenario, run on each runtime listed (tests/e2e/runtimes.rs).
+backend_test! {
+    cri_busybox_pod_runs_with_bridge_ip_and_cri_log => busybox_pod_runs_with_bridge_ip_and_cri_log(CRI);
+    cri_exit_codes_and_restart_policy_matrix => exit_codes_and_restart_policy_matrix(CRI);
+    cri_crash_loop_back_off_grows => crash_loop_back_off_grows(CRI);
+    cri_init_containers_run_in_order => init_containers_run_in_order(CRI);
+    cri_graceful_deletion_sigterm_and_grace_deadline => graceful_deletion_sigterm_and_grace_deadline(CRI);
+    cri_image_pulls_from_the_registry => image_pulls_from_the_registry(CRI);
+    cri_twenty_pods_run_and_leave_nothing_behind => twenty_pods_run_and_leave_nothing_behind(CRI);
+    cri_keel_killed_and_restarted_adopts_running_pods => keel_killed_and_restarted_adopts_running_pods(CRI);
+    cri_host_network_pod_gets_the_node_ip => host_network_pod_gets_the_node_ip(CRI);
+    cri_termination_messages => termination_messages(CRI);
+    native_busybox_pod_runs_with_bridge_ip_and_cri_log => busybox_pod_runs_with_bridge_ip_and_cri_log(NATIVE);
+    native_exit_codes_and_restart_policy_matrix => exit_codes_and_restart_policy_matrix(NATIVE);
+    native_init_containers_run_in_order => init_containers_run_in_order(NATIVE);
+    native_graceful_deletion_sigterm_and_grace_deadline => graceful_deletion_sigterm_and_grace_deadline(NATIVE);
+    native_image_pulls_from_the_registry => image_pulls_from_the_registry(NATIVE);
+    native_twenty_pods_run_and_leave_nothing_behind => twenty_pods_run_and_leave_nothing_behind(NATIVE);
+    native_keel_killed_and_restarted_adopts_running_pods => keel_killed_and_restarted_adopts_running_pods(NATIVE);
+    native_host_network_pod_gets_the_node_ip => host_network_pod_gets_the_node_ip(NATIVE);
+    native_termination_messages => termination_messages(NATIVE);
+}
+
+async fn busybox_pod_runs_with_bridge_ip_and_cri_log(backend: Backend) {
+    let n = RtNode::start(backend, &[], "").await.unwrap();
     let name = unique("cri-web");
     apply(
         &n.api,
@@ -248,9 +272,7 @@ async fn cri_busybox_pod_runs_with_bridge_ip_and_cri_log() {
     assert!(tags.iter().any(|t| c["image"] == t.as_str()), "image {}", c["image"]);
     assert!(c["imageID"].as_str().is_some_and(|i| i.contains("sha256:")), "{c}");
     assert!(
-        c["containerID"]
-            .as_str()
-            .is_some_and(|i| i.starts_with("containerd://")),
+        c["containerID"].as_str().is_some_and(|i| i.starts_with(n.scheme())),
         "{c}"
     );
     let uid = p["metadata"]["uid"].as_str().unwrap();
@@ -272,10 +294,8 @@ async fn cri_busybox_pod_runs_with_bridge_ip_and_cri_log() {
     delete_all(&n).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_exit_codes_and_restart_policy_matrix() {
-    let _g = cri_lock().await;
-    let n = Node::start_cri(&[]).await.unwrap();
+async fn exit_codes_and_restart_policy_matrix(backend: Backend) {
+    let n = RtNode::start(backend, &[], "").await.unwrap();
     let exit3 = unique("cri-exit3");
     apply(&n.api, &pod(&exit3, &n.name, "Never", "busybox:1.36", "exit 3", ""))
         .await
@@ -313,9 +333,7 @@ async fn cri_exit_codes_and_restart_policy_matrix() {
     assert_eq!(t["exitCode"], 3, "{p}");
     assert_eq!(t["reason"], "Error");
     assert!(
-        t["containerID"]
-            .as_str()
-            .is_some_and(|i| i.starts_with("containerd://")),
+        t["containerID"].as_str().is_some_and(|i| i.starts_with(n.scheme())),
         "{t}"
     );
     for ((policy, code, want_phase, restarts), name) in cases.iter().zip(&names) {
@@ -349,10 +367,8 @@ async fn cri_exit_codes_and_restart_policy_matrix() {
     delete_all(&n).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_crash_loop_back_off_grows() {
-    let _g = cri_lock().await;
-    let n = Node::start_cri(&[]).await.unwrap();
+async fn crash_loop_back_off_grows(backend: Backend) {
+    let n = RtNode::start(backend, &[], "").await.unwrap();
     let name = unique("cri-crash");
     apply(
         &n.api,
@@ -397,10 +413,8 @@ async fn cri_crash_loop_back_off_grows() {
     delete_all(&n).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_init_containers_run_in_order() {
-    let _g = cri_lock().await;
-    let n = Node::start_cri(&[]).await.unwrap();
+async fn init_containers_run_in_order(backend: Backend) {
+    let n = RtNode::start(backend, &[], "").await.unwrap();
     let name = unique("cri-init");
     let manifest = format!(
         r#"apiVersion: v1
@@ -449,9 +463,7 @@ spec:
         assert_eq!(i["state"]["terminated"]["exitCode"], 0);
         assert_eq!(i["state"]["terminated"]["reason"], "Completed");
         assert!(
-            i["containerID"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("containerd://")),
+            i["containerID"].as_str().is_some_and(|c| c.starts_with(n.scheme())),
             "{i}"
         );
     }
@@ -460,10 +472,8 @@ spec:
     delete_all(&n).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_graceful_deletion_sigterm_and_grace_deadline() {
-    let _g = cri_lock().await;
-    let n = Node::start_cri(&[]).await.unwrap();
+async fn graceful_deletion_sigterm_and_grace_deadline(backend: Backend) {
+    let n = RtNode::start(backend, &[], "").await.unwrap();
     let polite = unique("cri-polite");
     let stubborn = unique("cri-stubborn");
     // A 4 s grace period instead of the helper's 5 s.
@@ -503,15 +513,16 @@ fn ctr_rmi(reference: &str) {
         .output();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_image_pulls_from_the_registry() {
-    let _g = cri_lock().await;
+async fn image_pulls_from_the_registry(backend: Backend) {
     let reg = env("KEEL_TEST_REGISTRY");
     let tagged = format!("{reg}/keel/busybox:1.36");
     let latest = format!("{reg}/keel/busybox:latest");
-    ctr_rmi(&tagged);
-    ctr_rmi(&latest);
-    let n = Node::start_cri(&[]).await.unwrap();
+    let n = RtNode::start(backend, &[], "").await.unwrap();
+    // A native node's store is its own and starts without the registry's tags.
+    if backend == Backend::Cri {
+        ctr_rmi(&tagged);
+        ctr_rmi(&latest);
+    }
 
     // IfNotPresent: the first pod pulls, the second finds the image present.
     let a = unique("cri-pull-a");
@@ -615,10 +626,8 @@ async fn cri_image_pulls_from_the_registry() {
     delete_all(&n).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_twenty_pods_run_and_leave_nothing_behind() {
-    let _g = cri_lock().await;
-    let n = Node::start_cri(&[]).await.unwrap();
+async fn twenty_pods_run_and_leave_nothing_behind(backend: Backend) {
+    let n = RtNode::start(backend, &[], "").await.unwrap();
     let base = unique("cri-many");
     let names: Vec<String> = (0..20).map(|i| format!("{base}-{i:02}")).collect();
     let manifest = names
@@ -634,57 +643,71 @@ async fn cri_twenty_pods_run_and_leave_nothing_behind() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
-    let rt = runtime();
-    for nm in &names {
-        let (c, s) = runtime_leftovers(&rt, nm).await;
-        assert_eq!((c, s), (1, 1), "{nm} in containerd while running");
-    }
+    let held = runtime_holds(&n, &names).await;
+    assert_eq!(held, (20, 20), "containers and sandboxes of the 20 pods while running");
     delete_all(&n).await;
     // Containers go with the pod; sandboxes at the latest at the next GC (every minute).
     let left = wait_for("containers and sandboxes removed", Duration::from_secs(150), || async {
-        let mut left = Vec::new();
-        for nm in &names {
-            let (c, s) = runtime_leftovers(&rt, nm).await;
-            if c + s > 0 {
-                left.push(format!("{nm}: {c} containers, {s} sandboxes"));
-            }
-        }
-        left.is_empty().then_some(())
+        (runtime_holds(&n, &names).await == (0, 0)).then_some(())
     })
     .await;
     if let Err(e) = left {
-        let mut detail = Vec::new();
-        for nm in &names {
-            detail.push(format!("{nm}: {:?}", runtime_leftovers(&rt, nm).await));
-        }
-        panic!("{e}: {detail:?}\n{}", n.keel.log_tail(40));
+        panic!("{e}: {:?}\n{}", runtime_holds(&n, &names).await, n.keel.log_tail(40));
     }
-    // And through ctr, as an operator would look.
-    let out = std::process::Command::new("ctr")
-        .args(["-a", &env("KEEL_CRI_SOCKET"), "-n", "k8s.io", "containers", "ls"])
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout).to_string();
-    for nm in &names {
-        let filter = format!("labels.\"io.kubernetes.pod.name\"=={nm}");
+    if backend == Backend::Cri {
+        // And through ctr, as an operator would look.
         let out = std::process::Command::new("ctr")
-            .args([
-                "-a",
-                &env("KEEL_CRI_SOCKET"),
-                "-n",
-                "k8s.io",
-                "containers",
-                "ls",
-                "-q",
-                &filter,
-            ])
+            .args(["-a", &env("KEEL_CRI_SOCKET"), "-n", "k8s.io", "containers", "ls"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(
-            String::from_utf8_lossy(&out.stdout).trim().is_empty(),
-            "{nm} still in containerd:\n{listing}"
-        );
+        let listing = String::from_utf8_lossy(&out.stdout).to_string();
+        for nm in &names {
+            let filter = format!("labels.\"io.kubernetes.pod.name\"=={nm}");
+            let out = std::process::Command::new("ctr")
+                .args([
+                    "-a",
+                    &env("KEEL_CRI_SOCKET"),
+                    "-n",
+                    "k8s.io",
+                    "containers",
+                    "ls",
+                    "-q",
+                    &filter,
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+                "{nm} still in containerd:\n{listing}"
+            );
+        }
+    } else {
+        // And as an operator of a native node would look: runc and the monitors.
+        let run_dir = n.keel.opts.native_run_dir.clone().unwrap();
+        assert_eq!(native::runc_containers(&run_dir), Vec::<String>::new());
+        assert_eq!(native::monitor_pids(&run_dir), Vec::<i32>::new());
+    }
+}
+
+/// The containers and sandboxes the runtime holds for the pods `names`: containerd's, by pod
+/// label; a native node's (private to the test), from its state directories.
+async fn runtime_holds(n: &RtNode, names: &[String]) -> (usize, usize) {
+    match n.backend {
+        Backend::Cri => {
+            let rt = runtime();
+            let mut total = (0, 0);
+            for nm in names {
+                let (c, s) = runtime_leftovers(&rt, nm).await;
+                total = (total.0 + c, total.1 + s);
+            }
+            total
+        }
+        _ => {
+            let state = n.keel.opts.dir.join("root").join("native");
+            let count = |d: &str| std::fs::read_dir(state.join(d)).map(|r| r.count()).unwrap_or(0);
+            (count("containers"), count("sandboxes"))
+        }
     }
 }
 
@@ -702,13 +725,14 @@ async fn pods_now(n: &Node, names: &[String]) -> Vec<Value> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_keel_killed_and_restarted_adopts_running_pods() {
-    let _g = cri_lock().await;
-    let mut n = Node::start_cri(&[]).await.unwrap();
+/// keel SIGKILLed and restarted adopts what runs: same containers, no restart counted, the
+/// containers' logs keep growing in the same files, exec works in them.
+async fn keel_killed_and_restarted_adopts_running_pods(backend: Backend) {
+    let mut n = RtNode::start(backend, &[], "").await.unwrap();
     let names: Vec<String> = (0..2).map(|_| unique("cri-adopt")).collect();
+    let ticker = "trap 'exit 0' TERM; i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done";
     for nm in &names {
-        apply(&n.api, &pod(nm, &n.name, "Always", "busybox:1.36", POLITE, ""))
+        apply(&n.api, &pod(nm, &n.name, "Always", "busybox:1.36", ticker, ""))
             .await
             .unwrap();
     }
@@ -717,6 +741,19 @@ async fn cri_keel_killed_and_restarted_adopts_running_pods() {
         before.push(n.wait_pod(nm, "Running", T, running_ready).await.unwrap());
     }
     let ids = container_ids(&before);
+    let log_of = |p: &Value| {
+        let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
+        let name = p["metadata"]["name"].as_str().unwrap_or_default();
+        n.keel
+            .pod_logs_dir()
+            .join(format!("default_{name}_{uid}"))
+            .join("main")
+            .join("0.log")
+    };
+    let logs: Vec<_> = before.iter().map(log_of).collect();
+    n.keel.kill9().await;
+    let lines = |p: &std::path::Path| std::fs::read_to_string(p).map(|t| t.lines().count()).unwrap_or(0);
+    let at_kill: Vec<usize> = logs.iter().map(|l| lines(l)).collect();
     n.keel.restart_after_kill9().await.unwrap();
     n.wait_ready().await.unwrap();
     // The restarted keel works: a new pod starts.
@@ -734,14 +771,40 @@ async fn cri_keel_killed_and_restarted_adopts_running_pods() {
         assert_eq!(cs(p)["restartCount"], 0, "{}", p["status"]);
         assert!(cs(p)["state"]["running"].is_object());
     }
+    for (log, seen) in logs.iter().zip(&at_kill) {
+        let grown = wait_for("the log growing after the restart", T, || async {
+            (lines(log) > seen + 2).then_some(())
+        })
+        .await;
+        assert!(
+            grown.is_ok(),
+            "{}: {seen} lines at the kill, now {}",
+            log.display(),
+            lines(log)
+        );
+    }
+    for nm in &names {
+        let out = n
+            .api
+            .kubectl(&["exec", nm, "-n", "default", "--", "echo", "adopted"])
+            .await;
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout) == "adopted\n",
+            "exec in {nm}: {} {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            n.keel.log_tail(30)
+        );
+        let out = n.api.kubectl(&["logs", nm, "-n", "default", "--tail=1"]).await;
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("tick-"), "{out:?}");
+    }
     assert!(!n.keel.logs().contains("panicked"));
     delete_all(&n).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cri_containerd_restart_under_keel() {
-    let _g = cri_lock().await;
-    let n = Node::start_cri(&[]).await.unwrap();
+    let n = RtNode::start(CRI, &[], "").await.unwrap();
     let names: Vec<String> = (0..2).map(|_| unique("cri-ctrd")).collect();
     for nm in &names {
         apply(&n.api, &pod(nm, &n.name, "Always", "busybox:1.36", POLITE, ""))
@@ -786,10 +849,8 @@ async fn cri_containerd_restart_under_keel() {
     delete_all(&n).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_host_network_pod_gets_the_node_ip() {
-    let _g = cri_lock().await;
-    let n = Node::start_cri(&[]).await.unwrap();
+async fn host_network_pod_gets_the_node_ip(backend: Backend) {
+    let n = RtNode::start(backend, &[], "").await.unwrap();
     let name = unique("cri-hostnet");
     apply(
         &n.api,
@@ -812,10 +873,8 @@ async fn cri_host_network_pod_gets_the_node_ip() {
     delete_all(&n).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_termination_messages() {
-    let _g = cri_lock().await;
-    let n = Node::start_cri(&[]).await.unwrap();
+async fn termination_messages(backend: Backend) {
+    let n = RtNode::start(backend, &[], "").await.unwrap();
     let file = unique("cri-msg-file");
     let logs = unique("cri-msg-logs");
     apply(

@@ -10,16 +10,18 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::cri_lifecycle::{cri_lock, remove_node_cgroups};
+use super::cri_lifecycle::remove_node_cgroups;
+use crate::runtimes::{backend_test, RtNode, CRI, NATIVE};
 use crate::support::util::*;
 
 const T: Duration = Duration::from_secs(90);
 /// PID 1 is a shell: it needs a trap to end on SIGTERM.
 const POLITE_LOOP: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
 
-/// keel on containerd with clusterDNS/clusterDomain set and no disk-pressure evictions.
-async fn start_node() -> Node {
-    Node::start_cri_with_config(
+/// keel on a real runtime with clusterDNS/clusterDomain set and no disk-pressure evictions.
+async fn start_node(backend: Backend) -> RtNode {
+    RtNode::start(
+        backend,
         &[],
         &format!("clusterDNS: [10.96.0.10]\nclusterDomain: cluster.test\n{NO_EVICTION}"),
     )
@@ -105,10 +107,18 @@ fn status_of<'a>(p: &'a Value, list: &str, name: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_pod_settings_seen_from_inside() {
-    let _g = cri_lock().await;
-    let n = start_node().await;
+// One body per scenario, run on each runtime listed (tests/e2e/runtimes.rs).
+backend_test! {
+    cri_pod_settings_seen_from_inside => pod_settings_seen_from_inside(CRI);
+    cri_sidecar_starts_first_and_outlives_the_main_container => sidecar_starts_first_and_outlives_the_main_container(CRI);
+    cri_missing_secret_blocks_then_releases_the_pod => missing_secret_blocks_then_releases_the_pod(CRI);
+    native_pod_settings_seen_from_inside => pod_settings_seen_from_inside(NATIVE);
+    native_sidecar_starts_first_and_outlives_the_main_container => sidecar_starts_first_and_outlives_the_main_container(NATIVE);
+    native_missing_secret_blocks_then_releases_the_pod => missing_secret_blocks_then_releases_the_pod(NATIVE);
+}
+
+async fn pod_settings_seen_from_inside(backend: Backend) {
+    let n = start_node(backend).await;
     let settings = unique("cri-settings");
     let nonroot = unique("cri-nonroot");
     let oom = unique("cri-oom");
@@ -254,10 +264,8 @@ async fn cri_pod_settings_seen_from_inside() {
     delete_all(&n).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_sidecar_starts_first_and_outlives_the_main_container() {
-    let _g = cri_lock().await;
-    let n = start_node().await;
+async fn sidecar_starts_first_and_outlives_the_main_container(backend: Backend) {
+    let n = start_node(backend).await;
     let name = unique("cri-sidecar");
     let side = "echo side-start; trap 'echo side-term; exit 0' TERM; while true; do sleep 0.2; done";
     // The main container takes a second to exit after SIGTERM: the sidecar must see its SIGTERM
@@ -308,10 +316,8 @@ async fn cri_sidecar_starts_first_and_outlives_the_main_container() {
 /// A container whose env needs a Secret that does not exist yet waits in
 /// CreateContainerConfigError with the kubelet's message, and starts by itself on containerd
 /// once the Secret is created: the value is what the container sees.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_missing_secret_blocks_then_releases_the_pod() {
-    let _g = cri_lock().await;
-    let n = start_node().await;
+async fn missing_secret_blocks_then_releases_the_pod(backend: Backend) {
+    let n = start_node(backend).await;
     let name = unique("cri-needs-secret");
     let secret = unique("later");
     let env = json!({"env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}]});

@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::cri_lifecycle::{cri_lock, remove_node_cgroups};
+use super::cri_lifecycle::remove_node_cgroups;
+use crate::runtimes::{backend_test, RtNode, CRI, NATIVE};
 use crate::support::util::*;
 
 const T: Duration = Duration::from_secs(90);
 /// PID 1 is a shell: it needs a trap to end on SIGTERM.
 const POLITE_LOOP: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
 
-/// keel on containerd (as `Node::start_cri`) that never reports disk pressure.
-async fn start_cri_node() -> Node {
-    Node::start_cri_with_config(&[], NO_EVICTION).await.unwrap()
+/// keel on a real runtime that never reports disk pressure.
+async fn start_node(backend: Backend) -> RtNode {
+    RtNode::start(backend, &[], NO_EVICTION).await.unwrap()
 }
 
 fn pod(name: &str, node: &str, script: &str, container: Value) -> String {
@@ -78,10 +79,16 @@ async fn delete_all(n: &Node) {
     remove_node_cgroups(&n.name).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_readiness_and_liveness_probes() {
-    let _g = cri_lock().await;
-    let n = start_cri_node().await;
+// One body per scenario, run on each runtime listed (tests/e2e/runtimes.rs).
+backend_test! {
+    cri_readiness_and_liveness_probes => readiness_and_liveness_probes(CRI);
+    cri_post_start_and_pre_stop_hooks_run_in_order => post_start_and_pre_stop_hooks_run_in_order(CRI);
+    native_readiness_and_liveness_probes => readiness_and_liveness_probes(NATIVE);
+    native_post_start_and_pre_stop_hooks_run_in_order => post_start_and_pre_stop_hooks_run_in_order(NATIVE);
+}
+
+async fn readiness_and_liveness_probes(backend: Backend) {
+    let n = start_node(backend).await;
     let gated = unique("cri-ready");
     let sick = unique("cri-sick");
     let slow = unique("cri-slowprobe");
@@ -153,10 +160,8 @@ async fn cri_readiness_and_liveness_probes() {
     delete_all(&n).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_post_start_and_pre_stop_hooks_run_in_order() {
-    let _g = cri_lock().await;
-    let n = start_cri_node().await;
+async fn post_start_and_pre_stop_hooks_run_in_order(backend: Backend) {
+    let n = start_node(backend).await;
     let name = unique("cri-hooks");
     // The container prints what the hooks wrote once it gets SIGTERM (after preStop).
     let script = "trap 'echo order: $(cat /tmp/order | tr \"\\n\" \" \"); exit 0' TERM; \

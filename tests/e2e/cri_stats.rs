@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
+use crate::runtimes::{backend_test, RtNode, CRI};
 use crate::support::apiserver::TestApiServer;
-use crate::support::util::{apply, phase, unique, wait_for, Node};
+use crate::support::util::{apply, phase, unique, wait_for, Backend};
 
 async fn raw(api: &TestApiServer, path: &str) -> Result<String> {
     let out = api.kubectl(&["get", "--raw", path]).await;
@@ -23,11 +24,13 @@ fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_stats_summary_and_resource_metrics() -> Result<()> {
-    // Two keels on one containerd kill each other's pods (tests/README.md).
-    let _lock = crate::cri_lifecycle::cri_lock().await;
-    let node = Node::start_cri(&[]).await?;
+// One body per scenario, run on each runtime listed (tests/e2e/runtimes.rs).
+backend_test! {
+    cri_stats_summary_and_resource_metrics => stats_summary_and_resource_metrics(CRI);
+}
+
+async fn stats_summary_and_resource_metrics(backend: Backend) -> Result<()> {
+    let node = RtNode::start(backend, &[], "").await?;
     let pod = unique("crist");
     // Some CPU first (a busy shell loop), a log line, then idle until stopped.
     let script =

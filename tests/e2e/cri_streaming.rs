@@ -14,7 +14,8 @@ use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdout, Command};
 
-use super::cri_lifecycle::{cri_lock, delete_all};
+use super::cri_lifecycle::delete_all;
+use crate::runtimes::{backend_test, RtNode, CRI, NATIVE};
 use crate::support::util::*;
 
 /// kubectl that speaks SPDY only.
@@ -197,10 +198,14 @@ async fn port_forward_roundtrip(n: &Node, bin: &str, pod: &str) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn cri_kubectl_exec_logs_and_port_forward() {
-    let _lock = cri_lock().await;
-    let n = Node::start_cri_with_config(&[], NO_EVICTION).await.unwrap();
+// One body per scenario, run on each runtime listed (tests/e2e/runtimes.rs).
+backend_test! {
+    cri_kubectl_exec_logs_and_port_forward => kubectl_exec_logs_and_port_forward(CRI);
+    native_kubectl_exec_logs_and_port_forward => kubectl_exec_logs_and_port_forward(NATIVE);
+}
+
+async fn kubectl_exec_logs_and_port_forward(backend: Backend) {
+    let n = RtNode::start(backend, &[], NO_EVICTION).await.unwrap();
     let pod = unique("stream");
     let manifest = format!(
         r#"apiVersion: v1

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cri_lifecycle::cri_lock;
+use crate::runtimes::{backend_test, RtNode, CRI};
 use crate::support::util::*;
 
 const T: Duration = Duration::from_secs(90);
@@ -32,11 +32,14 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cri_volumes_seen_from_inside() {
-    let _g = cri_lock().await;
+// One body per scenario, run on each runtime listed (tests/e2e/runtimes.rs).
+backend_test! {
+    cri_volumes_seen_from_inside => volumes_seen_from_inside(CRI);
+}
+
+async fn volumes_seen_from_inside(backend: Backend) {
     // A short resync so the ConfigMap update arrives quickly (the kubelet's default is 1 min).
-    let n = Node::start_cri_with_config(&[], "syncFrequency: 5s\n").await.unwrap();
+    let n = RtNode::start(backend, &[], "syncFrequency: 5s\n").await.unwrap();
     let cm = unique("cfg");
     let secret = unique("sec");
     apply(

@@ -86,7 +86,7 @@ async fn streaming(tier: Tier, backend: Backend) {
     // The simulated runtime echoes on a declared port; on containerd busybox's nc does.
     let main_command = match backend {
         Backend::Sim { .. } => r#"["sleep", "infinity"]"#.to_string(),
-        Backend::Cri => format!(r#"["nc", "-ll", "-p", "{ECHO_PORT}", "-e", "cat"]"#),
+        Backend::Cri | Backend::Native => format!(r#"["nc", "-ll", "-p", "{ECHO_PORT}", "-e", "cat"]"#),
     };
     let manifest = format!(
         r#"apiVersion: v1

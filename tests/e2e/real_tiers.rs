@@ -71,7 +71,7 @@ impl TierNode {
         };
         let cri = match backend {
             Backend::Cri => Some(crate::cri_lifecycle::cri_lock().await),
-            Backend::Sim { .. } => None,
+            Backend::Sim { .. } | Backend::Native => None,
         };
         let node = Node::start_on(api, backend, extra, config).await?;
         Ok(Some(TierNode {
@@ -83,10 +83,7 @@ impl TierNode {
 
     /// The runtime's scheme in container IDs.
     pub fn runtime_scheme(&self) -> &'static str {
-        match self.backend {
-            Backend::Sim { .. } => "sim://",
-            Backend::Cri => "containerd://",
-        }
+        self.backend.scheme()
     }
 
     /// kubectl that must succeed; its stdout.
@@ -136,7 +133,7 @@ impl TierNode {
         if let Err(e) = r {
             panic!("{e}\n{}", self.keel.log_tail(40));
         }
-        if self.backend == Backend::Cri {
+        if self.backend.is_real() {
             crate::cri_lifecycle::remove_node_cgroups(&self.name).await;
         }
     }
@@ -146,6 +143,6 @@ impl TierNode {
 pub fn timeout(backend: Backend) -> Duration {
     match backend {
         Backend::Sim { .. } => Duration::from_secs(60),
-        Backend::Cri => Duration::from_secs(120),
+        Backend::Cri | Backend::Native => Duration::from_secs(120),
     }
 }

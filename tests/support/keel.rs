@@ -25,6 +25,9 @@ pub struct KeelOpts {
     /// by another loopback address, see support::envtest).
     pub address: String,
     pub extra_args: Vec<String>,
+    /// On the native backend: keel's `--native-run-dir`, torn down with what keel's monitors
+    /// hold there when the Keel is dropped (support::native::cleanup).
+    pub native_run_dir: Option<PathBuf>,
 }
 
 /// A port nobody listens on right now (bind 127.0.0.1:0, read it, release it).
@@ -46,6 +49,7 @@ impl KeelOpts {
             healthz_port: free_port(),
             address: "127.0.0.1".to_string(),
             extra_args: Vec::new(),
+            native_run_dir: None,
         }
     }
 
@@ -190,7 +194,20 @@ impl Drop for Keel {
             let _ = c.start_kill();
         }
         // keel mounts tmpfs volumes under its root dir; a killed keel never tears them down.
-        unmount_under(&self.opts.dir);
+        // On the native backend its monitors and containers outlive it by design: stop them.
+        match &self.opts.native_run_dir {
+            Some(run_dir) => {
+                if let Some(mut c) = self.child.take() {
+                    // The monitors are found by what they hold; keel must be gone first.
+                    let _ = c.start_kill();
+                    if let Some(pid) = c.id() {
+                        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+                    }
+                }
+                super::native::cleanup(run_dir, &self.opts.dir)
+            }
+            None => unmount_under(&self.opts.dir),
+        }
     }
 }
 

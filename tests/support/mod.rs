@@ -3,5 +3,6 @@
 pub mod apiserver;
 pub mod envtest;
 pub mod keel;
+pub mod native;
 pub mod rawhttp;
 pub mod util;

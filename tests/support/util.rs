@@ -173,6 +173,25 @@ pub enum Backend {
     Sim { time_scale: f64 },
     /// The real containerd of scripts/containerd-env.sh (`KEEL_CRI_SOCKET`), at time scale 1.
     Cri,
+    /// keel's own runtime (`--runtime native`: runc, CNI, monitors) with a private run dir, the
+    /// CNI conflist and images of scripts/containerd-env.sh (support::native), at time scale 1.
+    Native,
+}
+
+impl Backend {
+    /// The runtime's scheme in container IDs (`<runtime name>://<id>`).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Backend::Sim { .. } => "sim://",
+            Backend::Cri => "containerd://",
+            Backend::Native => "keel-native://",
+        }
+    }
+
+    /// A real runtime: real seconds, real cgroups under `$KEEL_TEST_CGROUP_ROOT/<node>`.
+    pub fn is_real(self) -> bool {
+        !matches!(self, Backend::Sim { .. })
+    }
 }
 
 impl Node {
@@ -206,6 +225,16 @@ impl Node {
         cri_socket()?;
         Node::start_on(TestApiServer::start().await?, Backend::Cri, extra, more_config).await
     }
+}
+
+/// The cgroup root of a test node on a real runtime: `$KEEL_TEST_CGROUP_ROOT/<node>`, so
+/// parallel tests never share one.
+pub fn node_cgroup_root(node: &str) -> String {
+    let root = std::env::var("KEEL_TEST_CGROUP_ROOT")
+        .ok()
+        .filter(|r| r.starts_with('/'))
+        .unwrap_or_else(|| "/keel-test".to_string());
+    format!("{}/{node}", root.trim_end_matches('/'))
 }
 
 /// The containerd socket of scripts/containerd-env.sh, or why the CRI tests cannot run.
@@ -252,12 +281,25 @@ impl<A: ControlPlane> Node<A> {
             Backend::Sim { time_scale } => opts = opts.time_scale(time_scale),
             Backend::Cri => {
                 let socket = cri_socket()?;
-                let root = std::env::var("KEEL_TEST_CGROUP_ROOT")
-                    .ok()
-                    .filter(|r| r.starts_with('/'))
-                    .unwrap_or_else(|| "/keel-test".to_string());
-                config_text = format!("{config_text}cgroupRoot: {}/{name}\n", root.trim_end_matches('/'));
+                config_text = format!("{config_text}cgroupRoot: {}\n", node_cgroup_root(&name));
                 opts = opts.arg("--runtime").arg(format!("unix://{socket}"));
+            }
+            Backend::Native => {
+                let env = super::native::native_env()?;
+                super::native::import_images(&env, &dir.path().join("root"))?;
+                let run_dir = super::native::new_run_dir()?;
+                config_text = format!("{config_text}cgroupRoot: {}\n", node_cgroup_root(&name));
+                let mut args = super::native::native_args(&env, &run_dir, &dir.path().join("root"));
+                // A test with a network of its own names its conflist directory in `extra`.
+                if extra.contains(&"--cni-conf-dir") {
+                    if let Some(i) = args.iter().position(|a| a == "--cni-conf-dir") {
+                        args.drain(i..i + 2);
+                    }
+                }
+                for a in args {
+                    opts = opts.arg(a);
+                }
+                opts.native_run_dir = Some(run_dir);
             }
         }
         // Tests that do not set thresholds themselves never see the build machine's disk or

@@ -7,22 +7,14 @@ use std::path::Path;
 use jiff::Timestamp;
 
 use super::script::Stream;
+use crate::backends::crilog;
 
-/// containerd splits lines longer than this into `P` fragments.
-pub const MAX_LINE: usize = 16 * 1024;
+pub use crate::backends::crilog::MAX_LINE;
 
 /// Renders `data` written to `stream` at `ts` as CRI log lines: every complete line is `F`,
 /// a trailing fragment without newline (and every 16 KiB piece of a long line) is `P`.
 pub fn format_lines(ts: Timestamp, stream: Stream, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 48);
-    let prefix = format!("{ts} {} ", stream.as_str());
-    let mut push = |tag: &str, text: &[u8]| {
-        out.extend_from_slice(prefix.as_bytes());
-        out.extend_from_slice(tag.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(text);
-        out.push(b'\n');
-    };
     let mut rest = data;
     while !rest.is_empty() {
         let (line, complete, next) = match rest.iter().position(|&b| b == b'\n') {
@@ -31,11 +23,11 @@ pub fn format_lines(ts: Timestamp, stream: Stream, data: &[u8]) -> Vec<u8> {
         };
         let mut chunks = line.chunks(MAX_LINE).peekable();
         if line.is_empty() {
-            push("F", b"");
+            crilog::push_line(&mut out, ts, stream.as_str(), false, b"");
         }
         while let Some(chunk) = chunks.next() {
             let last = chunks.peek().is_none();
-            push(if last && complete { "F" } else { "P" }, chunk);
+            crilog::push_line(&mut out, ts, stream.as_str(), !(last && complete), chunk);
         }
         rest = next;
     }

@@ -183,11 +183,8 @@ pub struct SimRuntime {
     config: RwLock<Arc<SimConfig>>,
     state: Mutex<State>,
     /// Container lifecycle events for `GetContainerEvents` subscribers (sent as they happen).
-    events: tokio::sync::broadcast::Sender<cri::ContainerEventResponse>,
+    events: crate::backends::common::EventHub,
 }
-
-/// Events a slow subscriber may fall behind by before it is told it lost some.
-const EVENT_BUFFER: usize = 1024;
 
 impl std::fmt::Debug for SimRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -205,9 +202,7 @@ fn ts_from_ns(ns: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_nanosecond(i128::from(ns)).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
-fn new_id() -> String {
-    hex::encode(rand::random::<[u8; 32]>())
-}
+use crate::backends::common::new_id;
 
 fn journal_failed(op: &'static str, e: journal::Error) -> RuntimeError {
     RuntimeError::new(op, Code::Internal, format!("{e}: {}", source_text(&e)))
@@ -267,7 +262,7 @@ impl SimRuntime {
             alive_until,
             config: RwLock::new(Arc::new(cfg)),
             state: Mutex::new(st),
-            events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
+            events: Default::default(),
         });
         for id in running {
             rt.resume(&id);
@@ -435,16 +430,7 @@ impl SimRuntime {
 
     /// Tells `GetContainerEvents` subscribers (none: nothing to do) what happened to a container.
     fn emit(&self, id: &str, kind: cri::ContainerEventType) {
-        if self.events.receiver_count() == 0 {
-            return;
-        }
-        let _ = self.events.send(cri::ContainerEventResponse {
-            container_id: id.to_string(),
-            container_event_type: kind as i32,
-            created_at: now_ns(&self.clock),
-            pod_sandbox_status: None,
-            containers_statuses: Vec::new(),
-        });
+        self.events.emit(id, kind, now_ns(&self.clock));
     }
 
     fn record_exit(&self, id: &str, exit: Exit) {
@@ -559,14 +545,9 @@ async fn watch_config(rt: Weak<SimRuntime>, path: PathBuf, mut seen: Option<Syst
 
 #[async_trait]
 impl RuntimeService for SimRuntime {
-    /// Container events as they happen; a subscriber that falls more than [`EVENT_BUFFER`]
-    /// behind gets an error (it lost events) and should relist.
+    /// Container events as they happen (see [`crate::backends::common::EventHub`]).
     async fn get_container_events(&self, _req: cri::GetEventsRequest) -> RtResult<ContainerEventStream> {
-        use futures::StreamExt;
-        let rx = self.events.subscribe();
-        Ok(tokio_stream::wrappers::BroadcastStream::new(rx)
-            .map(|r| r.map_err(|e| RuntimeError::new("GetContainerEvents", Code::ResourceExhausted, e.to_string())))
-            .boxed())
+        Ok(self.events.subscribe())
     }
 
     async fn version(&self, _req: cri::VersionRequest) -> RtResult<cri::VersionResponse> {

@@ -254,31 +254,7 @@ impl IpPool {
     }
 }
 
-/// Outcome of resolving an ID or unique ID prefix (containerd's truncindex).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Resolved {
-    Found(String),
-    NotFound,
-    Ambiguous,
-}
-
-pub fn resolve<V>(map: &BTreeMap<String, V>, id: &str) -> Resolved {
-    if id.is_empty() {
-        return Resolved::NotFound;
-    }
-    if map.contains_key(id) {
-        return Resolved::Found(id.to_string());
-    }
-    let mut hits = map
-        .range::<str, _>((std::ops::Bound::Included(id), std::ops::Bound::Unbounded))
-        .take_while(|(k, _)| k.starts_with(id))
-        .map(|(k, _)| k);
-    match (hits.next(), hits.next()) {
-        (Some(k), None) => Resolved::Found(k.clone()),
-        (Some(_), Some(_)) => Resolved::Ambiguous,
-        _ => Resolved::NotFound,
-    }
-}
+pub use crate::backends::common::{resolve, Resolved};
 
 fn labels_match(labels: &HashMap<String, String>, selector: &HashMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
@@ -549,18 +525,5 @@ mod tests {
         assert_eq!(n, 65533);
         p.release("10.88.0.77");
         assert_eq!(p.allocate().as_deref(), Some("10.88.0.77"));
-    }
-
-    #[test]
-    fn resolve_prefixes() {
-        let mut m = BTreeMap::new();
-        m.insert("abc1".to_string(), ());
-        m.insert("abc2".to_string(), ());
-        m.insert("def".to_string(), ());
-        assert_eq!(resolve(&m, "def"), Resolved::Found("def".into()));
-        assert_eq!(resolve(&m, "de"), Resolved::Found("def".into()));
-        assert_eq!(resolve(&m, "abc"), Resolved::Ambiguous);
-        assert_eq!(resolve(&m, "x"), Resolved::NotFound);
-        assert_eq!(resolve(&m, ""), Resolved::NotFound);
     }
 }

@@ -239,7 +239,7 @@ pub(super) fn sync_dir(dir: &Path) {
 }
 
 /// Writes a small file atomically: temp file, fsync, rename, fsync the directory.
-pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path

@@ -1,0 +1,1 @@
+//! Integration tests of sandboxes on the real CNI plugins (root only).
