@@ -46,7 +46,7 @@ fn import_busybox(dir: &Path, root: &Path) {
         .expect("busybox-static");
     std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
     for applet in [
-        "sh", "sleep", "echo", "cat", "id", "ls", "true", "hostname", "env", "trap",
+        "sh", "sleep", "echo", "cat", "id", "ls", "true", "hostname", "env", "stty",
     ] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
@@ -396,6 +396,57 @@ async fn native_container_lifecycle_on_runc() {
         .await
         .expect_err("missing binary");
     assert!(e.message.contains("no-such-binary"), "{e}");
+    // Streaming exec through the in-process streams: stdin to `cat`, and a TTY whose size is
+    // the client's.
+    let streams = env.rt.local_streams().expect("local streams");
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel(4);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(16);
+    let io = keel::genericruntime::streams::ProcessIo {
+        stdin: Some(in_rx),
+        stdout: Some(out_tx),
+        stderr: None,
+        resize: None,
+    };
+    in_tx.send(bytes::Bytes::from_static(b"piped\n")).await.unwrap();
+    drop(in_tx);
+    let code = streams
+        .exec(&sleeper, vec!["cat".into()], false, io)
+        .await
+        .expect("exec cat");
+    let mut got = Vec::new();
+    while let Some(b) = out_rx.recv().await {
+        got.extend_from_slice(&b);
+    }
+    assert_eq!((code, got.as_slice()), (0, &b"piped\n"[..]));
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(16);
+    let (rs_tx, rs_rx) = tokio::sync::mpsc::channel(4);
+    rs_tx
+        .send(keel::genericruntime::streams::TermSize { width: 77, height: 11 })
+        .await
+        .unwrap();
+    let io = keel::genericruntime::streams::ProcessIo {
+        stdin: None,
+        stdout: Some(out_tx),
+        stderr: None,
+        resize: Some(rs_rx),
+    };
+    let code = streams
+        .exec(
+            &sleeper,
+            vec!["sh".into(), "-c".into(), "stty size; exit 4".into()],
+            true,
+            io,
+        )
+        .await
+        .expect("exec tty");
+    let mut got = Vec::new();
+    while let Some(b) = out_rx.recv().await {
+        got.extend_from_slice(&b);
+    }
+    drop(rs_tx);
+    assert_eq!(code, 4);
+    assert_eq!(String::from_utf8_lossy(&got), "11 77\r\n");
+
     let t0 = std::time::Instant::now();
     env.rt
         .stop_container(cri::StopContainerRequest {

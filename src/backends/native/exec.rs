@@ -54,7 +54,14 @@ impl Drop for ExecFiles {
 }
 
 /// The exec's process spec from the container's `config.json`.
-pub fn exec_process(config_json: &[u8], cmd: &[String], tty: bool) -> Result<serde_json::Value, String> {
+/// With a TTY and a known client size, `consoleSize` so the terminal has it before the
+/// process runs (runc applies it when it makes the console).
+pub fn exec_process(
+    config_json: &[u8],
+    cmd: &[String],
+    tty: bool,
+    size: Option<TermSize>,
+) -> Result<serde_json::Value, String> {
     let spec: serde_json::Value = serde_json::from_slice(config_json).map_err(|e| e.to_string())?;
     let mut p = spec
         .get("process")
@@ -62,6 +69,9 @@ pub fn exec_process(config_json: &[u8], cmd: &[String], tty: bool) -> Result<ser
         .ok_or_else(|| "the container's spec has no process".to_string())?;
     p["args"] = serde_json::json!(cmd);
     p["terminal"] = serde_json::json!(tty);
+    if let (true, Some(s)) = (tty, size) {
+        p["consoleSize"] = serde_json::json!({"height": s.height, "width": s.width});
+    }
     if tty {
         let env = p["env"].as_array().cloned().unwrap_or_default();
         if !env.iter().any(|e| e.as_str().is_some_and(|s| s.starts_with("TERM="))) {
@@ -96,12 +106,13 @@ async fn write_process(
     files: &ExecFiles,
     cmd: &[String],
     tty: bool,
+    size: Option<TermSize>,
 ) -> Result<(), RuntimeError> {
     let config = containers.bundle(id).join("config.json");
     let bytes = tokio::fs::read(&config)
         .await
         .map_err(|e| exec_err(op, format!("failed to load the container's spec: {e}")))?;
-    let p = exec_process(&bytes, cmd, tty).map_err(|e| exec_err(op, e))?;
+    let p = exec_process(&bytes, cmd, tty, size).map_err(|e| exec_err(op, e))?;
     tokio::fs::write(&files.process, p.to_string())
         .await
         .map_err(|e| exec_err(op, format!("failed to write the exec process spec: {e}")))
@@ -178,7 +189,7 @@ pub async fn exec_sync(
     }
     let id = running(containers, OP, &req.container_id)?;
     let files = ExecFiles::new(&containers.state_dir(&id));
-    write_process(OP, containers, &id, &files, &req.cmd, false).await?;
+    write_process(OP, containers, &id, &files, &req.cmd, false, None).await?;
     let mut child = runc_exec(containers, &id, &files, false)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -253,9 +264,15 @@ pub async fn exec_stream(
     }
     let id = running(containers, OP, id)?;
     let files = ExecFiles::new(&containers.state_dir(&id));
-    write_process(OP, containers, &id, &files, &cmd, tty).await?;
+    let mut io = io;
+    // The first size arrives right after the streams are set up; start with it when it does.
+    let first = match (tty, io.resize.as_mut()) {
+        (true, Some(rx)) => tokio::time::timeout(FIRST_RESIZE_WAIT, rx.recv()).await.ok().flatten(),
+        _ => None,
+    };
+    write_process(OP, containers, &id, &files, &cmd, tty, first).await?;
     let code = if tty {
-        exec_tty(containers, &id, &files, io).await?
+        exec_tty(containers, &id, &files, io, first).await?
     } else {
         exec_pipes(containers, &id, &files, io).await?
     };
@@ -317,7 +334,13 @@ fn winsize(s: TermSize) -> nix::pty::Winsize {
     }
 }
 
-async fn exec_tty(containers: &Containers, id: &str, files: &ExecFiles, io: ProcessIo) -> Result<i32, RuntimeError> {
+async fn exec_tty(
+    containers: &Containers,
+    id: &str,
+    files: &ExecFiles,
+    io: ProcessIo,
+    first: Option<TermSize>,
+) -> Result<i32, RuntimeError> {
     const OP: &str = "Exec";
     let fail = |e: String| exec_err(OP, format!("failed to exec in container: {e}"));
     let ProcessIo {
@@ -326,15 +349,18 @@ async fn exec_tty(containers: &Containers, id: &str, files: &ExecFiles, io: Proc
         mut resize,
         ..
     } = io;
-    // The first size arrives right after the streams are set up; start with it when it does.
-    let first = match resize.as_mut() {
-        Some(rx) => tokio::time::timeout(FIRST_RESIZE_WAIT, rx.recv()).await.ok().flatten(),
-        None => None,
-    };
     let ws = first.map(winsize);
     let pty = nix::pty::openpty(ws.as_ref(), None).map_err(|e| fail(format!("openpty: {e}")))?;
     let master = std::fs::File::from(pty.master);
     let slave = std::fs::File::from(pty.slave);
+    // Raw: runc's own terminal in the container does the line discipline; ours must pass
+    // bytes through untouched (or every newline would gain a second \r).
+    {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let mut t = tcgetattr(&slave).map_err(|e| fail(format!("tcgetattr: {e}")))?;
+        cfmakeraw(&mut t);
+        tcsetattr(&slave, SetArg::TCSANOW, &t).map_err(|e| fail(format!("tcsetattr: {e}")))?;
+    }
     let dup = |f: &std::fs::File| f.try_clone().map_err(|e| fail(format!("dup pty: {e}")));
     let mut cmd = runc_exec(containers, id, files, true);
     cmd.stdin(Stdio::from(dup(&slave)?))
@@ -414,15 +440,17 @@ mod tests {
     fn exec_process_from_the_container_spec() {
         let config = br#"{"ociVersion":"1.0.2","process":{"terminal":false,"user":{"uid":5,"gid":6},
             "args":["sleep","9"],"env":["PATH=/bin","A=b"],"cwd":"/w"}}"#;
-        let p = exec_process(config, &["ls".to_string(), "-l".to_string()], false).expect("process");
+        let p = exec_process(config, &["ls".to_string(), "-l".to_string()], false, None).expect("process");
         assert_eq!(p["args"], serde_json::json!(["ls", "-l"]));
         assert_eq!(p["terminal"], serde_json::json!(false));
         assert_eq!(p["user"]["uid"], serde_json::json!(5));
         assert_eq!(p["cwd"], serde_json::json!("/w"));
         assert_eq!(p["env"], serde_json::json!(["PATH=/bin", "A=b"]));
-        let p = exec_process(config, &["sh".to_string()], true).expect("process");
+        let size = TermSize { width: 80, height: 24 };
+        let p = exec_process(config, &["sh".to_string()], true, Some(size)).expect("process");
         assert_eq!(p["terminal"], serde_json::json!(true));
+        assert_eq!(p["consoleSize"], serde_json::json!({"height": 24, "width": 80}));
         assert_eq!(p["env"], serde_json::json!(["PATH=/bin", "A=b", "TERM=xterm"]));
-        assert!(exec_process(b"{}", &["sh".to_string()], false).is_err());
+        assert!(exec_process(b"{}", &["sh".to_string()], false, None).is_err());
     }
 }
