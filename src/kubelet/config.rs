@@ -262,6 +262,10 @@ pub struct RunArgs {
     /// backend (overrides registryConfigDir; default /etc/keel/certs.d).
     #[arg(long)]
     pub registry_config_dir: Option<PathBuf>,
+    /// Image archives (OCI layout tarballs, `docker save` archives) the native backend imports
+    /// at start-up when not yet in its store (overrides imagePreloadDir).
+    #[arg(long)]
+    pub image_preload_dir: Option<PathBuf>,
     /// State directory.
     #[arg(long, default_value = "/var/lib/keel")]
     pub root_dir: PathBuf,
@@ -574,6 +578,9 @@ pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> 
     cfg.root_dir = args.root_dir.clone();
     if let Some(d) = &args.registry_config_dir {
         cfg.registry_config_dir = d.clone();
+    }
+    if let Some(d) = &args.image_preload_dir {
+        cfg.image_preload_dir = Some(d.clone());
     }
     cfg.pod_logs_dir = args.pod_logs_dir.clone();
     if let Some(p) = &args.pod_manifest_path {
@@ -1523,6 +1530,25 @@ clusterDNS: [10.96.0.10]
         );
         assert!(with("imageGCHighThresholdPercent: 50\nimageGCLowThresholdPercent: 60\n").is_err());
         assert!(with("imageGCHighThresholdPercent: 101\n").is_err());
+        // The flags win over the file.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        std::fs::write(
+            &file,
+            format!("{hdr}imagePreloadDir: /from/file\nregistryConfigDir: /from/file\n"),
+        )
+        .unwrap();
+        let c = parse_run(&[
+            "--node-name",
+            "n",
+            "--config",
+            file.to_str().unwrap(),
+            "--image-preload-dir",
+            "/from/flag",
+        ])
+        .unwrap();
+        assert_eq!(c.image_preload_dir, Some(PathBuf::from("/from/flag")));
+        assert_eq!(c.registry_config_dir, PathBuf::from("/from/file"));
     }
 
     #[test]
