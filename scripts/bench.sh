@@ -55,4 +55,7 @@ REPORT=target/bench-report.txt
   echo
   echo "== end to end"
   cargo bench --bench e2e 2>&1 | grep -v -E '^\s*(Finished|Running|Compiling)'
+  echo
+  echo "== image pull: keel native vs containerd (scripts/bench-pull.sh)"
+  bash scripts/bench-pull.sh target/release/keel
 } | tee "$REPORT"
