@@ -28,7 +28,7 @@ IMAGE="$KEEL_TEST_REGISTRY/bench/pull:$(date +%s)"
 
 WORK=$(mktemp -d /tmp/keel-bench-pull.XXXX)
 cleanup() {
-  "${CTR[@]}" images rm --sync "$IMAGE" >/dev/null 2>&1 || true
+  [ -z "${baseline:-}" ] || ctrd_clear || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -60,9 +60,14 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 
 ctrd_root="$KEEL_CONTAINERD_DIR/root"
 ctrd_dirs=("$ctrd_root/io.containerd.content.v1.content" "$ctrd_root/io.containerd.snapshotter.v1.overlayfs")
+# The CRI plugin adds `repo@digest` and `sha256:<id>` names beside the tag: every name that was
+# not there before the bench goes, with --sync so containerd's GC frees content and snapshots.
+baseline=$("${CTR[@]}" images ls -q)
 ctrd_clear() {
-  "${CTR[@]}" images rm --sync "$IMAGE" >/dev/null 2>&1 || true
-  "${CRICTL}" --runtime-endpoint "unix://$SOCK" rmi "$IMAGE" >/dev/null 2>&1 || true
+  local name
+  for name in $("${CTR[@]}" images ls -q); do
+    grep -qxF "$name" <<<"$baseline" || "${CTR[@]}" images rm --sync "$name" >/dev/null
+  done
   sync
 }
 
