@@ -61,4 +61,6 @@ REPORT=target/bench-report.txt
   echo
   echo "== CRI call latency: keel cri --runtime sim beside containerd"
   cargo bench --bench cri_latency 2>&1 | grep -v -E '^\s*(Finished|Running|Compiling)'
+  echo "== image pull: keel native vs containerd (scripts/bench-pull.sh)"
+  bash scripts/bench-pull.sh target/release/keel
 } | tee "$REPORT"

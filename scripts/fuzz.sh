@@ -20,7 +20,7 @@ fi
 export RUSTC_BOOTSTRAP=1
 FLAGS=(-s none --features keel-sessions)
 cargo fuzz build "${FLAGS[@]}"
-for target in spdy_frames ws_frames log_parser static_pod kubelet_config; do
+for target in spdy_frames ws_frames log_parser static_pod kubelet_config layer_unpack; do
   mkdir -p "corpus/$target"
   dirs=("corpus/$target")
   [ -d "seeds/$target" ] && dirs+=("seeds/$target")

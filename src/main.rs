@@ -168,11 +168,14 @@ async fn runtime_for(cfg: &Config, clock: Clock) -> Result<Arc<dyn Runtime>> {
                 .await
                 .context("starting the native runtime")?;
             if let Some(dir) = &cfg.image_preload_dir {
-                let (store, dir) = (rt.images().store().clone(), dir.clone());
-                match tokio::task::spawn_blocking(move || store.preload(&dir)).await {
-                    Ok(n) => info!(images = n, "image preload done"),
-                    Err(e) => warn!(error = %e, "image preload did not finish"),
-                }
+                let r = rt.images().preload(dir).await;
+                info!(
+                    imported = r.imported.len(),
+                    skipped = r.skipped,
+                    failed = r.failed.len(),
+                    images = r.images,
+                    "image preload done"
+                );
             }
             Ok(rt)
         }

@@ -501,8 +501,10 @@ impl RuntimeManager {
         let pulled = {
             let pull = self.pull(&image, auths, sandbox_config, progress.clone(), &mut pull_started);
             tokio::pin!(pull);
-            // A progress event every few seconds while bytes arrive (backends that report them).
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+            // A progress event every few (virtual) seconds while bytes arrive (backends that
+            // report them); the speed is per virtual second like every other kubelet duration.
+            let every = self.cfg.clock.to_real(PROGRESS_EVERY);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             let mut last_done = 0u64;
             loop {
                 tokio::select! {

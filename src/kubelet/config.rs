@@ -299,6 +299,10 @@ pub struct RunArgs {
     /// /opt/cni/bin,/usr/lib/cni).
     #[arg(long, value_delimiter = ',')]
     pub cni_bin_dir: Option<Vec<PathBuf>>,
+    /// Image archives (OCI layout tarballs, `docker save` archives) the native backend imports
+    /// at start-up when not yet in its store (overrides imagePreloadDir).
+    #[arg(long)]
+    pub image_preload_dir: Option<PathBuf>,
     /// State directory.
     #[arg(long, default_value = "/var/lib/keel")]
     pub root_dir: PathBuf,
@@ -665,6 +669,9 @@ pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> 
     // clap refuses empty items, so the list has at least one directory.
     if let Some(dirs) = &args.cni_bin_dir {
         cfg.cni_bin_dirs = dirs.clone();
+    }
+    if let Some(d) = &args.image_preload_dir {
+        cfg.image_preload_dir = Some(d.clone());
     }
     cfg.pod_logs_dir = args.pod_logs_dir.clone();
     if let Some(p) = &args.pod_manifest_path {
@@ -1641,6 +1648,25 @@ clusterDNS: [10.96.0.10]
         );
         assert!(with("imageGCHighThresholdPercent: 50\nimageGCLowThresholdPercent: 60\n").is_err());
         assert!(with("imageGCHighThresholdPercent: 101\n").is_err());
+        // The flags win over the file.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        std::fs::write(
+            &file,
+            format!("{hdr}imagePreloadDir: /from/file\nregistryConfigDir: /from/file\n"),
+        )
+        .unwrap();
+        let c = parse_run(&[
+            "--node-name",
+            "n",
+            "--config",
+            file.to_str().unwrap(),
+            "--image-preload-dir",
+            "/from/flag",
+        ])
+        .unwrap();
+        assert_eq!(c.image_preload_dir, Some(PathBuf::from("/from/flag")));
+        assert_eq!(c.registry_config_dir, PathBuf::from("/from/file"));
     }
 
     #[test]

@@ -215,3 +215,82 @@ async fn the_test_server_applies_the_node_authorizer_and_node_restriction() {
     );
     assert_eq!(code(leases.get("not-mine").await), 403);
 }
+
+/// `Pulling image "x": 1.2 MB of 5.6 MB (21%), 0.2 MB/s` → (done, total, speed) in MB.
+fn progress_of(msg: &str) -> Option<(f64, f64, f64)> {
+    let rest = msg.rsplit_once("\": ")?.1;
+    let (done, rest) = rest.split_once(" MB of ")?;
+    let (total, rest) = rest.split_once(" MB (")?;
+    let speed = rest.split_once("), ")?.1.strip_suffix(" MB/s")?;
+    Some((done.parse().ok()?, total.parse().ok()?, speed.parse().ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_pull_shows_progress_events_then_pulled_with_size_and_duration() {
+    // A 30 s simulated pull at scale 10 (3 real seconds): a progress event every 5 virtual s.
+    let dir = tempfile::tempdir().unwrap();
+    let sim_cfg = dir.path().join("sim.yaml");
+    std::fs::write(&sim_cfg, "pullLatency: 30\n").unwrap();
+    let n = Node::start(10.0, &["--sim-config", sim_cfg.to_str().unwrap()])
+        .await
+        .unwrap();
+    let name = unique("slowpull");
+    let image = format!("registry.example.com/keel/{name}:1");
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: c, image: "{image}", command: [sh, -c, "sleep 3600"]}}
+"#,
+        node = n.name
+    );
+    apply(&n.api, &manifest).await.unwrap();
+    let pulled = wait_for("the Pulled event", T, || async {
+        let evs = events_about(&n.api, &name).await;
+        evs.into_iter().find(|e| e["reason"] == "Pulled")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
+    let evs = events_about(&n.api, &name).await;
+    let progress: Vec<(f64, f64, f64)> = evs
+        .iter()
+        .filter(|e| e["reason"] == "Pulling")
+        .filter_map(|e| progress_of(e["message"].as_str()?))
+        .collect();
+    assert!(progress.len() >= 3, "too few progress events: {evs:?}");
+    let total = progress[0].1;
+    assert!(total >= 1.0, "{progress:?}");
+    for w in progress.windows(2) {
+        assert!(
+            w[0].0 < w[1].0 && w[1].1 == total,
+            "bytes must grow toward one total: {progress:?}"
+        );
+    }
+    assert!(progress.iter().all(|p| p.0 < total && p.2 > 0.0), "{progress:?}");
+    // Pulled: the pull's duration (virtual, 30 s and a little) and the image's size in bytes.
+    let msg = pulled["message"].as_str().unwrap();
+    let took: f64 = msg
+        .strip_prefix(&format!("Successfully pulled image {image:?} in "))
+        .and_then(|s| s.split_once("s (")?.0.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {msg:?}"));
+    assert!((30.0..60.0).contains(&took), "{msg}");
+    let size: f64 = msg
+        .split_once("Image size: ")
+        .and_then(|(_, s)| s.strip_suffix(" bytes."))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {msg:?}"));
+    assert!((size / 1e6 - total).abs() < 0.06, "size {size} vs total {total} MB");
+    // What a user sees.
+    let out = n.api.kubectl(&["get", "events", "-n", "default"]).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&format!("pod/{name}")) && l.contains("Pulling") && l.contains(" MB/s"))
+        .collect();
+    assert!(lines.len() >= 3, "{text}");
+}

@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -212,10 +212,39 @@ fn store_has_no_leftovers(root: &Path) {
         snaps.iter().all(|s| !s.starts_with("tmp-")),
         "half-made layers: {snaps:?}"
     );
-    let ingest = std::fs::read_dir(store.join("content/ingest"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(ingest, 0, "half-written blobs");
+    let ingest = partial_downloads(root);
+    assert!(ingest.is_empty(), "half-written blobs: {ingest:?}");
+}
+
+/// What is in the content store's ingest directory (name, bytes).
+fn partial_downloads(root: &Path) -> Vec<(String, u64)> {
+    std::fs::read_dir(root.join("native/images/content/ingest"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    (e.file_name().to_string_lossy().into_owned(), len)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The biggest blob in a registry's storage: (digest hex, path of its data, size).
+fn biggest_blob(reg_dir: &Path) -> (String, PathBuf, u64) {
+    let blobs = reg_dir.join("data/docker/registry/v2/blobs/sha256");
+    let mut biggest: Option<(String, PathBuf, u64)> = None;
+    for prefix in std::fs::read_dir(&blobs).unwrap().flatten() {
+        for b in std::fs::read_dir(prefix.path()).unwrap().flatten() {
+            let data = b.path().join("data");
+            let len = std::fs::metadata(&data).unwrap().len();
+            if biggest.as_ref().is_none_or(|(_, _, l)| len > *l) {
+                let hex = b.file_name().to_string_lossy().into_owned();
+                biggest = Some((hex, data, len));
+            }
+        }
+    }
+    biggest.expect("blobs in the registry")
 }
 
 /// Finds a file in any of the image's unpacked layers (top first).
@@ -440,8 +469,29 @@ async fn native_import_oci_and_docker_archives() {
     std::fs::copy(&docker, preload.join("a.tar")).unwrap();
     std::fs::write(preload.join("b.tar"), b"not an archive").unwrap();
     let fresh = NativeImages::open(&tmp.path().join("root3"), None).unwrap();
-    assert_eq!(fresh.store().preload(&preload), 1);
+    let r = fresh.preload(&preload).await;
+    assert_eq!((r.images, r.imported.len(), r.skipped), (1, 1, 0), "{r:?}");
+    assert_eq!(r.failed, vec![preload.join("b.tar")]);
     assert!(fresh.store().find("keel/saved:2").is_some());
+    // The next start skips the known archive without reading it (a copy of the OCI archive
+    // added meanwhile is imported); an image removed since is imported again.
+    std::fs::copy(&oci, preload.join("c.tar")).unwrap();
+    drop(fresh);
+    let again = NativeImages::open(&tmp.path().join("root3"), None).unwrap();
+    let r = again.preload(&preload).await;
+    assert_eq!(
+        (r.imported.clone(), r.skipped),
+        (vec![preload.join("c.tar")], 1),
+        "{r:?}"
+    );
+    let r = again.preload(&preload).await;
+    assert_eq!((r.imported.len(), r.skipped, r.failed.len()), (0, 2, 1), "{r:?}");
+    again.store().remove("keel/saved:2").unwrap();
+    let r = again.preload(&preload).await;
+    assert!(r.imported.contains(&preload.join("a.tar")), "{r:?}");
+    assert!(again.store().find("keel/saved:2").is_some());
+    // No directory: nothing to do.
+    assert_eq!(again.preload(&tmp.path().join("none")).await, Default::default());
     // Not an archive at all.
     let junk = tmp.path().join("junk.tar");
     run(
@@ -459,8 +509,9 @@ async fn native_import_oci_and_docker_archives() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("neither an OCI image layout"));
 }
 
-/// Forwards to `upstream` at about 4 MB/s so a pull is still running when the registry dies.
-fn slow_proxy(upstream: u16, stop: Arc<AtomicBool>) -> u16 {
+/// Forwards to `upstream` at about 4 MB/s so a pull is still running when the registry dies,
+/// counting the bytes it passes to the client in `sent`.
+fn slow_proxy(upstream: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     l.set_nonblocking(true).unwrap();
@@ -479,6 +530,7 @@ fn slow_proxy(upstream: u16, stop: Arc<AtomicBool>) -> u16 {
                 let _ = std::io::copy(&mut c1, &mut s1);
             });
             let (mut c2, mut s2) = (client, server);
+            let sent = sent.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 16 * 1024];
                 loop {
@@ -488,6 +540,7 @@ fn slow_proxy(upstream: u16, stop: Arc<AtomicBool>) -> u16 {
                             if c2.write_all(&buf[..n]).is_err() {
                                 break;
                             }
+                            sent.fetch_add(n as u64, Ordering::Relaxed);
                             std::thread::sleep(Duration::from_millis(4));
                         }
                     }
@@ -500,13 +553,15 @@ fn slow_proxy(upstream: u16, stop: Arc<AtomicBool>) -> u16 {
 }
 
 #[tokio::test]
-async fn native_pull_survives_a_registry_killed_mid_pull() {
+async fn native_pull_resumes_after_a_registry_killed_mid_pull() {
     let tmp = tempfile::tempdir().unwrap();
     let mut reg = Registry::start(&tmp.path().join("reg"), None);
     let layout = build_image(&tmp.path().join("img"), Some(("big", 24)));
     reg.push(&layout, "v1", "keel/big:1", None);
+    let (big_hex, _, big_size) = biggest_blob(&tmp.path().join("reg"));
     let stop = Arc::new(AtomicBool::new(false));
-    let proxy = slow_proxy(reg.port, stop.clone());
+    let sent = Arc::new(AtomicU64::new(0));
+    let proxy = slow_proxy(reg.port, stop.clone(), sent.clone());
     let root = tmp.path().join("root");
     let name = format!("127.0.0.1:{proxy}/keel/big:1");
     let child = Command::new(env!("CARGO_BIN_EXE_keel"))
@@ -526,14 +581,64 @@ async fn native_pull_survives_a_registry_killed_mid_pull() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("failed to pull and unpack image"), "{err}");
-    store_has_no_leftovers(&root);
     let ls = ok(&keel_images(&root, &["ls", "-q"]));
     assert!(ls.trim().is_empty(), "an image was recorded from a failed pull: {ls}");
-    // The registry comes back: the retry completes.
+    // No half-made layer; what arrived of the big layer is kept under its digest.
+    let partials = partial_downloads(&root);
+    let kept = match partials.as_slice() {
+        [(n, len)] if *n == format!("{big_hex}.partial") => *len,
+        other => panic!("expected the big layer's partial download only: {other:?}"),
+    };
+    assert!(kept > 1_000_000 && kept < big_size, "kept {kept} of {big_size}");
+
+    // The registry comes back: the retry (a new process, as after a node restart) asks for
+    // the rest only, and the digest is checked over the whole layer.
     reg.restart();
+    sent.store(0, Ordering::Relaxed);
     ok(&keel_images(&root, &["pull", "-q", &name]));
+    let second = sent.load(Ordering::Relaxed);
+    assert!(
+        second < big_size - kept / 2,
+        "the retry fetched {second} bytes: the big layer ({big_size} bytes, {kept} kept) was downloaded again"
+    );
     store_has_no_leftovers(&root);
+    let images = NativeImages::open(&root, None).unwrap();
+    let rec = images.store().find(&name).expect("image recorded");
+    let big = find_in_layers(&images, &rec.id.to_string(), "big").expect("the big file unpacked");
+    assert_eq!(std::fs::metadata(big).unwrap().len(), 24 << 20);
     stop.store(true, Ordering::Relaxed);
+}
+
+#[tokio::test]
+async fn native_pull_drops_an_unusable_partial_download() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start(&tmp.path().join("reg"), None);
+    let layout = build_image(&tmp.path().join("img"), Some(("big", 4)));
+    reg.push(&layout, "v1", "keel/junk:1", None);
+    let (big_hex, _, big_size) = biggest_blob(&tmp.path().join("reg"));
+    let root = tmp.path().join("root");
+    // A partial download of the big layer whose bytes are not the layer's (a disk error, a
+    // registry that changed the blob): the resumed digest does not match, the pull starts over.
+    let ingest = root.join("native/images/content/ingest");
+    std::fs::create_dir_all(&ingest).unwrap();
+    std::fs::write(ingest.join(format!("{big_hex}.partial")), vec![0x5a; 1 << 20]).unwrap();
+    ok(&keel_images(
+        &root,
+        &["pull", "-q", &format!("{}/keel/junk:1", reg.host())],
+    ));
+    store_has_no_leftovers(&root);
+    // One longer than the blob is dropped before any request.
+    ok(&keel_images(&root, &["rm", &format!("{}/keel/junk:1", reg.host())]));
+    std::fs::write(
+        ingest.join(format!("{big_hex}.partial")),
+        vec![0x5a; big_size as usize + 10],
+    )
+    .unwrap();
+    ok(&keel_images(
+        &root,
+        &["pull", "-q", &format!("{}/keel/junk:1", reg.host())],
+    ));
+    store_has_no_leftovers(&root);
 }
 
 #[tokio::test]
@@ -543,18 +648,7 @@ async fn native_pull_refuses_a_corrupt_blob() {
     let layout = build_image(&tmp.path().join("img"), None);
     reg.push(&layout, "v1", "keel/corrupt:1", None);
     // Flip bytes of the biggest blob in the registry's storage (the busybox layer).
-    let blobs = tmp.path().join("reg/data/docker/registry/v2/blobs/sha256");
-    let mut biggest: Option<(u64, PathBuf)> = None;
-    for prefix in std::fs::read_dir(&blobs).unwrap().flatten() {
-        for b in std::fs::read_dir(prefix.path()).unwrap().flatten() {
-            let data = b.path().join("data");
-            let len = std::fs::metadata(&data).unwrap().len();
-            if biggest.as_ref().is_none_or(|(l, _)| len > *l) {
-                biggest = Some((len, data));
-            }
-        }
-    }
-    let (_, data) = biggest.unwrap();
+    let (_, data, _) = biggest_blob(&tmp.path().join("reg"));
     let mut bytes = std::fs::read(&data).unwrap();
     let mid = bytes.len() / 2;
     for b in &mut bytes[mid..mid + 64] {
@@ -607,4 +701,135 @@ async fn native_concurrent_pulls_of_one_image_share_the_work() {
     assert_eq!(listed.images.len(), 1);
     let fs = images.image_fs_info(Default::default()).await.unwrap();
     assert!(fs.image_filesystems[0].used_bytes.as_ref().unwrap().value > 500_000);
+}
+
+/// A mirror in front of `upstream` as some registries are deployed: its API is under
+/// `/mirror/` (not `/v2/`) and it answers only requests carrying `x-keel-mirror: yes`
+/// (403 otherwise). Counts the requests it served and refused.
+fn prefixed_mirror(upstream: u16, stop: Arc<AtomicBool>, served: Arc<AtomicU64>, refused: Arc<AtomicU64>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((mut client, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            client.set_nonblocking(false).unwrap();
+            let (served, refused) = (served.clone(), refused.clone());
+            std::thread::spawn(move || {
+                // One request per connection: read its head (GETs have no body).
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match client.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let mut lines = text.split("\r\n");
+                let first = lines.next().unwrap_or_default().to_string();
+                let headers: Vec<&str> = lines.filter(|l| !l.is_empty()).collect();
+                let marked = headers.iter().any(|h| h.eq_ignore_ascii_case("x-keel-mirror: yes"));
+                let mut parts = first.split(' ');
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let Some(rest) = path.strip_prefix("/mirror/").filter(|_| marked) else {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    let _ =
+                        client.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    return;
+                };
+                served.fetch_add(1, Ordering::Relaxed);
+                let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                let mut req = format!("{method} /v2/{rest} HTTP/1.1\r\n");
+                for h in headers
+                    .iter()
+                    .filter(|h| !h.to_ascii_lowercase().starts_with("connection:"))
+                {
+                    req.push_str(h);
+                    req.push_str("\r\n");
+                }
+                req.push_str("Connection: close\r\n\r\n");
+                if server.write_all(req.as_bytes()).is_err() {
+                    return;
+                }
+                // The answer, told to close (this proxy serves one request per connection).
+                let mut status = Vec::new();
+                while !status.ends_with(b"\r\n") {
+                    match server.read(&mut b) {
+                        Ok(1) => status.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let _ = client.write_all(&status);
+                let _ = client.write_all(b"Connection: close\r\n");
+                let _ = std::io::copy(&mut server, &mut client);
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn native_pull_through_a_mirror_with_override_path_and_headers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start(&tmp.path().join("reg"), None);
+    let layout = build_image(&tmp.path().join("img"), None);
+    reg.push(&layout, "v1", "keel/mirrored:1", None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mirror = prefixed_mirror(reg.port, stop.clone(), served.clone(), refused.clone());
+    let certs = tmp.path().join("certs.d");
+    std::fs::create_dir_all(certs.join("keel.example")).unwrap();
+    // The upstream itself is a closed port: only the mirror can serve.
+    let closed = free_port();
+    let write_hosts = |header: bool| {
+        let header = if header {
+            format!("  [host.\"http://127.0.0.1:{mirror}/mirror\".header]\n    x-keel-mirror = \"yes\"\n")
+        } else {
+            String::new()
+        };
+        std::fs::write(
+            certs.join("keel.example/hosts.toml"),
+            format!(
+                "server = \"http://127.0.0.1:{closed}\"\n\n[host.\"http://127.0.0.1:{mirror}/mirror\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n{header}"
+            ),
+        )
+        .unwrap();
+    };
+    let pull = |root: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["images", "pull", "-q", "keel.example/keel/mirrored:1", "--root-dir"])
+            .arg(root)
+            .arg("--registry-config-dir")
+            .arg(&certs)
+            .output()
+            .unwrap()
+    };
+    // Without the header the mirror refuses.
+    write_hosts(false);
+    let o = pull(&tmp.path().join("root0"));
+    assert!(!o.status.success(), "pulled without the mirror's header");
+    assert!(refused.load(Ordering::Relaxed) > 0);
+    assert_eq!(served.load(Ordering::Relaxed), 0);
+    // With it: every request goes to /mirror/… with the header.
+    write_hosts(true);
+    refused.store(0, Ordering::Relaxed);
+    let root = tmp.path().join("root");
+    ok(&pull(&root));
+    assert_eq!(refused.load(Ordering::Relaxed), 0);
+    // manifest, config, two layers
+    assert!(
+        served.load(Ordering::Relaxed) >= 4,
+        "{}",
+        served.load(Ordering::Relaxed)
+    );
+    let ls = ok(&keel_images(&root, &["ls"]));
+    assert!(ls.contains("keel.example/keel/mirrored"), "{ls}");
+    store_has_no_leftovers(&root);
+    stop.store(true, Ordering::Relaxed);
 }

@@ -2,12 +2,15 @@
 //! digests and sizes, and the configured pull failures.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use ring::digest::{digest, SHA256};
 use serde::{Deserialize, Serialize};
 
 use super::config::{glob_match, SimConfig};
-use crate::genericruntime::seam::cri;
+use crate::clock::Clock;
+use crate::genericruntime::seam::{cri, PullProgress};
 
 /// Errors of image references.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +127,32 @@ pub fn normalize(image: &str) -> Result<Reference, Error> {
         tag,
         digest,
     })
+}
+
+/// How often a simulated download advances (virtual time).
+const DOWNLOAD_STEP: Duration = Duration::from_millis(500);
+
+/// A simulated download of `bytes` over `latency` (virtual): the bytes arrive at an even rate
+/// and `progress` follows them, as a real registry pull reports its layers' bytes.
+pub async fn simulate_download(clock: &Clock, latency: Duration, bytes: u64, progress: &PullProgress) {
+    if bytes == 0 || latency.is_zero() {
+        clock.sleep(latency).await;
+        progress.done.fetch_add(bytes, Ordering::Relaxed);
+        return;
+    }
+    progress.total.fetch_add(bytes, Ordering::Relaxed);
+    let mut elapsed = Duration::ZERO;
+    let mut done = 0u64;
+    while elapsed < latency {
+        let step = DOWNLOAD_STEP.min(latency - elapsed);
+        clock.sleep(step).await;
+        elapsed += step;
+        let now = ((bytes as f64) * elapsed.as_secs_f64() / latency.as_secs_f64()).round() as u64;
+        let now = now.min(bytes);
+        progress.done.fetch_add(now - done, Ordering::Relaxed);
+        done = now;
+    }
+    progress.done.fetch_add(bytes - done, Ordering::Relaxed);
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -274,6 +303,29 @@ pub fn pull_failure(cfg: &SimConfig, requested: &str, r: &Reference) -> Option<(
 mod tests {
     use super::*;
     use crate::backends::sim::config::PullFailure;
+
+    #[tokio::test(start_paused = true)]
+    async fn simulated_download_advances_with_the_virtual_clock() {
+        let clock = Clock::scaled(10.0);
+        let p = std::sync::Arc::new(PullProgress::default());
+        let dl = {
+            let p = p.clone();
+            tokio::spawn(async move { simulate_download(&clock, Duration::from_secs(10), 1_000_000, &p).await })
+        };
+        // 4 virtual seconds of 10 = 0.4 real s: 40 % of the bytes.
+        tokio::time::sleep(Duration::from_millis(410)).await;
+        assert_eq!(p.total.load(Ordering::Relaxed), 1_000_000);
+        assert_eq!(p.done.load(Ordering::Relaxed), 400_000);
+        dl.await.unwrap();
+        assert_eq!(p.done.load(Ordering::Relaxed), 1_000_000);
+        // Nothing to fetch (the image is there): only the latency, no bytes.
+        let p = PullProgress::default();
+        simulate_download(&Clock::real(), Duration::from_secs(1), 0, &p).await;
+        assert_eq!(
+            (p.done.load(Ordering::Relaxed), p.total.load(Ordering::Relaxed)),
+            (0, 0)
+        );
+    }
 
     #[test]
     fn normalization_table() {

@@ -118,7 +118,7 @@ pub use config::SimConfig;
 
 use crate::clock::Clock;
 use crate::genericruntime::seam::{
-    cri, Code, ContainerEventStream, ImageService, Result as RtResult, RuntimeError, RuntimeService,
+    cri, Code, ContainerEventStream, ImageService, PullProgress, Result as RtResult, RuntimeError, RuntimeService,
 };
 use crate::genericruntime::streams::LocalStreams;
 use images::ImageRecord;
@@ -1134,6 +1134,14 @@ impl ImageService for SimRuntime {
     }
 
     async fn pull_image(&self, req: cri::PullImageRequest) -> RtResult<cri::PullImageResponse> {
+        self.pull_image_with_progress(req, Arc::default()).await
+    }
+
+    async fn pull_image_with_progress(
+        &self,
+        req: cri::PullImageRequest,
+        progress: Arc<PullProgress>,
+    ) -> RtResult<cri::PullImageResponse> {
         const OP: &str = "PullImage";
         let cfg = self.available(OP)?;
         let requested = req.image.map(|i| i.image).unwrap_or_default();
@@ -1148,9 +1156,12 @@ impl ImageService for SimRuntime {
             let code = if not_found { Code::NotFound } else { Code::Unknown };
             return Err(RuntimeError::new(OP, code, message));
         }
-        // containerd contacts the registry even for a present image, so latency always applies.
-        self.clock.sleep(cfg.pull_latency()).await;
+        // containerd contacts the registry even for a present image, so latency always applies;
+        // only an absent one has bytes to fetch.
         let rec = ImageRecord::of(&reference);
+        let present = self.lock().images.lookup(&rec.id).is_some();
+        let bytes = if present { 0 } else { rec.size };
+        images::simulate_download(&self.clock, cfg.pull_latency(), bytes, &progress).await;
         let mut st = self.lock();
         st.record(&Record::Image(rec.clone()))
             .map_err(|e| journal_failed(OP, e))?;

@@ -1,11 +1,17 @@
 //! Content store: blobs (manifests, configs, compressed layers) under `blobs/sha256/<hex>`,
 //! written to `ingest/` first and renamed into place only after the digest and size check out
 //! and the data is on disk, so a crash or a failed pull never leaves a half-written blob behind.
+//!
+//! The one exception is a layer download's partial blob, `ingest/<hex>.partial`: the bytes of
+//! an interrupted download, kept so the next pull resumes with a Range request (containerd keeps
+//! its ingests the same way). It is never read as content: the resumed pull hashes it again
+//! with the rest, and one older than [`PARTIAL_MAX_AGE`] is dropped at start-up.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::digest::{Digest, DigestError, Hasher};
 
@@ -40,6 +46,11 @@ impl ContentError {
     }
 }
 
+/// A partial download not resumed for this long is dropped at start-up.
+pub const PARTIAL_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+const PARTIAL_SUFFIX: &str = ".partial";
+
 /// The blob store of one node.
 #[derive(Debug)]
 pub struct ContentStore {
@@ -49,19 +60,35 @@ pub struct ContentStore {
 
 impl ContentStore {
     /// Opens (creating) the store; whatever is left in `ingest/` is from a write that never
-    /// finished and is dropped.
+    /// finished and is dropped, except recent partial layer downloads (resumed by the next pull).
     pub fn open(root: &Path) -> Result<Self, ContentError> {
         let blobs = root.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(ContentError::io("create", &blobs))?;
         let ingest = root.join("ingest");
-        if ingest.exists() {
-            let dropped = fs::read_dir(&ingest).map(|d| d.count()).unwrap_or(0);
-            if dropped > 0 {
-                tracing::info!(count = dropped, "dropping incomplete downloads from the content store");
-            }
-            fs::remove_dir_all(&ingest).map_err(ContentError::io("remove", &ingest))?;
-        }
         fs::create_dir_all(&ingest).map_err(ContentError::io("create", &ingest))?;
+        let rd = fs::read_dir(&ingest).map_err(ContentError::io("read", &ingest))?;
+        let mut dropped = 0;
+        for e in rd.flatten() {
+            let keep = e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX)
+                && e.metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age < PARTIAL_MAX_AGE);
+            if !keep {
+                dropped += 1;
+                let p = e.path();
+                let res = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+                res.map_err(ContentError::io("remove", &p))?;
+            }
+        }
+        if dropped > 0 {
+            tracing::info!(count = dropped, "dropping incomplete downloads from the content store");
+        }
         Ok(Self {
             root: root.to_path_buf(),
             seq: AtomicU64::new(0),
@@ -118,6 +145,11 @@ impl ContentStore {
     /// Total bytes of committed blobs.
     pub fn usage(&self) -> u64 {
         self.list().iter().filter_map(|d| self.size(d)).sum()
+    }
+
+    /// Where an interrupted download of `d` keeps its bytes.
+    pub fn partial_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("ingest").join(format!("{}{PARTIAL_SUFFIX}", d.hex()))
     }
 
     /// A writer for a blob that must hash to `expected` (and be `size` bytes when known).
@@ -304,6 +336,26 @@ mod tests {
             "{err}"
         );
         assert!(!s.has(&d));
+    }
+
+    #[test]
+    fn recent_partial_download_survives_start_up_old_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(dir.path()).unwrap();
+        let fresh = s.partial_path(&Digest::of(b"fresh"));
+        let old = s.partial_path(&Digest::of(b"old"));
+        fs::write(&fresh, b"half").unwrap();
+        fs::write(&old, b"half").unwrap();
+        let long_ago = std::time::SystemTime::now() - PARTIAL_MAX_AGE - Duration::from_secs(60);
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let _s = ContentStore::open(dir.path()).unwrap();
+        assert!(fresh.exists());
+        assert!(!old.exists());
     }
 
     #[test]

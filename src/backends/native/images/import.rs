@@ -327,27 +327,6 @@ impl ImageStore {
         self.meta().put(rec.clone()).map_err(StoreError::from)?;
         Ok(self.get(&rec.id).unwrap_or(rec))
     }
-
-    /// Imports every archive in `dir` (the preload directory); one bad file is logged, not fatal.
-    pub fn preload(&self, dir: &Path) -> usize {
-        let Ok(rd) = fs::read_dir(dir) else {
-            tracing::warn!(dir = %dir.display(), "image preload directory unreadable");
-            return 0;
-        };
-        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
-        files.sort();
-        let mut n = 0;
-        for f in files {
-            match self.import(&f, None) {
-                Ok(imgs) => {
-                    n += imgs.len();
-                    tracing::info!(file = %f.display(), images = imgs.len(), "preloaded images");
-                }
-                Err(e) => tracing::warn!(file = %f.display(), error = %e, "image preload failed"),
-            }
-        }
-        n
-    }
 }
 
 fn nonce() -> u64 {

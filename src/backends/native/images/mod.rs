@@ -6,10 +6,12 @@
 pub mod cli;
 pub mod content;
 pub mod digest;
+pub mod direct;
 pub mod hosts;
 pub mod import;
 pub mod manifest;
 pub mod metadata;
+pub mod preload;
 pub mod pull;
 pub mod reference;
 pub mod registry;

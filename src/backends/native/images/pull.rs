@@ -4,7 +4,7 @@
 //! A layer is committed only when all three match; a failed pull leaves only whole layers,
 //! which the retry reuses.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -83,17 +83,24 @@ fn resolve_msg(reference: &str, e: &RegistryError) -> String {
     }
 }
 
-/// Turns a stream of chunks into a `Read` for the blocking unpacker.
+/// Turns a stream of chunks into a `Read` for the blocking unpacker, appending each chunk to
+/// the partial blob as it arrives.
 struct ChannelReader {
     rx: std::sync::mpsc::Receiver<Result<bytes::Bytes, String>>,
     cur: bytes::Bytes,
+    sink: Option<std::fs::File>,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.cur.is_empty() {
             match self.rx.recv() {
-                Ok(Ok(b)) => self.cur = b,
+                Ok(Ok(b)) => {
+                    if let Some(f) = self.sink.as_mut() {
+                        f.write_all(&b)?;
+                    }
+                    self.cur = b
+                }
                 Ok(Err(e)) => return Err(std::io::Error::other(e)),
                 Err(_) => return Ok(0),
             }
@@ -318,7 +325,10 @@ impl ImageStore {
         Err(last.unwrap_or(RegistryError::NotFound).into_fetch(desc))
     }
 
-    /// One layer: download and unpack in one pass unless it is already unpacked.
+    /// One layer: download and unpack in one pass unless it is already unpacked. The bytes also
+    /// go to the layer's partial blob, so a download cut short resumes where it stopped: a
+    /// Range request for the rest when the registry honours it, the whole blob again when not,
+    /// and the digest checked over all of it either way.
     async fn fetch_layer(
         &self,
         order: &[&Remote],
@@ -331,35 +341,82 @@ impl ImageStore {
         if self.snapshots.has(chain) {
             return Ok(());
         }
+        // Two chains may share a blob: one writer of its partial at a time.
+        let _blob = self.layer_locks.lock(&format!("blob-{}", layer.digest.hex())).await;
+        let mut partial = Partial::open(self.content.partial_path(&layer.digest), layer.size);
         let mut last = None;
         for r in order {
-            match r.blob(&layer.digest).await {
-                Ok(stream) => return self.unpack_stream(stream, layer, diff_id, chain, progress).await,
-                Err(e) => last = Some(e),
+            // A resumed download that does not verify is dropped and fetched whole, once.
+            for attempt in 0..2 {
+                let offset = partial.len();
+                let got = if offset >= layer.size && offset > 0 {
+                    Ok((None, true))
+                } else if offset > 0 {
+                    r.blob_from(&layer.digest, offset)
+                        .await
+                        .map(|(s, resumed)| (Some(s), resumed))
+                } else {
+                    r.blob(&layer.digest).await.map(|s| (Some(s), false))
+                };
+                let (stream, resumed) = match got {
+                    Ok(x) => x,
+                    Err(e) => {
+                        last = Some(e);
+                        break;
+                    }
+                };
+                if offset > 0 {
+                    if resumed {
+                        tracing::info!(layer = %layer.digest, offset, "resuming an interrupted layer download");
+                    } else {
+                        tracing::info!(layer = %layer.digest, "registry ignored the Range request; downloading the layer again");
+                        partial.reset();
+                    }
+                }
+                match self
+                    .unpack_stream(stream, &mut partial, layer, diff_id, chain, progress)
+                    .await
+                {
+                    Err(LayerFailure::Bad(e)) if resumed && attempt == 0 => {
+                        tracing::warn!(layer = %layer.digest, error = %e, "resumed layer download unusable, downloading it again");
+                    }
+                    Err(LayerFailure::Bad(e) | LayerFailure::Interrupted(e)) => return Err(e),
+                    Ok(()) => {
+                        partial.remove();
+                        return Ok(());
+                    }
+                }
             }
         }
         Err(last.unwrap_or(RegistryError::NotFound).into_fetch(layer))
     }
 
+    /// Feeds the partial blob's bytes, then the stream's (appending them to the partial), to
+    /// the unpacker. A verification or unpack failure empties the partial (`Bad`); a broken
+    /// connection keeps it (`Interrupted`).
     async fn unpack_stream(
         &self,
-        mut blob: BlobStream,
+        blob: Option<BlobStream>,
+        partial: &mut Partial,
         layer: &Descriptor,
         diff_id: &Digest,
         chain: &Digest,
         progress: &Arc<PullProgress>,
-    ) -> Result<(), PullStepError> {
-        let prepared = self.snapshots.prepare()?;
+    ) -> Result<(), LayerFailure> {
+        let prepared = self.snapshots.prepare().map_err(|e| LayerFailure::Bad(e.into()))?;
         let dir = prepared.fs_dir();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<bytes::Bytes, String>>(16);
         let expected = layer.clone();
         let want_diff = diff_id.clone();
+        let (prefix, sink) = partial.reader_and_sink();
+        progress.done.fetch_add(partial.len(), Ordering::Relaxed);
         let worker = tokio::task::spawn_blocking(move || -> Result<(), PullStepError> {
             let mut v = Verifying {
-                inner: ChannelReader {
+                inner: prefix.chain(ChannelReader {
                     rx,
                     cur: bytes::Bytes::new(),
-                },
+                    sink,
+                }),
                 hasher: Hasher::new(),
                 limit: expected.size,
             };
@@ -390,36 +447,136 @@ impl ImageStore {
             Ok(())
         });
         let mut failed = None;
-        while let Some(chunk) = blob.stream.next().await {
-            match chunk {
-                Ok(b) => {
-                    progress.done.fetch_add(b.len() as u64, Ordering::Relaxed);
-                    if tx.send(Ok(b)).is_err() {
-                        break; // the unpacker gave up; its error says why
+        let mut received = partial.len();
+        if let Some(mut blob) = blob {
+            while let Some(chunk) = blob.stream.next().await {
+                match chunk {
+                    Ok(b) => {
+                        received += b.len() as u64;
+                        progress.done.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        if tx.send(Ok(b)).is_err() {
+                            break; // the unpacker gave up; its error says why
+                        }
                     }
-                }
-                Err(e) => {
-                    let msg = format!("failed to copy: httpReadSeeker: failed read: {e}");
-                    failed = Some(msg.clone());
-                    let _ = tx.send(Err(msg));
-                    break;
+                    Err(e) => {
+                        let msg = format!("failed to copy: httpReadSeeker: failed read: {e}");
+                        failed = Some(msg.clone());
+                        let _ = tx.send(Err(msg));
+                        break;
+                    }
                 }
             }
         }
         drop(tx);
         let res = worker
             .await
-            .map_err(|e| PullStepError::Copy(format!("unpacking task failed: {e}")))?;
+            .map_err(|e| LayerFailure::Bad(PullStepError::Copy(format!("unpacking task failed: {e}"))))?;
         if let Some(msg) = failed {
             // The unpacker saw a read error; the network's message is the useful one.
-            return Err(PullStepError::Copy(
-                msg.trim_start_matches("failed to copy: ").to_string(),
-            ));
+            let e = PullStepError::Copy(msg.trim_start_matches("failed to copy: ").to_string());
+            // An error after the last byte is the client's own digest check, not a cut.
+            if received < layer.size {
+                return Err(LayerFailure::Interrupted(e));
+            }
+            partial.reset();
+            return Err(LayerFailure::Bad(e));
         }
-        res?;
-        self.snapshots.commit(prepared, chain)?;
+        if let Err(e) = res {
+            partial.reset();
+            return Err(LayerFailure::Bad(e));
+        }
+        self.snapshots
+            .commit(prepared, chain)
+            .map_err(|e| LayerFailure::Bad(e.into()))?;
         tracing::debug!(layer = %layer.digest, chain = %chain, "layer unpacked");
         Ok(())
+    }
+}
+
+/// How a layer download failed: cut short (the partial blob is kept for a resume) or with
+/// bytes that did not verify or unpack (the partial blob is emptied).
+enum LayerFailure {
+    Interrupted(PullStepError),
+    Bad(PullStepError),
+}
+
+/// The partial blob of one layer download (`ingest/<hex>.partial`), held under an exclusive
+/// `flock` so the node and `keel images` sharing the store never append to it at once; the
+/// one that finds it locked downloads without keeping a partial.
+struct Partial {
+    file: Option<nix::fcntl::Flock<std::fs::File>>,
+    path: std::path::PathBuf,
+}
+
+impl Partial {
+    fn open(path: std::path::PathBuf, size: u64) -> Self {
+        let file = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                    .map_err(|(_, errno)| errno.to_string())
+            });
+        let file = match file {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "layer download will not be resumable");
+                None
+            }
+        };
+        let mut p = Self { file, path };
+        if p.len() > size {
+            p.reset();
+        }
+        p
+    }
+
+    fn len(&self) -> u64 {
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Drops the bytes kept so far (the next download starts from zero).
+    fn reset(&mut self) {
+        if let Some(f) = &self.file {
+            if let Err(e) = f.set_len(0) {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot empty a partial layer download");
+                self.file = None;
+            }
+        }
+    }
+
+    /// The kept bytes to read first, and a handle to append new ones to.
+    fn reader_and_sink(&self) -> (Box<dyn Read + Send>, Option<std::fs::File>) {
+        let len = self.len();
+        let prefix: Box<dyn Read + Send> = match std::fs::File::open(&self.path) {
+            Ok(f) if len > 0 => Box::new(f.take(len)),
+            _ => Box::new(std::io::empty()),
+        };
+        let sink = self.file.as_ref().and_then(|f| f.try_clone().ok());
+        (prefix, sink)
+    }
+
+    /// The layer is unpacked: the bytes are not needed any more.
+    fn remove(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        // Nothing kept: no point leaving an empty file behind.
+        if self.file.is_some() && self.len() == 0 {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

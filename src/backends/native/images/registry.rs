@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use futures::stream::BoxStream;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::client::{BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -14,6 +14,7 @@ use oci_client::{Client, Reference};
 use crate::genericruntime::seam::cri;
 
 use super::digest::Digest;
+use super::direct::Direct;
 use super::hosts::Endpoint;
 use super::manifest::{DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, MAX_MANIFEST_SIZE, OCI_INDEX, OCI_MANIFEST};
 
@@ -91,7 +92,7 @@ impl RegistryError {
 }
 
 /// reqwest's Display hides the cause (`connection refused` is three levels down).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -149,10 +150,19 @@ pub fn credentials(auth: Option<&cri::AuthConfig>, domain: &str) -> Result<Regis
 
 /// One endpoint of one pull.
 pub struct Remote {
-    client: Client,
+    client: Transport,
     auth: RegistryAuth,
     pub endpoint: Endpoint,
     path: String,
+}
+
+/// oci-client, or the direct client for what hosts.toml asks and oci-client cannot do.
+enum Transport {
+    Oci(Box<Client>),
+    Direct(Box<Direct>),
+    /// The hosts.toml settings could not be applied (a bad client certificate): every
+    /// request fails with why.
+    Broken(String),
 }
 
 /// A blob on its way.
@@ -166,6 +176,18 @@ impl Remote {
         // reqwest panics building a client when no rustls provider is installed; keel uses
         // ring everywhere (a no-op when `main` installed it already).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        if endpoint.needs_direct_client() {
+            let client = match Direct::new(&endpoint, path, auth.clone()) {
+                Ok(d) => Transport::Direct(Box::new(d)),
+                Err(e) => Transport::Broken(e.to_string()),
+            };
+            return Self {
+                client,
+                auth,
+                path: path.to_string(),
+                endpoint,
+            };
+        }
         let mut extra = Vec::new();
         for ca in &endpoint.ca {
             match std::fs::read(ca) {
@@ -191,7 +213,7 @@ impl Remote {
             ..Default::default()
         };
         Self {
-            client: Client::new(config),
+            client: Transport::Oci(Box::new(Client::new(config))),
             auth,
             path: path.to_string(),
             endpoint,
@@ -209,12 +231,18 @@ impl Remote {
     /// `GET /v2/<name>/manifests/<tag|digest>`: the bytes and their digest (checked against a
     /// digest reference and the registry's `Docker-Content-Digest`).
     pub async fn manifest(&self, object: &str) -> Result<(Vec<u8>, Digest), RegistryError> {
-        let r = self.reference(object);
-        let (bytes, _header_digest) = self
-            .client
-            .pull_manifest_raw(&r, &self.auth, ACCEPT)
-            .await
-            .map_err(|e| RegistryError::from_oci(e, "GET"))?;
+        let bytes = match &self.client {
+            Transport::Oci(client) => {
+                let r = self.reference(object);
+                let (bytes, _header_digest) = client
+                    .pull_manifest_raw(&r, &self.auth, ACCEPT)
+                    .await
+                    .map_err(|e| RegistryError::from_oci(e, "GET"))?;
+                bytes.to_vec()
+            }
+            Transport::Direct(d) => d.manifest(object, ACCEPT).await?,
+            Transport::Broken(e) => return Err(RegistryError::Transport(e.clone())),
+        };
         if bytes.len() as u64 > MAX_MANIFEST_SIZE {
             return Err(RegistryError::TooLarge(object.to_string()));
         }
@@ -225,24 +253,62 @@ impl Remote {
         {
             return Err(RegistryError::Schema1);
         }
-        Ok((bytes.to_vec(), Digest::of(&bytes)))
+        let digest = Digest::of(&bytes);
+        Ok((bytes, digest))
     }
 
     /// `GET /v2/<name>/blobs/<digest>` as a stream.
     pub async fn blob(&self, digest: &Digest) -> Result<BlobStream, RegistryError> {
+        let client = match &self.client {
+            Transport::Oci(c) => c,
+            Transport::Direct(d) => return d.blob(&digest.to_string(), 0).await.map(|(s, _)| s),
+            Transport::Broken(e) => return Err(RegistryError::Transport(e.clone())),
+        };
         let r = self.reference(&digest.to_string());
         let d = digest.to_string();
         // The token flow runs on the first request of a client; blobs may come first (a
         // digest reference whose manifest is cached), so authenticate explicitly.
-        self.client.store_auth_if_needed(r.resolve_registry(), &self.auth).await;
-        let s = self
-            .client
+        client.store_auth_if_needed(r.resolve_registry(), &self.auth).await;
+        let s = client
             .pull_blob_stream(&r, d.as_str())
             .await
             .map_err(|e| RegistryError::from_oci(e, "GET"))?;
         Ok(BlobStream {
             length: s.content_length,
             stream: s.stream,
+        })
+    }
+
+    /// The blob from byte `offset` on (`Range: bytes=<offset>-`): `(stream, true)` when the
+    /// registry answered 206 with the rest, `(stream, false)` when it sent the whole blob.
+    pub async fn blob_from(&self, digest: &Digest, offset: u64) -> Result<(BlobStream, bool), RegistryError> {
+        let client = match &self.client {
+            Transport::Oci(c) => c,
+            Transport::Direct(d) => return d.blob(&digest.to_string(), offset).await,
+            Transport::Broken(e) => return Err(RegistryError::Transport(e.clone())),
+        };
+        let r = self.reference(&digest.to_string());
+        let d = digest.to_string();
+        client.store_auth_if_needed(r.resolve_registry(), &self.auth).await;
+        let res = client
+            .pull_blob_stream_partial(&r, d.as_str(), offset, None)
+            .await
+            .map_err(|e| RegistryError::from_oci(e, "GET"))?;
+        Ok(match res {
+            BlobResponse::Partial(s) => (
+                BlobStream {
+                    length: s.content_length,
+                    stream: s.stream,
+                },
+                true,
+            ),
+            BlobResponse::Full(s) => (
+                BlobStream {
+                    length: s.content_length,
+                    stream: s.stream,
+                },
+                false,
+            ),
         })
     }
 }

@@ -9,6 +9,7 @@ use crate::genericruntime::seam::{cri, Code, ImageService, PullProgress, Result,
 
 use super::hosts::HostsConfig;
 use super::metadata::ImageRecord;
+use super::preload::PreloadReport;
 use super::pull::PullError;
 use super::store::{ImageStore, StoreError};
 
@@ -32,6 +33,20 @@ impl NativeImages {
 
     pub fn store(&self) -> &Arc<ImageStore> {
         &self.store
+    }
+
+    /// Imports the archives of the preload directory (`imagePreloadDir`) not yet in the store,
+    /// on a blocking thread; failures are logged one line per archive.
+    pub async fn preload(&self, dir: &Path) -> PreloadReport {
+        let store = self.store.clone();
+        let dir = dir.to_path_buf();
+        match tokio::task::spawn_blocking(move || store.preload(&dir)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "image preload task failed");
+                PreloadReport::default()
+            }
+        }
     }
 }
 
