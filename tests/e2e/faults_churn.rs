@@ -36,6 +36,8 @@ fn plan(backend: Backend) -> Plan {
 
 fn plan_by_mode(backend: Backend) -> Plan {
     match (backend, long_mode()) {
+        // The native backend's create/delete cycles are native_node::native_pod_cycles_leave_nothing_behind.
+        (Backend::Native, _) => unreachable!("churn runs on containerd and the simulator"),
         (Backend::Cri, false) => Plan {
             backend,
             wave: 17,
@@ -169,7 +171,7 @@ async fn wave(n: &Node, pods: &Api<Pod>, label: &str, count: usize) {
 async fn churn(plan: Plan) {
     let _g = match plan.backend {
         Backend::Cri => Some(cri_lock().await),
-        Backend::Sim { .. } => None,
+        Backend::Sim { .. } | Backend::Native => None,
     };
     let max_pods = (plan.wave + 10).to_string();
     let n = Node::start_on(
@@ -184,11 +186,11 @@ async fn churn(plan: Plan) {
     let pods: Api<Pod> = Api::namespaced(n.api.client().await, "default");
     let rt = match plan.backend {
         Backend::Cri => Some(cri_runtime().unwrap()),
-        Backend::Sim { .. } => None,
+        Backend::Sim { .. } | Backend::Native => None,
     };
     let host_before = match plan.backend {
         Backend::Cri => host_resources(&n),
-        Backend::Sim { .. } => (0, 0, 0, 0),
+        Backend::Sim { .. } | Backend::Native => (0, 0, 0, 0),
     };
     let base = unique("churn");
     let t0 = Instant::now();
