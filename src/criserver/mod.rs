@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::backends::native::{NativeConfig, NativeRuntime};
 use crate::backends::sim::{self, SimRuntime};
 use crate::clock::Clock;
 use crate::genericruntime::seam::{cri, Runtime};
@@ -39,7 +40,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub enum Backend {
     /// The simulated runtime.
     Sim,
-    /// Real containers without a daemon (not available yet).
+    /// Real containers without a daemon: runc, CNI plugins and keel's own image store.
     Native,
 }
 
@@ -61,6 +62,19 @@ pub struct CriArgs {
     /// The simulated runtime's config file (images, failures, readiness), re-read on change.
     #[arg(long)]
     pub sim_config: Option<PathBuf>,
+    /// The native runtime's run-time state: pinned namespaces, monitor sockets, runc's root
+    /// (default /run/keel; short, as for `keel run`).
+    #[arg(long)]
+    pub native_run_dir: Option<PathBuf>,
+    /// The runc binary of the native runtime (default: `runc` on PATH).
+    #[arg(long)]
+    pub runc: Option<PathBuf>,
+    /// CNI network configurations of the native runtime (default /etc/cni/net.d).
+    #[arg(long)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Comma-separated CNI plugin directories (default /opt/cni/bin,/usr/lib/cni).
+    #[arg(long, value_delimiter = ',')]
+    pub cni_bin_dir: Option<Vec<PathBuf>>,
     /// Log filter (RUST_LOG syntax; the RUST_LOG variable wins).
     #[arg(long)]
     pub log_level: Option<String>,
@@ -71,8 +85,8 @@ pub struct CriArgs {
 pub enum Error {
     #[error("--listen {0:?}: keel cri serves on a unix socket (unix:///PATH)")]
     BadListen(String),
-    #[error("--runtime native: the native backend is not available in this build of keel yet")]
-    NativeNotAvailable,
+    #[error("starting the native runtime")]
+    Native(#[from] crate::backends::native::NativeError),
     #[error("starting the simulated runtime")]
     Sim(#[from] sim::Error),
     #[error(transparent)]
@@ -123,7 +137,22 @@ pub async fn run(args: CriArgs) -> Result<(), Error> {
 /// The backend, its in-process streams and the bound streaming server.
 async fn start_backend(args: &CriArgs) -> Result<(Arc<dyn Runtime>, Arc<dyn LocalStreams>, StreamingServer), Error> {
     let backend: Arc<dyn Runtime> = match args.runtime {
-        Backend::Native => return Err(Error::NativeNotAvailable),
+        Backend::Native => {
+            let mut cfg = NativeConfig::with_defaults(args.root_dir.clone());
+            if let Some(d) = &args.native_run_dir {
+                cfg.run_dir = d.clone();
+            }
+            if let Some(r) = &args.runc {
+                cfg.runc = r.clone();
+            }
+            if let Some(d) = &args.cni_conf_dir {
+                cfg.cni_conf_dir = d.clone();
+            }
+            if let Some(d) = &args.cni_bin_dir {
+                cfg.cni_bin_dirs = d.clone();
+            }
+            NativeRuntime::new(cfg).await?
+        }
         Backend::Sim => {
             let clock = Clock::real();
             let state_dir = args.root_dir.join("sim");
@@ -152,9 +181,6 @@ async fn wait_for_termination() -> std::io::Result<()> {
 /// Serves until `shutdown` is cancelled.
 pub async fn serve(args: CriArgs, shutdown: CancellationToken) -> Result<(), Error> {
     let path = socket_path(&args.listen)?;
-    if args.runtime == Backend::Native {
-        return Err(Error::NativeNotAvailable);
-    }
     // grpc.reflection, both versions (grpcurl and most tools ask v1alpha, newer ones v1): CRI,
     // health and both reflection services, from the descriptor sets their builds emit, so each
     // version lists everything on the socket.

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::keel::free_port;
+use crate::support::native::{cleanup, import_images, native_env, new_run_dir, NativeEnv, CNI_BIN_DIR};
 
 const CRICTL: &str = "/work/shared/tools/crictl";
 /// The sim's echo server answers on every TCP containerPort of the pod.
@@ -21,13 +22,53 @@ const ECHO_PORT: u16 = 8080;
 pub(crate) struct CriServer {
     pub(crate) dir: tempfile::TempDir,
     child: Option<tokio::process::Child>,
+    /// The native runtime's run dir, when serving native.
+    native: Option<PathBuf>,
 }
 
 impl CriServer {
     pub(crate) async fn start() -> Result<CriServer> {
         let dir = tempfile::Builder::new().prefix("keel-cri-e2e").tempdir()?;
-        let mut s = CriServer { dir, child: None };
+        let mut s = CriServer {
+            dir,
+            child: None,
+            native: None,
+        };
         s.child = Some(s.spawn()?);
+        s.wait_serving().await?;
+        Ok(s)
+    }
+
+    /// `keel cri --runtime native` on the CNI bridge and test images of scripts/containerd-env.sh,
+    /// with a private run dir (cleaned up, monitors killed by PID, when dropped).
+    async fn start_native(env: &NativeEnv) -> Result<CriServer> {
+        let dir = tempfile::Builder::new().prefix("keel-cri-native").tempdir()?;
+        import_images(env, &dir.path().join("root"))?;
+        let run_dir = new_run_dir()?;
+        let mut s = CriServer {
+            dir,
+            child: None,
+            native: Some(run_dir.clone()),
+        };
+        let log = std::fs::File::create(s.path("keel.log"))?;
+        s.child = Some(
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+                .args(["cri", "--runtime", "native", "--listen"])
+                .arg(format!("unix://{}", s.socket().display()))
+                .arg("--root-dir")
+                .arg(s.dir.path().join("root"))
+                .arg("--native-run-dir")
+                .arg(&run_dir)
+                .arg("--cni-conf-dir")
+                .arg(&env.cni_conf_dir)
+                .arg("--cni-bin-dir")
+                .arg(CNI_BIN_DIR)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .context("spawning keel cri --runtime native")?,
+        );
         s.wait_serving().await?;
         Ok(s)
     }
@@ -179,6 +220,9 @@ impl Drop for CriServer {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_mut() {
             let _ = c.start_kill();
+        }
+        if let Some(run_dir) = &self.native {
+            cleanup(run_dir, self.dir.path());
         }
     }
 }
@@ -534,13 +578,14 @@ async fn grpc_health(socket: &Path) -> Result<i32> {
 }
 
 #[tokio::test]
-async fn keel_cri_refuses_the_native_backend_and_tcp_listen_addresses() {
+async fn keel_cri_refuses_tcp_listen_addresses_and_a_missing_runc() {
     let dir = tempfile::tempdir().unwrap();
     let sock = format!("unix://{}", dir.path().join("n.sock").display());
+    let no_runc = dir.path().join("no-such-runc").display().to_string();
     for (args, want) in [
         (
-            vec!["--runtime", "native", "--listen", &sock],
-            "native backend is not available",
+            vec!["--runtime", "native", "--listen", &sock, "--runc", &no_runc],
+            "no-such-runc",
         ),
         (
             vec!["--runtime", "sim", "--listen", "tcp://127.0.0.1:1"],
@@ -711,4 +756,85 @@ async fn keel_cri_answers_what_it_cannot_do_with_unimplemented() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+}
+
+/// crictl against `keel cri --runtime native`: real containers under runc on the CNI bridge,
+/// from images in keel's own store.
+#[tokio::test]
+async fn crictl_on_the_native_runtime() {
+    let env = match native_env() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("skipped: {e:#}");
+            return;
+        }
+    };
+    let s = CriServer::start_native(&env).await.unwrap();
+    assert!(s.ok(&["version"]).await.contains("RuntimeName:  keel"));
+    let info = s.json(&["info"]).await;
+    let conds = info["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    for t in ["RuntimeReady", "NetworkReady"] {
+        assert!(
+            conds.iter().any(|c| c["type"] == t && c["status"] == true),
+            "{t} in {info}"
+        );
+    }
+    assert_eq!(info["config"]["runtime"], "native", "{info}");
+    let images = s.ok(&["images"]).await;
+    assert!(images.contains("busybox") && images.contains("1.36"), "{images}");
+
+    let pod_cfg = s.pod_config("nat");
+    let pod = s.ok(&["runp", &pod_cfg]).await;
+    let inspectp = s.json(&["inspectp", &pod]).await;
+    assert_eq!(inspectp["status"]["state"], "SANDBOX_READY", "{inspectp}");
+    let ip = inspectp["status"]["network"]["ip"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "pod IP from CNI: {inspectp}");
+    let ctr_cfg = s.container_config(
+        "main",
+        "echo hello-from-native; while true; do sleep 1; done",
+        serde_json::json!({"image": {"image": "busybox:1.36"}}),
+    );
+    let ctr = s.ok(&["create", &pod, &ctr_cfg, &pod_cfg]).await;
+    s.ok(&["start", &ctr]).await;
+    let ps = s.ok(&["ps"]).await;
+    assert!(ps.contains("Running") && ps.contains(&ctr[..13]), "{ps}");
+
+    // The CRI log, written by the container's monitor.
+    let mut logs = String::new();
+    for _ in 0..50 {
+        logs = s.ok(&["logs", &ctr]).await;
+        if !logs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(logs, "hello-from-native");
+
+    // exec through the streaming server (runc exec), exit codes passed on; ExecSync too.
+    let o = s
+        .crictl(&["exec", &ctr, "sh", "-c", "echo out-$((20+1)); exit 3"])
+        .await
+        .unwrap();
+    assert_eq!(o.stdout.trim(), "out-21");
+    assert!(
+        !o.ok && o.stderr.contains("command terminated with exit code 3"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(s.ok(&["exec", "-s", &ctr, "echo", "sync-ok"]).await, "sync-ok");
+    let stats = s.json(&["stats", "-o", "json", "--id", &ctr]).await;
+    assert_eq!(stats["stats"][0]["attributes"]["id"], ctr.as_str(), "{stats}");
+
+    // A shell as PID 1 without a trap ignores SIGTERM: stop with timeout 0 kills it.
+    s.ok(&["stop", "--timeout", "0", &ctr]).await;
+    let inspect = s.json(&["inspect", &ctr]).await;
+    assert_eq!(inspect["status"]["state"], "CONTAINER_EXITED", "{inspect}");
+    assert_eq!(inspect["status"]["exitCode"], 137, "{inspect}");
+    s.ok(&["rm", &ctr]).await;
+    s.ok(&["stopp", &pod]).await;
+    s.ok(&["rmp", &pod]).await;
+    assert!(s.ok(&["pods", "-q"]).await.is_empty());
 }

@@ -157,6 +157,23 @@ pub fn fd_count(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Open fds of a process other than sockets: files, pipes, eventfds, namespaces. Pod leaks show
+/// here; sockets also count the API client's pool of idle connections, which grows with bursts
+/// of requests (up to one per concurrent request) and shrinks after 90 s idle.
+pub fn non_socket_fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .map(|t| !t.to_string_lossy().starts_with("socket:"))
+                        .unwrap_or(false)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Resident set size of a process in KiB (`VmRSS`).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -21,7 +21,7 @@ use crate::support::util::*;
 const T: Duration = Duration::from_secs(60);
 /// DiskPressure below 10 % free on the root dir's filesystem, as the kubelet's default; memory
 /// and image thresholds off (a shared test machine must not decide this test).
-const EVICTION: &str = "evictionHard:\n  memory.available: \"1Ki\"\n  nodefs.available: \"10%\"\n  nodefs.inodesFree: \"5%\"\n  imagefs.available: \"0%\"\n";
+const EVICTION: &str = "evictionHard:\n  memory.available: \"1Ki\"\n  nodefs.available: \"10%\"\n  nodefs.inodesFree: \"5%\"\n  imagefs.available: \"0%\"\nevictionPressureTransitionPeriod: 5s\n";
 
 fn mount_tmpfs(at: &Path, size: &str) {
     std::fs::create_dir_all(at).unwrap();

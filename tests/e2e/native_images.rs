@@ -833,3 +833,59 @@ async fn native_pull_through_a_mirror_with_override_path_and_headers() {
     store_has_no_leftovers(&root);
     stop.store(true, Ordering::Relaxed);
 }
+
+/// Unmounts a test's private mount when the test ends, passed or not.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Disk full during a pull: a non-zero exit naming it, nothing listed, no half-made layer; once
+/// space returns the same store pulls the image whole.
+#[tokio::test]
+async fn native_pull_on_a_full_disk_says_so_and_leaves_the_store_whole() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start(&tmp.path().join("reg"), None);
+    let layout = build_image(&tmp.path().join("img"), None);
+    reg.push(&layout, "v1", "keel/full:1", None);
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let root_s = root.to_str().unwrap();
+    // The image is over 500 kB compressed: 256 kB cannot hold it.
+    run("mount", &["-t", "tmpfs", "-o", "size=256k", "keel-test-full", root_s]);
+    let _unmount = Unmount(root.clone());
+    let name = format!("{}/keel/full:1", reg.host());
+    let o = keel_images(&root, &["pull", "-q", &name]);
+    assert!(!o.status.success(), "a pull into 256 kB succeeded");
+    let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
+    assert!(
+        err.contains(&format!("failed to pull and unpack image \"{name}\"")) && err.contains("no space left on device"),
+        "{err}"
+    );
+    let ls = ok(&keel_images(&root, &["ls"]));
+    assert!(!ls.contains("keel/full"), "{ls}");
+    let snaps: Vec<String> = std::fs::read_dir(root.join("native/images/snapshots"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        snaps.iter().all(|s| !s.starts_with("tmp-")),
+        "half-made layers: {snaps:?}"
+    );
+
+    run("mount", &["-o", "remount,size=64m", root_s]);
+    ok(&keel_images(&root, &["pull", "-q", &name]));
+    let ls = ok(&keel_images(&root, &["ls"]));
+    assert!(ls.contains(&format!("{}/keel/full", reg.host())), "{ls}");
+    store_has_no_leftovers(&root);
+}
