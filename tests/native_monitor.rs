@@ -613,3 +613,38 @@ async fn monitor_survives_its_spawner_being_killed() {
     assert_eq!(c.wait().await.exit_code, 0);
     assert_eq!(c.entries(), vec![e("stdout", "F", "still here")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_clients_share_the_output_with_stderr_apart() {
+    require_runc!();
+    let mut c = Ctr::new(Opts {
+        // No stdin: an attach client's stdin is ignored and its end does not end the attach.
+        args: sh("while true; do echo out; echo err >&2; sleep 0.1; done"),
+        ..Opts::default()
+    });
+    c.spawn().await.expect("spawn");
+    let mut a = attach(&c, true);
+    let mut b = attach(&c, false);
+    c.start();
+    drop(a.stdin.take());
+    for client in [&mut a, &mut b] {
+        assert!(read_until(&mut client.stdout, "out\nout\n")
+            .await
+            .contains("out\nout\n"));
+        let err = read_until(&mut client.stderr, "err\n").await;
+        assert!(err.starts_with("err\n") && !err.contains("out"), "{err:?}");
+    }
+    assert!(!a.done.is_finished(), "the attach goes on after its stdin ended");
+    let out = c.runc(&["kill", &c.spec.id, "KILL"]);
+    assert!(out.status.success());
+    assert_eq!(c.wait().await.exit_code, 137);
+    for done in [a.done, b.done] {
+        tokio::time::timeout(Duration::from_secs(10), done)
+            .await
+            .expect("attach ends with the container")
+            .unwrap()
+            .expect("attach");
+    }
+    let entries = c.entries();
+    assert!(entries.contains(&e("stdout", "F", "out")) && entries.contains(&e("stderr", "F", "err")));
+}
