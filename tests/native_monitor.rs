@@ -357,6 +357,11 @@ async fn logs_partial_lines_and_exit_code() {
     let created = c.spawn().await.expect("spawn");
     assert!(created.pid > 0 && pid_alive(created.pid), "init {created:?} is running");
     assert!(monitor::alive(&c.spec.socket));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&c.spec.socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only root may attach");
+    }
     assert_eq!(monitor::read_exit(&c.spec.state_dir), None);
     let state = c.runc(&["state", &c.spec.id]);
     assert!(String::from_utf8_lossy(&state.stdout).contains("\"created\""));

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -242,11 +243,18 @@ impl Monitor {
             let _ = std::fs::remove_file(state.join(stale));
         }
         if let Some(dir) = spec.socket.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io_err(&format!("creating {}", dir.display()), e))?;
+            // Whoever can connect can attach to the container: root only.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| io_err(&format!("creating {}", dir.display()), e))?;
         }
         let _ = std::fs::remove_file(&spec.socket);
         let listener = UnixListener::bind(&spec.socket)
             .map_err(|e| io_err(&format!("listening on {}", spec.socket.display()), e))?;
+        std::fs::set_permissions(&spec.socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io_err(&format!("chmod {}", spec.socket.display()), e))?;
         listener.set_nonblocking(true).map_err(|e| io_err("socket", e))?;
         let cleanup_socket = |e: String| {
             let _ = std::fs::remove_file(&spec.socket);
@@ -772,6 +780,8 @@ impl Stdio3 {
             let path = spec.socket.with_extension("console");
             let _ = std::fs::remove_file(&path);
             let l = UnixListener::bind(&path).map_err(|e| io_err(&format!("console socket {}", path.display()), e))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| io_err(&format!("chmod {}", path.display()), e))?;
             s.console = Some(l);
             s.console_path = Some(path);
             return Ok(s);
