@@ -653,3 +653,23 @@ async fn attach_clients_share_the_output_with_stderr_apart() {
     let entries = c.entries();
     assert!(entries.contains(&e("stdout", "F", "out")) && entries.contains(&e("stderr", "F", "err")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_set_up_failure_is_not_reported_as_runcs() {
+    require_runc!();
+    let mut c = Ctr::new(Opts {
+        args: sh("exit 0"),
+        ..Opts::default()
+    });
+    // The log's directory cannot be created: nothing is run.
+    c.spec.log_path = Some(PathBuf::from("/dev/null/ns_pod/c/0.log"));
+    match c.spawn().await {
+        Err(MonitorError::Spawn(msg)) => assert!(msg.contains("log file"), "{msg}"),
+        other => panic!("expected the monitor's own error, got {other:?}"),
+    }
+    assert!(
+        !c.runc(&["state", &c.spec.id]).status.success(),
+        "runc create never ran"
+    );
+    assert!(!c.spec.socket.exists());
+}

@@ -88,9 +88,13 @@ pub fn main(args: impl Iterator<Item = OsString>) -> i32 {
             mon.run();
             0
         }
-        Err(msg) => {
+        Err(failure) => {
+            let (msg, runc) = match failure {
+                CreateFailure::Setup(m) => (m, false),
+                CreateFailure::Runc(m) => (m, true),
+            };
             tracing::warn!(container = %spec.id, error = %msg, "container create failed");
-            report_line(&serde_json::json!({ "error": msg }));
+            report_line(&serde_json::json!({ "error": msg, "runc": runc }));
             close_report();
             1
         }
@@ -223,6 +227,20 @@ enum Slot {
     Client(usize),
 }
 
+/// Why the container could not be created.
+enum CreateFailure {
+    /// The monitor's own set-up failed (socket, pipes, log file).
+    Setup(String),
+    /// runc refused; its own message.
+    Runc(String),
+}
+
+impl From<String> for CreateFailure {
+    fn from(m: String) -> Self {
+        CreateFailure::Setup(m)
+    }
+}
+
 fn io_err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
@@ -230,7 +248,7 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> String {
 impl Monitor {
     /// Runs `runc create`; the container is "created" when this returns Ok. Err is the message
     /// for keel (runc's own when it has one).
-    fn create(spec: &MonitorSpec) -> Result<Monitor, String> {
+    fn create(spec: &MonitorSpec) -> Result<Monitor, CreateFailure> {
         nix::sys::prctl::set_child_subreaper(true).map_err(|e| io_err("becoming a child subreaper", e))?;
         // SIGCHLD is read from a signalfd; std's Command clears the mask in runc's process.
         let mut mask = SigSet::empty();
@@ -302,9 +320,9 @@ impl Monitor {
         if !status.success() {
             let _ = io.remove_console();
             let log = std::fs::read_to_string(state.join(RUNC_LOG)).unwrap_or_default();
-            return Err(cleanup_socket(
+            return Err(CreateFailure::Runc(cleanup_socket(
                 runc_error(&log).unwrap_or_else(|| format!("runc create failed: {status}")),
-            ));
+            )));
         }
         let pid_text = std::fs::read_to_string(state.join(PID_FILE))
             .map_err(|e| io_err("reading runc's pid file", e))
