@@ -357,6 +357,11 @@ async fn logs_partial_lines_and_exit_code() {
     let created = c.spawn().await.expect("spawn");
     assert!(created.pid > 0 && pid_alive(created.pid), "init {created:?} is running");
     assert!(monitor::alive(&c.spec.socket));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&c.spec.socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only root may attach");
+    }
     assert_eq!(monitor::read_exit(&c.spec.state_dir), None);
     let state = c.runc(&["state", &c.spec.id]);
     assert!(String::from_utf8_lossy(&state.stdout).contains("\"created\""));
@@ -612,4 +617,59 @@ async fn monitor_survives_its_spawner_being_killed() {
     assert_eq!(read_until(&mut a.stdout, "\n").await, "still here\n");
     assert_eq!(c.wait().await.exit_code, 0);
     assert_eq!(c.entries(), vec![e("stdout", "F", "still here")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_clients_share_the_output_with_stderr_apart() {
+    require_runc!();
+    let mut c = Ctr::new(Opts {
+        // No stdin: an attach client's stdin is ignored and its end does not end the attach.
+        args: sh("while true; do echo out; echo err >&2; sleep 0.1; done"),
+        ..Opts::default()
+    });
+    c.spawn().await.expect("spawn");
+    let mut a = attach(&c, true);
+    let mut b = attach(&c, false);
+    c.start();
+    drop(a.stdin.take());
+    for client in [&mut a, &mut b] {
+        assert!(read_until(&mut client.stdout, "out\nout\n")
+            .await
+            .contains("out\nout\n"));
+        let err = read_until(&mut client.stderr, "err\n").await;
+        assert!(err.starts_with("err\n") && !err.contains("out"), "{err:?}");
+    }
+    assert!(!a.done.is_finished(), "the attach goes on after its stdin ended");
+    let out = c.runc(&["kill", &c.spec.id, "KILL"]);
+    assert!(out.status.success());
+    assert_eq!(c.wait().await.exit_code, 137);
+    for done in [a.done, b.done] {
+        tokio::time::timeout(Duration::from_secs(10), done)
+            .await
+            .expect("attach ends with the container")
+            .unwrap()
+            .expect("attach");
+    }
+    let entries = c.entries();
+    assert!(entries.contains(&e("stdout", "F", "out")) && entries.contains(&e("stderr", "F", "err")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_set_up_failure_is_not_reported_as_runcs() {
+    require_runc!();
+    let mut c = Ctr::new(Opts {
+        args: sh("exit 0"),
+        ..Opts::default()
+    });
+    // The log's directory cannot be created: nothing is run.
+    c.spec.log_path = Some(PathBuf::from("/dev/null/ns_pod/c/0.log"));
+    match c.spawn().await {
+        Err(MonitorError::Spawn(msg)) => assert!(msg.contains("log file"), "{msg}"),
+        other => panic!("expected the monitor's own error, got {other:?}"),
+    }
+    assert!(
+        !c.runc(&["state", &c.spec.id]).status.success(),
+        "runc create never ran"
+    );
+    assert!(!c.spec.socket.exists());
 }

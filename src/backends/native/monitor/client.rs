@@ -28,6 +28,9 @@ struct Report {
     monitor: Option<i32>,
     pid: Option<i32>,
     error: Option<String>,
+    /// The error is runc's own (else the monitor's set-up failed).
+    #[serde(default)]
+    runc: bool,
 }
 
 /// Spawns the monitor (`keel_exe monitor --spec <state_dir>/monitor.json`, detached: it forks
@@ -73,7 +76,11 @@ pub async fn spawn(keel_exe: &Path, spec: &MonitorSpec) -> Result<Created, Monit
                 });
             }
             if let Some(msg) = r.error {
-                return Err(MonitorError::Runc(msg));
+                return Err(if r.runc {
+                    MonitorError::Runc(msg)
+                } else {
+                    MonitorError::Spawn(msg)
+                });
             }
         }
         Err(MonitorError::Spawn(format!(

@@ -24,7 +24,7 @@
 //! # Spawn report
 //! The monitor's stdout is a pipe to [`spawn`]. The detached monitor writes JSON lines to it:
 //! `{"monitor":<its pid>}` first, then `{"pid":<init pid>}` once the container is created, or
-//! `{"error":"<runc's message>"}`; then it closes the pipe. Diagnostics go to
+//! `{"error":"<message>","runc":<whether it is runc's own>}`; then it closes the pipe. Diagnostics go to
 //! `<state_dir>/monitor.log`.
 //!
 //! # Socket protocol

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -87,9 +88,13 @@ pub fn main(args: impl Iterator<Item = OsString>) -> i32 {
             mon.run();
             0
         }
-        Err(msg) => {
+        Err(failure) => {
+            let (msg, runc) = match failure {
+                CreateFailure::Setup(m) => (m, false),
+                CreateFailure::Runc(m) => (m, true),
+            };
             tracing::warn!(container = %spec.id, error = %msg, "container create failed");
-            report_line(&serde_json::json!({ "error": msg }));
+            report_line(&serde_json::json!({ "error": msg, "runc": runc }));
             close_report();
             1
         }
@@ -222,6 +227,20 @@ enum Slot {
     Client(usize),
 }
 
+/// Why the container could not be created.
+enum CreateFailure {
+    /// The monitor's own set-up failed (socket, pipes, log file).
+    Setup(String),
+    /// runc refused; its own message.
+    Runc(String),
+}
+
+impl From<String> for CreateFailure {
+    fn from(m: String) -> Self {
+        CreateFailure::Setup(m)
+    }
+}
+
 fn io_err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
@@ -229,7 +248,7 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> String {
 impl Monitor {
     /// Runs `runc create`; the container is "created" when this returns Ok. Err is the message
     /// for keel (runc's own when it has one).
-    fn create(spec: &MonitorSpec) -> Result<Monitor, String> {
+    fn create(spec: &MonitorSpec) -> Result<Monitor, CreateFailure> {
         nix::sys::prctl::set_child_subreaper(true).map_err(|e| io_err("becoming a child subreaper", e))?;
         // SIGCHLD is read from a signalfd; std's Command clears the mask in runc's process.
         let mut mask = SigSet::empty();
@@ -242,11 +261,18 @@ impl Monitor {
             let _ = std::fs::remove_file(state.join(stale));
         }
         if let Some(dir) = spec.socket.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io_err(&format!("creating {}", dir.display()), e))?;
+            // Whoever can connect can attach to the container: root only.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| io_err(&format!("creating {}", dir.display()), e))?;
         }
         let _ = std::fs::remove_file(&spec.socket);
         let listener = UnixListener::bind(&spec.socket)
             .map_err(|e| io_err(&format!("listening on {}", spec.socket.display()), e))?;
+        std::fs::set_permissions(&spec.socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io_err(&format!("chmod {}", spec.socket.display()), e))?;
         listener.set_nonblocking(true).map_err(|e| io_err("socket", e))?;
         let cleanup_socket = |e: String| {
             let _ = std::fs::remove_file(&spec.socket);
@@ -294,9 +320,9 @@ impl Monitor {
         if !status.success() {
             let _ = io.remove_console();
             let log = std::fs::read_to_string(state.join(RUNC_LOG)).unwrap_or_default();
-            return Err(cleanup_socket(
+            return Err(CreateFailure::Runc(cleanup_socket(
                 runc_error(&log).unwrap_or_else(|| format!("runc create failed: {status}")),
-            ));
+            )));
         }
         let pid_text = std::fs::read_to_string(state.join(PID_FILE))
             .map_err(|e| io_err("reading runc's pid file", e))
@@ -772,6 +798,8 @@ impl Stdio3 {
             let path = spec.socket.with_extension("console");
             let _ = std::fs::remove_file(&path);
             let l = UnixListener::bind(&path).map_err(|e| io_err(&format!("console socket {}", path.display()), e))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| io_err(&format!("chmod {}", path.display()), e))?;
             s.console = Some(l);
             s.console_path = Some(path);
             return Ok(s);
