@@ -562,3 +562,72 @@ async fn real_bridge_network_is_set_up_and_torn_down() {
     assert_released(&env, &rec);
     sbs.remove(&rec.id).await.unwrap();
 }
+
+/// Container stats on this machine's real cgroup layout (hybrid here: v1 controllers), from a
+/// cgroup made for the test with a busy shell in it.
+#[test]
+fn container_stats_from_a_real_cgroup() {
+    root_or_skip!();
+    use keel::backends::native::sandbox::stats::CgroupLayout;
+    let layout = CgroupLayout::current();
+    let parent = format!("/keel-n3-stats-{}", std::process::id());
+    let cg = format!("{parent}/c1");
+    let mut dirs = Vec::new();
+    for ctrl in ["cpuacct", "cpu", "memory", "pids"] {
+        if let Some((d, _)) = layout.dir(ctrl, &cg) {
+            if !dirs.contains(&d) {
+                fs::create_dir_all(&d).unwrap();
+                dirs.push(d);
+            }
+        }
+    }
+    // Blocks on stdin until it is in the cgroups, then burns some CPU and sleeps.
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "read x; i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exec sleep 30",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for d in &dirs {
+        fs::write(d.join("cgroup.procs"), child.id().to_string()).unwrap();
+    }
+    let upper = tempfile::tempdir().unwrap();
+    fs::write(upper.path().join("f"), vec![7u8; 64 * 1024]).unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut usage = None;
+    for _ in 0..100 {
+        let u = keel::backends::native::sandbox::container_stats(&cg, upper.path()).unwrap();
+        if u.cpu.usage_core_nano_seconds.unwrap().value > 10_000_000 {
+            usage = Some(u);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let u = usage.expect("the busy shell's CPU time shows in its cgroup");
+    let mem = u.memory;
+    assert!(mem.usage_bytes.is_some() && mem.working_set_bytes.is_some());
+    assert!(mem.working_set_bytes.unwrap().value <= mem.usage_bytes.unwrap().value);
+    assert!(u.process.process_count.unwrap().value >= 1);
+    assert!(u.writable_layer.used_bytes.unwrap().value >= 64 * 1024);
+    assert_eq!(u.writable_layer.inodes_used.unwrap().value, 2);
+    for d in &dirs {
+        for _ in 0..50 {
+            if fs::remove_dir(d).is_ok() || !d.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if let Some(p) = d.parent() {
+            let _ = fs::remove_dir(p);
+        }
+        assert!(!d.exists(), "{} left", d.display());
+    }
+    assert_eq!(
+        keel::backends::native::sandbox::container_stats(&cg, upper.path()),
+        None
+    );
+}
