@@ -518,6 +518,21 @@ async fn real_bridge_network_is_set_up_and_torn_down() {
     let mut config = pod("bridged");
     config.port_mappings.clear();
     let rec = sbs.run(req(config)).await.unwrap();
+    // A second pod with a hostPort: portmap (declared in the conflist) gets it as runtimeConfig
+    // and adds its DNAT chain, named in a comment with the sandbox ID. (Not CHECKed: portmap
+    // 1.1.1's CHECK of a mapping fails looking for an ip6tables chain it never made.)
+    let mut config = pod("hostport");
+    config.port_mappings[0].host_port = 40000 + (std::process::id() % 10000) as i32;
+    let mapped = sbs.run(req(config)).await.unwrap();
+    let nat_rules = || {
+        std::process::Command::new("iptables-save")
+            .args(["-t", "nat"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    assert!(nat_rules().contains(&mapped.id), "portmap rules for the hostPort");
+    assert_ne!(mapped.ip, rec.ip);
     let ip = rec.ip.clone().unwrap();
     if let Ok(subnet) = std::env::var("KEEL_CNI_SUBNET") {
         let prefix: String = subnet.split('.').take(2).collect::<Vec<_>>().join(".");
@@ -559,8 +574,12 @@ async fn real_bridge_network_is_set_up_and_torn_down() {
         "veth {host_veth} left"
     );
     assert!(!ipam_file.exists(), "IP reservation left");
-    assert_released(&env, &rec);
     sbs.remove(&rec.id).await.unwrap();
+    sbs.stop(&mapped.id).await.unwrap();
+    assert_released(&env, &rec);
+    assert!(!nat_rules().contains(&mapped.id), "portmap rules left");
+    sbs.remove(&mapped.id).await.unwrap();
+    assert_released(&env, &mapped);
 }
 
 /// Container stats on this machine's real cgroup layout (hybrid here: v1 controllers), from a
