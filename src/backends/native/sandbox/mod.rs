@@ -152,6 +152,10 @@ impl Sandboxes {
         Ok(())
     }
 
+    fn save_only(&self, rec: &SandboxRecord) -> Result<(), SandboxError> {
+        record::save(&self.dir(&rec.id), rec).map_err(|e| SandboxError::io(format!("saving sandbox {}", rec.id), e))
+    }
+
     /// The full ID of an exact ID or unique prefix.
     fn resolve(&self, id: &str) -> Option<String> {
         let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
@@ -235,12 +239,14 @@ impl Sandboxes {
         };
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
-        // On record before anything is made, so a crash mid-run is cleaned up by `open`.
-        self.put(&rec)?;
+        // On disk before anything is made, so a crash mid-run is cleaned up by `open`; listed
+        // only once Ready (as containerd, a relist never sees a half-made sandbox).
+        self.save_only(&rec)?;
         match self.setup(&mut rec).await {
             Ok(()) => {
                 rec.state = SandboxState::Ready;
                 if let Err(e) = self.put(&rec) {
+                    rec.state = SandboxState::NotReady;
                     self.rollback(&rec).await;
                     return Err(e);
                 }
@@ -313,7 +319,7 @@ impl Sandboxes {
                     namespaces::Kind::Uts => rec.utsns = Some(p),
                 }
             }
-            self.put(rec)?;
+            self.save_only(rec)?;
             let run_dir = self.cfg.run_dir.clone();
             let id = rec.id.clone();
             tokio::task::spawn_blocking(move || namespaces::create(&run_dir, &id, ns_req))
@@ -340,7 +346,7 @@ impl Sandboxes {
             rec.pidns = Some(p.pidns());
             rec.pause_pid = Some(p.pid);
             rec.pause_start_ticks = Some(p.start_ticks);
-            self.put(rec)?;
+            self.save_only(rec)?;
         }
 
         if let Some(netns) = rec.netns.clone() {
@@ -406,8 +412,12 @@ impl Sandboxes {
                 self.forget(&rec.id);
             }
             Ok(Err(e)) => {
-                // Kept on record (NotReady): the kubelet's stop/remove, or the next start, retries.
+                // Listed NotReady: the kubelet's stop/remove (or the next start) retries.
                 tracing::warn!(sandbox = %rec.id, error = %e, "rolling back a failed sandbox left something behind");
+                self.records
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(rec.id.clone(), rec.clone());
             }
             Err(e) => tracing::warn!(sandbox = %rec.id, error = %e, "rollback task failed"),
         }
@@ -503,6 +513,16 @@ impl Sandboxes {
     pub fn pod_network_stats(&self, id: &str) -> Option<cri::NetworkUsage> {
         let rec = self.get(id)?;
         stats::network_usage(rec.netns.as_deref()?)
+    }
+
+    /// CPU, memory and pids of the pod's cgroup (`linux.cgroup_parent`), for
+    /// ListPodSandboxStats; None without a cgroup parent or when it is gone.
+    pub fn pod_usage(&self, id: &str) -> Option<(cri::CpuUsage, cri::MemoryUsage, cri::ProcessUsage)> {
+        let rec = self.get(id)?;
+        if rec.cgroup_parent.is_empty() {
+            return None;
+        }
+        stats::CgroupLayout::current().usage(&rec.cgroup_parent)
     }
 
     /// Whether pods can get a network: the CRI `NetworkReady` condition (Err: the message).
