@@ -270,7 +270,9 @@ spec:
             "bytes must grow toward one total: {progress:?}"
         );
     }
-    assert!(progress.iter().all(|p| p.0 < total && p.2 > 0.0), "{progress:?}");
+    // A tick may land after the last byte and before the pull returns (done == total); the
+    // speed is printed to 0.1 MB/s, so a pull this small may read 0.0.
+    assert!(progress.iter().all(|p| p.0 <= total && p.2 >= 0.0), "{progress:?}");
     // Pulled: the pull's duration (virtual, 30 s and a little) and the image's size in bytes.
     let msg = pulled["message"].as_str().unwrap();
     let took: f64 = msg

@@ -500,7 +500,16 @@ async fn native_container_lifecycle_on_runc() {
         .await
         .expect("exec after restart");
     assert_eq!(r.exit_code, 0);
-    let st = env.status(&quick).await;
+    // `sleep 1; exit 5` may still be running on a loaded machine: its exit is reported when it
+    // happens (the monitor outlived keel), so wait for it.
+    let mut st = env.status(&quick).await;
+    for _ in 0..100 {
+        if st.state == cri::ContainerState::ContainerExited as i32 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        st = env.status(&quick).await;
+    }
     assert_eq!(
         (st.state, st.exit_code),
         (cri::ContainerState::ContainerExited as i32, 5)
