@@ -199,9 +199,9 @@ fn build_image(dir: &Path, extra: Option<(&str, usize)>) -> PathBuf {
     layout
 }
 
-fn store_has_no_leftovers(root: &Path) {
-    let store = root.join("native/images");
-    let snaps: Vec<String> = std::fs::read_dir(store.join("snapshots"))
+/// Asserts no layer is half unpacked (`snapshots/tmp-*`).
+fn no_half_made_layers(root: &Path) {
+    let snaps: Vec<String> = std::fs::read_dir(root.join("native/images/snapshots"))
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -212,6 +212,10 @@ fn store_has_no_leftovers(root: &Path) {
         snaps.iter().all(|s| !s.starts_with("tmp-")),
         "half-made layers: {snaps:?}"
     );
+}
+
+fn store_has_no_leftovers(root: &Path) {
+    no_half_made_layers(root);
     let ingest = partial_downloads(root);
     assert!(ingest.is_empty(), "half-written blobs: {ingest:?}");
 }
@@ -871,17 +875,7 @@ async fn native_pull_on_a_full_disk_says_so_and_leaves_the_store_whole() {
     );
     let ls = ok(&keel_images(&root, &["ls"]));
     assert!(!ls.contains("keel/full"), "{ls}");
-    let snaps: Vec<String> = std::fs::read_dir(root.join("native/images/snapshots"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(
-        snaps.iter().all(|s| !s.starts_with("tmp-")),
-        "half-made layers: {snaps:?}"
-    );
+    no_half_made_layers(&root);
 
     run("mount", &["-o", "remount,size=64m", root_s]);
     ok(&keel_images(&root, &["pull", "-q", &name]));
