@@ -671,7 +671,12 @@ impl Containers {
             }
         }
         if let Err(e) = self.update(&rec) {
+            // The exit is still the truth for status; the record on disk catches up at the next
+            // change, and adoption reads the monitor's exit.json anyway.
             tracing::warn!(container = id, error = %e, "saving the container exit failed");
+            if let Some(e) = self.lock().get_mut(id) {
+                e.rec = rec.clone();
+            }
         }
         self.mark_exited(id);
         self.events

@@ -278,7 +278,11 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // Unique per writer: two writers of one file (two runtimes over one root in tests, two
+    // tasks) must not rename each other's temp file away.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{seq}", std::process::id()));
     let res = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -296,6 +300,40 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_atomic_writes_of_one_file_all_land() {
+        // Two writers in one process (an exit recorded while a stop saves the same record)
+        // must not rename each other's temp file away.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("record.json");
+        let writers: Vec<_> = (0..4u8)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        write_atomic(&path, &[w; 64]).expect("every write lands");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let last = fs::read(&path).unwrap();
+        assert_eq!(last.len(), 64);
+        assert!(last.iter().all(|b| *b == last[0]), "one writer's bytes, whole");
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("record.json")],
+            "no temp files left"
+        );
+    }
 
     #[test]
     fn verified_blob_is_committed() {
