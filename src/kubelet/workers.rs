@@ -6,6 +6,7 @@
 //! kubelet), which keeps this state machine testable on its own.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -138,6 +139,9 @@ pub struct PodWorkers {
 
 struct Inner {
     records: Mutex<HashMap<String, Record>>,
+    /// `podsSynced`: the first `SyncKnownPods` ran, so the workers know every desired pod and an
+    /// unknown UID is really gone (before it, a pod may just not have arrived yet).
+    pods_synced: AtomicBool,
     syncer: Arc<dyn PodSyncer>,
     clock: Clock,
     resync: Duration,
@@ -190,6 +194,7 @@ impl PodWorkers {
         Self {
             inner: Arc::new(Inner {
                 records: Mutex::new(HashMap::new()),
+                pods_synced: AtomicBool::new(false),
                 syncer,
                 clock,
                 resync,
@@ -301,12 +306,14 @@ impl PodWorkers {
         )
     }
 
-    /// `ShouldPodContentBeRemoved`: deleted and terminated, or unknown.
+    /// `ShouldPodContentBeRemoved`: deleted and terminated, or unknown once the workers are
+    /// synced. Right after a restart the pods have not arrived yet: the dead containers (and
+    /// their logs) of a pod that exited while keel was down must stay.
     pub fn should_pod_content_be_removed(&self, uid: &str) -> bool {
         let records = self.inner.records();
         match records.get(uid) {
             Some(r) => r.deleted && matches!(r.state, PodWorkerState::Terminated | PodWorkerState::Finished),
-            None => true,
+            None => self.inner.pods_synced.load(Ordering::Acquire),
         }
     }
 
@@ -314,7 +321,9 @@ impl PodWorkers {
     /// restart); returns the UIDs that finished and were asked to start again.
     pub fn sync_known_pods(&self, desired: &HashSet<String>) -> Vec<String> {
         let mut restart = Vec::new();
-        self.inner.records().retain(|uid, r| {
+        let mut records = self.inner.records();
+        self.inner.pods_synced.store(true, Ordering::Release);
+        records.retain(|uid, r| {
             if r.state != PodWorkerState::Finished {
                 return true;
             }
@@ -738,6 +747,20 @@ mod tests {
         settle().await;
         assert!(rec.calls.lock().unwrap().is_empty());
         assert!(w.is_pod_known_terminated("u1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_pods_content_stays_until_the_first_sync_of_known_pods() {
+        let w = workers(Arc::new(Recorder::default()));
+        // Just after a restart no pod has arrived yet: a UID the workers do not know may be a
+        // pod still on its way, so its dead containers and logs stay.
+        assert!(!w.should_pod_content_be_removed("gone"));
+        w.update_pod(opts(UpdateType::Create, pod("u1", "a")), true);
+        assert!(!w.should_pod_content_be_removed("u1"), "terminal but not deleted");
+        let desired: HashSet<String> = ["u1".to_string()].into();
+        w.sync_known_pods(&desired);
+        assert!(w.should_pod_content_be_removed("gone"));
+        assert!(!w.should_pod_content_be_removed("u1"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -129,6 +129,15 @@ async fn container_exiting_while_keel_is_down_reports_its_exit_code(backend: Bac
     assert_eq!(t["reason"], "Error", "{t}");
     assert_eq!(container_id(&p), id, "the same container");
     assert_eq!(cs(&p)["restartCount"], 0);
+    // The monitor wrote the last words to the CRI log while keel was away; kubectl reads them.
+    let out = n.api.kubectl(&["logs", &name, "-n", "default"]).await;
+    assert!(
+        out.status.success(),
+        "kubectl logs: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        n.keel.log_tail(40)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "leaving\n");
     assert!(!n.keel.logs().contains("panicked"));
     delete_all(&n).await;
 }
