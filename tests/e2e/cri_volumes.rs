@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::runtimes::{backend_test, RtNode, CRI};
+use crate::runtimes::{backend_test, RtNode, CRI, NATIVE};
 use crate::support::util::*;
 
 const T: Duration = Duration::from_secs(90);
@@ -35,6 +35,7 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 // One body per scenario, run on each runtime listed (tests/e2e/runtimes.rs).
 backend_test! {
     cri_volumes_seen_from_inside => volumes_seen_from_inside(CRI);
+    native_volumes_seen_from_inside => volumes_seen_from_inside(NATIVE);
 }
 
 async fn volumes_seen_from_inside(backend: Backend) {

@@ -242,6 +242,71 @@ fn user_and_groups_from_the_image() {
     assert_eq!(resolve_user("5", &EtcFiles::default(), &[]).ok(), Some((5, 0, vec![0])));
 }
 
+/// containerd's `TestWithAdditionalGIDs` (`oci/spec_opts_linux_test.go`) through the CRI's
+/// order: `WithUser` sets uid and gid first, `WithAdditionalGIDs` gets the user part only (the
+/// CRI cuts `:group` off), the primary gid is always among the additional ones.
+#[test]
+fn additional_gids_like_containerd() {
+    let etc = EtcFiles {
+        passwd: Some(
+            "root:x:0:0:root:/root:/bin/ash\n\
+             bin:x:1:1:bin:/bin:/sbin/nologin\n\
+             daemon:x:2:2:daemon:/sbin:/sbin/nologin\n"
+                .into(),
+        ),
+        group: Some(
+            "root:x:0:root\n\
+             bin:x:1:root,bin,daemon\n\
+             daemon:x:2:root,bin,daemon\n\
+             sys:x:3:root,bin,adm\n"
+                .into(),
+        ),
+    };
+    type Want = (u32, u32, Vec<u32>);
+    let cases: [(&str, Want); 6] = [
+        ("root", (0, 0, vec![0, 1, 2, 3])),
+        ("", (0, 0, vec![0, 1, 2, 3])),
+        ("1000", (1000, 0, vec![0])),
+        ("bin", (1, 1, vec![1, 2, 3])),
+        ("bin:root", (1, 0, vec![0, 2, 3])),
+        ("daemon", (2, 2, vec![1, 2])),
+    ];
+    for (user, want) in cases {
+        assert_eq!(resolve_user(user, &etc, &[]).ok(), Some(want), "{user:?}");
+    }
+}
+
+/// The kubelet puts fsGroup (then supplementalGroups) into the CRI `supplemental_groups`;
+/// containerd's `WithSupplementalGroups` merges them into `additionalGids`, sorted and
+/// deduplicated, beside the primary gid, whether or not the image knows the user.
+#[test]
+fn fs_group_and_supplemental_groups_reach_the_process() {
+    let c = with_sc(container(), |sc| {
+        sc.run_as_user = Some(cri::Int64Value { value: 1000 });
+        sc.run_as_group = Some(cri::Int64Value { value: 3000 });
+        sc.supplemental_groups = vec![1234, 5, 1234, 3000];
+    });
+    let spec = build_with(&c, &RunConfig::default(), &sandbox(), &[]).expect("spec");
+    let u = spec.process().clone().expect("process").user().clone();
+    assert_eq!((u.uid(), u.gid()), (1000, 3000));
+    assert_eq!(u.additional_gids().clone(), Some(vec![5, 1234, 3000]));
+    // runc reads them as `additionalGids`.
+    let json = serde_json::to_value(&spec).expect("json");
+    assert_eq!(
+        json["process"]["user"],
+        serde_json::json!({"uid": 1000, "gid": 3000, "additionalGids": [5, 1234, 3000]})
+    );
+    // A named user of the image: its image groups and the pod's together.
+    let c = with_sc(container(), |sc| {
+        sc.run_as_user = Some(cri::Int64Value { value: 65534 });
+        sc.supplemental_groups = vec![1234];
+    });
+    let spec = build_with(&c, &RunConfig::default(), &sandbox(), &[]).expect("spec");
+    let u = spec.process().clone().expect("process").user().clone();
+    assert_eq!((u.uid(), u.gid()), (65534, 65534));
+    assert_eq!(u.additional_gids().clone(), Some(vec![1234, 65534]));
+}
+
 #[test]
 fn capabilities_add_drop_and_all() {
     let caps = |add: &[&str], drop: &[&str]| cri::Capability {
