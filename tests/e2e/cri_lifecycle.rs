@@ -224,6 +224,7 @@ backend_test! {
     cri_termination_messages => termination_messages(CRI);
     native_busybox_pod_runs_with_bridge_ip_and_cri_log => busybox_pod_runs_with_bridge_ip_and_cri_log(NATIVE);
     native_exit_codes_and_restart_policy_matrix => exit_codes_and_restart_policy_matrix(NATIVE);
+    native_crash_loop_back_off_grows => crash_loop_back_off_grows(NATIVE);
     native_init_containers_run_in_order => init_containers_run_in_order(NATIVE);
     native_graceful_deletion_sigterm_and_grace_deadline => graceful_deletion_sigterm_and_grace_deadline(NATIVE);
     native_image_pulls_from_the_registry => image_pulls_from_the_registry(NATIVE);
