@@ -370,13 +370,14 @@ pub struct CpuRates {
 }
 
 impl CpuRates {
-    /// Sets `cpu.usage_nano_cores` from the stored sample of `id` (None on the first) and stores
-    /// this one when the stored one is [`MIN_RATE_WINDOW_NS`] old or more (or none, or the
-    /// counter went back).
+    /// Sets `cpu.usage_nano_cores` from the stored sample of `id` (0 without one, as containerd
+    /// answers the first call) and stores this one when the stored one is
+    /// [`MIN_RATE_WINDOW_NS`] old or more (or none, or the counter went back).
     pub fn fill(&self, id: &str, cpu: &mut cri::CpuUsage) {
         let Some(total) = cpu.usage_core_nano_seconds.map(|v| v.value) else {
             return;
         };
+        cpu.usage_nano_cores = u64v(0);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let mut store = true;
         if let Some((ts, prev)) = last.get(id).copied() {

@@ -312,7 +312,7 @@ fn cpu_rate_from_consecutive_samples() {
         usage_nano_cores: None,
     };
     rates.fill("c", &mut a);
-    assert_eq!(a.usage_nano_cores, None);
+    assert_eq!(a.usage_nano_cores, u64v(0), "the first sample: 0, as containerd");
     let mut b = cri::CpuUsage {
         timestamp: 3_000_000_000,
         usage_core_nano_seconds: u64v(5_500_000_000),
@@ -324,7 +324,7 @@ fn cpu_rate_from_consecutive_samples() {
     let mut c = b;
     c.usage_nano_cores = None;
     rates.fill("c", &mut c);
-    assert_eq!(c.usage_nano_cores, None);
+    assert_eq!(c.usage_nano_cores, u64v(0));
 }
 
 #[test]
@@ -356,7 +356,7 @@ fn cpu_rate_keeps_a_window_of_a_second() {
     // A counter that went back (a new cgroup under the same ID) starts over.
     let mut e = sample(13_000_000_000, 10);
     rates.fill("c", &mut e);
-    assert_eq!(e.usage_nano_cores, None);
+    assert_eq!(e.usage_nano_cores, u64v(0));
     let mut f = sample(14_000_000_000, 1_000_000_010);
     rates.fill("c", &mut f);
     assert_eq!(f.usage_nano_cores, u64v(1_000_000_000));
