@@ -90,6 +90,13 @@ spec:
         "pod cpu {p}"
     );
     ensure!(p["memory"]["workingSetBytes"].as_u64() > Some(0), "pod memory {p}");
+    // Read from the pod cgroup, which has the pod's 64Mi limit.
+    ensure!(
+        p["memory"]["availableBytes"]
+            .as_u64()
+            .is_some_and(|a| a > 0 && a < 64 << 20),
+        "pod memory against the pod cgroup's limit {p}"
+    );
     // sh and sleep (and containerd's pause: native pods have no pause process).
     ensure!(
         p["process_stats"]["process_count"].as_u64() >= Some(2),
