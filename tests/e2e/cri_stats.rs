@@ -29,9 +29,10 @@ backend_test! {
 async fn stats_summary_and_resource_metrics(backend: Backend) -> Result<()> {
     let node = RtNode::start(backend, &[], "").await?;
     let pod = unique("crist");
-    // Some CPU first (a busy shell loop), a log line, then idle until stopped.
+    // Some CPU first (a busy shell loop), then idle until stopped. The sleep is forked before
+    // the log line, so once the line is there the pod has its two processes.
     let script =
-        "trap 'exit 0' TERM; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo counted $i; sleep 3600 & wait";
+        "trap 'exit 0' TERM; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 3600 & echo counted $i; wait";
     let manifest = format!(
         r#"apiVersion: v1
 kind: Pod
