@@ -1,4 +1,4 @@
-//! Usage figures for the CRI stats calls: CPU, memory and pids of a cgroup (v1, v2, or the hybrid
+//! Usage figures for the CRI stats calls: CPU, memory and processes of a cgroup (v1, v2, or the hybrid
 //! layout of these machines, where every controller is a v1 hierarchy and the cgroup2 mount at
 //! /sys/fs/cgroup/unified has none), the writable layer from the overlay upper dir, and a pod's
 //! network from its namespace. Figures as containerd reports them: working set = usage −
@@ -160,7 +160,7 @@ impl CgroupLayout {
         count_procs(&dir)
     }
 
-    /// CPU, memory and pids of a cgroup; None when the cgroup does not exist.
+    /// CPU, memory and process count of a cgroup; None when the cgroup does not exist.
     pub fn usage(&self, cgroup_path: &str) -> Option<(cri::CpuUsage, cri::MemoryUsage, cri::ProcessUsage)> {
         let ts = now_ns();
         // cgroup2 keeps `cpu.stat` (usage_usec) in every cgroup, cpu controller or not.
