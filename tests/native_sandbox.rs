@@ -624,13 +624,19 @@ fn container_stats_from_a_real_cgroup() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // The parent, as a pod cgroup: its figures include its child's.
+    let pod = layout.usage(&parent);
     let _ = child.kill();
     let _ = child.wait();
     let u = usage.expect("the busy shell's CPU time shows in its cgroup");
+    let (pod_cpu, _, pod_procs) = pod.expect("the parent cgroup's figures");
+    assert!(pod_cpu.usage_core_nano_seconds.unwrap().value >= u.cpu.usage_core_nano_seconds.unwrap().value);
+    // Processes, not threads: the shell (later `sleep` in its place) and nothing else.
+    assert_eq!(pod_procs.process_count.map(|v| v.value), Some(1));
     let mem = u.memory;
     assert!(mem.usage_bytes.is_some() && mem.working_set_bytes.is_some());
     assert!(mem.working_set_bytes.unwrap().value <= mem.usage_bytes.unwrap().value);
-    assert!(u.process.process_count.unwrap().value >= 1);
+    assert_eq!(u.process.process_count.map(|v| v.value), Some(1));
     assert!(u.writable_layer.used_bytes.unwrap().value >= 64 * 1024);
     assert_eq!(u.writable_layer.inodes_used.unwrap().value, 2);
     for d in &dirs {

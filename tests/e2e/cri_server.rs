@@ -827,6 +827,23 @@ async fn crictl_on_the_native_runtime() {
     assert_eq!(s.ok(&["exec", "-s", &ctr, "echo", "sync-ok"]).await, "sync-ok");
     let stats = s.json(&["stats", "-o", "json", "--id", &ctr]).await;
     assert_eq!(stats["stats"][0]["attributes"]["id"], ctr.as_str(), "{stats}");
+    assert!(
+        stats["stats"][0]["cpu"]["usageCoreNanoSeconds"]["value"]
+            .as_str()
+            .is_some(),
+        "{stats}"
+    );
+    // PodSandboxStats: the pod's figures (its containers' sums: this pod has no cgroup parent),
+    // eth0 from its netns, and its container.
+    let statsp = s.json(&["statsp", "-o", "json", "--id", &pod]).await;
+    let linux = &statsp["stats"][0]["linux"];
+    assert_eq!(statsp["stats"][0]["attributes"]["id"], pod.as_str(), "{statsp}");
+    assert_eq!(linux["containers"][0]["attributes"]["id"], ctr.as_str(), "{statsp}");
+    assert_eq!(linux["network"]["defaultInterface"]["name"], "eth0", "{statsp}");
+    assert!(
+        linux["memory"]["workingSetBytes"]["value"].as_str().is_some(),
+        "{statsp}"
+    );
 
     // A shell as PID 1 without a trap ignores SIGTERM: stop with timeout 0 kills it.
     s.ok(&["stop", "--timeout", "0", &ctr]).await;

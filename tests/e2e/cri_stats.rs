@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use crate::runtimes::{backend_test, RtNode, CRI};
+use crate::runtimes::{backend_test, RtNode, CRI, NATIVE};
 use crate::support::apiserver::TestApiServer;
 use crate::support::util::{apply, phase, unique, wait_for, Backend};
 
@@ -20,21 +20,19 @@ async fn raw(api: &TestApiServer, path: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
 // One body per scenario, run on each runtime listed (tests/e2e/runtimes.rs).
 backend_test! {
     cri_stats_summary_and_resource_metrics => stats_summary_and_resource_metrics(CRI);
+    native_stats_summary_and_resource_metrics => stats_summary_and_resource_metrics(NATIVE);
 }
 
 async fn stats_summary_and_resource_metrics(backend: Backend) -> Result<()> {
     let node = RtNode::start(backend, &[], "").await?;
     let pod = unique("crist");
-    // Some CPU first (a busy shell loop), a log line, then idle until stopped.
+    // Some CPU first (a busy shell loop), then idle until stopped. The sleep is forked before
+    // the log line, so once the line is there the pod has its two processes.
     let script =
-        "trap 'exit 0' TERM; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo counted $i; sleep 3600 & wait";
+        "trap 'exit 0' TERM; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 3600 & echo counted $i; wait";
     let manifest = format!(
         r#"apiVersion: v1
 kind: Pod
@@ -77,17 +75,34 @@ spec:
         .context("pod")?;
     let c = &p["containers"][0];
     ensure!(c["name"] == "main", "{c}");
-    ensure!(u(&c["cpu"]["usageCoreNanoSeconds"]) > 0, "container cpu {c}");
-    ensure!(u(&c["memory"]["workingSetBytes"]) > 0, "container memory {c}");
-    ensure!(c["rootfs"]["usedBytes"].is_u64(), "writable layer {c}");
-    ensure!(u(&c["rootfs"]["capacityBytes"]) > 0, "rootfs capacity {c}");
-    ensure!(u(&c["logs"]["usedBytes"]) >= "counted 20000\n".len() as u64, "logs {c}");
+    ensure!(c["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0), "container cpu {c}");
     ensure!(
-        u(&p["cpu"]["usageCoreNanoSeconds"]) >= u(&c["cpu"]["usageCoreNanoSeconds"]),
+        c["memory"]["workingSetBytes"].as_u64() > Some(0),
+        "container memory {c}"
+    );
+    ensure!(c["rootfs"]["usedBytes"].is_u64(), "writable layer {c}");
+    ensure!(c["rootfs"]["capacityBytes"].as_u64() > Some(0), "rootfs capacity {c}");
+    ensure!(
+        c["logs"]["usedBytes"].as_u64() >= Some("counted 20000\n".len() as u64),
+        "logs {c}"
+    );
+    ensure!(
+        p["cpu"]["usageCoreNanoSeconds"].as_u64() >= c["cpu"]["usageCoreNanoSeconds"].as_u64(),
         "pod cpu {p}"
     );
-    ensure!(u(&p["memory"]["workingSetBytes"]) > 0, "pod memory {p}");
-    ensure!(u(&p["process_stats"]["process_count"]) >= 2, "pause, sh, sleep: {p}");
+    ensure!(p["memory"]["workingSetBytes"].as_u64() > Some(0), "pod memory {p}");
+    // Read from the pod cgroup, which has the pod's 64Mi limit.
+    ensure!(
+        p["memory"]["availableBytes"]
+            .as_u64()
+            .is_some_and(|a| a > 0 && a < 64 << 20),
+        "pod memory against the pod cgroup's limit {p}"
+    );
+    // sh and sleep (and containerd's pause: native pods have no pause process).
+    ensure!(
+        p["process_stats"]["process_count"].as_u64() >= Some(2),
+        "pod processes {p}"
+    );
     let net = &p["network"];
     ensure!(net["name"] == "eth0", "pod network {net}");
     ensure!(net["rxBytes"].is_u64() && net["txBytes"].is_u64(), "pod network {net}");

@@ -14,6 +14,7 @@ pub mod rootfs;
 pub mod runc;
 pub mod sandbox;
 pub mod spec;
+mod stats;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -213,31 +214,6 @@ impl NativeRuntime {
             .filter(|c| c.sandbox_id == sandbox_id)
             .collect()
     }
-
-    fn container_stats(&self, rec: &ContainerRecord, now: i64) -> Option<cri::ContainerStats> {
-        let upper = self.containers.upper_dir(&rec.id);
-        let mut usage = sandbox::container_stats(&rec.cgroups_path, &upper)?;
-        self.cpu.fill(&rec.id, &mut usage.cpu);
-        let stamp = |t: &mut i64| {
-            if *t == 0 {
-                *t = now;
-            }
-        };
-        stamp(&mut usage.cpu.timestamp);
-        stamp(&mut usage.memory.timestamp);
-        Some(cri::ContainerStats {
-            attributes: Some(cri::ContainerAttributes {
-                id: rec.id.clone(),
-                metadata: rec.config.metadata.clone(),
-                labels: rec.config.labels.clone(),
-                annotations: rec.config.annotations.clone(),
-            }),
-            cpu: Some(usage.cpu),
-            memory: Some(usage.memory),
-            writable_layer: Some(usage.writable_layer),
-            swap: None,
-        })
-    }
 }
 
 fn now_ns() -> i64 {
@@ -317,8 +293,10 @@ impl RuntimeService for NativeRuntime {
         };
         for c in self.containers_of(&sb.id) {
             self.containers.remove(&c.id).await?;
+            self.cpu.forget(&c.id);
         }
         self.sandboxes.remove(&sb.id).await.map_err(|e| e.to_runtime(OP))?;
+        self.cpu.forget(&sb.id);
         Ok(cri::RemovePodSandboxResponse {})
     }
 
@@ -421,7 +399,11 @@ impl RuntimeService for NativeRuntime {
     }
 
     async fn remove_container(&self, req: cri::RemoveContainerRequest) -> RtResult<cri::RemoveContainerResponse> {
+        let id = self.containers.get(&req.container_id).map(|c| c.id);
         self.containers.remove(&req.container_id).await?;
+        if let Some(id) = id {
+            self.cpu.forget(&id);
+        }
         Ok(cri::RemoveContainerResponse {})
     }
 
@@ -495,97 +477,14 @@ impl RuntimeService for NativeRuntime {
         &self,
         req: cri::ListContainerStatsRequest,
     ) -> RtResult<cri::ListContainerStatsResponse> {
-        let f = req.filter.unwrap_or_default();
-        let filter = cri::ContainerFilter {
-            id: f.id,
-            pod_sandbox_id: f.pod_sandbox_id,
-            label_selector: f.label_selector,
-            state: Some(cri::ContainerStateValue { state: RUNNING }),
-        };
-        let ids: Vec<String> = container::filter(self.containers.list(), Some(&filter), |sid| {
-            self.sandboxes.get(sid).map(|s| s.id).unwrap_or_else(|| sid.to_string())
-        })
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-        let now = now_ns();
-        let stats = ids
-            .iter()
-            .filter_map(|id| self.containers.get(id))
-            .filter_map(|rec| self.container_stats(&rec, now))
-            .collect();
-        Ok(cri::ListContainerStatsResponse { stats })
+        stats::list_container_stats(self, req).await
     }
 
     async fn list_pod_sandbox_stats(
         &self,
         req: cri::ListPodSandboxStatsRequest,
     ) -> RtResult<cri::ListPodSandboxStatsResponse> {
-        let f = req.filter.unwrap_or_default();
-        let id = (!f.id.is_empty()).then(|| self.sandboxes.get(&f.id).map(|s| s.id).unwrap_or(f.id.clone()));
-        let now = now_ns();
-        let stats = self
-            .sandboxes
-            .list()
-            .into_iter()
-            .filter(|s| s.state == SandboxState::Ready)
-            .filter(|s| id.as_ref().is_none_or(|i| *i == s.id))
-            .filter(|s| f.label_selector.iter().all(|(k, v)| s.config.labels.get(k) == Some(v)))
-            .map(|s| {
-                let containers: Vec<cri::ContainerStats> = self
-                    .containers_of(&s.id)
-                    .iter()
-                    .filter(|c| c.state == RUNNING)
-                    .filter_map(|c| self.container_stats(c, now))
-                    .collect();
-                let cpu = cri::CpuUsage {
-                    timestamp: now,
-                    usage_core_nano_seconds: Some(cri::UInt64Value {
-                        value: containers
-                            .iter()
-                            .filter_map(|c| c.cpu.as_ref()?.usage_core_nano_seconds.as_ref().map(|v| v.value))
-                            .sum(),
-                    }),
-                    usage_nano_cores: Some(cri::UInt64Value {
-                        value: containers
-                            .iter()
-                            .filter_map(|c| c.cpu.as_ref()?.usage_nano_cores.as_ref().map(|v| v.value))
-                            .sum(),
-                    }),
-                };
-                let sum_mem = |f: fn(&cri::MemoryUsage) -> Option<u64>| {
-                    Some(cri::UInt64Value {
-                        value: containers.iter().filter_map(|c| c.memory.as_ref().and_then(f)).sum(),
-                    })
-                };
-                let memory = cri::MemoryUsage {
-                    timestamp: now,
-                    working_set_bytes: sum_mem(|m| m.working_set_bytes.as_ref().map(|v| v.value)),
-                    available_bytes: None,
-                    usage_bytes: sum_mem(|m| m.usage_bytes.as_ref().map(|v| v.value)),
-                    rss_bytes: sum_mem(|m| m.rss_bytes.as_ref().map(|v| v.value)),
-                    page_faults: sum_mem(|m| m.page_faults.as_ref().map(|v| v.value)),
-                    major_page_faults: sum_mem(|m| m.major_page_faults.as_ref().map(|v| v.value)),
-                };
-                cri::PodSandboxStats {
-                    attributes: Some(cri::PodSandboxAttributes {
-                        id: s.id.clone(),
-                        metadata: s.config.metadata.clone(),
-                        labels: s.config.labels.clone(),
-                        annotations: s.config.annotations.clone(),
-                    }),
-                    linux: Some(cri::LinuxPodSandboxStats {
-                        cpu: Some(cpu),
-                        memory: Some(memory),
-                        network: self.sandboxes.pod_network_stats(&s.id),
-                        process: None,
-                        containers,
-                    }),
-                    windows: None,
-                }
-            })
-            .collect();
-        Ok(cri::ListPodSandboxStatsResponse { stats })
+        stats::list_pod_sandbox_stats(self, req).await
     }
 
     async fn get_container_events(&self, _req: cri::GetEventsRequest) -> RtResult<ContainerEventStream> {

@@ -515,16 +515,6 @@ impl Sandboxes {
         stats::network_usage(rec.netns.as_deref()?)
     }
 
-    /// CPU, memory and pids of the pod's cgroup (`linux.cgroup_parent`), for
-    /// ListPodSandboxStats; None without a cgroup parent or when it is gone.
-    pub fn pod_usage(&self, id: &str) -> Option<(cri::CpuUsage, cri::MemoryUsage, cri::ProcessUsage)> {
-        let rec = self.get(id)?;
-        if rec.cgroup_parent.is_empty() {
-            return None;
-        }
-        stats::CgroupLayout::current().usage(&rec.cgroup_parent)
-    }
-
     /// Whether pods can get a network: the CRI `NetworkReady` condition (Err: the message).
     pub fn network_ready(&self) -> Result<(), SandboxError> {
         cni::NetworkConfig::load(&self.cfg.cni_conf_dir, &self.cfg.cni_bin_dirs)

@@ -1,4 +1,4 @@
-//! Usage figures for the CRI stats calls: CPU, memory and pids of a cgroup (v1, v2, or the hybrid
+//! Usage figures for the CRI stats calls: CPU, memory and processes of a cgroup (v1, v2, or the hybrid
 //! layout of these machines, where every controller is a v1 hierarchy and the cgroup2 mount at
 //! /sys/fs/cgroup/unified has none), the writable layer from the overlay upper dir, and a pod's
 //! network from its namespace. Figures as containerd reports them: working set = usage −
@@ -66,6 +66,17 @@ fn unescape_mount(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The v1 super options that name no controller (`name=…` and `release_agent=…` have a `=`).
+const NOT_CONTROLLERS: [&str; 7] = [
+    "rw",
+    "ro",
+    "none",
+    "xattr",
+    "noprefix",
+    "clone_children",
+    "cpuset_v2_mode",
+];
+
 impl CgroupLayout {
     pub fn parse_mountinfo(text: &str) -> Self {
         let mut mounts = Vec::new();
@@ -85,7 +96,7 @@ impl CgroupLayout {
             let controllers = if fstype == "cgroup" {
                 post[2]
                     .split(',')
-                    .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains('='))
+                    .filter(|o| !NOT_CONTROLLERS.contains(o) && !o.contains('='))
                     .map(str::to_string)
                     .collect()
             } else {
@@ -119,7 +130,7 @@ impl CgroupLayout {
     }
 
     /// The directory of `cgroup_path` in the v1 hierarchy with `controller`, else in the cgroup2
-    /// mount if that cgroup enables it.
+    /// mount if that cgroup has the controller.
     pub fn dir(&self, controller: &str, cgroup_path: &str) -> Option<(PathBuf, bool)> {
         if let Some(m) = self
             .mounts
@@ -128,27 +139,35 @@ impl CgroupLayout {
         {
             return Some((Self::join(m, cgroup_path), false));
         }
-        let m = self.mounts.iter().find(|m| m.v2)?;
-        let dir = Self::join(m, cgroup_path);
-        // A v2 controller shows in the parent's cgroup.controllers (the root lists them all).
-        let listed = dir
-            .parent()
-            .map(|p| p.join("cgroup.controllers"))
-            .and_then(|f| fs::read_to_string(f).ok())
-            .or_else(|| fs::read_to_string(m.mountpoint.join("cgroup.controllers")).ok())
-            .unwrap_or_default();
-        listed
-            .split_whitespace()
-            .any(|c| c == controller)
-            .then_some((dir, true))
+        let dir = self.v2_dir(cgroup_path)?;
+        v2_has(&dir, controller).then_some((dir, true))
     }
 
-    /// CPU, memory and pids of a cgroup; None when the cgroup does not exist.
+    /// The directory of `cgroup_path` in the cgroup2 mount (controllers or none).
+    fn v2_dir(&self, cgroup_path: &str) -> Option<PathBuf> {
+        self.mounts.iter().find(|m| m.v2).map(|m| Self::join(m, cgroup_path))
+    }
+
+    /// Processes in the cgroup and every cgroup below it, each counted once (cadvisor's and
+    /// containerd's count: `cgroup.procs` holds processes, `pids.current` counts threads). None
+    /// when the cgroup is not there.
+    pub fn process_count(&self, cgroup_path: &str) -> Option<u64> {
+        let dir = ["pids", "cpuacct", "cpu", "memory"]
+            .iter()
+            .find_map(|c| self.dir(c, cgroup_path))
+            .map(|(d, _)| d)
+            .or_else(|| self.v2_dir(cgroup_path))?;
+        count_procs(&dir)
+    }
+
+    /// CPU, memory and process count of a cgroup; None when the cgroup does not exist.
     pub fn usage(&self, cgroup_path: &str) -> Option<(cri::CpuUsage, cri::MemoryUsage, cri::ProcessUsage)> {
         let ts = now_ns();
+        // cgroup2 keeps `cpu.stat` (usage_usec) in every cgroup, cpu controller or not.
         let (cpu_dir, cpu_v2) = self
             .dir("cpuacct", cgroup_path)
-            .or_else(|| self.dir("cpu", cgroup_path))?;
+            .or_else(|| self.dir("cpu", cgroup_path))
+            .or_else(|| Some((self.v2_dir(cgroup_path)?, true)))?;
         let cpu_ns = if cpu_v2 {
             let stat = fs::read_to_string(cpu_dir.join("cpu.stat")).ok()?;
             flat_keyed(&stat).get("usage_usec").copied()? * 1000
@@ -166,13 +185,46 @@ impl CgroupLayout {
         };
         let process = cri::ProcessUsage {
             timestamp: ts,
-            process_count: self
-                .dir("pids", cgroup_path)
-                .and_then(|(d, _)| read_u64(&d.join("pids.current")))
-                .and_then(u64v),
+            process_count: self.process_count(cgroup_path).and_then(u64v),
         };
         Some((cpu, memory, process))
     }
+}
+
+/// Whether a cgroup2 cgroup has `controller`: its own `cgroup.controllers` lists what its parent
+/// enabled for it (the root's, every controller of the mount); a cgroup not made yet is judged
+/// by its parent's.
+fn v2_has(dir: &Path, controller: &str) -> bool {
+    let listed = dir
+        .ancestors()
+        .take(2)
+        .find_map(|d| fs::read_to_string(d.join("cgroup.controllers")).ok())
+        .unwrap_or_default();
+    listed.split_whitespace().any(|c| c == controller)
+}
+
+/// The distinct PIDs in `cgroup.procs` of `dir` and the cgroups below it; None when `dir` has
+/// no `cgroup.procs` (not a cgroup, or gone).
+fn count_procs(dir: &Path) -> Option<u64> {
+    let mut pids = HashSet::new();
+    let top = fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+    pids.extend(top.split_whitespace().map(str::to_string));
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let sub = e.path();
+            // A cgroup removed between the listing and the read counts nothing.
+            if let Ok(text) = fs::read_to_string(sub.join("cgroup.procs")) {
+                pids.extend(text.split_whitespace().map(str::to_string));
+            }
+            stack.push(sub);
+        }
+    }
+    Some(pids.len() as u64)
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
@@ -286,6 +338,7 @@ pub fn container_stats(cgroup_path: &str, upper_dir: &Path) -> Option<ContainerU
     container_stats_in(&CgroupLayout::current(), cgroup_path, upper_dir)
 }
 
+/// [`container_stats`] with the cgroup mounts given.
 pub fn container_stats_in(layout: &CgroupLayout, cgroup_path: &str, upper_dir: &Path) -> Option<ContainerUsage> {
     let (cpu, memory, process) = layout.usage(cgroup_path)?;
     let (bytes, inodes) = disk_usage(upper_dir).unwrap_or((0, 0));
@@ -304,32 +357,43 @@ pub fn container_stats_in(layout: &CgroupLayout, cgroup_path: &str, upper_dir: &
     })
 }
 
-/// Remembers each container's last CPU sample to give `usage_nano_cores` (the rate since the
-/// previous call, as containerd computes it from its previous sample).
+/// A stored sample is replaced only by one at least this much newer, so calls close together
+/// (keel's ListContainerStats then ListPodSandboxStats, crictl beside keel) still get a rate over
+/// a useful window instead of one over microseconds.
+const MIN_RATE_WINDOW_NS: i64 = 1_000_000_000;
+
+/// Remembers each container's (and pod's) CPU sample to give `usage_nano_cores`: the rate since
+/// that sample, as containerd computes it from its previous one.
 #[derive(Default)]
 pub struct CpuRates {
     last: Mutex<HashMap<String, (i64, u64)>>,
 }
 
 impl CpuRates {
-    /// Sets `cpu.usage_nano_cores` from the previous sample of `id` (None on the first) and
-    /// remembers this one.
+    /// Sets `cpu.usage_nano_cores` from the stored sample of `id` (0 without one, as containerd
+    /// answers the first call) and stores this one when the stored one is
+    /// [`MIN_RATE_WINDOW_NS`] old or more (or none, or the counter went back).
     pub fn fill(&self, id: &str, cpu: &mut cri::CpuUsage) {
         let Some(total) = cpu.usage_core_nano_seconds.map(|v| v.value) else {
             return;
         };
+        cpu.usage_nano_cores = u64v(0);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut store = true;
         if let Some((ts, prev)) = last.get(id).copied() {
             let dt = cpu.timestamp - ts;
             if dt > 0 && total >= prev {
                 let rate = (total - prev) as u128 * 1_000_000_000 / dt as u128;
-                cpu.usage_nano_cores = u64v(rate as u64);
+                cpu.usage_nano_cores = u64v(u64::try_from(rate).unwrap_or(u64::MAX));
+                store = dt >= MIN_RATE_WINDOW_NS;
             }
         }
-        last.insert(id.to_string(), (cpu.timestamp, total));
+        if store {
+            last.insert(id.to_string(), (cpu.timestamp, total));
+        }
     }
 
-    /// Drops a removed container's sample.
+    /// Drops a removed container's or pod's sample.
     pub fn forget(&self, id: &str) {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
@@ -383,177 +447,5 @@ pub fn network_usage_from(text: &str, ts: i64) -> cri::NetworkUsage {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// This machine's hybrid layout (v1 controllers, cgroup2 with no controllers).
-    const HYBRID: &str = "\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / MNT/cpu rw,relatime - cgroup cgroup rw,cpu
-33 31 0:30 / MNT/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
-35 31 0:32 / MNT/memory rw,relatime - cgroup cgroup rw,memory
-39 31 0:36 / MNT/pids rw,relatime - cgroup cgroup rw,pids
-40 31 0:37 / MNT/systemd rw,relatime - cgroup cgroup rw,name=systemd
-41 31 0:38 / MNT/unified rw,relatime - cgroup2 cgroup2 rw
-";
-
-    fn write(p: &Path, text: &str) {
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, text).unwrap();
-    }
-
-    #[test]
-    fn mountinfo_finds_v1_controllers_and_cgroup2() {
-        let l = CgroupLayout::parse_mountinfo(&HYBRID.replace("MNT", "/sys/fs/cgroup"));
-        assert_eq!(l.mounts.len(), 6);
-        assert_eq!(l.mounts[0].controllers, ["cpu"]);
-        assert!(l.mounts[4].controllers.is_empty(), "name=systemd is no controller");
-        assert!(l.mounts[5].v2);
-        assert_eq!(
-            l.dir("memory", "/kubepods/pod1/c1"),
-            Some((PathBuf::from("/sys/fs/cgroup/memory/kubepods/pod1/c1"), false))
-        );
-        // A combined cpu,cpuacct hierarchy, and a mount whose root is not /.
-        let l = CgroupLayout::parse_mountinfo(
-            "1 0 0:1 /docker/x /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n",
-        );
-        assert_eq!(l.mounts[0].controllers, ["cpu", "cpuacct"]);
-        assert_eq!(
-            l.dir("cpuacct", "/docker/x/kubepods/c"),
-            Some((PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/kubepods/c"), false))
-        );
-    }
-
-    #[test]
-    fn v1_usage_from_fixture_files() {
-        let t = tempfile::tempdir().unwrap();
-        let mnt = t.path().display().to_string();
-        let l = CgroupLayout::parse_mountinfo(&HYBRID.replace("MNT", &mnt));
-        let cg = "/kubepods/podA/c1";
-        write(&t.path().join("cpuacct/kubepods/podA/c1/cpuacct.usage"), "123456789\n");
-        write(
-            &t.path().join("memory/kubepods/podA/c1/memory.usage_in_bytes"),
-            "10485760\n",
-        );
-        write(
-            &t.path().join("memory/kubepods/podA/c1/memory.limit_in_bytes"),
-            "9223372036854771712\n",
-        );
-        write(
-            &t.path().join("memory/kubepods/podA/c1/memory.stat"),
-            "cache 4096\nrss 1000\ninactive_file 1\ntotal_rss 2097152\ntotal_inactive_file 3145728\n\
-             total_pgfault 77\ntotal_pgmajfault 3\n",
-        );
-        write(&t.path().join("pids/kubepods/podA/c1/pids.current"), "4\n");
-        let upper = t.path().join("upper");
-        write(&upper.join("etc/motd"), &"x".repeat(10_000));
-        write(&upper.join("tmp/a"), "a");
-        let u = container_stats_in(&l, cg, &upper).unwrap();
-        assert_eq!(u.cpu.usage_core_nano_seconds, u64v(123456789));
-        assert_eq!(u.memory.usage_bytes, u64v(10485760));
-        assert_eq!(u.memory.working_set_bytes, u64v(10485760 - 3145728));
-        assert_eq!(u.memory.rss_bytes, u64v(2097152));
-        assert_eq!(u.memory.page_faults, u64v(77));
-        assert_eq!(u.memory.major_page_faults, u64v(3));
-        assert_eq!(u.memory.available_bytes, None, "unlimited");
-        assert_eq!(u.process.process_count, u64v(4));
-        // upper, etc, etc/motd, tmp, tmp/a
-        assert_eq!(u.writable_layer.inodes_used, u64v(5));
-        assert!(u.writable_layer.used_bytes.unwrap().value >= 10_000);
-        // With a limit, available = limit - working set.
-        write(
-            &t.path().join("memory/kubepods/podA/c1/memory.limit_in_bytes"),
-            "20971520\n",
-        );
-        let u = container_stats_in(&l, cg, &upper).unwrap();
-        assert_eq!(u.memory.available_bytes, u64v(20971520 - (10485760 - 3145728)));
-        // A gone cgroup: no stats.
-        assert_eq!(container_stats_in(&l, "/kubepods/podA/gone", &upper), None);
-    }
-
-    #[test]
-    fn v2_usage_from_fixture_files() {
-        let t = tempfile::tempdir().unwrap();
-        let l = CgroupLayout::parse_mountinfo(&format!(
-            "30 23 0:26 / {} rw - cgroup2 cgroup2 rw,nsdelegate\n",
-            t.path().display()
-        ));
-        write(&t.path().join("cgroup.controllers"), "cpuset cpu io memory pids\n");
-        write(&t.path().join("kubepods/cgroup.controllers"), "cpu memory pids\n");
-        let d = t.path().join("kubepods/c2");
-        write(
-            &d.join("cpu.stat"),
-            "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n",
-        );
-        write(&d.join("memory.current"), "8388608\n");
-        write(&d.join("memory.max"), "max\n");
-        write(
-            &d.join("memory.stat"),
-            "anon 1048576\nfile 4194304\ninactive_file 2097152\npgfault 9\npgmajfault 1\n",
-        );
-        write(&d.join("pids.current"), "2\n");
-        let u = container_stats_in(&l, "/kubepods/c2", t.path()).unwrap();
-        assert_eq!(u.cpu.usage_core_nano_seconds, u64v(2_500_000));
-        assert_eq!(u.memory.working_set_bytes, u64v(8388608 - 2097152));
-        assert_eq!(u.memory.rss_bytes, u64v(1048576));
-        assert_eq!(u.memory.available_bytes, None);
-        assert_eq!(u.process.process_count, u64v(2));
-        write(&d.join("memory.max"), "16777216\n");
-        let u = container_stats_in(&l, "/kubepods/c2", t.path()).unwrap();
-        assert_eq!(u.memory.available_bytes, u64v(16777216 - (8388608 - 2097152)));
-        // Inactive file above usage (racy reads) never underflows.
-        write(&d.join("memory.current"), "1\n");
-        let u = container_stats_in(&l, "/kubepods/c2", t.path()).unwrap();
-        assert_eq!(u.memory.working_set_bytes, u64v(0));
-    }
-
-    #[test]
-    fn cpu_rate_from_consecutive_samples() {
-        let rates = CpuRates::default();
-        let mut a = cri::CpuUsage {
-            timestamp: 1_000_000_000,
-            usage_core_nano_seconds: u64v(5_000_000_000),
-            usage_nano_cores: None,
-        };
-        rates.fill("c", &mut a);
-        assert_eq!(a.usage_nano_cores, None);
-        let mut b = cri::CpuUsage {
-            timestamp: 3_000_000_000,
-            usage_core_nano_seconds: u64v(5_500_000_000),
-            usage_nano_cores: None,
-        };
-        rates.fill("c", &mut b);
-        assert_eq!(b.usage_nano_cores, u64v(250_000_000));
-        rates.forget("c");
-        let mut c = b;
-        c.usage_nano_cores = None;
-        rates.fill("c", &mut c);
-        assert_eq!(c.usage_nano_cores, None);
-    }
-
-    #[test]
-    fn net_dev_parses_eth0_as_default() {
-        let text = "\
-Inter-|   Receive                                                |  Transmit
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
-    lo:     140       2    0    0    0     0          0         0      140       2    0    0    0     0       0          0
-  eth0:    5432      40    1    0    0     0          0         0     2100      20    2    0    0     0       0          0
-  net1:      10       1    0    0    0     0          0         0       20       2    0    0    0     0       0          0
-";
-        let u = network_usage_from(text, 7);
-        let eth0 = u.default_interface.unwrap();
-        assert_eq!(
-            (
-                eth0.name.as_str(),
-                eth0.rx_bytes,
-                eth0.rx_errors,
-                eth0.tx_bytes,
-                eth0.tx_errors
-            ),
-            ("eth0", u64v(5432), u64v(1), u64v(2100), u64v(2))
-        );
-        assert_eq!(u.interfaces.len(), 1);
-        assert_eq!(u.interfaces[0].name, "net1");
-        assert_eq!(u.timestamp, 7);
-    }
-}
+#[path = "stats_tests.rs"]
+mod tests;
