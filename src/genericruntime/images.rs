@@ -80,16 +80,28 @@ impl TokenBucket {
 /// How often a running pull posts a progress event.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// `Pulling image "x": 12.3 MB of 45.6 MB (27%), 4.1 MB/s`.
+/// `Pulling image "x": 12.3 MB of 45.6 MB (27%), 4.1 MB/s`; each figure in the largest decimal
+/// unit it reaches (a slow pull reads `512 kB/s`, not `0.0 MB/s`).
 fn progress_message(image: &str, done: u64, total: u64, speed: f64) -> String {
-    let mb = |b: f64| b / 1_000_000.0;
     let pct = (done.min(total) * 100).checked_div(total).unwrap_or(0);
     format!(
-        "Pulling image {image:?}: {:.1} MB of {:.1} MB ({pct}%), {:.1} MB/s",
-        mb(done as f64),
-        mb(total as f64),
-        mb(speed)
+        "Pulling image {image:?}: {} of {} ({pct}%), {}/s",
+        decimal_bytes(done as f64),
+        decimal_bytes(total as f64),
+        decimal_bytes(speed)
     )
+}
+
+/// Bytes in decimal units, as registries and `crictl images` print sizes: `812 B`, `4.2 kB`,
+/// `12.3 MB`, `1.5 GB`.
+fn decimal_bytes(b: f64) -> String {
+    const UNITS: [(f64, &str); 3] = [(1e9, "GB"), (1e6, "MB"), (1e3, "kB")];
+    let b = if b.is_finite() { b.max(0.0) } else { 0.0 };
+    UNITS
+        .iter()
+        .find(|(scale, _)| b >= *scale)
+        .map(|(scale, unit)| format!("{:.1} {unit}", b / scale))
+        .unwrap_or_else(|| format!("{b:.0} B"))
 }
 
 /// A failed image step: the waiting reason and the message users see.
@@ -609,8 +621,16 @@ mod tests {
         );
         assert_eq!(
             progress_message("x", 5, 0, 0.0),
-            "Pulling image \"x\": 0.0 MB of 0.0 MB (0%), 0.0 MB/s"
+            "Pulling image \"x\": 5 B of 0 B (0%), 0 B/s"
         );
+        // A slow pull shows its rate in kB/s rather than 0.0 MB/s.
+        assert_eq!(
+            progress_message("y", 2_500_000_000, 3_000_000_000, 51_200.0),
+            "Pulling image \"y\": 2.5 GB of 3.0 GB (83%), 51.2 kB/s"
+        );
+        assert_eq!(decimal_bytes(999.0), "999 B");
+        assert_eq!(decimal_bytes(1_000.0), "1.0 kB");
+        assert_eq!(decimal_bytes(f64::NAN), "0 B");
     }
 
     #[test]
