@@ -813,7 +813,9 @@ ACTION=$1
 DIR=$(realpath -m -- "$2")
 [ "$DIR" != "/" ] || die "refusing to use / as DIR"
 SOCK="$DIR/containerd.sock"
-CGROUP_ROOT=${KEEL_TEST_CGROUP_ROOT:-/keel-test}
+# Each environment owns its own cgroup parent (down removes it), so two environments on one
+# machine never remove each other's pod cgroups.
+CGROUP_ROOT=${KEEL_TEST_CGROUP_ROOT:-/keel-test/${DIR##*/}}
 BRIDGE=""
 SUBNET_PREFIX=""
 REGISTRY_PORT=""
