@@ -1,5 +1,6 @@
-//! End-to-end benchmark: the test API server plus a release-built keel process, measuring what a
-//! user of the node sees. For the simulated backend, and for containerd when `KEEL_CRI_SOCKET`
+//! End-to-end benchmark: the test API server plus a keel process (`$KEEL_BIN`: scripts/bench.sh
+//! passes the shipped release build; else cargo's build of this run), measuring what a user of
+//! the node sees. For the simulated backend, and for containerd when `KEEL_CRI_SOCKET`
 //! is set (scripts/bench.sh brings one up):
 //! - pod create → Ready observed through a kube watch: 1 pod (repeated), and 20 pods at once;
 //! - keel's resident memory (VmRSS) idle, with 20 pods, and with 1,000 pods (sim only);

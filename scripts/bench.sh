@@ -64,7 +64,7 @@ fi
 REPORT=target/bench-report.txt
 {
   echo "# keel benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
-  echo "# commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)'), load at start:$(uptime | sed 's/.*load average//')"
+  echo "# commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)'), load average at start $(uptime | sed 's/.*load average: //')"
   echo "# keel binary $KEEL_BIN: $(stat -c %s "$KEEL_BIN" | awk '{printf "%.1f MiB (%d bytes)", $1/1048576, $1}'), $(file -b "$KEEL_BIN" | cut -d, -f1-2)"
   if step hot; then
     echo
@@ -79,17 +79,17 @@ REPORT=target/bench-report.txt
   if step e2e; then
     echo
     echo "== end to end"
-    cargo test --bench e2e 2>&1 | grep -v -E '^\s*(Finished|Running|Compiling)'
+    cargo test --bench e2e 2>&1 | grep --line-buffered -v -E '^\s*(Finished|Running|Compiling)'
   fi
   if step cri; then
     echo
     echo "== CRI call latency: keel cri --runtime sim beside containerd"
-    cargo test --bench cri_latency 2>&1 | grep -v -E '^\s*(Finished|Running|Compiling)'
+    cargo test --bench cri_latency 2>&1 | grep --line-buffered -v -E '^\s*(Finished|Running|Compiling)'
   fi
   if step pull; then
     echo "== image pull: keel native vs containerd (scripts/bench-pull.sh)"
     bash scripts/bench-pull.sh "$KEEL_BIN"
   fi
   echo
-  echo "# load at end:$(uptime | sed 's/.*load average//')"
+  echo "# load average at end $(uptime | sed 's/.*load average: //')"
 } | tee "$REPORT"
