@@ -78,7 +78,11 @@ impl KeelCri {
     async fn start() -> Result<KeelCri> {
         let dir = tempfile::Builder::new().prefix("keel-cri-bench").tempdir()?;
         let log = std::fs::File::create(dir.path().join("keel.log"))?;
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        // `$KEEL_BIN`: scripts/bench.sh's release build (as tests/support/keel.rs).
+        let keel = std::env::var_os("KEEL_BIN")
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_keel").into());
+        let child = tokio::process::Command::new(keel)
             .args(["cri", "--runtime", "sim", "--listen"])
             .arg(format!("unix://{}", dir.path().join("cri.sock").display()))
             .arg("--root-dir")

@@ -1,5 +1,6 @@
-//! End-to-end benchmark: the test API server plus a release-built keel process, measuring what a
-//! user of the node sees. For the simulated backend, and for containerd when `KEEL_CRI_SOCKET`
+//! End-to-end benchmark: the test API server plus a keel process (`$KEEL_BIN`: scripts/bench.sh
+//! passes the shipped release build; else cargo's build of this run), measuring what a user of
+//! the node sees. For the simulated backend, and for containerd when `KEEL_CRI_SOCKET`
 //! is set (scripts/bench.sh brings one up):
 //! - pod create → Ready observed through a kube watch: 1 pod (repeated), and 20 pods at once;
 //! - keel's resident memory (VmRSS) idle, with 20 pods, and with 1,000 pods (sim only);
@@ -211,14 +212,34 @@ fn cpu_secs(pid: u32) -> Result<f64> {
     Ok((utime + stime) / tck)
 }
 
-/// Pss (proportional set size) of a process in KiB: shared pages divided among their users.
-fn pss_kib(pid: u32) -> Result<u64> {
+/// A field of a process's `/proc/<pid>/smaps_rollup`, in KiB.
+fn smaps_kib(pid: u32, field: &str) -> Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).context("reading smaps_rollup")?;
     s.lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .context("no Pss line")
+        .with_context(|| format!("no {field} line"))
+}
+
+/// Pss (proportional set size) of a process in KiB: shared pages divided among their users.
+fn pss_kib(pid: u32) -> Result<u64> {
+    smaps_kib(pid, "Pss")
+}
+
+/// What a process alone holds, in KiB: its private pages (heap, stack, pages it wrote to,
+/// relocated data of its binary); what it would free by exiting.
+fn private_kib(pid: u32) -> Result<u64> {
+    Ok(smaps_kib(pid, "Private_Clean")? + smaps_kib(pid, "Private_Dirty")?)
+}
+
+/// `p50 X, max Y` of KiB figures, in MiB.
+fn spread_mib(mut v: Vec<u64>) -> String {
+    v.sort_unstable();
+    match (v.get(v.len().saturating_sub(1) / 2), v.last()) {
+        (Some(mid), Some(max)) => format!("p50 {}, max {}", mib(*mid), mib(*max)),
+        _ => "none".into(),
+    }
 }
 
 /// PIDs whose command line contains `needle` (containerd's shims name its socket).
@@ -512,6 +533,19 @@ async fn bench_backend(backend: &str, kind: Backend, extra: &[&str], many: usize
             &format!("  {label} ({}), 20 pods", pids.len()),
             format!("RSS {}, PSS {}", mib(rss), mib(pss)),
         );
+        if kind == Backend::Native {
+            // Each monitor on its own: the goal is "well under 2 MB" apiece.
+            let each = |f: fn(u32) -> Result<u64>| pids.iter().filter_map(|p| f(*p).ok()).collect::<Vec<_>>();
+            push(
+                "  each monitor: RSS / PSS / private",
+                format!(
+                    "{} / {} / {}",
+                    spread_mib(each(rss_kib)),
+                    spread_mib(each(pss_kib)),
+                    spread_mib(each(private_kib))
+                ),
+            );
+        }
         push(
             &format!("  keel + {label}, 20 pods"),
             format!(
@@ -707,7 +741,10 @@ async fn main() -> Result<()> {
     let backends = std::env::var("KEEL_BENCH_BACKENDS").unwrap_or_else(|_| "sim,cri,native".into());
     let many = env_usize("KEEL_BENCH_MANY_PODS", 1000);
     let mut rows = Vec::new();
-    println!("keel end-to-end benchmark (release keel, test API server, time scale 1)");
+    println!(
+        "keel end-to-end benchmark (keel {}, test API server, time scale 1)",
+        support::keel::keel_bin().display()
+    );
     if backends.split(',').any(|b| b == "sim") {
         bench_backend(
             "sim",

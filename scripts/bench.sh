@@ -4,8 +4,14 @@
 # native backend on the same runc, CNI bridge and images, in one run: create→Ready for 1 and 20
 # pods, and the footprint with 20 pods: keel + monitors vs keel + containerd + shims) and the CRI
 # call latency of `keel cri` beside that containerd, then the figures as tables.
-# KEEL_BENCH_BACKENDS=sim,cri,native picks. Usage: bash scripts/bench.sh [--quick]
+# KEEL_BENCH_BACKENDS=sim,cri,native picks the e2e backends; KEEL_BENCH_STEPS picks the parts
+# (default hot,stats,e2e,cri,pull). Usage: bash scripts/bench.sh [--quick]
 #   --quick: criterion's short sampling, 3 single-pod runs, 10 s CPU window, 200 pods on the sim.
+# keel under test is the shipped release build (`cargo build --release`, Cargo.toml's profile),
+# also as the monitors the native backend re-executes; the e2e and CRI-latency harnesses (test
+# API server, CRI client) are built in the dev profile and run it through KEEL_BIN, so that one
+# fat-LTO build serves the whole run. The criterion benches measure keel's code in their own
+# process and are built with the bench (release) profile.
 # Output is also saved to target/bench-report.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,27 +46,50 @@ bash scripts/containerd-env.sh up "$KEEL_CTRD_DIR"
 # shellcheck source=/dev/null
 . "$KEEL_CTRD_DIR/env"
 
-# `cargo bench` builds keel itself with the bench (release) profile: the e2e bench runs that
-# binary. (A separate `cargo build --release --bin keel` would build every dependency a second
-# time with a different feature set.)
-echo "== cargo bench --no-run (release keel and the benches)"
-cargo bench --no-run
+STEPS=",${KEEL_BENCH_STEPS:-hot,stats,e2e,cri,pull},"
+step() { [[ "$STEPS" == *",$1,"* ]]; }
+
+echo "== cargo build --release (keel under test)"
+cargo build --release --bin keel
+export KEEL_BIN="$PWD/target/release/keel"
+if step hot || step stats; then
+  echo "== cargo bench --no-run (criterion benches, bench profile)"
+  cargo bench --no-run --bench hot_paths --bench stats
+fi
+if step e2e || step cri; then
+  echo "== cargo test --no-run (e2e and CRI-latency harnesses, dev profile)"
+  cargo test --no-run --bench e2e --bench cri_latency
+fi
 
 REPORT=target/bench-report.txt
 {
   echo "# keel benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+  echo "# commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)'), load average at start $(uptime | sed 's/.*load average: //')"
+  echo "# keel binary $KEEL_BIN: $(stat -c %s "$KEEL_BIN" | awk '{printf "%.1f MiB (%d bytes)", $1/1048576, $1}'), $(file -b "$KEEL_BIN" | cut -d, -f1-2)"
+  if step hot; then
+    echo
+    echo "== hot paths (criterion)"
+    cargo bench --bench hot_paths -- "${CRITERION_ARGS[@]}" 2>&1 | grep -E '^[a-z_]+/[a-z0-9_]+|time:' | sed -E 's/ +/ /g'
+  fi
+  if step stats; then
+    echo
+    echo "== stats summary, 100 sim pods (criterion)"
+    cargo bench --bench stats -- "${CRITERION_ARGS[@]}" 2>&1 | grep -E '^[a-z_]+/[a-z0-9_]+|time:' | sed -E 's/ +/ /g'
+  fi
+  if step e2e; then
+    echo
+    echo "== end to end"
+    cargo test --bench e2e 2>&1 | grep --line-buffered -v -E '^\s*(Finished|Running|Compiling)'
+  fi
+  if step cri; then
+    echo
+    echo "== CRI call latency: keel cri --runtime sim beside containerd"
+    cargo test --bench cri_latency 2>&1 | grep --line-buffered -v -E '^\s*(Finished|Running|Compiling)'
+  fi
+  if step pull; then
+    echo "== image pull: keel native vs containerd (scripts/bench-pull.sh)"
+    bash scripts/bench-pull.sh "$KEEL_BIN"
+  fi
   echo
-  echo "== hot paths (criterion)"
-  cargo bench --bench hot_paths -- "${CRITERION_ARGS[@]}" 2>&1 | grep -E '^[a-z_]+/[a-z0-9_]+|time:' | sed -E 's/ +/ /g'
-  echo
-  echo "== stats summary, 100 sim pods (criterion)"
-  cargo bench --bench stats -- "${CRITERION_ARGS[@]}" 2>&1 | grep -E '^[a-z_]+/[a-z0-9_]+|time:' | sed -E 's/ +/ /g'
-  echo
-  echo "== end to end"
-  cargo bench --bench e2e 2>&1 | grep -v -E '^\s*(Finished|Running|Compiling)'
-  echo
-  echo "== CRI call latency: keel cri --runtime sim beside containerd"
-  cargo bench --bench cri_latency 2>&1 | grep -v -E '^\s*(Finished|Running|Compiling)'
-  echo "== image pull: keel native vs containerd (scripts/bench-pull.sh)"
-  bash scripts/bench-pull.sh target/release/keel
+  echo "# load average at end $(uptime | sed 's/.*load average: //')"
 } | tee "$REPORT"

@@ -6,6 +6,15 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result};
 
+/// The keel binary to run: `$KEEL_BIN` when set (scripts/bench.sh runs the shipped release build
+/// from a harness built in the dev profile), else the one cargo built with these tests.
+pub fn keel_bin() -> PathBuf {
+    match std::env::var_os("KEEL_BIN") {
+        Some(b) if !b.is_empty() => PathBuf::from(b),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_keel")),
+    }
+}
+
 /// How to start keel.
 #[derive(Clone, Debug)]
 pub struct KeelOpts {
@@ -104,7 +113,7 @@ impl Keel {
         std::fs::create_dir_all(&o.dir)?;
         let stdout = std::fs::File::create(o.dir.join(format!("stdout-{}.log", self.starts)))?;
         let stderr = std::fs::File::create(o.dir.join(format!("keel-{}.log", self.starts)))?;
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"));
+        let mut cmd = tokio::process::Command::new(keel_bin());
         cmd.arg("run")
             .arg("--node-name")
             .arg(&o.node)

@@ -78,7 +78,7 @@ pub fn native_args(env: &NativeEnv, run_dir: &Path, root_dir: &Path) -> Vec<Stri
 /// would preload a node (pod specs say `busybox:1.36` with IfNotPresent).
 pub fn import_images(env: &NativeEnv, root_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(root_dir)?;
-    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+    let out = Command::new(super::keel::keel_bin())
         .arg("images")
         .arg("--root-dir")
         .arg(root_dir)
