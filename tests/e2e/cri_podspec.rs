@@ -4,7 +4,8 @@
 //! with runAsUser/runAsGroup/supplementalGroups, service variables, a read-only root filesystem, capabilities,
 //! runAsNonRoot refused, a memory limit ending in OOMKilled, and a sidecar that starts before the
 //! main container and outlives it on termination, a missing Secret holding a pod until it is
-//! created, and a RuntimeDefault seccomp filter (refusing `unshare`) beside an Unconfined one. Holds `cri_lifecycle::cri_lock()`.
+//! created, a RuntimeDefault seccomp filter (refusing `unshare`) beside an Unconfined one, and
+//! `seccompDefault` confining containers that name no profile. Holds `cri_lifecycle::cri_lock()`.
 
 use std::time::Duration;
 
@@ -117,6 +118,8 @@ backend_test! {
     native_missing_secret_blocks_then_releases_the_pod => missing_secret_blocks_then_releases_the_pod(NATIVE);
     cri_runtime_default_seccomp_filters_syscalls => runtime_default_seccomp_filters_syscalls(CRI);
     native_runtime_default_seccomp_filters_syscalls => runtime_default_seccomp_filters_syscalls(NATIVE);
+    cri_seccomp_default_confines_pods_without_a_profile => seccomp_default_confines_pods_without_a_profile(CRI);
+    native_seccomp_default_confines_pods_without_a_profile => seccomp_default_confines_pods_without_a_profile(NATIVE);
 }
 
 async fn pod_settings_seen_from_inside(backend: Backend) {
@@ -406,5 +409,37 @@ async fn runtime_default_seccomp_filters_syscalls(backend: Backend) {
     assert!(open.lines().any(|l| l == "Seccomp:\t0"), "{open}");
     assert!(open.lines().any(|l| l == "unshare-ok"), "{open}");
     assert!(!n.keel.logs().contains("panicked"));
+    delete_all(&n).await;
+}
+
+/// With the kubelet's `seccompDefault: true`, a container that names no profile runs under
+/// RuntimeDefault, and one that asks for Unconfined still gets none.
+async fn seccomp_default_confines_pods_without_a_profile(backend: Backend) {
+    let n = RtNode::start(backend, &[], &format!("seccompDefault: true\n{NO_EVICTION}"))
+        .await
+        .unwrap();
+    let name = unique("cri-seccomp-default");
+    let script = format!("grep '^Seccomp:' /proc/1/status; echo SECCOMP-END; {POLITE_LOOP}");
+    apply(
+        &n.api,
+        &pod(
+            &name,
+            &n.name,
+            json!({"containers": [
+                container("plain", &script, json!({})),
+                container("open", &script, json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}})),
+            ]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = n
+        .wait_pod(&name, "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
+    let plain = output_with(&n, &p, "plain", "SECCOMP-END").await;
+    assert!(plain.lines().any(|l| l == "Seccomp:\t2"), "{plain}");
+    let open = output_with(&n, &p, "open", "SECCOMP-END").await;
+    assert!(open.lines().any(|l| l == "Seccomp:\t0"), "{open}");
     delete_all(&n).await;
 }
