@@ -258,6 +258,7 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
                 cfg.registry_burst.max(0) as u32,
             ),
         })
+        .with_seccomp_default(cfg.seccomp_default)
         .with_dns(DnsSettings {
             cluster_dns: cfg.cluster_dns.clone(),
             cluster_domain: cfg.cluster_domain.clone(),

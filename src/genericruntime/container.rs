@@ -201,8 +201,13 @@ pub fn linux_resources(
     }
 }
 
-/// The effective security context (container over pod) in CRI form.
-pub fn linux_security_context(pod: &Pod, container: &Container) -> cri::LinuxContainerSecurityContext {
+/// The effective security context (container over pod) in CRI form; `seccomp_default` is the
+/// kubelet's `seccompDefault` (RuntimeDefault for a container that names no profile).
+pub fn linux_security_context(
+    pod: &Pod,
+    container: &Container,
+    seccomp_default: bool,
+) -> cri::LinuxContainerSecurityContext {
     let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let csc = container.security_context.as_ref();
     let privileged = csc.and_then(|c| c.privileged).unwrap_or(false);
@@ -217,7 +222,7 @@ pub fn linux_security_context(pod: &Pod, container: &Container) -> cri::LinuxCon
     let (profile_type, localhost_ref) = match seccomp.map(|s| (s.type_.as_str(), s.localhost_profile.clone())) {
         Some(("RuntimeDefault", _)) => (cri::security_profile::ProfileType::RuntimeDefault, String::new()),
         Some(("Localhost", p)) => (cri::security_profile::ProfileType::Localhost, p.unwrap_or_default()),
-        // keel runs without the seccompDefault feature, like the kubelet's default.
+        None if seccomp_default => (cri::security_profile::ProfileType::RuntimeDefault, String::new()),
         _ => (cri::security_profile::ProfileType::Unconfined, String::new()),
     };
     let mut groups: Vec<i64> = Vec::new();
@@ -403,7 +408,7 @@ impl RuntimeManager {
             tty: container.tty.unwrap_or(false),
             linux: Some(cri::LinuxContainerConfig {
                 resources: Some(linux_resources(pod, container, node_memory_bytes())),
-                security_context: Some(linux_security_context(pod, container)),
+                security_context: Some(linux_security_context(pod, container, self.seccomp_default)),
             }),
             ..Default::default()
         })
@@ -687,7 +692,7 @@ mod tests {
         }))
         .unwrap();
         let c = pod.spec.as_ref().unwrap().containers[0].clone();
-        let sc = linux_security_context(&pod, &c);
+        let sc = linux_security_context(&pod, &c, false);
         assert_eq!(sc.run_as_user.unwrap().value, 5);
         assert_eq!(sc.run_as_group.unwrap().value, 3000);
         assert_eq!(sc.supplemental_groups, vec![2000]);
@@ -698,5 +703,25 @@ mod tests {
             cri::security_profile::ProfileType::RuntimeDefault as i32
         );
         assert!(!sc.masked_paths.is_empty());
+    }
+
+    #[test]
+    fn seccomp_default_applies_only_without_a_profile() {
+        use cri::security_profile::ProfileType;
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [
+                {"name": "none"},
+                {"name": "open", "securityContext": {"seccompProfile": {"type": "Unconfined"}}},
+                {"name": "local", "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "x.json"}}},
+            ]}
+        }))
+        .unwrap();
+        let cs = pod.spec.as_ref().unwrap().containers.clone();
+        let kind = |c: &Container, on: bool| linux_security_context(&pod, c, on).seccomp.unwrap().profile_type;
+        assert_eq!(kind(&cs[0], false), ProfileType::Unconfined as i32);
+        assert_eq!(kind(&cs[0], true), ProfileType::RuntimeDefault as i32);
+        assert_eq!(kind(&cs[1], true), ProfileType::Unconfined as i32);
+        assert_eq!(kind(&cs[2], true), ProfileType::Localhost as i32);
     }
 }

@@ -54,6 +54,8 @@ pub struct RuntimeManager {
     pub(super) removing: std::sync::Mutex<std::collections::HashSet<String>>,
     /// `maxParallelImagePulls` and `registryPullQPS`/`registryBurst` (see images.rs).
     pub(super) pull_limits: super::images::PullLimits,
+    /// `seccompDefault`: a container with no seccomp profile gets RuntimeDefault.
+    pub(super) seccomp_default: bool,
 }
 
 impl RuntimeManager {
@@ -77,6 +79,7 @@ impl RuntimeManager {
             hooks: None,
             removing: Default::default(),
             pull_limits: Default::default(),
+            seccomp_default: false,
         }
     }
 
@@ -90,6 +93,13 @@ impl RuntimeManager {
 
     pub fn with_dns(mut self, dns: DnsSettings) -> Self {
         self.dns = dns;
+        self
+    }
+
+    /// The kubelet's `seccompDefault`: containers with no seccomp profile get RuntimeDefault.
+    #[must_use]
+    pub fn with_seccomp_default(mut self, on: bool) -> Self {
+        self.seccomp_default = on;
         self
     }
 

@@ -81,6 +81,8 @@ pub struct Config {
     pub container_log_max_files: u32,
     pub image_pull_progress_deadline: Duration,
     pub serialize_image_pulls: bool,
+    /// `seccompDefault`: containers with no seccomp profile get RuntimeDefault (kubelet default false).
+    pub seccomp_default: bool,
     /// Image GC (`imageGCHighThresholdPercent`, `imageGCLowThresholdPercent`, `imageMinimumGCAge`).
     /// `maxParallelImagePulls` (None: unlimited; only with serializeImagePulls false).
     pub max_parallel_image_pulls: Option<i32>,
@@ -472,6 +474,7 @@ impl Config {
             container_log_max_files: 5,
             image_pull_progress_deadline: Duration::from_secs(60),
             serialize_image_pulls: true,
+            seccomp_default: false,
             max_parallel_image_pulls: None,
             // The kubelet defaults to 5 / 10; keel leaves the limit off unless configured
             // (the e2e suites start many pods per node at once and assert on pull events).
@@ -987,6 +990,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "containerLogMaxFiles",
     "imagePullProgressDeadline",
     "serializeImagePulls",
+    "seccompDefault",
     "maxParallelImagePulls",
     "registryPullQPS",
     "registryBurst",
@@ -1347,6 +1351,9 @@ pub fn apply_file(cfg: &mut Config, text: &str, path: &Path) -> Result<Vec<Strin
     if let Some(b) = f.bool("serializeImagePulls")? {
         cfg.serialize_image_pulls = b;
     }
+    if let Some(b) = f.bool("seccompDefault")? {
+        cfg.seccomp_default = b;
+    }
     if let Some(v) = f.int("maxParallelImagePulls", 1, i64::from(i32::MAX))? {
         cfg.max_parallel_image_pulls = Some(v as i32);
     }
@@ -1495,6 +1502,7 @@ containerLogMaxSize: 20Mi
 containerLogMaxFiles: 3
 imagePullProgressDeadline: 2m
 serializeImagePulls: false
+seccompDefault: true
 cgroupDriver: cgroupfs
 shutdownGracePeriod: 30s
 clusterDNS: [10.96.0.10]
@@ -1546,6 +1554,7 @@ clusterDNS: [10.96.0.10]
         assert_eq!(c.container_log_max_files, 3);
         assert_eq!(c.image_pull_progress_deadline, Duration::from_secs(120));
         assert!(!c.serialize_image_pulls);
+        assert!(c.seccomp_default);
         assert_eq!(ignored, vec!["shutdownGracePeriod".to_string()]);
         assert_eq!(c.cluster_dns, vec!["10.96.0.10".to_string()]);
     }

@@ -3,8 +3,9 @@
 //! resourceFieldRef, the managed /etc/hosts with hostAliases, resolv.conf from clusterDNS, `id`
 //! with runAsUser/runAsGroup/supplementalGroups, service variables, a read-only root filesystem, capabilities,
 //! runAsNonRoot refused, a memory limit ending in OOMKilled, and a sidecar that starts before the
-//! main container and outlives it on termination, and a missing Secret holding a pod until it is
-//! created. Holds `cri_lifecycle::cri_lock()`.
+//! main container and outlives it on termination, a missing Secret holding a pod until it is
+//! created, a RuntimeDefault seccomp filter (refusing `unshare`) beside an Unconfined one, and
+//! `seccompDefault` confining containers that name no profile. Holds `cri_lifecycle::cri_lock()`.
 
 use std::time::Duration;
 
@@ -115,6 +116,10 @@ backend_test! {
     native_pod_settings_seen_from_inside => pod_settings_seen_from_inside(NATIVE);
     native_sidecar_starts_first_and_outlives_the_main_container => sidecar_starts_first_and_outlives_the_main_container(NATIVE);
     native_missing_secret_blocks_then_releases_the_pod => missing_secret_blocks_then_releases_the_pod(NATIVE);
+    cri_runtime_default_seccomp_filters_syscalls => runtime_default_seccomp_filters_syscalls(CRI);
+    native_runtime_default_seccomp_filters_syscalls => runtime_default_seccomp_filters_syscalls(NATIVE);
+    cri_seccomp_default_confines_pods_without_a_profile => seccomp_default_confines_pods_without_a_profile(CRI);
+    native_seccomp_default_confines_pods_without_a_profile => seccomp_default_confines_pods_without_a_profile(NATIVE);
 }
 
 async fn pod_settings_seen_from_inside(backend: Backend) {
@@ -357,5 +362,84 @@ async fn missing_secret_blocks_then_releases_the_pod(backend: Backend) {
         .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
     let text = output_with(&n, &p, "main", "token=").await;
     assert!(text.lines().any(|l| l == "token=s3cr3t"), "{text}");
+    delete_all(&n).await;
+}
+
+/// `seccompProfile: RuntimeDefault` on the pod filters its container's syscalls (`Seccomp: 2`,
+/// and `unshare(2)`, allowed only with CAP_SYS_ADMIN, refused), while a container of the same pod
+/// that asks for Unconfined runs with no filter and may make a user namespace.
+async fn runtime_default_seccomp_filters_syscalls(backend: Backend) {
+    let n = start_node(backend).await;
+    let name = unique("cri-seccomp");
+    // PID 1 is the shell itself: its status is the container's.
+    let script = format!(
+        "grep '^Seccomp:' /proc/1/status; \
+         if out=$(unshare -U true 2>&1); then echo unshare-ok; else echo \"unshare-refused: $out\"; fi; \
+         echo SECCOMP-END; {POLITE_LOOP}"
+    );
+    apply(
+        &n.api,
+        &pod(
+            &name,
+            &n.name,
+            json!({
+                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [
+                    container("confined", &script, json!({})),
+                    container("open", &script, json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}})),
+                ],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = n
+        .wait_pod(&name, "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
+    let confined = output_with(&n, &p, "confined", "SECCOMP-END").await;
+    assert!(confined.lines().any(|l| l == "Seccomp:\t2"), "{confined}");
+    // EPERM, the profile's errno (the container's root may otherwise make a user namespace).
+    let refused = confined.lines().find(|l| l.starts_with("unshare-refused"));
+    assert!(
+        refused.is_some_and(|l| l.contains("Operation not permitted")),
+        "{confined}"
+    );
+    let open = output_with(&n, &p, "open", "SECCOMP-END").await;
+    assert!(open.lines().any(|l| l == "Seccomp:\t0"), "{open}");
+    assert!(open.lines().any(|l| l == "unshare-ok"), "{open}");
+    assert!(!n.keel.logs().contains("panicked"));
+    delete_all(&n).await;
+}
+
+/// With the kubelet's `seccompDefault: true`, a container that names no profile runs under
+/// RuntimeDefault, and one that asks for Unconfined still gets none.
+async fn seccomp_default_confines_pods_without_a_profile(backend: Backend) {
+    let n = RtNode::start(backend, &[], &format!("seccompDefault: true\n{NO_EVICTION}"))
+        .await
+        .unwrap();
+    let name = unique("cri-seccomp-default");
+    let script = format!("grep '^Seccomp:' /proc/1/status; echo SECCOMP-END; {POLITE_LOOP}");
+    apply(
+        &n.api,
+        &pod(
+            &name,
+            &n.name,
+            json!({"containers": [
+                container("plain", &script, json!({})),
+                container("open", &script, json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}})),
+            ]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = n
+        .wait_pod(&name, "Running", T, |p| phase(p) == "Running")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", n.keel.log_tail(40)));
+    let plain = output_with(&n, &p, "plain", "SECCOMP-END").await;
+    assert!(plain.lines().any(|l| l == "Seccomp:\t2"), "{plain}");
+    let open = output_with(&n, &p, "open", "SECCOMP-END").await;
+    assert!(open.lines().any(|l| l == "Seccomp:\t0"), "{open}");
     delete_all(&n).await;
 }

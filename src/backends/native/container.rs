@@ -457,7 +457,7 @@ impl Containers {
             }
             _ => None,
         };
-        let seccomp = spec::seccomp_profile(&sc).map_err(|e| spec_err(OP, e))?;
+        let seccomp = super::seccomp::resolve(&sc).map_err(|e| spec_err(OP, e.into()))?;
         let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
         let oci = spec::build(&spec::Input {
             id,

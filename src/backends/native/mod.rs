@@ -13,6 +13,7 @@ pub mod monitor;
 pub mod rootfs;
 pub mod runc;
 pub mod sandbox;
+pub mod seccomp;
 pub mod spec;
 mod stats;
 

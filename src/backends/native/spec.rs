@@ -14,11 +14,12 @@ use std::str::FromStr;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder,
     LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
+    Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::backends::native::images::manifest::RunConfig;
+use crate::backends::native::seccomp::{self, Family, Profile, SeccompError};
 use crate::genericruntime::seam::cri;
 
 /// The OCI runtime spec version written into `config.json` (runc 1.1 speaks 1.0.x).
@@ -143,8 +144,8 @@ pub enum SpecError {
     NotSharedOrSlave(PathBuf, String),
     #[error("failed to get device for {path:?}: {message}")]
     Device { path: PathBuf, message: String },
-    #[error("failed to load seccomp profile {path:?}: {message}")]
-    Seccomp { path: String, message: String },
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     #[error("building the OCI spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
 }
@@ -161,6 +162,9 @@ impl SpecError {
                 | Self::BadUser(_)
                 | Self::NoUsersFound
                 | Self::PrivilegedNotAllowed
+                | Self::Seccomp(
+                    SeccompError::RefWithoutLocalhost | SeccompError::UnknownType(_) | SeccompError::BadPath(_)
+                )
         )
     }
 }
@@ -211,6 +215,8 @@ pub struct Host {
     pub swap_controller: bool,
     /// `/sys/fs/cgroup` is cgroup2 (then containers get a cgroup namespace).
     pub cgroup2: bool,
+    /// The kernel's (major, minor) version (the RuntimeDefault seccomp profile depends on it).
+    pub kernel: (u32, u32),
 }
 
 impl Host {
@@ -239,6 +245,7 @@ impl Host {
             cap_last_cap: read("/proc/sys/kernel/cap_last_cap").trim().parse().unwrap_or(40),
             swap_controller,
             cgroup2,
+            kernel: seccomp::kernel_version(),
         }
     }
 }
@@ -261,8 +268,8 @@ pub struct Input<'a> {
     pub devices: &'a [(LinuxDevice, String)],
     /// For pid namespace TARGET: the target container's `/proc/<pid>/ns/pid`.
     pub target_pidns: Option<PathBuf>,
-    /// A Localhost seccomp profile, loaded.
-    pub seccomp: Option<LinuxSeccomp>,
+    /// The seccomp profile asked for (see [`seccomp::resolve`]).
+    pub seccomp: Profile,
 }
 
 fn security(config: &cri::ContainerConfig) -> cri::LinuxContainerSecurityContext {
@@ -825,13 +832,17 @@ pub fn build(input: &Input<'_>) -> Result<Spec, SpecError> {
     }
     let (uid, gid, gids) = resolve_user(&userstr, input.etc, &sc.supplemental_groups)?;
     let user = UserBuilder::default().uid(uid).gid(gid).additional_gids(gids).build()?;
+    // The bounding set by name, for the RuntimeDefault seccomp profile.
+    let mut bounding = BTreeSet::new();
     let caps: std::collections::HashSet<Capability> =
         capabilities(sc.capabilities.as_ref(), privileged, input.host.cap_last_cap)
-            .iter()
+            .into_iter()
             .filter_map(|c| {
-                let cap = parse_cap(c);
+                let cap = parse_cap(&c);
                 if cap.is_none() {
                     tracing::warn!(container = input.id, capability = %c, "unknown capability ignored");
+                } else {
+                    bounding.insert(c);
                 }
                 cap
             })
@@ -969,9 +980,14 @@ pub fn build(input: &Input<'_>) -> Result<Spec, SpecError> {
     if let Some(p) = rootfs_propagation {
         linux = linux.rootfs_propagation(p);
     }
-    if let Some(s) = &input.seccomp {
-        if !privileged {
-            linux = linux.seccomp(s.clone());
+    // A privileged container gets no filter, whatever it asked for (containerd's WithPrivileged).
+    if !privileged {
+        match &input.seccomp {
+            Profile::Unconfined => {}
+            Profile::RuntimeDefault => {
+                linux = linux.seccomp(seccomp::default_profile(&bounding, Family::host(), input.host.kernel))
+            }
+            Profile::Localhost(s) => linux = linux.seccomp(s.clone()),
         }
     }
 
@@ -996,26 +1012,6 @@ pub fn build(input: &Input<'_>) -> Result<Spec, SpecError> {
     // A container joins the sandbox's UTS namespace and never sets the hostname itself.
     spec.set_hostname(None);
     Ok(spec)
-}
-
-/// A Localhost seccomp profile (`localhost/` prefix stripped) as the spec's `linux.seccomp`.
-/// RuntimeDefault and Unconfined give `None` (see the module's README notes).
-pub fn seccomp_profile(sc: &cri::LinuxContainerSecurityContext) -> Result<Option<LinuxSeccomp>, SpecError> {
-    let Some(p) = &sc.seccomp else { return Ok(None) };
-    if p.profile_type != cri::security_profile::ProfileType::Localhost as i32 {
-        return Ok(None);
-    }
-    let path = p
-        .localhost_ref
-        .strip_prefix("localhost/")
-        .unwrap_or(&p.localhost_ref)
-        .to_string();
-    let err = |message: String| SpecError::Seccomp {
-        path: path.clone(),
-        message,
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
-    serde_json::from_str(&text).map(Some).map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]

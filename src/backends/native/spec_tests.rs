@@ -14,6 +14,7 @@ fn host() -> Host {
         cap_last_cap: 40,
         swap_controller: true,
         cgroup2: false,
+        kernel: (6, 1),
     }
 }
 
@@ -89,7 +90,7 @@ fn build_with(
         mounts,
         devices: &[],
         target_pidns: None,
-        seccomp: None,
+        seccomp: seccomp::resolve(&security(config))?,
     })
 }
 
@@ -746,4 +747,77 @@ fn prepare_mounts_creates_and_resolves() {
     let got = prepare_mounts(&[m(&link), m(&missing)]).expect("prepare");
     assert_eq!(Path::new(&got[0].host_path), real.canonicalize().expect("canon"));
     assert!(missing.is_dir());
+}
+
+#[test]
+fn runtime_default_seccomp_follows_the_capabilities() {
+    use cri::security_profile::ProfileType;
+    let profile = |t: ProfileType| cri::SecurityProfile {
+        profile_type: t as i32,
+        localhost_ref: String::new(),
+    };
+    let filter = |c: &cri::ContainerConfig, sb: &SandboxView| {
+        build_with(c, &RunConfig::default(), sb, &[])
+            .expect("spec")
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().clone())
+    };
+    let names = |s: &oci_spec::runtime::LinuxSeccomp| -> Vec<String> {
+        s.syscalls()
+            .iter()
+            .flatten()
+            .filter(|r| {
+                r.action() == oci_spec::runtime::LinuxSeccompAction::ScmpActAllow
+                    && r.args().iter().flatten().next().is_none()
+            })
+            .flat_map(|r| r.names().clone())
+            .collect()
+    };
+    // No profile, or Unconfined: no filter.
+    assert_eq!(filter(&container(), &sandbox()), None);
+    let unconfined = with_sc(container(), |sc| sc.seccomp = Some(profile(ProfileType::Unconfined)));
+    assert_eq!(filter(&unconfined, &sandbox()), None);
+    // RuntimeDefault: the built-in profile for containerd's default capabilities.
+    let rd = with_sc(container(), |sc| {
+        sc.seccomp = Some(profile(ProfileType::RuntimeDefault))
+    });
+    let rdf = filter(&rd, &sandbox()).expect("RuntimeDefault gives a filter");
+    assert_eq!(
+        rdf.default_action(),
+        oci_spec::runtime::LinuxSeccompAction::ScmpActErrno
+    );
+    assert!(names(&rdf).contains(&"chroot".to_string()));
+    assert!(!names(&rdf).contains(&"mount".to_string()));
+    // Dropping CAP_SYS_CHROOT takes chroot away; adding SYS_ADMIN gives mount.
+    let tuned = with_sc(rd.clone(), |sc| {
+        sc.capabilities = Some(cri::Capability {
+            add_capabilities: s(&["SYS_ADMIN"]),
+            drop_capabilities: s(&["SYS_CHROOT"]),
+            add_ambient_capabilities: vec![],
+        })
+    });
+    let t = filter(&tuned, &sandbox()).expect("filter");
+    assert!(!names(&t).contains(&"chroot".to_string()));
+    assert!(names(&t).contains(&"mount".to_string()));
+    assert!(names(&t).contains(&"clone".to_string()));
+    // The deprecated path asks the same.
+    let legacy = with_sc(container(), |sc| {
+        #[allow(deprecated)]
+        {
+            sc.seccomp_profile_path = "runtime/default".into();
+        }
+    });
+    assert_eq!(filter(&legacy, &sandbox()), Some(rdf));
+    // A privileged container gets none, whatever it asked for.
+    let privileged = with_sc(rd, |sc| sc.privileged = true);
+    let mut sb = sandbox();
+    sb.config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(filter(&privileged, &sb), None);
 }
