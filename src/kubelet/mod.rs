@@ -15,7 +15,6 @@ pub mod node;
 pub mod nodeinfo;
 pub mod podmanager;
 pub mod prober;
-pub mod repeats;
 pub mod runopts;
 pub mod services;
 pub mod sources;
