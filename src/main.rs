@@ -274,7 +274,7 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
     );
     tokio::spawn(log_manager.run(shutdown.clone()));
     let image_gc = ImageGcManager::new(
-        Arc::new(RuntimeImages(runtime.clone())),
+        Arc::new(RuntimeImages::new(runtime.clone()).with_sandbox_image(cfg.pod_infra_container_image.clone())),
         ImageGcPolicy {
             high_threshold_percent: cfg.image_gc_high_threshold_percent,
             low_threshold_percent: cfg.image_gc_low_threshold_percent,
