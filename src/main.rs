@@ -30,7 +30,6 @@ use keel::kubelet::hooks::KubeletHooks;
 use keel::kubelet::runopts::KubeletRunOptions;
 use keel::kubelet::services::ServiceCache;
 use keel::kubelet::sources::{api::spawn_api_source, file::spawn_file_source, SOURCE_CHANNEL_CAPACITY};
-use keel::kubelet::stats::restclient::RestMetricsLayer;
 use keel::kubelet::status::manager::StatusManager;
 use keel::kubelet::syncloop::{Core, DeferredSafety, Kubelet, KubeletParts};
 use keel::kubelet::volumes::VolumeManager;
@@ -112,12 +111,8 @@ async fn client_for(cfg: &Config) -> Result<kube::Client> {
     // renewal is not stuck in a long back-off when the API server comes back.
     let mut kc = kc;
     kc.default_retry = false;
-    // Every request is counted in `rest_client_requests_total` (keel's `/metrics`).
-    let host = kc.cluster_url.authority().map(|a| a.to_string()).unwrap_or_default();
-    Ok(kube::client::ClientBuilder::try_from(kc)
-        .context("building the API client")?
-        .with_layer(&RestMetricsLayer::new(host))
-        .build())
+    // Requests counted in `rest_client_requests_total`; idle connections pooled as client-go's.
+    Ok(keel::kubelet::apiclient::client(&kc)?)
 }
 
 async fn runtime_for(cfg: &Config, clock: Clock) -> Result<Arc<dyn Runtime>> {

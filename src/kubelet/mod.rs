@@ -2,6 +2,7 @@
 //! the status manager; events; and the loop that ties them to the runtime manager.
 
 pub mod admission;
+pub mod apiclient;
 pub mod certificate;
 pub mod cgroups;
 pub mod checkpoint;
