@@ -37,6 +37,11 @@ use keel::kubelet::{lease, node, nodeinfo, RuntimeHealth};
 use keel::streaming::server::KubeletServer;
 use keel::streaming::{healthz, AppState};
 
+// glibc's malloc keeps what a burst of pods freed in its arenas (RSS 73 -> 148 MiB over 1,125
+// churned pods while ~11 MiB stayed live); jemalloc returns freed pages after its decay time.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> Result<()> {
     // `keel monitor --spec FILE`: the native runtime's per-container monitor, re-executed by
     // keel. It must stay single-threaded (it forks), so it runs before clap and any runtime.
