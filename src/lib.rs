@@ -8,4 +8,5 @@ pub mod genericruntime;
 pub mod kubelet;
 pub mod metrics;
 pub mod podspec;
+pub mod repeats;
 pub mod streaming;

@@ -30,13 +30,17 @@ use keel::kubelet::hooks::KubeletHooks;
 use keel::kubelet::runopts::KubeletRunOptions;
 use keel::kubelet::services::ServiceCache;
 use keel::kubelet::sources::{api::spawn_api_source, file::spawn_file_source, SOURCE_CHANNEL_CAPACITY};
-use keel::kubelet::stats::restclient::RestMetricsLayer;
 use keel::kubelet::status::manager::StatusManager;
 use keel::kubelet::syncloop::{Core, DeferredSafety, Kubelet, KubeletParts};
 use keel::kubelet::volumes::VolumeManager;
 use keel::kubelet::{lease, node, nodeinfo, RuntimeHealth};
 use keel::streaming::server::KubeletServer;
 use keel::streaming::{healthz, AppState};
+
+// glibc's malloc keeps what a burst of pods freed in its arenas (RSS 73 -> 148 MiB over 1,125
+// churned pods while ~11 MiB stayed live); jemalloc returns freed pages after its decay time.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> Result<()> {
     // `keel monitor --spec FILE`: the native runtime's per-container monitor, re-executed by
@@ -112,12 +116,8 @@ async fn client_for(cfg: &Config) -> Result<kube::Client> {
     // renewal is not stuck in a long back-off when the API server comes back.
     let mut kc = kc;
     kc.default_retry = false;
-    // Every request is counted in `rest_client_requests_total` (keel's `/metrics`).
-    let host = kc.cluster_url.authority().map(|a| a.to_string()).unwrap_or_default();
-    Ok(kube::client::ClientBuilder::try_from(kc)
-        .context("building the API client")?
-        .with_layer(&RestMetricsLayer::new(host))
-        .build())
+    // Requests counted in `rest_client_requests_total`; idle connections pooled as client-go's.
+    Ok(keel::kubelet::apiclient::client(&kc)?)
 }
 
 async fn runtime_for(cfg: &Config, clock: Clock) -> Result<Arc<dyn Runtime>> {
@@ -275,7 +275,7 @@ async fn run(cfg: Arc<Config>) -> Result<()> {
     );
     tokio::spawn(log_manager.run(shutdown.clone()));
     let image_gc = ImageGcManager::new(
-        Arc::new(RuntimeImages(runtime.clone())),
+        Arc::new(RuntimeImages::new(runtime.clone()).with_sandbox_image(cfg.pod_infra_container_image.clone())),
         ImageGcPolicy {
             high_threshold_percent: cfg.image_gc_high_threshold_percent,
             low_threshold_percent: cfg.image_gc_low_threshold_percent,

@@ -2,7 +2,10 @@
 //! (`pkg/kubelet/images/image_gc_manager.go`): when the image filesystem is above
 //! `imageGCHighThresholdPercent`, remove images no container uses, least recently used first
 //! (ties: first detected first), skipping pinned images and those detected less than
-//! `imageMinimumGCAge` ago, until usage is back at `imageGCLowThresholdPercent`.
+//! `imageMinimumGCAge` ago, until usage is back at `imageGCLowThresholdPercent`. The runtime's
+//! sandbox (pause) image always counts as in use, as the kubelet's `detectImages` counts its
+//! `--pod-infra-container-image`: without it no sandbox starts, and a node may not be able to
+//! pull it again.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -80,6 +83,9 @@ pub trait ImageGcSource: Send + Sync {
     /// Image IDs of every container, running or not (the kubelet's `GetPods(all=true)`).
     async fn images_in_use(&self) -> Result<HashSet<String>, RuntimeError>;
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Image IDs of the sandbox (pause) image(s) the runtime starts sandboxes with, present on
+    /// the node: never collected.
+    async fn sandbox_images(&self) -> HashSet<String>;
     /// (capacity, available) bytes of the image filesystem.
     async fn fs_stats(&self) -> Result<(u64, u64), ImageGcError>;
 }
@@ -129,7 +135,8 @@ impl ImageGcManager {
     /// Returns the IDs in use.
     pub async fn detect(&self, now: Instant) -> Result<HashSet<String>, RuntimeError> {
         let images = self.source.images().await?;
-        let in_use = self.source.images_in_use().await?;
+        let mut in_use = self.source.images_in_use().await?;
+        in_use.extend(self.source.sandbox_images().await);
         let mut recs = self.records();
         let present: HashSet<&str> = images.iter().map(|i| i.id.as_str()).collect();
         for i in &images {
@@ -266,16 +273,56 @@ impl ImageGcManager {
 }
 
 /// The source for a real backend: CRI calls plus `statvfs` of the image filesystem's mountpoint.
-pub struct RuntimeImages(pub Arc<dyn Runtime>);
+pub struct RuntimeImages {
+    runtime: Arc<dyn Runtime>,
+    /// `--pod-infra-container-image`, when given.
+    sandbox_image: Option<String>,
+}
+
+impl RuntimeImages {
+    pub fn new(runtime: Arc<dyn Runtime>) -> Self {
+        Self {
+            runtime,
+            sandbox_image: None,
+        }
+    }
+
+    /// The sandbox image the kubelet was told about (`--pod-infra-container-image`), kept as
+    /// well as the one the runtime reports.
+    pub fn with_sandbox_image(mut self, image: Option<String>) -> Self {
+        self.sandbox_image = image.filter(|i| !i.is_empty());
+        self
+    }
+
+    /// The sandbox image the runtime names in its verbose status: containerd's CRI plugin
+    /// config (`info["config"]`, JSON) has `sandboxImage`. Runtimes that report none (CRI-O pins
+    /// its pause image instead; keel's own backends use no image for sandboxes) give None.
+    async fn runtime_sandbox_image(&self) -> Option<String> {
+        let status = self
+            .runtime
+            .status(cri::StatusRequest { verbose: true })
+            .await
+            .map_err(|e| tracing::debug!(error = %e, "image GC: runtime status unavailable"))
+            .ok()?;
+        sandbox_image_of(&status.info)
+    }
+}
+
+/// `sandboxImage` of containerd's CRI config in a verbose `Status` answer's info.
+pub fn sandbox_image_of(info: &HashMap<String, String>) -> Option<String> {
+    let config: serde_json::Value = serde_json::from_str(info.get("config")?).ok()?;
+    let image = config.get("sandboxImage")?.as_str()?;
+    (!image.is_empty()).then(|| image.to_string())
+}
 
 #[async_trait]
 impl ImageGcSource for RuntimeImages {
     async fn images(&self) -> Result<Vec<cri::Image>, RuntimeError> {
-        Ok(self.0.list_images(Default::default()).await?.images)
+        Ok(self.runtime.list_images(Default::default()).await?.images)
     }
 
     async fn images_in_use(&self) -> Result<HashSet<String>, RuntimeError> {
-        let cs = self.0.list_containers(Default::default()).await?.containers;
+        let cs = self.runtime.list_containers(Default::default()).await?.containers;
         Ok(cs
             .into_iter()
             .flat_map(|c| [c.image_ref, c.image.map(|i| i.image).unwrap_or_default()])
@@ -284,7 +331,7 @@ impl ImageGcSource for RuntimeImages {
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        self.0
+        self.runtime
             .remove_image(cri::RemoveImageRequest {
                 image: Some(cri::ImageSpec {
                     image: id.to_string(),
@@ -295,9 +342,34 @@ impl ImageGcSource for RuntimeImages {
             .map(|_| ())
     }
 
+    async fn sandbox_images(&self) -> HashSet<String> {
+        let mut names: Vec<String> = self.sandbox_image.iter().cloned().collect();
+        names.extend(self.runtime_sandbox_image().await);
+        let mut ids = HashSet::new();
+        // The kubelet's `GetImageRef`: the image's ID if the runtime has it (an absent image
+        // needs no protection).
+        for name in names {
+            let status = self
+                .runtime
+                .image_status(cri::ImageStatusRequest {
+                    image: Some(cri::ImageSpec {
+                        image: name.clone(),
+                        ..Default::default()
+                    }),
+                    verbose: false,
+                })
+                .await;
+            match status {
+                Ok(s) => ids.extend(s.image.map(|i| i.id).filter(|id| !id.is_empty())),
+                Err(e) => tracing::debug!(image = %name, error = %e, "image GC: sandbox image status unavailable"),
+            }
+        }
+        ids
+    }
+
     async fn fs_stats(&self) -> Result<(u64, u64), ImageGcError> {
         let info = self
-            .0
+            .runtime
             .image_fs_info(Default::default())
             .await
             .map_err(|e| ImageGcError::FsInfo(e.to_string()))?;

@@ -8,6 +8,7 @@ struct Fake {
     in_use: Mutex<HashSet<String>>,
     fs: Mutex<Option<(u64, u64)>>,
     removed: Mutex<Vec<String>>,
+    sandbox: Mutex<HashSet<String>>,
 }
 
 impl Fake {
@@ -50,6 +51,9 @@ impl ImageGcSource for Fake {
         self.images.lock().unwrap().retain(|i| i.id != id);
         self.removed.lock().unwrap().push(id.to_string());
         Ok(())
+    }
+    async fn sandbox_images(&self) -> HashSet<String> {
+        self.sandbox.lock().unwrap().clone()
     }
     async fn fs_stats(&self) -> Result<(u64, u64), ImageGcError> {
         self.fs
@@ -166,6 +170,50 @@ async fn pinned_images_are_kept() {
     let freed = m.free_space(u64::MAX, Instant::now()).await.unwrap();
     assert_eq!(freed, 2048);
     assert_eq!(f.left(), vec!["pause"]);
+}
+
+/// The runtime's sandbox image is in use even with no container on it (the kubelet's
+/// `detectImages` adds its `--pod-infra-container-image`): first in LRU order, old enough,
+/// unpinned, and still kept when that leaves GC short of its target.
+#[tokio::test]
+async fn the_sandbox_image_is_never_collected() {
+    let f = Fake::with(&[("sha256:pause", 300), ("image-1", 50)]);
+    f.sandbox.lock().unwrap().insert("sha256:pause".into());
+    *f.fs.lock().unwrap() = Some((1000, 50)); // 95% used: 150 bytes wanted
+    let m = manager(&f, Duration::ZERO);
+    let t0 = Instant::now();
+    m.detect(t0).await.unwrap();
+    f.use_only(&["image-1"]);
+    m.detect(t0 + Duration::from_secs(1)).await.unwrap();
+    f.use_only(&[]);
+    let err = m.garbage_collect(t0 + Duration::from_secs(2)).await.unwrap_err();
+    assert!(
+        matches!(err, ImageGcError::NotEnough { wanted: 150, freed: 50 }),
+        "{err}"
+    );
+    assert_eq!(f.left(), vec!["sha256:pause"]);
+    assert_eq!(*f.removed.lock().unwrap(), vec!["image-1"]);
+    assert_eq!(m.free_space(u64::MAX, t0 + Duration::from_secs(3)).await.unwrap(), 0);
+    assert_eq!(f.left(), vec!["sha256:pause"]);
+    // Recorded as used at every detection, as the kubelet's.
+    assert_eq!(m.records()["sha256:pause"].last_used, Some(t0 + Duration::from_secs(3)));
+}
+
+/// containerd 1.6's verbose `Status` info names its sandbox image in the CRI plugin config
+/// (`crictl info`, trimmed, from the containerd the tests run).
+#[test]
+fn sandbox_image_from_containerd_status_info() {
+    let config = r#"{"containerd":{"snapshotter":"overlayfs","defaultRuntimeName":"runc"},"cni":{"binDir":"/usr/lib/cni","confDir":"/etc/cni/net.d"},"enableSelinux":false,"sandboxImage":"localhost/pause:1","statsCollectPeriod":10,"maxContainerLogSize":16384}"#;
+    let info: HashMap<String, String> = [
+        ("config".to_string(), config.to_string()),
+        ("golang".to_string(), "\"go1.19.8\"".to_string()),
+    ]
+    .into();
+    assert_eq!(sandbox_image_of(&info).as_deref(), Some("localhost/pause:1"));
+    // Not verbose, another runtime, or an empty setting: none.
+    assert_eq!(sandbox_image_of(&HashMap::new()), None);
+    let empty: HashMap<String, String> = [("config".to_string(), r#"{"sandboxImage":""}"#.to_string())].into();
+    assert_eq!(sandbox_image_of(&empty), None);
 }
 
 #[tokio::test]

@@ -92,6 +92,9 @@ pub struct Config {
     pub image_gc_high_threshold_percent: i32,
     pub image_gc_low_threshold_percent: i32,
     pub image_minimum_gc_age: Duration,
+    /// `--pod-infra-container-image`: image GC never removes it (the runtime's own sandbox
+    /// image is kept as well).
+    pub pod_infra_container_image: Option<String>,
     /// containerd-style `<host>/hosts.toml` for the native backend (`registryConfigDir`,
     /// `--registry-config-dir`).
     pub registry_config_dir: PathBuf,
@@ -483,6 +486,7 @@ impl Config {
             image_gc_high_threshold_percent: 85,
             image_gc_low_threshold_percent: 80,
             image_minimum_gc_age: Duration::from_secs(120),
+            pod_infra_container_image: None,
             registry_config_dir: PathBuf::from("/etc/keel/certs.d"),
             image_preload_dir: None,
             native_run_dir: PathBuf::from("/run/keel"),
@@ -559,7 +563,7 @@ pub fn flag_notes(args: &RunArgs) -> Vec<String> {
     let mut notes = Vec::new();
     if let Some(img) = &args.pod_infra_container_image {
         notes.push(format!(
-            "--pod-infra-container-image={img}: accepted; with a CRI runtime the runtime chooses the sandbox image (containerd: sandbox_image)"
+            "--pod-infra-container-image={img}: kept from image garbage collection only; with a CRI runtime the runtime chooses the sandbox image (containerd: sandbox_image)"
         ));
     }
     if let Some(t) = &args.runtime_request_timeout {
@@ -574,6 +578,7 @@ pub fn flag_notes(args: &RunArgs) -> Vec<String> {
 pub fn apply_flags(cfg: &mut Config, args: &RunArgs) -> Result<(), ConfigError> {
     cfg.kubeconfig = args.kubeconfig.clone();
     cfg.standalone = args.standalone;
+    cfg.pod_infra_container_image = args.pod_infra_container_image.clone();
     if let Some(b) = &args.bootstrap_kubeconfig {
         if args.kubeconfig.is_none() {
             return Err(ConfigError::invalid(
@@ -2029,6 +2034,17 @@ volumeStatsAggPeriod: 0s
         let notes = flag_notes(&args);
         assert_eq!(notes.len(), 2);
         assert!(notes[0].starts_with("--pod-infra-container-image=p:1"));
+        let c = parse_run(&[
+            "--node-name",
+            "n",
+            "--pod-infra-container-image",
+            "registry.k8s.io/pause:3.7",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.pod_infra_container_image.as_deref(),
+            Some("registry.k8s.io/pause:3.7")
+        );
         assert!(notes[1].starts_with("--runtime-request-timeout=4m"));
 
         let refused: &[(&[&str], &str)] = &[

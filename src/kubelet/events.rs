@@ -215,9 +215,9 @@ impl Recorder {
                     rec.regarding.field_path.as_deref().unwrap_or_default(),
                     rec.message
                 );
-                match super::repeats::global().note(&rec.reason, &object) {
-                    super::repeats::Verdict::Log { count: n } => count = n,
-                    super::repeats::Verdict::Repeat { count: n } => {
+                match crate::repeats::global().note(&rec.reason, &object) {
+                    crate::repeats::Verdict::Log { count: n } => count = n,
+                    crate::repeats::Verdict::Repeat { count: n } => {
                         tracing::debug!(reason = %rec.reason, count = n, "event repeated: {}", rec.message);
                         return;
                     }

@@ -2,6 +2,7 @@
 //! the status manager; events; and the loop that ties them to the runtime manager.
 
 pub mod admission;
+pub mod apiclient;
 pub mod certificate;
 pub mod cgroups;
 pub mod checkpoint;
@@ -15,7 +16,6 @@ pub mod node;
 pub mod nodeinfo;
 pub mod podmanager;
 pub mod prober;
-pub mod repeats;
 pub mod runopts;
 pub mod services;
 pub mod sources;

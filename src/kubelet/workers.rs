@@ -508,11 +508,11 @@ async fn run_worker(inner: Arc<Inner>, uid: String) {
             Err(e) => {
                 let name = r.pod.as_ref().and_then(|p| p.metadata.name.clone()).unwrap_or_default();
                 // The same failure every retry is logged once, then counted.
-                match super::repeats::global().note("pod sync failed", &format!("{uid}: {e}")) {
-                    super::repeats::Verdict::Log { count } => {
+                match crate::repeats::global().note("pod sync failed", &format!("{uid}: {e}")) {
+                    crate::repeats::Verdict::Log { count } => {
                         warn!(pod = %name, pod_uid = %uid, state = ?work.state, error = %e, count, "pod sync failed; will retry")
                     }
-                    super::repeats::Verdict::Repeat { count } => {
+                    crate::repeats::Verdict::Repeat { count } => {
                         debug!(pod = %name, pod_uid = %uid, error = %e, count, "pod sync failed again; will retry")
                     }
                 }

@@ -183,6 +183,31 @@ async fn local_image_status_and_missing_image() {
     assert!(!fs.image_filesystems.is_empty());
 }
 
+/// Image GC's view of containerd: the sandbox image its config names (`sandbox_image`, reported
+/// as `sandboxImage` in the verbose Status) counts as in use with no container on it, so GC
+/// never removes it (it is not pinned there, and here it cannot be pulled again). Read-only: no
+/// image is removed from the shared store.
+#[tokio::test]
+async fn image_gc_counts_containerd_sandbox_image_in_use() {
+    use keel::genericruntime::imagegc::{sandbox_image_of, ImageGcManager, ImageGcPolicy, RuntimeImages};
+    let socket = PathBuf::from(env_or_fail("KEEL_CRI_SOCKET"));
+    let rt = runtime(&socket);
+    let status = rt.status(cri::StatusRequest { verbose: true }).await.unwrap();
+    assert_eq!(sandbox_image_of(&status.info).as_deref(), Some("localhost/pause:1"));
+    let pause = rt
+        .image_status(cri::ImageStatusRequest {
+            image: image("localhost/pause:1"),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .image
+        .expect("the test environment imports localhost/pause:1");
+    let gc = ImageGcManager::new(Arc::new(RuntimeImages::new(rt.clone())), ImageGcPolicy::default()).unwrap();
+    let in_use = gc.detect(std::time::Instant::now()).await.unwrap();
+    assert!(in_use.contains(&pause.id), "{in_use:?} lacks {}", pause.id);
+}
+
 /// A real pull from the test registry (CRI PullImage always contacts the registry).
 #[tokio::test]
 async fn pull_image_from_test_registry() {

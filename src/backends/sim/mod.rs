@@ -503,7 +503,8 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 async fn heartbeat(rt: Weak<SimRuntime>) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut warned = false;
+    const FAILED: &str = "sim: writing the heartbeat failed";
+    let mut failing = false;
     loop {
         tick.tick().await;
         let Some(rt) = rt.upgrade() else { return };
@@ -511,13 +512,20 @@ async fn heartbeat(rt: Weak<SimRuntime>) {
         let tmp = rt.state_dir.join(format!("{HEARTBEAT_FILE}.tmp"));
         let res = std::fs::write(&tmp, rt.clock.now().to_string())
             .and_then(|()| std::fs::rename(&tmp, rt.state_dir.join(HEARTBEAT_FILE)));
+        let dir = rt.state_dir.to_string_lossy();
         match res {
-            Ok(()) => warned = false,
-            Err(e) if !warned => {
-                warned = true;
-                tracing::warn!(dir = %rt.state_dir.display(), error = %e, "sim: writing the heartbeat failed");
+            Ok(()) => {
+                if std::mem::take(&mut failing) {
+                    crate::repeats::global().forget(FAILED, &dir);
+                }
             }
-            Err(_) => {}
+            Err(e) => {
+                failing = true;
+                match crate::repeats::global().note(FAILED, &dir) {
+                    crate::repeats::Verdict::Log { count } => tracing::warn!(%dir, error = %e, count, "{FAILED}"),
+                    crate::repeats::Verdict::Repeat { count } => tracing::debug!(%dir, error = %e, count, "{FAILED}"),
+                }
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ use super::logs;
 use super::script::{self, FileKind, FsError, Host, Interp, Mode, Node, Outcome, Stream, Trap};
 use super::vfs::Vfs;
 use crate::clock::Clock;
+use crate::repeats::{self, Verdict};
 
 /// Pending signals per container; StopContainer waits for the exit anyway, so a few suffice.
 pub const SIGNAL_BUFFER: usize = 4;
@@ -134,7 +135,12 @@ struct RunHost {
     trap: Arc<Mutex<Trap>>,
     attach: broadcast::Sender<(Stream, Bytes)>,
     stdin: Option<mpsc::Receiver<Bytes>>,
+    /// The last write to the log failed (its warning is rate-limited until one succeeds).
+    log_failing: bool,
 }
+
+/// The rate-limited warning of a log write that failed (once per output line otherwise).
+const LOG_WRITE_FAILED: &str = "sim: writing container log failed";
 
 impl RunHost {
     /// Wall time of virtual offset `at`.
@@ -169,8 +175,24 @@ impl Host for RunHost {
             let _ = self.attach.send((stream, Bytes::copy_from_slice(data)));
         }
         let Some(path) = &self.log_path else { return };
-        if let Err(e) = logs::append(path, &logs::format_lines(ts, stream, data)) {
-            tracing::warn!(path = %path.display(), error = %e, "sim: writing container log failed");
+        match logs::append(path, &logs::format_lines(ts, stream, data)) {
+            Ok(()) => {
+                if std::mem::take(&mut self.log_failing) {
+                    // Fixed: the next failure is news again.
+                    repeats::global().forget(LOG_WRITE_FAILED, &path.to_string_lossy());
+                }
+            }
+            Err(e) => {
+                self.log_failing = true;
+                match repeats::global().note(LOG_WRITE_FAILED, &path.to_string_lossy()) {
+                    Verdict::Log { count } => {
+                        tracing::warn!(path = %path.display(), error = %e, count, "{LOG_WRITE_FAILED}; lines are dropped")
+                    }
+                    Verdict::Repeat { count } => {
+                        tracing::debug!(path = %path.display(), error = %e, count, "{LOG_WRITE_FAILED} again")
+                    }
+                }
+            }
         }
     }
 
@@ -290,6 +312,7 @@ async fn run(
         trap: trap.clone(),
         attach: output.clone(),
         stdin,
+        log_failing: false,
     };
     let mut interp = Interp::new(
         make_host(l.last_logged, stdin),

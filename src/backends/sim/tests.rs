@@ -1249,4 +1249,5 @@ async fn concurrent_starts_stops_and_removals_settle() {
         .is_empty());
 }
 
+mod log_faults;
 mod streams;

@@ -5,14 +5,13 @@
 
 use std::sync::Arc;
 
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use kube::client::ConfigExt;
 use tower::{BoxError, ServiceBuilder};
 
 use super::connrotation::{Tracker, TrackingConnector};
 use super::manager::{ClientResolver, Manager};
 use super::CertError;
+use crate::kubelet::apiclient;
 use crate::kubelet::stats::restclient::RestMetricsLayer;
 
 /// A client for `config`'s cluster that authenticates with `manager`'s current certificate and
@@ -29,16 +28,13 @@ pub fn rotating_client(
     // dialled after a rotation could still present the old (soon expired) certificate. Go's
     // client, the kubelet's, does not resume either.
     tls.resumption = rustls::client::Resumption::disabled();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(config.connect_timeout);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(TrackingConnector::new(http, tracker));
-    let http_client =
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build::<_, kube::client::Body>(https);
+        .wrap_connector(TrackingConnector::new(apiclient::http_connector(config), tracker));
+    // Pooled as the plain client is (client-go's idle cap and timeout).
+    let http_client = apiclient::http_builder().build::<_, kube::client::Body>(https);
     let host = config
         .cluster_url
         .authority()

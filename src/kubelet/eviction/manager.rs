@@ -29,7 +29,7 @@ pub const REASON: &str = "Evicted";
 
 /// A warning that repeats every round under lasting pressure: logged once, then counted.
 fn warn_repeated(kind: &str, object: &str) {
-    use crate::kubelet::repeats::{global, Verdict};
+    use crate::repeats::{global, Verdict};
     match global().note(kind, object) {
         Verdict::Log { count } => warn!(count, "eviction manager: {kind}: {object}"),
         Verdict::Repeat { count } => debug!(count, "eviction manager: {kind}: {object}"),

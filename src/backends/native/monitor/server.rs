@@ -26,11 +26,14 @@ use super::logwriter::{LogWriter, Stream};
 use super::oom::OomWatch;
 use super::protocol::{self, Frame};
 use super::{sys, ExitRecord, MonitorSpec};
+use crate::repeats::{self, Verdict};
 
 /// runc's pid file in the state dir.
 pub const PID_FILE: &str = "pid";
 /// runc's JSON log in the state dir.
 pub const RUNC_LOG: &str = "runc.log";
+/// The rate-limited warning of a log write that failed (once per output chunk otherwise).
+const LOG_WRITE_FAILED: &str = "writing the container log failed";
 /// Bytes read from the container's output at once.
 const READ_CHUNK: usize = 32 * 1024;
 /// An attached client with this much output queued holds the container's output back.
@@ -214,7 +217,8 @@ struct Monitor {
     oom: Option<OomWatch>,
     clients: Vec<Client>,
     exit: Option<ExitRecord>,
-    log_warned: bool,
+    /// The last write to the log failed (its warning is rate-limited until one succeeds).
+    log_failing: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -383,7 +387,7 @@ impl Monitor {
             oom,
             clients: Vec::new(),
             exit: None,
-            log_warned: false,
+            log_failing: false,
         })
     }
 
@@ -530,10 +534,22 @@ impl Monitor {
     }
 
     fn log_failed(&mut self, e: std::io::Error) {
-        // Once per monitor: a full disk would otherwise log every line.
-        if !self.log_warned {
-            self.log_warned = true;
-            tracing::warn!(container = %self.spec.id, error = %e, "writing the container log failed; lines are dropped");
+        // Rate-limited: a full disk would otherwise log every line.
+        self.log_failing = true;
+        match repeats::global().note(LOG_WRITE_FAILED, &self.spec.id) {
+            Verdict::Log { count } => {
+                tracing::warn!(container = %self.spec.id, error = %e, count, "{LOG_WRITE_FAILED}; lines are dropped")
+            }
+            Verdict::Repeat { count } => {
+                tracing::debug!(container = %self.spec.id, error = %e, count, "{LOG_WRITE_FAILED} again")
+            }
+        }
+    }
+
+    /// A write or reopen of the log succeeded: the next failure is news again.
+    fn log_recovered(&mut self) {
+        if std::mem::take(&mut self.log_failing) {
+            repeats::global().forget(LOG_WRITE_FAILED, &self.spec.id);
         }
     }
 
@@ -549,8 +565,9 @@ impl Monitor {
         };
         let data = &buf[..n];
         let stream = self.outputs[i].stream;
-        if let Err(e) = self.log.write(stream, data, Timestamp::now()) {
-            self.log_failed(e);
+        match self.log.write(stream, data, Timestamp::now()) {
+            Ok(()) => self.log_recovered(),
+            Err(e) => self.log_failed(e),
         }
         let kind = match stream {
             Stream::Stdout => protocol::STDOUT,
@@ -645,7 +662,7 @@ impl Monitor {
             (Role::New, Frame::ReopenLog) => {
                 let reply = match self.log.reopen() {
                     Ok(()) => {
-                        self.log_warned = false;
+                        self.log_recovered();
                         Frame::Ok
                     }
                     Err(e) => Frame::Error(format!("failed to reopen container log: {e}")),

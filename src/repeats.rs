@@ -3,6 +3,10 @@
 //! would otherwise fill the log. The first occurrence is logged at its level; repeats go to
 //! debug with their count, and every power of two is logged again at the original level so a
 //! long-standing problem stays visible. Events already aggregate in the API (`count`).
+//!
+//! Top-level because both sides log such warnings: the kubelet (sync failures, events, eviction)
+//! and the backends (a container log or a state file that cannot be written, once per line or
+//! per tick), and a backend never imports the kubelet.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -44,6 +48,15 @@ impl Repeats {
         } else {
             Verdict::Repeat { count: *n }
         }
+    }
+
+    /// Forgets one kind of problem with an object (it went away: the write succeeded again), so
+    /// its next occurrence is logged at once.
+    pub fn forget(&self, kind: &str, object: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(kind.to_string(), object.to_string()));
     }
 
     /// Forgets an object (say a pod that is gone), so a new problem with it logs again.
