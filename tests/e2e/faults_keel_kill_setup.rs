@@ -328,6 +328,29 @@ async fn note_running(n: &Node, base: &str, running: &mut BTreeMap<String, (Stri
     }
 }
 
+/// Pods whose Secret, ConfigMap and projected volumes have a payload (`..data`), of the pods
+/// the API has: how far the volume set-up got when a kill came.
+async fn volumes_in_place(n: &Node, base: &str) -> (usize, usize) {
+    let pods = pods_of(n, base).await;
+    let pods_dir = n.keel.opts.dir.join("root/pods");
+    let ready = pods
+        .values()
+        .filter(|p| {
+            let vols = pods_dir
+                .join(p["metadata"]["uid"].as_str().unwrap_or_default())
+                .join("volumes");
+            [
+                "kubernetes.io~secret/sec",
+                "kubernetes.io~configmap/cm",
+                "kubernetes.io~projected/proj",
+            ]
+            .iter()
+            .all(|v| vols.join(v).join("..data").exists())
+        })
+        .count();
+    (ready, pods.len())
+}
+
 /// How far the slow image's pulls got: bytes through the proxy (real backends), or the number
 /// of pulls keel started (the simulator, from its `Pulling image "<name>"` events).
 async fn pull_marker(n: &Node, img: &SlowImage, base: &str) -> u64 {
@@ -515,7 +538,10 @@ async fn pulls_and_volume_setup(backend: Backend) {
         let after = rng.random_range(300..2500);
         tokio::time::sleep(Duration::from_millis(after)).await;
         note_running(&n, &base, &mut running_at_kill).await;
-        loud(&format!("  SIGKILL keel {after} ms into the volume set-up (kill {k})"));
+        let (ready, seen) = volumes_in_place(&n, &base).await;
+        loud(&format!(
+            "  SIGKILL keel {after} ms into the volume set-up ({ready} of {seen} pods' volumes in place, kill {k})"
+        ));
         n.keel.restart_after_kill9().await.unwrap();
     }
 
