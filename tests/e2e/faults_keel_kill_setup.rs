@@ -21,10 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
 use md5::{Digest as _, Md5};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::cri_lifecycle::{cri_lock, remove_node_cgroups};
 use crate::faults_common::*;
@@ -38,6 +40,8 @@ const CONVERGE: Duration = Duration::from_secs(240);
 /// The simulator's pull, in (virtual = real, at time scale 1) seconds.
 const SIM_PULL_SECS: u64 = 8;
 const SIM: Backend = Backend::Sim { time_scale: 1.0 };
+/// Between two pod creations.
+const CREATE_GAP: Duration = Duration::from_millis(250);
 
 struct Plan {
     pods: usize,
@@ -277,43 +281,37 @@ data: {{c1: "{}", c2: "{}"}}
     }
 }
 
-fn pod_manifest(name: &str, base: &str, node: &str, image: &str, script: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: default, labels: {{fk-setup: {base}}}}}
-spec:
-  nodeName: {node}
-  restartPolicy: Always
-  terminationGracePeriodSeconds: 2
-  containers:
-  - name: main
-    image: {image}
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", {script:?}]
-    volumeMounts:
-    - {{name: sec, mountPath: /v/sec}}
-    - {{name: cm, mountPath: /v/cm}}
-    - {{name: proj, mountPath: /v/proj}}
-    - {{name: scratch, mountPath: /v/scratch}}
-    - {{name: mem, mountPath: /v/mem}}
-  volumes:
-  - name: sec
-    secret: {{secretName: {base}-s}}
-  - name: cm
-    configMap: {{name: {base}-c}}
-  - name: proj
-    projected:
-      sources:
-      - secret: {{name: {base}-s, items: [{{key: k1, path: s/k1}}]}}
-      - configMap: {{name: {base}-c, items: [{{key: c1, path: c/c1}}]}}
-      - downwardAPI: {{items: [{{path: name, fieldRef: {{fieldPath: metadata.name}}}}]}}
-  - name: scratch
-    emptyDir: {{}}
-  - name: mem
-    emptyDir: {{medium: Memory, sizeLimit: 16Mi}}
-"#
-    )
+fn pod_object(name: &str, base: &str, node: &str, image: &str, script: &str) -> Pod {
+    let mounts: Vec<Value> = ["sec", "cm", "proj", "scratch", "mem"]
+        .iter()
+        .map(|v| json!({"name": v, "mountPath": format!("/v/{v}")}))
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"fk-setup": base}},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "main", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script],
+                "volumeMounts": mounts,
+            }],
+            "volumes": [
+                {"name": "sec", "secret": {"secretName": format!("{base}-s")}},
+                {"name": "cm", "configMap": {"name": format!("{base}-c")}},
+                {"name": "proj", "projected": {"sources": [
+                    {"secret": {"name": format!("{base}-s"), "items": [{"key": "k1", "path": "s/k1"}]}},
+                    {"configMap": {"name": format!("{base}-c"), "items": [{"key": "c1", "path": "c/c1"}]}},
+                    {"downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                ]}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+            ],
+        }
+    }))
+    .expect("a valid pod")
 }
 
 /// Records, from the API's view just before a kill (status lags, never leads), the containers
@@ -328,27 +326,30 @@ async fn note_running(n: &Node, base: &str, running: &mut BTreeMap<String, (Stri
     }
 }
 
-/// Pods whose Secret, ConfigMap and projected volumes have a payload (`..data`), of the pods
-/// the API has: how far the volume set-up got when a kill came.
-async fn volumes_in_place(n: &Node, base: &str) -> (usize, usize) {
-    let pods = pods_of(n, base).await;
+/// Of the pods keel has begun (a directory under its root dir), those whose Secret, ConfigMap
+/// and projected volumes have a payload (`..data`): how far the volume set-up got at a kill.
+/// Read from the disk only, so it is what the kill interrupted.
+fn volumes_in_place(n: &Node) -> (usize, usize) {
     let pods_dir = n.keel.opts.dir.join("root/pods");
-    let ready = pods
-        .values()
-        .filter(|p| {
-            let vols = pods_dir
-                .join(p["metadata"]["uid"].as_str().unwrap_or_default())
-                .join("volumes");
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&pods_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let ready = dirs
+        .iter()
+        .filter(|d| {
             [
                 "kubernetes.io~secret/sec",
                 "kubernetes.io~configmap/cm",
                 "kubernetes.io~projected/proj",
             ]
             .iter()
-            .all(|v| vols.join(v).join("..data").exists())
+            .all(|v| d.join("volumes").join(v).join("..data").exists())
         })
         .count();
-    (ready, pods.len())
+    (ready, dirs.len())
 }
 
 /// How far the slow image's pulls got: bytes through the proxy (real backends), or the number
@@ -514,7 +515,7 @@ async fn pulls_and_volume_setup(backend: Backend) {
     let names: Vec<String> = (0..plan.pods).map(|i| format!("{base}-{i:02}")).collect();
     // Odd pods pull the slow image; even ones use the busybox every store has.
     let slow: Vec<&String> = names.iter().skip(1).step_by(2).collect();
-    let manifest = names
+    let objects: Vec<Pod> = names
         .iter()
         .enumerate()
         .map(|(i, nm)| {
@@ -526,24 +527,34 @@ async fn pulls_and_volume_setup(backend: Backend) {
             } else {
                 "sleep 36000".to_string()
             };
-            pod_manifest(nm, &base, &n.name, image, &script)
+            pod_object(nm, &base, &n.name, image, &script)
         })
-        .collect::<Vec<_>>()
-        .join("---\n");
-    apply(&n.api, &manifest).await.unwrap();
+        .collect();
+    // The pods arrive one by one, so volume set-ups are under way over the whole first seconds
+    // the kills fall in.
+    let api: Api<Pod> = Api::namespaced(n.api.client().await, "default");
+    let creating = tokio::spawn(async move {
+        for p in objects {
+            api.create(&PostParams::default(), &p).await?;
+            tokio::time::sleep(CREATE_GAP).await;
+        }
+        Ok::<(), kube::Error>(())
+    });
 
     let mut running_at_kill: BTreeMap<String, (String, i64)> = BTreeMap::new();
     // Volume set-up (and sandboxes) of the whole burst.
     for k in 0..plan.volume_kills {
         let after = rng.random_range(300..2500);
         tokio::time::sleep(Duration::from_millis(after)).await;
+        let (ready, seen) = volumes_in_place(&n);
         note_running(&n, &base, &mut running_at_kill).await;
-        let (ready, seen) = volumes_in_place(&n, &base).await;
         loud(&format!(
-            "  SIGKILL keel {after} ms into the volume set-up ({ready} of {seen} pods' volumes in place, kill {k})"
+            "  SIGKILL keel {after} ms into the volume set-up ({ready} of {seen} pods begun with their volumes in place, kill {k})"
         ));
         n.keel.restart_after_kill9().await.unwrap();
     }
+
+    creating.await.expect("the creating task").expect("creating the pods");
 
     // The pull: each kill waits until the pull runs again after keel's last start.
     let slow_running = |pods: &BTreeMap<String, Value>| slow.iter().all(|s| pods.get(*s).is_some_and(running_ready));
