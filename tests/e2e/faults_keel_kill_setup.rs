@@ -40,6 +40,9 @@ const CONVERGE: Duration = Duration::from_secs(240);
 /// The simulator's pull, in (virtual = real, at time scale 1) seconds.
 const SIM_PULL_SECS: u64 = 8;
 const SIM: Backend = Backend::Sim { time_scale: 1.0 };
+/// The shared machine's disk may be past the kubelet's 85 %: keel's image GC must not take the
+/// pulled image (or the sandbox image) away while the test looks at it.
+const NO_IMAGE_GC: &str = "imageGCHighThresholdPercent: 100\nimageGCLowThresholdPercent: 99\n";
 /// Between two pod creations.
 const CREATE_GAP: Duration = Duration::from_millis(250);
 
@@ -507,7 +510,8 @@ async fn pulls_and_volume_setup(backend: Backend) {
         Backend::Sim { .. } => vec!["--sim-config", sim_cfg.to_str().unwrap()],
         Backend::Cri | Backend::Native => vec![],
     };
-    let mut n = Node::start_on(TestApiServer::start().await.unwrap(), backend, &extra, NO_EVICTION)
+    let config = format!("{NO_EVICTION}{NO_IMAGE_GC}");
+    let mut n = Node::start_on(TestApiServer::start().await.unwrap(), backend, &extra, &config)
         .await
         .unwrap();
     let contents = Contents::new();
