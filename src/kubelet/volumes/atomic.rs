@@ -145,7 +145,8 @@ pub fn write(target: &Path, payload: &Payload) -> Result<bool, AtomicError> {
             let dir = target.join(d);
             if payload_matches(&dir, &cleaned)? {
                 // A writer killed after the swap (or between making a payload directory and
-                // swapping it in) left the rest undone: finish it now.
+                // swapping it in) left the rest undone: finish it now. The kubelet's writer
+                // likewise makes the user-visible symlinks on every write, changed or not.
                 let repaired = create_user_visible(target, &new_paths)?;
                 let swept = remove_stray_payload_dirs(target, d)?;
                 return Ok(repaired || swept);
@@ -171,8 +172,8 @@ pub fn write(target: &Path, payload: &Payload) -> Result<bool, AtomicError> {
         path: tmp_link.clone(),
         source,
     })?;
-    // The user-visible symlinks go through `..data`, so they may exist before the swap (as the
-    // kubelet makes them): a writer killed right after the swap leaves nothing missing.
+    // The user-visible symlinks go through `..data`, so they may exist before the swap (as some
+    // kubelet versions make them): a writer killed right after the swap leaves nothing missing.
     create_user_visible(target, &new_paths)?;
     std::fs::rename(&tmp_link, &data_link).map_err(|source| AtomicError::Swap {
         path: data_link.clone(),
