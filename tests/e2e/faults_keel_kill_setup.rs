@@ -11,7 +11,7 @@
 //! memory-backed volume mounted once, the image complete in the store with no half-downloaded
 //! blob or half-made layer left, and once the pods are deleted no mount, pod directory or cgroup
 //! of theirs. Default: 8 pods, 1 kill in the volume set-up and 2 in the pull (24 MiB layer);
-//! `KEEL_LONG=1`: 16 pods, 4 and 6 kills (64 MiB).
+//! `KEEL_LONG=1`: 16 pods, 4 and 6 kills (96 MiB).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,7 +59,7 @@ fn plan() -> Plan {
             pods: 16,
             volume_kills: 4,
             pull_kills: 6,
-            layer_mib: 64,
+            layer_mib: 96,
         }
     } else {
         Plan {
