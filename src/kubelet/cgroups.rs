@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use tracing::debug;
 
 use crate::clock::Clock;
@@ -273,6 +276,12 @@ impl PodCgroups {
             collect_dirs(&h.join(&rel), &mut dirs);
         }
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        // `tryKillingCgroupProcesses`: whatever still runs in the pod's cgroups once its
+        // containers are stopped (a `runc init` of a container created but never started when
+        // keel was killed, say) is SIGKILLed, so the cgroups can go.
+        for d in &dirs {
+            kill_cgroup_procs(d);
+        }
         for d in dirs {
             let mut tries = 0;
             loop {
@@ -282,6 +291,7 @@ impl PodCgroups {
                     Err(e) if e.kind() == ErrorKind::NotFound => break,
                     Err(e) if tries < attempts.max(1) => {
                         debug!(cgroup = %d.display(), error = %e, "pod cgroup busy; retrying");
+                        kill_cgroup_procs(&d);
                         self.clock.sleep(DESTROY_RETRY).await;
                     }
                     Err(source) => return Err(CgroupError::Remove { path: d, source }),
@@ -294,6 +304,25 @@ impl PodCgroups {
     /// `destroy` with the default retry budget.
     pub async fn destroy_pod(&self, uid: &str) -> Result<(), CgroupError> {
         self.destroy(uid, DESTROY_ATTEMPTS).await
+    }
+}
+
+/// SIGKILLs the processes listed in `dir/cgroup.procs` (never PID 1 or keel itself).
+fn kill_cgroup_procs(dir: &Path) {
+    let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+        return;
+    };
+    let me = std::process::id() as i32;
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        if pid <= 1 || pid == me {
+            continue;
+        }
+        match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+            Ok(()) => debug!(cgroup = %dir.display(), pid, "killed a process left in a pod cgroup"),
+            // Gone meanwhile.
+            Err(Errno::ESRCH) => {}
+            Err(e) => debug!(cgroup = %dir.display(), pid, error = %e, "killing a process left in a pod cgroup failed"),
+        }
     }
 }
 
@@ -521,6 +550,24 @@ mod tests {
         std::fs::write(m.path().join("pids/podu1/tasks"), "1").unwrap();
         let err = c.destroy("u1", 3).await.unwrap_err();
         assert!(matches!(err, CgroupError::Remove { .. }), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn destroy_kills_what_still_runs_in_the_pod_cgroup() {
+        let m = fake_mount();
+        let c = mgr(m.path(), "/");
+        c.ensure(&pod("u1", &[None])).unwrap();
+        let mut left = std::process::Command::new("sleep").arg("600").spawn().unwrap();
+        let ctr = m.path().join("pids/podu1/ctr-a");
+        std::fs::create_dir_all(&ctr).unwrap();
+        std::fs::write(ctr.join("cgroup.procs"), format!("{}\n", left.id())).unwrap();
+        // The fake cgroup stays "busy" (a file in it): the error comes, the process is gone.
+        assert!(c.destroy("u1", 1).await.is_err());
+        let status = left.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(Signal::SIGKILL as i32)
+        );
     }
 
     #[test]

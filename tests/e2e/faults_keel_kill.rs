@@ -36,16 +36,16 @@ fn pod(name: &str, node: &str, script: &str) -> String {
     pod_yaml(name, node, "Always", script)
 }
 
-fn cs(p: &Value) -> &Value {
+pub(crate) fn cs(p: &Value) -> &Value {
     &p["status"]["containerStatuses"][0]
 }
 
-fn running_ready(p: &Value) -> bool {
+pub(crate) fn running_ready(p: &Value) -> bool {
     phase(p) == "Running" && condition(p, "Ready").is_some_and(|c| c["status"] == "True")
 }
 
 /// The pods of the test (name prefix `base`) as the API has them.
-async fn pods_of(n: &Node, base: &str) -> BTreeMap<String, Value> {
+pub(crate) async fn pods_of(n: &Node, base: &str) -> BTreeMap<String, Value> {
     let list = get_json(&n.api, &["pods", "-n", "default"]).await;
     list.and_then(|l| l["items"].as_array().cloned())
         .unwrap_or_default()

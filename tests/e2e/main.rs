@@ -22,6 +22,7 @@ mod faults_churn;
 mod faults_common;
 mod faults_disk_full;
 mod faults_keel_kill;
+mod faults_keel_kill_setup;
 mod faults_runtime_down;
 mod kubelet_server;
 mod logs;

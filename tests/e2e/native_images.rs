@@ -214,7 +214,7 @@ fn no_half_made_layers(root: &Path) {
     );
 }
 
-fn store_has_no_leftovers(root: &Path) {
+pub(crate) fn store_has_no_leftovers(root: &Path) {
     no_half_made_layers(root);
     let ingest = partial_downloads(root);
     assert!(ingest.is_empty(), "half-written blobs: {ingest:?}");
@@ -515,7 +515,7 @@ async fn native_import_oci_and_docker_archives() {
 
 /// Forwards to `upstream` at about 4 MB/s so a pull is still running when the registry dies,
 /// counting the bytes it passes to the client in `sent`.
-fn slow_proxy(upstream: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> u16 {
+pub(crate) fn slow_proxy(upstream: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     l.set_nonblocking(true).unwrap();

@@ -139,11 +139,17 @@ pub fn write(target: &Path, payload: &Payload) -> Result<bool, AtomicError> {
             })
         }
     };
+    let new_paths: BTreeSet<String> = cleaned.keys().map(|p| top_level(p).to_string()).collect();
     let old_paths = match &old_dir {
         Some(d) => {
             let dir = target.join(d);
             if payload_matches(&dir, &cleaned)? {
-                return Ok(false);
+                // A writer killed after the swap (or between making a payload directory and
+                // swapping it in) left the rest undone: finish it now. The kubelet's writer
+                // likewise makes the user-visible symlinks on every write, changed or not.
+                let repaired = create_user_visible(target, &new_paths)?;
+                let swept = remove_stray_payload_dirs(target, d)?;
+                return Ok(repaired || swept);
             }
             user_visible_paths(&dir)?
         }
@@ -166,20 +172,13 @@ pub fn write(target: &Path, payload: &Payload) -> Result<bool, AtomicError> {
         path: tmp_link.clone(),
         source,
     })?;
+    // The user-visible symlinks go through `..data`, so they may exist before the swap (as some
+    // kubelet versions make them): a writer killed right after the swap leaves nothing missing.
+    create_user_visible(target, &new_paths)?;
     std::fs::rename(&tmp_link, &data_link).map_err(|source| AtomicError::Swap {
         path: data_link.clone(),
         source,
     })?;
-    let new_paths: BTreeSet<String> = cleaned.keys().map(|p| top_level(p).to_string()).collect();
-    for p in &new_paths {
-        let link = target.join(p);
-        if std::fs::symlink_metadata(&link).is_err() {
-            symlink(Path::new(DATA_DIR_NAME).join(p), &link).map_err(|source| AtomicError::Create {
-                path: link.clone(),
-                source,
-            })?;
-        }
-    }
     for p in old_paths.difference(&new_paths) {
         let link = target.join(p);
         match std::fs::remove_file(&link) {
@@ -195,7 +194,64 @@ pub fn write(target: &Path, payload: &Payload) -> Result<bool, AtomicError> {
             std::fs::remove_dir_all(&old).map_err(|source| AtomicError::Remove { path: old, source })?;
         }
     }
+    remove_stray_payload_dirs(target, Path::new(&ts_name))?;
     Ok(true)
+}
+
+/// Makes the missing top-level symlinks `<path> -> ..data/<path>`. Returns whether it made any.
+fn create_user_visible(target: &Path, paths: &BTreeSet<String>) -> Result<bool, AtomicError> {
+    let mut made = false;
+    for p in paths {
+        let link = target.join(p);
+        if std::fs::symlink_metadata(&link).is_err() {
+            symlink(Path::new(DATA_DIR_NAME).join(p), &link).map_err(|source| AtomicError::Create {
+                path: link.clone(),
+                source,
+            })?;
+            made = true;
+        }
+    }
+    Ok(made)
+}
+
+/// Removes the timestamped payload directories other than `current` (the one `..data` names):
+/// a writer killed before its swap leaves one behind, unseen by the pod but filling its tmpfs.
+/// One writer per target, as the kubelet's writer assumes. Returns whether it removed any.
+fn remove_stray_payload_dirs(target: &Path, current: &Path) -> Result<bool, AtomicError> {
+    let rd = std::fs::read_dir(target).map_err(|source| AtomicError::Read {
+        path: target.to_path_buf(),
+        source,
+    })?;
+    let mut removed = false;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let is_payload_dir = name.to_str().is_some_and(is_timestamped_dir_name);
+        if !is_payload_dir || Path::new(&name) == current || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = e.path();
+        std::fs::remove_dir_all(&path).map_err(|source| AtomicError::Remove { path, source })?;
+        removed = true;
+    }
+    Ok(removed)
+}
+
+/// `..YYYY_MM_DD_HH_MM_SS.<n>`, as [`timestamped_dir_name`] makes them (and the kubelet's
+/// `..YYYY_MM_DD_HH_MM_SS.<n>` names).
+fn is_timestamped_dir_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("..") else {
+        return false;
+    };
+    let Some((stamp, n)) = rest.split_once('.') else {
+        return false;
+    };
+    stamp.len() == 19
+        && stamp.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 | 10 | 13 | 16 => b == b'_',
+            _ => b.is_ascii_digit(),
+        })
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn top_level(p: &str) -> &str {
@@ -401,6 +457,51 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with("..20"))
             .count();
         assert_eq!(hidden, 1);
+    }
+
+    #[test]
+    fn a_write_cut_short_is_finished_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("vol");
+        let p = payload(&[("a", "1", 0o644), ("sub/b", "2", 0o644)]);
+        assert!(write(&t, &p).unwrap());
+        let data = std::fs::read_link(t.join("..data")).unwrap();
+        // Killed after the swap, before the symlinks; and killed earlier, between making a
+        // payload directory and swapping it in.
+        std::fs::remove_file(t.join("sub")).unwrap();
+        let stray = t.join("..2026_12_07_21_30_00.12345");
+        std::fs::create_dir(&stray).unwrap();
+        std::fs::write(stray.join("a"), "half").unwrap();
+        // A directory of the user's own naming is never touched.
+        std::fs::create_dir(t.join("..keep")).unwrap();
+        assert!(write(&t, &p).unwrap(), "the repair is a change");
+        assert_eq!(std::fs::read_link(t.join("sub")).unwrap(), Path::new("..data/sub"));
+        assert_eq!(std::fs::read_to_string(t.join("sub/b")).unwrap(), "2");
+        assert!(!stray.exists(), "stray payload directory left");
+        assert!(t.join("..keep").is_dir());
+        assert_eq!(std::fs::read_link(t.join("..data")).unwrap(), data);
+        assert!(!write(&t, &p).unwrap(), "nothing left to do");
+        // An update sweeps strays too.
+        std::fs::create_dir(&stray).unwrap();
+        assert!(write(&t, &payload(&[("a", "3", 0o644)])).unwrap());
+        assert!(!stray.exists());
+        assert!(std::fs::symlink_metadata(t.join("sub")).is_err());
+    }
+
+    #[test]
+    fn timestamped_names() {
+        assert!(is_timestamped_dir_name(&timestamped_dir_name()));
+        assert!(is_timestamped_dir_name("..2016_02_01_23_59_59.1234567"));
+        for n in [
+            "..data",
+            "..data_tmp",
+            "..2016_02_01",
+            "..2016_02_01_23_59_59.",
+            "..2016_02_01_23_59_59.x",
+            "a",
+        ] {
+            assert!(!is_timestamped_dir_name(n), "{n}");
+        }
     }
 
     #[test]
