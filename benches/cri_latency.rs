@@ -1,6 +1,6 @@
 //! CRI call latency, as a CRI client (a kubelet, crictl) sees it over the unix socket, for
-//! `keel cri --runtime sim` (the keel binary of the same build: release under `cargo bench`,
-//! debug under `cargo test --bench cri_latency`) and, in the same run on the same machine,
+//! `keel cri --runtime sim` (`$KEEL_BIN`, which scripts/bench.sh sets to its release build; else
+//! the keel binary of the same build: release under `cargo bench`, debug under `cargo test`) and, in the same run on the same machine,
 //! containerd when `KEEL_CRI_SOCKET` is set (scripts/bench.sh brings one up with
 //! scripts/containerd-env.sh):
 //! - RunPodSandbox, CreateContainer and StartContainer: `KEEL_BENCH_CRI_PODS` pods (default 30)
@@ -68,6 +68,21 @@ fn summary(mut v: Vec<Duration>) -> String {
     )
 }
 
+/// The keel binary under test and what it is: `$KEEL_BIN` (scripts/bench.sh's release build, as
+/// tests/support/keel.rs), else cargo's build of this run.
+fn keel_exe() -> (PathBuf, String) {
+    match std::env::var_os("KEEL_BIN").filter(|b| !b.is_empty()) {
+        Some(b) => {
+            let what = format!("keel {}", b.to_string_lossy());
+            (b.into(), what)
+        }
+        None => {
+            let build = if cfg!(debug_assertions) { "debug" } else { "release" };
+            (env!("CARGO_BIN_EXE_keel").into(), format!("{build} build of keel"))
+        }
+    }
+}
+
 /// A `keel cri --runtime sim` process in a private directory, killed by PID when dropped.
 struct KeelCri {
     child: tokio::process::Child,
@@ -78,11 +93,7 @@ impl KeelCri {
     async fn start() -> Result<KeelCri> {
         let dir = tempfile::Builder::new().prefix("keel-cri-bench").tempdir()?;
         let log = std::fs::File::create(dir.path().join("keel.log"))?;
-        // `$KEEL_BIN`: scripts/bench.sh's release build (as tests/support/keel.rs).
-        let keel = std::env::var_os("KEEL_BIN")
-            .filter(|b| !b.is_empty())
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_keel").into());
-        let child = tokio::process::Command::new(keel)
+        let child = tokio::process::Command::new(keel_exe().0)
             .args(["cri", "--runtime", "sim", "--listen"])
             .arg(format!("unix://{}", dir.path().join("cri.sock").display()))
             .arg("--root-dir")
@@ -290,9 +301,9 @@ async fn main() -> Result<()> {
     // `cargo bench` passes `--bench` (and filters); this bench takes no arguments.
     let mut results = Vec::new();
     let keel = KeelCri::start().await?;
-    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let build = keel_exe().1;
     println!(
-        "CRI call latency: keel cri --runtime sim ({build} build of keel) at {}",
+        "CRI call latency: keel cri --runtime sim ({build}) at {}",
         keel.socket().display()
     );
     let t = bench_runtime(&keel.socket()).await.context("keel cri")?;
