@@ -103,8 +103,10 @@ async fn memory_pressure_evicts_pods_by_rank_and_refuses_best_effort_ones() {
         let count = failed.iter().take_while(|f| **f).count();
         assert!(
             failed[count..].iter().all(|f| !f),
-            "evicted out of order: {:?} for {order:?}",
-            failed
+            "evicted out of order: {:?} for {order:?}; statuses {:?}; keel log:\n{}",
+            failed,
+            order.iter().map(|name| status_of(&pods, name)).collect::<Vec<_>>(),
+            n.keel.log_tail(80)
         );
         (count >= 3).then_some(pods)
     })
