@@ -180,13 +180,15 @@ async fn pod_settings_seen_from_inside(backend: Backend) {
     .await
     .unwrap();
     // dd's 64 MiB buffer does not fit a 16 MiB limit (dd is PID 1: its death ends the container).
+    // A second first: containerd 1.6 watches the cgroup's OOM events only once the task started,
+    // and an OOM kill before that is reported as a plain exit 137 ("Error").
     apply(
         &n.api,
         &pod(
             &oom,
             &n.name,
             json!({"restartPolicy": "Never", "containers": [container(
-                "hog", "exec dd if=/dev/zero of=/dev/null bs=64M count=1",
+                "hog", "sleep 1; exec dd if=/dev/zero of=/dev/null bs=64M count=1",
                 json!({"resources": {"limits": {"memory": "16Mi", "cpu": "200m"}}}))]}),
         ),
     )

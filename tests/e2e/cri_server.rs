@@ -769,6 +769,8 @@ async fn crictl_on_the_native_runtime() {
             return;
         }
     };
+    // Its pods use the shared CNI bridge (see support::util::shared_bridge).
+    let _bridge = crate::support::util::shared_bridge().clone().read_owned().await;
     let s = CriServer::start_native(&env).await.unwrap();
     assert!(s.ok(&["version"]).await.contains("RuntimeName:  keel"));
     let info = s.json(&["info"]).await;

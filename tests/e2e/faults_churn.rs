@@ -177,8 +177,13 @@ async fn wave(n: &Node, pods: &Api<Pod>, label: &str, count: usize) {
 }
 
 async fn churn(plan: Plan) {
+    // On containerd the leak check counts the shared bridge's ports: no native node may use
+    // the bridge meanwhile.
     let _g = match plan.backend {
-        Backend::Cri => Some(cri_lock().await),
+        Backend::Cri => Some((
+            cri_lock().await,
+            crate::support::util::shared_bridge().clone().write_owned().await,
+        )),
         Backend::Sim { .. } | Backend::Native => None,
     };
     let max_pods = (plan.wave + 10).to_string();

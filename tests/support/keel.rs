@@ -78,6 +78,8 @@ pub struct Keel {
     pub opts: KeelOpts,
     child: Option<tokio::process::Child>,
     starts: usize,
+    /// Held for keel's lifetime and dropped after its clean-up (e.g. a shared-bridge guard).
+    held: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Keel {
@@ -102,9 +104,16 @@ impl Keel {
             opts,
             child: None,
             starts: 0,
+            held: Vec::new(),
         };
         k.spawn()?;
         Ok(k)
+    }
+
+    /// Keeps `thing` until this keel is dropped (after its clean-up).
+    #[allow(dead_code)]
+    pub fn hold(&mut self, thing: impl std::any::Any + Send + Sync) {
+        self.held.push(Box::new(thing));
     }
 
     fn spawn(&mut self) -> Result<()> {

@@ -166,6 +166,15 @@ pub fn kubelet_auth_config<A: ControlPlane + ?Sized>(api: &A) -> String {
 /// on a shared build machine whose disk happens to be nearly full (KubeletConfiguration lines).
 pub const NO_EVICTION: &str = "evictionHard:\n  memory.available: \"1Ki\"\n  nodefs.available: \"0%\"\n  imagefs.available: \"0%\"\n  nodefs.inodesFree: \"0%\"\n";
 
+/// The CNI bridge of scripts/containerd-env.sh carries containerd's pods and those of native
+/// nodes on its conflist: each such node holds it shared for its lifetime, and a test that counts
+/// the bridge's ports (the churn's leak check) holds it exclusively.
+pub fn shared_bridge() -> &'static std::sync::Arc<tokio::sync::RwLock<()>> {
+    static LOCK: std::sync::LazyLock<std::sync::Arc<tokio::sync::RwLock<()>>> =
+        std::sync::LazyLock::new(Default::default);
+    &LOCK
+}
+
 /// The runtime a test node's keel drives.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Backend {
@@ -273,6 +282,7 @@ impl<A: ControlPlane> Node<A> {
         );
         let kubeconfig = api.node_kubeconfig(&name);
         let mut opts = super::keel::KeelOpts::new(&name, Some(kubeconfig), dir.path());
+        let mut bridge_guard = None;
         // A node named by a loopback address is reached there (see support::envtest).
         if let Ok(ip) = name.parse::<std::net::Ipv4Addr>() {
             opts.address = ip.to_string();
@@ -295,6 +305,8 @@ impl<A: ControlPlane> Node<A> {
                     if let Some(i) = args.iter().position(|a| a == "--cni-conf-dir") {
                         args.drain(i..i + 2);
                     }
+                } else {
+                    bridge_guard = Some(shared_bridge().clone().read_owned().await);
                 }
                 for a in args {
                     opts = opts.arg(a);
@@ -313,7 +325,10 @@ impl<A: ControlPlane> Node<A> {
         for a in extra {
             opts = opts.arg(*a);
         }
-        let keel = super::keel::Keel::start(opts).await?;
+        let mut keel = super::keel::Keel::start(opts).await?;
+        if let Some(g) = bridge_guard {
+            keel.hold(g);
+        }
         let node = Node { api, keel, name, dir };
         node.wait_ready().await?;
         Ok(node)
