@@ -130,11 +130,16 @@ async fn tty_session(n: &Node, bin: &str, pod: &str) -> Result<()> {
     let mark = seen.len();
     stdin.write_all(b"echo hello-$((40+2))\r").await?;
     wait_after(&mut stdout, &mut seen, mark, "hello-42").await?;
+    // The prompt after the echo's output, before the next line is typed (on a loaded machine it
+    // may come later than the output, and would be taken for the next command's prompt).
+    let after_output = seen.rfind("hello-42").map_or(mark, |i| i + "hello-42".len());
+    wait_after(&mut stdout, &mut seen, after_output, "# ").await?;
     let mark = seen.len();
     stdin.write_all(b"stty size\r").await?;
-    wait_after(&mut stdout, &mut seen, mark, "# ").await?;
     // kubectl sent the terminal size; busybox's `stty size` reads it back.
     let want = format!("{TTY_ROWS} {TTY_COLS}");
+    wait_after(&mut stdout, &mut seen, mark, &want).await?;
+    wait_after(&mut stdout, &mut seen, mark, "# ").await?;
     if !seen[mark..].split(['\r', '\n']).any(|l| l.trim() == want) {
         bail!("no terminal size {want:?} in {:?}", &seen[mark..]);
     }
