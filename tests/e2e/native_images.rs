@@ -16,19 +16,7 @@ use keel::genericruntime::seam::{cri, ImageService};
 
 use crate::support::keel::free_port;
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} not runnable ({e}): scripts/test.sh installs it"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::support::util::run_ok as run;
 
 /// `keel images …` with a private root.
 fn keel_images(root: &Path, args: &[&str]) -> Output {

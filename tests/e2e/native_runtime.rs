@@ -13,19 +13,7 @@ use futures::StreamExt;
 use keel::backends::native::{NativeConfig, NativeRuntime};
 use keel::genericruntime::seam::{cri, Code, RuntimeService};
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} not runnable ({e}): scripts/test.sh installs it"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::support::util::run_ok as run;
 
 /// A one-layer busybox image with users, imported into the store under `root` as
 /// `example.com/keel/busybox:v1`.

@@ -387,3 +387,20 @@ impl<A: ControlPlane> Node<A> {
 pub fn phase(p: &Value) -> &str {
     p["status"]["phase"].as_str().unwrap_or("")
 }
+
+/// Runs a host tool the test set-up installs and returns its stdout; fails the test, with both
+/// outputs, when it cannot run or exits non-zero.
+#[allow(dead_code)] // not every test binary runs host tools
+pub fn run_ok(cmd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} not runnable ({e}): scripts/test.sh installs it"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
