@@ -5,7 +5,9 @@
 # pods, and the footprint with 20 pods: keel + monitors vs keel + containerd + shims) and the CRI
 # call latency of `keel cri` beside that containerd, then the figures as tables.
 # KEEL_BENCH_BACKENDS=sim,cri,native picks the e2e backends; KEEL_BENCH_STEPS picks the parts
-# (default hot,stats,e2e,cri,pull). Usage: bash scripts/bench.sh [--quick]
+# (default hot,stats,e2e,cri,pull,exec; exec: `kubectl exec POD -- true` through the real
+# kube-apiserver v1.24 to keel and to the stock kubelet v1.24 on the same containerd,
+# benches/exec_kubelet.rs). Usage: bash scripts/bench.sh [--quick]
 #   --quick: criterion's short sampling, 3 single-pod runs, 10 s CPU window, 200 pods on the sim.
 # keel under test is the shipped release build (`cargo build --release`, Cargo.toml's profile),
 # also as the monitors the native backend re-executes; the e2e and CRI-latency harnesses (test
@@ -32,6 +34,7 @@ export KEEL_TEST_CGROUP_ROOT="${KEEL_TEST_CGROUP_ROOT:-/keel-test/${KEEL_CTRD_DI
 ctrd_down() {
   local rc=$?
   trap - EXIT INT TERM
+  [ -z "${KEEL_ENVTEST_ASSETS:-}" ] || rm -rf "$KEEL_ENVTEST_ASSETS"
   if ! bash scripts/containerd-env.sh down "$KEEL_CTRD_DIR"; then
     echo "bench.sh: containerd environment teardown left something behind" >&2
     [ "$rc" -ne 0 ] || rc=1
@@ -46,8 +49,18 @@ bash scripts/containerd-env.sh up "$KEEL_CTRD_DIR"
 # shellcheck source=/dev/null
 . "$KEEL_CTRD_DIR/env"
 
-STEPS=",${KEEL_BENCH_STEPS:-hot,stats,e2e,cri,pull},"
+STEPS=",${KEEL_BENCH_STEPS:-hot,stats,e2e,cri,pull,exec},"
 step() { [[ "$STEPS" == *",$1,"* ]]; }
+
+# The real control plane and the stock kubelet for the exec step, as scripts/test.sh links them.
+if step exec && [ -z "${KUBEBUILDER_ASSETS:-}" ] && [ -x ../shared/envtest/kube-apiserver ] && [ -x /usr/bin/etcd ]; then
+  KEEL_ENVTEST_ASSETS=$(mktemp -d /tmp/keel-envtest-assets.XXXX)
+  for b in kube-apiserver kube-controller-manager kubelet; do
+    ln -s "$(cd ../shared/envtest && pwd)/$b" "$KEEL_ENVTEST_ASSETS/$b"
+  done
+  ln -s /usr/bin/etcd "$KEEL_ENVTEST_ASSETS/etcd"
+  export KUBEBUILDER_ASSETS="$KEEL_ENVTEST_ASSETS"
+fi
 
 echo "== cargo build --release (keel under test)"
 cargo build --release --bin keel
@@ -59,9 +72,9 @@ if step hot || step stats; then
   echo "== cargo bench --no-run (criterion benches, bench profile)"
   cargo bench --no-run --bench hot_paths --bench stats
 fi
-if step e2e || step cri; then
-  echo "== cargo test --no-run (e2e and CRI-latency harnesses, dev profile)"
-  cargo test --no-run --bench e2e --bench cri_latency
+if step e2e || step cri || step exec; then
+  echo "== cargo test --no-run (e2e, CRI-latency and exec harnesses, dev profile)"
+  cargo test --no-run --bench e2e --bench cri_latency --bench exec_kubelet
 fi
 
 REPORT=target/bench-report.txt
@@ -88,6 +101,11 @@ REPORT=target/bench-report.txt
     echo
     echo "== CRI call latency: keel cri --runtime sim beside containerd"
     cargo test --bench cri_latency 2>&1 | grep --line-buffered -v -E '^\s*(Finished|Running|Compiling)'
+  fi
+  if step exec; then
+    echo
+    echo "== exec round trip: keel beside the stock kubelet v1.24 (real kube-apiserver, same containerd)"
+    cargo test --bench exec_kubelet 2>&1 | grep --line-buffered -v -E '^\s*(Finished|Running|Compiling)'
   fi
   if step pull; then
     echo "== image pull: keel native vs containerd (scripts/bench-pull.sh)"

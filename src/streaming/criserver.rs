@@ -16,13 +16,14 @@ use std::time::Duration;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use base64::Engine;
 use http::StatusCode;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::exec::local;
 use super::remotecommand::{parse_ports, Kind, StreamOptions};
@@ -165,7 +166,14 @@ impl StreamingServer {
             cache: self.cache,
             streams,
         });
-        if let Err(e) = axum::serve(self.listener, app)
+        // Exec and attach relay small frames to the kubelet: no Nagle delay waiting for its
+        // delayed ACK (Go's servers, containerd's among them, set TCP_NODELAY on every socket).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                debug!(error = %e, "setting TCP_NODELAY on a CRI streaming connection");
+            }
+        });
+        if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
         {
@@ -356,6 +364,31 @@ mod tests {
             Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), StatusCode::NOT_FOUND),
             other => panic!("second use: {other:?}"),
         }
+    }
+
+    /// Accepted streaming connections have TCP_NODELAY (small SPDY frames to the kubelet).
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let server = StreamingServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let _stop = shutdown.clone().drop_guard();
+        tokio::spawn(server.serve(Arc::new(Echo), shutdown.clone()));
+        // A silent client: the server holds the connection, waiting for a request.
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let client_addr = client.local_addr().unwrap();
+        let mut nodelay = None;
+        for _ in 0..500 {
+            nodelay = crate::streaming::server::tcp_sockets()
+                .into_iter()
+                .find(|(local, peer, _)| *local == addr && *peer == client_addr)
+                .map(|(_, _, nodelay)| nodelay);
+            if nodelay.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(nodelay, Some(true), "the accepted socket's TCP_NODELAY");
     }
 
     #[tokio::test]

@@ -442,6 +442,27 @@ mod tests {
         assert!(head.contains("X-Forwarded-For: 127.0.0.1\r\n"), "{head}");
     }
 
+    /// The dialed leg to the runtime's streaming server has TCP_NODELAY, as the accepted one
+    /// (crate::streaming::server): a `true`'s exit status is not held back by Nagle.
+    #[tokio::test]
+    async fn dialed_connection_has_nodelay() {
+        let (url, _backend) =
+            fake_backend("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n").await;
+        let backend_addr: SocketAddr = parse_url(&url).unwrap().authority.parse().unwrap();
+        let addr = front(url).await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(UPGRADE_REQ.as_bytes()).await.unwrap();
+        let got = read_until(&mut c, b"\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 101"), "{got}");
+        // The proxy's socket to the backend: the one whose peer is the backend's listener.
+        let dialed: Vec<bool> = crate::streaming::server::tcp_sockets()
+            .into_iter()
+            .filter(|(_, peer, _)| *peer == backend_addr)
+            .map(|(_, _, nodelay)| nodelay)
+            .collect();
+        assert_eq!(dialed, vec![true], "the dialed socket's TCP_NODELAY");
+    }
+
     #[tokio::test]
     async fn error_answers_pass_through() {
         let (url, _b) = fake_backend(

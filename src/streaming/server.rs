@@ -207,3 +207,61 @@ async fn serve_connection(
         debug!(%remote, error = %e, "kubelet server connection ended with an error");
     }
 }
+
+/// The connected TCP sockets of this process: local address, peer address, TCP_NODELAY.
+#[cfg(test)]
+#[allow(unsafe_code)] // borrowing descriptors by number, in a test only
+pub(crate) fn tcp_sockets() -> Vec<(SocketAddr, SocketAddr, bool)> {
+    use std::os::fd::BorrowedFd;
+    let fds = std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten();
+    fds.filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|fd| {
+            // SAFETY: only duplicated; a descriptor closed meanwhile makes the dup fail (or
+            // duplicates whatever took its number, which the checks below skip if not a socket).
+            let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().ok()?;
+            let s = std::net::TcpStream::from(owned);
+            Some((s.local_addr().ok()?, s.peer_addr().ok()?, s.nodelay().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kubelet server connection has TCP_NODELAY from its accept on (exec and attach relay
+    /// small frames: no Nagle delay waiting for the peer's delayed ACK).
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::kubelet::config::Config::defaults("n1".into());
+        cfg.root_dir = dir.path().to_path_buf();
+        let tls_config = tls::server_config(&cfg, "h", &[]).unwrap();
+        let server = KubeletServer {
+            listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            acceptor: TlsAcceptor::from(tls_config),
+            app: Router::new(),
+        };
+        let addr = server.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let serving = tokio::spawn(server.serve(stop.clone()));
+        // The client stays silent: the server holds the connection, waiting for its handshake.
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let client_addr = client.local_addr().unwrap();
+        let mut nodelay = None;
+        for _ in 0..500 {
+            nodelay = tcp_sockets()
+                .into_iter()
+                .find(|(local, peer, _)| *local == addr && *peer == client_addr)
+                .map(|(_, _, nodelay)| nodelay);
+            if nodelay.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        drop(client);
+        let _ = serving.await;
+        assert_eq!(nodelay, Some(true), "the accepted socket's TCP_NODELAY");
+    }
+}

@@ -11,27 +11,18 @@
 //! Needs root (the kubelet makes cgroups, under a root of the test's own, and mounts volumes;
 //! both are removed again at the end, with the pods' log directories under /var/log/pods).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cri_server::CriServer;
 use crate::support::envtest::{self, ControlPlane};
-use crate::support::keel::{free_port, unmount_under};
+use crate::support::keel::free_port;
+use crate::support::kubelet::{kubelet_binary, StockKubelet, BASE_CONFIG};
 use crate::support::util::*;
-
-/// The stock kubelet: `$KUBEBUILDER_ASSETS/kubelet`, else the shared envtest directory.
-fn kubelet_binary() -> Option<PathBuf> {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/envtest/kubelet");
-    std::env::var_os("KUBEBUILDER_ASSETS")
-        .map(|d| PathBuf::from(d).join("kubelet"))
-        .filter(|p| p.is_file())
-        .or_else(|| Some(shared).filter(|p| p.is_file()))
-}
 
 /// The kubelet binary when this test can run; otherwise None after saying why (past libtest's
 /// capture, as the real tier does).
@@ -61,184 +52,6 @@ async fn kubelet_get(port: u16, path: &str, method: &str) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
-
-/// A pod the kubelet ran, for the clean-up of what it leaves on the host.
-struct PodRef {
-    namespace: String,
-    name: String,
-    uid: String,
-}
-
-/// The stock kubelet on `keel cri`, stopped by PID when dropped; then its pods' cgroups, log
-/// directories and mounts are removed.
-struct StockKubelet {
-    child: std::process::Child,
-    /// The test's private directory (the kubelet's root dir is under it).
-    dir: PathBuf,
-    log: PathBuf,
-    /// Its cgroup root ([`cgroup_root`]).
-    cgroup: String,
-    pods: Vec<PodRef>,
-}
-
-impl StockKubelet {
-    /// Starts `binary` as node `node` on `cri`'s socket with KubeletConfiguration `config`,
-    /// registered with the API server of `kubeconfig` if one is given.
-    fn spawn(binary: &Path, cri: &CriServer, node: &str, config: &str, kubeconfig: Option<&Path>) -> Result<Self> {
-        let cgroup = cgroup_root(node);
-        create_cgroup(&cgroup)?;
-        let config_file = cri.path("kubelet.yaml");
-        std::fs::write(&config_file, format!("{config}cgroupRoot: {cgroup}\n")).context("writing kubelet.yaml")?;
-        let log = cri.path("kubelet.log");
-        let mut cmd = std::process::Command::new(binary);
-        cmd.args(["--hostname-override", node, "--container-runtime", "remote"])
-            .arg(format!(
-                "--container-runtime-endpoint=unix://{}",
-                cri.socket().display()
-            ))
-            .arg(format!("--config={}", config_file.display()))
-            .arg(format!("--root-dir={}", cri.path("kubelet").display()))
-            .arg(format!("--cert-dir={}", cri.path("kubelet/pki").display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).context("creating kubelet.log")?);
-        if let Some(k) = kubeconfig {
-            cmd.arg(format!("--kubeconfig={}", k.display()));
-        }
-        let child = cmd.spawn().context("spawning the kubelet")?;
-        Ok(StockKubelet {
-            child,
-            dir: cri.dir.path().to_path_buf(),
-            log,
-            cgroup,
-            pods: Vec::new(),
-        })
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    /// Records a pod for the clean-up.
-    fn ran(&mut self, pod: &Value) {
-        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
-        if uid.is_empty() || self.pods.iter().any(|p| p.uid == uid) {
-            return;
-        }
-        self.pods.push(PodRef {
-            namespace: pod["metadata"]["namespace"].as_str().unwrap_or("default").to_string(),
-            name: pod["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-            uid: uid.to_string(),
-        });
-    }
-
-    /// SIGTERM, then SIGKILL after 20 s; reaped.
-    fn stop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-        }
-        for _ in 0..200 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for StockKubelet {
-    fn drop(&mut self) {
-        self.stop();
-        remove_cgroup(&self.cgroup);
-        for p in &self.pods {
-            // The kubelet's log directory and /var/log/containers links (its root is fixed).
-            let _ = std::fs::remove_dir_all(format!("/var/log/pods/{}_{}_{}", p.namespace, p.name, p.uid));
-            let prefix = format!("{}_{}_", p.name, p.namespace);
-            for e in std::fs::read_dir("/var/log/containers").into_iter().flatten().flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-        // The kubelet bind-mounts its root directory onto itself (rshared) and mounts volumes.
-        unmount_under(&self.dir);
-    }
-}
-
-/// The kubelet's cgroup root for node `node`: `$KEEL_TEST_CGROUP_ROOT/<node>` (tests/README.md),
-/// its own so that two kubelets on the host never take each other's pod cgroups for orphans
-/// (a kubelet kills a pod whose cgroup went missing). The kubelet wants it to exist already.
-fn cgroup_root(node: &str) -> String {
-    let top = std::env::var("KEEL_TEST_CGROUP_ROOT")
-        .ok()
-        .filter(|r| r.starts_with('/'))
-        .unwrap_or_else(|| "/keel-test".to_string());
-    format!("{}/{node}", top.trim_end_matches('/'))
-}
-
-/// `cgroup` in every v1 hierarchy and the v2 mount.
-fn cgroup_dirs(cgroup: &str) -> Vec<PathBuf> {
-    let relative = cgroup.trim_start_matches('/');
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
-        .unwrap_or_default();
-    dirs.push(PathBuf::from("/sys/fs/cgroup"));
-    dirs.into_iter().map(|d| d.join(relative)).collect()
-}
-
-fn create_cgroup(cgroup: &str) -> Result<()> {
-    for d in cgroup_dirs(cgroup) {
-        // Only in mounted hierarchies (not the tmpfs that holds the v1 mounts).
-        let mount = d
-            .ancestors()
-            .nth(Path::new(cgroup.trim_start_matches('/')).components().count());
-        if mount.is_some_and(|m| m.join("cgroup.procs").exists()) {
-            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-        }
-    }
-    cgroup_dirs(cgroup)
-        .iter()
-        .any(|d| d.is_dir())
-        .then_some(())
-        .with_context(|| format!("could not create cgroup {cgroup}"))
-}
-
-/// Removes `cgroup` and everything under it, deepest first (the sim runs no processes).
-fn remove_cgroup(cgroup: &str) {
-    for top in cgroup_dirs(cgroup).into_iter().filter(|d| d.is_dir()) {
-        let mut dirs = Vec::new();
-        let mut stack = vec![top];
-        while let Some(d) = stack.pop() {
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-            }
-            dirs.push(d);
-        }
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in dirs {
-            let _ = std::fs::remove_dir(&d);
-        }
-    }
-}
-
-/// The KubeletConfiguration lines every run shares: cgroupfs (no systemd here), no
-/// swap check, and eviction thresholds low enough for the shared disks.
-const BASE_CONFIG: &str = r#"apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-readOnlyPort: 0
-cgroupDriver: cgroupfs
-failSwapOn: false
-evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
-imageGCHighThresholdPercent: 99
-imageGCLowThresholdPercent: 98
-"#;
 
 #[tokio::test]
 async fn stock_kubelet_runs_static_pods_on_keel_cri() {
@@ -273,7 +86,7 @@ spec:
          authorization: {{mode: AlwaysAllow}}\n",
         manifests.display()
     );
-    let mut kubelet = StockKubelet::spawn(&kubelet, &cri, &node, &config, None).unwrap();
+    let mut kubelet = StockKubelet::spawn(&kubelet, &cri.socket(), cri.dir.path(), &node, &config, None).unwrap();
 
     let pod_name = format!("web-{node}");
     let mut last = Value::Null;
@@ -379,7 +192,15 @@ async fn stock_kubelet_registered_with_the_real_control_plane_on_keel_cri() {
         kubelet_auth_config(&env)
     );
     let kubeconfig = env.node_kubeconfig(&node);
-    let mut kubelet = StockKubelet::spawn(&kubelet, &cri, &node, &config, Some(&kubeconfig)).unwrap();
+    let mut kubelet = StockKubelet::spawn(
+        &kubelet,
+        &cri.socket(),
+        cri.dir.path(),
+        &node,
+        &config,
+        Some(&kubeconfig),
+    )
+    .unwrap();
 
     // Registered and Ready, with keel as the runtime it reports.
     let ready = wait_for("the Node Ready", Duration::from_secs(120), || async {

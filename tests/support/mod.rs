@@ -3,6 +3,7 @@
 pub mod apiserver;
 pub mod envtest;
 pub mod keel;
+pub mod kubelet;
 pub mod native;
 pub mod rawhttp;
 pub mod util;

@@ -41,7 +41,31 @@ pub async fn connect(netns: Option<&Path>, port: u16) -> Result<BoxedIo, Sandbox
     std_stream
         .set_nonblocking(true)
         .map_err(|e| SandboxError::Failed(format!("port-forward socket: {e}")))?;
+    // Forwarded traffic is often interactive (a database prompt, a shell over a port): no Nagle
+    // delay, as containerd's Go dial has none.
+    std_stream
+        .set_nodelay(true)
+        .map_err(|e| SandboxError::Failed(format!("port-forward socket: {e}")))?;
     let stream = tokio::net::TcpStream::from_std(std_stream)
         .map_err(|e| SandboxError::Failed(format!("port-forward socket: {e}")))?;
     Ok(Box::new(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The connection into the pod has TCP_NODELAY (here on the host's loopback: hostNetwork).
+    #[tokio::test]
+    async fn dialed_connection_has_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let _io = connect(None, target.port()).await.unwrap();
+        let dialed: Vec<bool> = crate::streaming::server::tcp_sockets()
+            .into_iter()
+            .filter(|(_, peer, _)| *peer == target)
+            .map(|(_, _, nodelay)| nodelay)
+            .collect();
+        assert_eq!(dialed, vec![true], "the dialed socket's TCP_NODELAY");
+    }
 }
