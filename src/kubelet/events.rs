@@ -147,7 +147,7 @@ pub fn build_event(rec: &EventRecord, node_name: &str) -> Event {
 /// What the posting task is sent, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Queued {
-    Event(EventRecord),
+    Event(Box<EventRecord>),
     /// These objects (UIDs) are gone from the node: the correlator forgets what it remembers
     /// about them. Queued behind their last events, so none of those re-adds an entry.
     Forget(Vec<String>),
@@ -244,7 +244,7 @@ impl Recorder {
             );
             return;
         };
-        match tx.try_send(Queued::Event(rec)) {
+        match tx.try_send(Queued::Event(Box::new(rec))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(Queued::Event(rec))) => {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -329,7 +329,7 @@ async fn post_events(client: kube::Client, node_name: String, mut rx: mpsc::Rece
     let mut last_nanos = 0i128;
     while let Some(item) = rx.recv().await {
         let rec = match item {
-            Queued::Event(rec) => rec,
+            Queued::Event(rec) => *rec,
             Queued::Forget(uids) => {
                 correlator.forget_objects(&uids.into_iter().collect());
                 continue;
@@ -475,7 +475,7 @@ mod tests {
 
     fn event(q: Option<Queued>) -> EventRecord {
         match q {
-            Some(Queued::Event(rec)) => rec,
+            Some(Queued::Event(rec)) => *rec,
             other => panic!("expected an event, got {other:?}"),
         }
     }
