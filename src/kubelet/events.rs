@@ -144,11 +144,20 @@ pub fn build_event(rec: &EventRecord, node_name: &str) -> Event {
     }
 }
 
+/// What the posting task is sent, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Queued {
+    Event(Box<EventRecord>),
+    /// These objects (UIDs) are gone from the node: the correlator forgets what it remembers
+    /// about them. Queued behind their last events, so none of those re-adds an entry.
+    Forget(Vec<String>),
+}
+
 /// Queues events for the API (or the log, standalone). Cheap to call from anywhere.
 pub struct Recorder {
     node_name: String,
     clock: Clock,
-    tx: Option<mpsc::Sender<EventRecord>>,
+    tx: Option<mpsc::Sender<Queued>>,
     dropped: AtomicU64,
 }
 
@@ -171,7 +180,7 @@ impl Recorder {
     }
 
     /// A recorder whose events go to `tx` (tests and alternative sinks).
-    pub fn with_channel(node_name: impl Into<String>, clock: Clock, tx: mpsc::Sender<EventRecord>) -> Arc<Recorder> {
+    pub fn with_channel(node_name: impl Into<String>, clock: Clock, tx: mpsc::Sender<Queued>) -> Arc<Recorder> {
         Arc::new(Recorder {
             node_name: node_name.into(),
             clock,
@@ -235,18 +244,33 @@ impl Recorder {
             );
             return;
         };
-        match tx.try_send(rec) {
+        match tx.try_send(Queued::Event(Box::new(rec))) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(rec)) => {
+            Err(mpsc::error::TrySendError::Full(Queued::Event(rec))) => {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 // Count every drop, warn on 1, 2, 4, 8… so a flood does not flood the log too.
                 if n.is_power_of_two() {
                     tracing::warn!(dropped_total = n, reason = %rec.reason, "event queue full, dropping event");
                 }
             }
+            Err(mpsc::error::TrySendError::Full(_)) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::debug!("event recorder task has stopped; event not posted");
             }
+        }
+    }
+
+    /// Pods (by UID) that are gone from the node for good: no event will be about them again,
+    /// so the correlator's entries about them can go (housekeeping calls this once their
+    /// workers are forgotten). A full queue keeps them until the LRUs push them out, as
+    /// client-go would.
+    pub fn forget_objects(&self, uids: Vec<String>) {
+        let Some(tx) = &self.tx else { return };
+        if uids.is_empty() {
+            return;
+        }
+        if let Err(e) = tx.try_send(Queued::Forget(uids)) {
+            tracing::debug!(error = %e, "event queue full; the correlator keeps gone pods' entries for now");
         }
     }
 }
@@ -299,11 +323,18 @@ async fn write(client: &kube::Client, c: &Correlated) -> Result<Option<Event>, E
 /// The posting task: one event at a time, in order, as client-go's broadcaster does. An answer
 /// from the server (other than success) is final for that event; an unreachable server is
 /// retried [`MAX_TRIES_PER_EVENT`] times. Failures are logged once per outage.
-async fn post_events(client: kube::Client, node_name: String, mut rx: mpsc::Receiver<EventRecord>) {
+async fn post_events(client: kube::Client, node_name: String, mut rx: mpsc::Receiver<Queued>) {
     let mut correlator = EventCorrelator::default();
     let mut failing = false;
     let mut last_nanos = 0i128;
-    while let Some(rec) = rx.recv().await {
+    while let Some(item) = rx.recv().await {
+        let rec = match item {
+            Queued::Event(rec) => *rec,
+            Queued::Forget(uids) => {
+                correlator.forget_objects(&uids.into_iter().collect());
+                continue;
+            }
+        };
         let mut ev = build_event(&rec, &node_name);
         // Two events about one object in the same nanosecond would share a name.
         let nanos = rec.time.as_nanosecond().max(last_nanos + 1);
@@ -430,15 +461,41 @@ mod tests {
             r.pod_event(&pod(), None, EventType::Normal, "Pulled", format!("m{i}"));
         }
         assert_eq!(r.dropped(), 3);
-        let got = rx.recv().await.unwrap();
+        let got = event(rx.recv().await);
         assert_eq!(got.reason, "Pulled");
         assert_eq!(got.message, "m0");
         assert_eq!(got.regarding.field_path, None);
         r.node_event(EventType::Normal, "Starting", "Starting keel.");
         // The queue had one free slot after the recv.
-        let got = rx.recv().await.unwrap();
+        let got = event(rx.recv().await);
         assert_eq!(got.message, "m1");
-        let got = rx.recv().await.unwrap();
+        let got = event(rx.recv().await);
         assert_eq!(got.regarding.kind.as_deref(), Some("Node"));
+    }
+
+    fn event(q: Option<Queued>) -> EventRecord {
+        match q {
+            Some(Queued::Event(rec)) => *rec,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn forgetting_pods_is_queued_behind_their_events() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let r = Recorder::with_channel("node-1", Clock::real(), tx);
+        r.pod_event(
+            &pod(),
+            None,
+            EventType::Normal,
+            "Killing",
+            "Stopping container c".into(),
+        );
+        r.forget_objects(vec!["uid-1".into()]);
+        // Nothing to forget: nothing queued.
+        r.forget_objects(Vec::new());
+        assert_eq!(event(rx.recv().await).reason, "Killing");
+        assert_eq!(rx.recv().await, Some(Queued::Forget(vec!["uid-1".into()])));
+        assert!(rx.try_recv().is_err());
     }
 }

@@ -916,7 +916,10 @@ impl Kubelet {
             return;
         }
         let desired = lock(&self.core.pods).uids();
-        for uid in self.workers().sync_known_pods(&desired) {
+        let known = self.workers().sync_known_pods(&desired);
+        // Pods gone for good: the event correlator's entries about them go too.
+        self.core.recorder.forget_objects(known.forgotten);
+        for uid in known.restart {
             // The UID was reused after it finished terminating: start it again.
             let pod = lock(&self.core.pods).get(&uid).cloned();
             if let Some(pod) = pod {

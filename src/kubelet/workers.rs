@@ -318,24 +318,30 @@ impl PodWorkers {
     }
 
     /// `SyncKnownPods`: forget finished workers whose pod is no longer desired (or that asked to
-    /// restart); returns the UIDs that finished and were asked to start again.
-    pub fn sync_known_pods(&self, desired: &HashSet<String>) -> Vec<String> {
-        let mut restart = Vec::new();
+    /// restart).
+    pub fn sync_known_pods(&self, desired: &HashSet<String>) -> KnownPods {
+        let mut known = KnownPods::default();
         let mut records = self.inner.records();
         self.inner.pods_synced.store(true, Ordering::Release);
         records.retain(|uid, r| {
             if r.state != PodWorkerState::Finished {
                 return true;
             }
+            let keep = desired.contains(uid);
             if r.restart_requested {
-                if desired.contains(uid) {
-                    restart.push(uid.clone());
+                if keep {
+                    known.restart.push(uid.clone());
+                } else {
+                    known.forgotten.push(uid.clone());
                 }
                 return false;
             }
-            desired.contains(uid)
+            if !keep {
+                known.forgotten.push(uid.clone());
+            }
+            keep
         });
-        restart
+        known
     }
 
     /// Full names (`<name>_<namespace>`) of pods whose containers are still being stopped: their
@@ -362,6 +368,15 @@ impl PodWorkers {
         }
         m
     }
+}
+
+/// What [`PodWorkers::sync_known_pods`] did.
+#[derive(Debug, Default, PartialEq)]
+pub struct KnownPods {
+    /// Finished pods whose UID is desired again: start them anew.
+    pub restart: Vec<String>,
+    /// Finished pods no source wants: gone from the node for good.
+    pub forgotten: Vec<String>,
 }
 
 impl std::hash::Hash for PodWorkerState {
@@ -694,7 +709,9 @@ mod tests {
         assert!(w.should_pod_content_be_removed("u1"));
         assert!(!w.could_have_running_containers("u1"));
         // Forgotten once no longer desired.
-        assert!(w.sync_known_pods(&HashSet::new()).is_empty());
+        let known = w.sync_known_pods(&HashSet::new());
+        assert_eq!(known.forgotten, vec!["u1".to_string()]);
+        assert!(known.restart.is_empty());
         assert_eq!(w.state("u1"), None);
     }
 
@@ -713,7 +730,9 @@ mod tests {
         // Re-creating the same UID after it finished only marks a restart request.
         w.update_pod(opts(UpdateType::Create, pod("u1", "a")), false);
         let desired: HashSet<String> = ["u1".to_string()].into();
-        assert_eq!(w.sync_known_pods(&desired), vec!["u1".to_string()]);
+        let known = w.sync_known_pods(&desired);
+        assert_eq!(known.restart, vec!["u1".to_string()]);
+        assert!(known.forgotten.is_empty(), "the UID is wanted again");
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,7 +13,7 @@
 //! Times are the recorder's clock (virtual time under a scaled clock). The caches are bounded
 //! like client-go's LRUs (4096 entries).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
 
 use jiff::{SignedDuration, Timestamp};
@@ -34,11 +34,19 @@ pub const SPAM_QPS: f64 = 1.0 / 300.0;
 /// Prefix of a combined event's message.
 pub const COMBINED_PREFIX: &str = "(combined from similar events): ";
 
-/// A small LRU: a map plus a use counter; the least recently used entry goes when full.
+/// A small LRU: a map plus a use counter; the least recently used entry goes when full. Each
+/// entry remembers the UID of the object its event was about, so the entries of an object that
+/// is gone for good can be dropped at once instead of lingering until the LRU pushes them out.
 struct Lru<K, V> {
-    map: HashMap<K, (V, u64)>,
+    map: HashMap<K, Entry<V>>,
     tick: u64,
     capacity: usize,
+}
+
+struct Entry<V> {
+    value: V,
+    tick: u64,
+    owner: String,
 }
 
 impl<K: Eq + Hash + Clone, V> Lru<K, V> {
@@ -53,24 +61,54 @@ impl<K: Eq + Hash + Clone, V> Lru<K, V> {
     fn get_mut(&mut self, k: &K) -> Option<&mut V> {
         self.tick += 1;
         let tick = self.tick;
-        self.map.get_mut(k).map(|(v, t)| {
-            *t = tick;
-            v
+        self.map.get_mut(k).map(|e| {
+            e.tick = tick;
+            &mut e.value
         })
     }
 
-    fn insert(&mut self, k: K, v: V) {
+    fn insert(&mut self, k: K, owner: &str, value: V) {
         self.tick += 1;
         if self.map.len() >= self.capacity && !self.map.contains_key(&k) {
-            if let Some(oldest) = self.map.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = self.map.iter().min_by_key(|(_, e)| e.tick).map(|(k, _)| k.clone()) {
                 self.map.remove(&oldest);
             }
         }
-        self.map.insert(k, (v, self.tick));
+        let tick = self.tick;
+        match self.map.get_mut(&k) {
+            // Keep the owner's allocation when an entry is refreshed.
+            Some(e) => {
+                e.value = value;
+                e.tick = tick;
+            }
+            None => {
+                self.map.insert(
+                    k,
+                    Entry {
+                        value,
+                        tick,
+                        owner: owner.to_string(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Drops the entries about these objects; a table left mostly empty after a burst gives its
+    /// room back.
+    fn forget_owners(&mut self, owners: &HashSet<String>) {
+        self.map.retain(|_, e| !owners.contains(&e.owner));
+        if self.map.capacity() > 4 * self.map.len().max(16) {
+            self.map.shrink_to_fit();
+        }
     }
 
     fn len(&self) -> usize {
         self.map.len()
+    }
+
+    fn owners(&self) -> impl Iterator<Item = &str> {
+        self.map.values().map(|e| e.owner.as_str())
     }
 }
 
@@ -243,7 +281,8 @@ impl EventCorrelator {
             // Do not grow the set past the maximum.
             record.local_keys.pop_first();
         }
-        self.aggregates.insert(agg_key.clone(), record);
+        self.aggregates
+            .insert(agg_key.clone(), s(&ev.involved_object.uid), record);
         if similar < AGGREGATE_MAX_EVENTS {
             return (ev, key);
         }
@@ -288,6 +327,7 @@ impl EventCorrelator {
         }
         self.logs.insert(
             key,
+            s(&ev.involved_object.uid),
             EventLog {
                 count: ev.count.unwrap_or(1),
                 first: ev.first_timestamp.clone(),
@@ -310,7 +350,7 @@ impl EventCorrelator {
             last: now,
         };
         let spam = !bucket.try_accept(now, burst, qps);
-        self.spam.insert(key, bucket);
+        self.spam.insert(key, s(&ev.involved_object.uid), bucket);
         spam
     }
 
@@ -334,6 +374,7 @@ impl EventCorrelator {
     pub fn update_state(&mut self, stored: &Event) {
         self.logs.insert(
             event_key(stored),
+            s(&stored.involved_object.uid),
             EventLog {
                 count: stored.count.unwrap_or(1),
                 first: stored.first_timestamp.clone(),
@@ -341,6 +382,28 @@ impl EventCorrelator {
                 resource_version: stored.metadata.resource_version.clone(),
             },
         );
+    }
+
+    /// Forgets everything about these objects (by UID): pods gone from the node. client-go keeps
+    /// them until its LRUs push them out, which holds ~4,096 entries of long keys (each with
+    /// the message) per cache for good once a node has churned through a thousand pods; a
+    /// deleted pod's UID is never the subject of another event, so nothing is lost.
+    pub fn forget_objects(&mut self, uids: &HashSet<String>) {
+        if uids.is_empty() {
+            return;
+        }
+        self.aggregates.forget_owners(uids);
+        self.logs.forget_owners(uids);
+        self.spam.forget_owners(uids);
+    }
+
+    /// Whether any cache holds an entry about this object (by UID).
+    pub fn knows_object(&self, uid: &str) -> bool {
+        self.aggregates
+            .owners()
+            .chain(self.logs.owners())
+            .chain(self.spam.owners())
+            .any(|o| o == uid)
     }
 
     /// Entries in the largest cache (tests: the caches stay bounded).
@@ -414,6 +477,67 @@ mod tests {
         e.first_timestamp = Some(Time(now));
         e.last_timestamp = Some(Time(now));
         e
+    }
+
+    /// Posts an event as the recorder does: correlate, then remember what the server stored.
+    fn post(c: &mut EventCorrelator, reason: &str, o: &ObjectReference, now: Timestamp) -> Correlated {
+        let ev = stamp(make_event(reason, &format!("{reason} container c"), o.clone()), now);
+        let decision = c.correlate(ev, now);
+        match &decision {
+            Correlated::Create(e) => c.update_state(e),
+            Correlated::Patch { event, .. } => c.update_state(event),
+            Correlated::Skip => {}
+        }
+        decision
+    }
+
+    fn pod_ref(name: &str, uid: &str) -> ObjectReference {
+        ObjectReference {
+            uid: Some(uid.into()),
+            ..object("Pod", name, "default")
+        }
+    }
+
+    #[test]
+    fn a_forgotten_object_leaves_no_entry_and_others_keep_theirs() {
+        let mut c = EventCorrelator::default();
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let (a, b) = (pod_ref("a", "uid-a"), pod_ref("b", "uid-b"));
+        for o in [&a, &b] {
+            for reason in ["Pulled", "Created", "Started", "Killing"] {
+                assert!(matches!(post(&mut c, reason, o, now), Correlated::Create(_)));
+            }
+        }
+        assert!(c.knows_object("uid-a") && c.knows_object("uid-b"));
+        c.forget_objects(&HashSet::from(["uid-a".to_string()]));
+        assert!(!c.knows_object("uid-a"));
+        // b's four events (logs, aggregates) and its spam bucket stay: a repeat is still a PATCH.
+        assert_eq!(c.cache_len(), 4);
+        assert!(matches!(post(&mut c, "Started", &b, now), Correlated::Patch { .. }));
+    }
+
+    #[test]
+    fn churned_pods_leave_the_caches_empty() {
+        let mut c = EventCorrelator::default();
+        let node = pod_ref("node-1", "node-1");
+        let mut now = Timestamp::from_second(1_700_000_000).unwrap();
+        // Waves of 50 pods, well past the caches' 4,096 entries: each wave's pods are forgotten
+        // once gone, as housekeeping does.
+        for wave in 0..30 {
+            let uids: HashSet<String> = (0..50).map(|i| format!("uid-{wave}-{i}")).collect();
+            for uid in &uids {
+                let o = pod_ref(&format!("p-{uid}"), uid);
+                for reason in ["Scheduled", "Pulled", "Created", "Started", "Killing"] {
+                    post(&mut c, reason, &o, now);
+                }
+            }
+            post(&mut c, "NodeReady", &node, now);
+            c.forget_objects(&uids);
+            now += SignedDuration::from_secs(60);
+        }
+        // Only the node's entries are left (one per cache).
+        assert_eq!(c.cache_len(), 1);
+        assert!(c.knows_object("node-1"));
     }
 
     /// Plays `previous` then `new`, `interval` apart; the outcome for `new`.
