@@ -66,8 +66,9 @@ pub enum FileSourceError {
     #[error("{path}: invalid YAML: {source}")]
     ParseYaml {
         path: PathBuf,
+        // Boxed: serde-saphyr's error carries its source location and snippet (136 bytes).
         #[source]
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
     #[error("{path}: not a v1 Pod (apiVersion {api_version:?}, kind {kind:?})")]
     NotAPod {
@@ -118,7 +119,7 @@ pub fn decode_manifest(path: &Path, data: &[u8]) -> Result<Pod, FileSourceError>
     } else {
         serde_saphyr::from_str(&text).map_err(|source| FileSourceError::ParseYaml {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?
     };
     let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or("").to_string();
