@@ -377,17 +377,7 @@ mod tests {
         // A silent client: the server holds the connection, waiting for a request.
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let client_addr = client.local_addr().unwrap();
-        let mut nodelay = None;
-        for _ in 0..500 {
-            nodelay = crate::streaming::server::tcp_sockets()
-                .into_iter()
-                .find(|(local, peer, _)| *local == addr && *peer == client_addr)
-                .map(|(_, _, nodelay)| nodelay);
-            if nodelay.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let nodelay = crate::streaming::server::nodelay_of(addr, client_addr).await;
         assert_eq!(nodelay, Some(true), "the accepted socket's TCP_NODELAY");
     }
 

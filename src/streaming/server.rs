@@ -225,6 +225,23 @@ pub(crate) fn tcp_sockets() -> Vec<(SocketAddr, SocketAddr, bool)> {
         .collect()
 }
 
+/// TCP_NODELAY of this process's socket from `local` to `peer`, once it shows up (the server
+/// accepts it on its own task): None if it does not within 5 s.
+#[cfg(test)]
+pub(crate) async fn nodelay_of(local: SocketAddr, peer: SocketAddr) -> Option<bool> {
+    for _ in 0..500 {
+        let found = tcp_sockets()
+            .into_iter()
+            .find(|(l, p, _)| *l == local && *p == peer)
+            .map(|(_, _, nodelay)| nodelay);
+        if found.is_some() {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,17 +265,7 @@ mod tests {
         // The client stays silent: the server holds the connection, waiting for its handshake.
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let client_addr = client.local_addr().unwrap();
-        let mut nodelay = None;
-        for _ in 0..500 {
-            nodelay = tcp_sockets()
-                .into_iter()
-                .find(|(local, peer, _)| *local == addr && *peer == client_addr)
-                .map(|(_, _, nodelay)| nodelay);
-            if nodelay.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let nodelay = nodelay_of(addr, client_addr).await;
         stop.cancel();
         drop(client);
         let _ = serving.await;
