@@ -22,6 +22,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+use common::latency_summary;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -50,27 +53,6 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
-}
-
-/// Nearest-rank percentile of sorted durations, in milliseconds.
-fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1000.0
-}
-
-fn summary(mut v: Vec<Duration>) -> String {
-    v.sort();
-    format!(
-        "p50 {:.0} ms, p95 {:.0} ms (n={}, min {:.0}, max {:.0})",
-        percentile_ms(&v, 50.0),
-        percentile_ms(&v, 95.0),
-        v.len(),
-        percentile_ms(&v, 0.0),
-        percentile_ms(&v, 100.0)
-    )
 }
 
 /// A kubectl to time: its label and binary.
@@ -318,8 +300,8 @@ async fn main() -> Result<()> {
         println!(
             "| {} | {} | {} |",
             c.label,
-            summary(keel[i].clone()),
-            summary(stock[i].clone())
+            latency_summary(keel[i].clone()),
+            latency_summary(stock[i].clone())
         );
     }
     Ok(())

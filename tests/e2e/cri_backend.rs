@@ -14,6 +14,8 @@ use keel::backends::cri::{CriRuntime, Error as CriError};
 use keel::clock::Clock;
 use keel::genericruntime::seam::{cri, Code, ImageService as _, RuntimeService as _};
 
+use crate::support::util::remove_cgroup_tree;
+
 const BUSYBOX: &str = "docker.io/library/busybox:1.36";
 /// Parent of every pod cgroup keel's tests create unless `KEEL_TEST_CGROUP_ROOT` names another
 /// (scripts/containerd-env.sh `down` sweeps it).
@@ -49,53 +51,13 @@ fn runtime(socket: &Path) -> Arc<CriRuntime> {
 /// kubelet's job), deepest first. Returns what could not be removed.
 async fn remove_pod_cgroups(pod_dir_name: &str) -> Vec<String> {
     let root = cgroup_root();
-    let relative = Path::new(root.trim_start_matches('/')).join(pod_dir_name);
-    let mut dirs = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        for entry in entries.flatten() {
-            let dir = entry.path().join(&relative);
-            if dir.is_dir() {
-                dirs.push(dir);
-            }
-        }
-    }
-    // cgroup2 mounted straight at /sys/fs/cgroup (pure v2 machines).
-    let v2 = Path::new("/sys/fs/cgroup").join(&relative);
-    if v2.is_dir() && !dirs.contains(&v2) {
-        dirs.push(v2);
-    }
-    let mut left = Vec::new();
-    for dir in dirs {
-        let mut all = Vec::new();
-        collect_dirs(&dir, &mut all);
-        // Deepest first; a just-exited task may hold a cgroup for a moment.
-        all.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in all {
-            let mut removed = false;
-            for _ in 0..50 {
-                if std::fs::remove_dir(&d).is_ok() || !d.exists() {
-                    removed = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if !removed {
-                left.push(d.display().to_string());
-            }
-        }
-    }
-    left
-}
-
-fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    out.push(dir.to_owned());
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                collect_dirs(&entry.path(), out);
-            }
-        }
-    }
+    // A just-exited task may hold its cgroup for a moment.
+    let cgroup = format!("{}/{pod_dir_name}", root.trim_end_matches('/'));
+    remove_cgroup_tree(&cgroup, Duration::from_secs(5))
+        .await
+        .into_iter()
+        .map(|d| d.display().to_string())
+        .collect()
 }
 
 /// The pod shares one PID namespace (`shareProcessNamespace: true`): the pause process is its

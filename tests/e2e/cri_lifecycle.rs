@@ -126,34 +126,12 @@ pub async fn remove_node_cgroups(node: &str) {
         .ok()
         .filter(|r| r.starts_with('/'))
         .unwrap_or_else(|| "/keel-test".to_string());
-    let relative = Path::new(root.trim_start_matches('/')).join(node);
-    let mut tops = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        for e in entries.flatten() {
-            tops.push(e.path().join(&relative));
-        }
-    }
-    tops.push(Path::new("/sys/fs/cgroup").join(&relative));
-    for top in tops.into_iter().filter(|t| t.is_dir()) {
-        let mut dirs = Vec::new();
-        let mut stack = vec![top];
-        while let Some(d) = stack.pop() {
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-            }
-            dirs.push(d);
-        }
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in dirs {
-            // A just-exited task may hold its cgroup for a moment.
-            for _ in 0..20 {
-                if std::fs::remove_dir(&d).is_ok() || !d.exists() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    // A just-exited task may hold its cgroup for a moment.
+    remove_cgroup_tree(
+        &format!("{}/{node}", root.trim_end_matches('/')),
+        Duration::from_secs(2),
+    )
+    .await;
 }
 
 async fn delete_and_time(n: &Node, name: &str) -> Duration {

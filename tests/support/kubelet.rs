@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::keel::unmount_under;
-use super::util::node_cgroup_root;
+use super::util::{cgroup_dirs, node_cgroup_root, remove_cgroup_tree_now};
 
 /// The stock kubelet: `$KUBEBUILDER_ASSETS/kubelet`, else the shared envtest directory.
 pub fn kubelet_binary() -> Option<PathBuf> {
@@ -163,16 +163,6 @@ impl Drop for StockKubelet {
     }
 }
 
-/// `cgroup` in every v1 hierarchy and the v2 mount.
-fn cgroup_dirs(cgroup: &str) -> Vec<PathBuf> {
-    let relative = cgroup.trim_start_matches('/');
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
-        .unwrap_or_default();
-    dirs.push(PathBuf::from("/sys/fs/cgroup"));
-    dirs.into_iter().map(|d| d.join(relative)).collect()
-}
-
 fn create_cgroup(cgroup: &str) -> Result<()> {
     for d in cgroup_dirs(cgroup) {
         // Only in mounted hierarchies (not the tmpfs that holds the v1 mounts).
@@ -193,18 +183,5 @@ fn create_cgroup(cgroup: &str) -> Result<()> {
 /// Removes `cgroup` and everything under it, deepest first (their processes must be gone: the
 /// pods deleted, or a runtime that runs none).
 pub fn remove_cgroup(cgroup: &str) {
-    for top in cgroup_dirs(cgroup).into_iter().filter(|d| d.is_dir()) {
-        let mut dirs = Vec::new();
-        let mut stack = vec![top];
-        while let Some(d) = stack.pop() {
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-            }
-            dirs.push(d);
-        }
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in dirs {
-            let _ = std::fs::remove_dir(&d);
-        }
-    }
+    remove_cgroup_tree_now(cgroup);
 }

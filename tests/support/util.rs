@@ -404,3 +404,56 @@ pub fn run_ok(cmd: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `cgroup` (a cgroup path such as `/keel-test/node-1`) in every v1 hierarchy and at the v2
+/// mount; they need not exist.
+pub fn cgroup_dirs(cgroup: &str) -> Vec<std::path::PathBuf> {
+    let relative = cgroup.trim_start_matches('/');
+    let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    dirs.push(std::path::PathBuf::from("/sys/fs/cgroup"));
+    dirs.into_iter().map(|d| d.join(relative)).collect()
+}
+
+/// Every directory of `cgroup` and under it, in every hierarchy, deepest first (the order they
+/// can be removed in).
+fn cgroup_tree_deepest_first(cgroup: &str) -> Vec<std::path::PathBuf> {
+    let mut dirs = Vec::new();
+    for top in cgroup_dirs(cgroup).into_iter().filter(|d| d.is_dir()) {
+        let mut stack = vec![top];
+        while let Some(d) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
+            dirs.push(d);
+        }
+    }
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs
+}
+
+/// Removes `cgroup` and everything under it in every hierarchy, once (their processes must be
+/// gone). For `Drop`, where nothing can wait.
+pub fn remove_cgroup_tree_now(cgroup: &str) {
+    for d in cgroup_tree_deepest_first(cgroup) {
+        let _ = std::fs::remove_dir(&d);
+    }
+}
+
+/// Removes `cgroup` and everything under it in every hierarchy, retrying each directory for up
+/// to `patience` (a task that just exited may hold its cgroup for a moment). Returns what is left.
+pub async fn remove_cgroup_tree(cgroup: &str, patience: Duration) -> Vec<std::path::PathBuf> {
+    let mut left = Vec::new();
+    for d in cgroup_tree_deepest_first(cgroup) {
+        let deadline = std::time::Instant::now() + patience;
+        while std::fs::remove_dir(&d).is_err() && d.exists() {
+            if std::time::Instant::now() >= deadline {
+                left.push(d);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    left
+}
